@@ -1,0 +1,104 @@
+//! The behaviour every [`BlobStore`] adapter must show; each adapter's tests call [`run`].
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt, stream};
+use oci::Digest;
+
+use crate::{BlobBody, BlobStore, ByteRange, ByteStream, Error, UploadId};
+
+/// Runs every check against `store`, panicking on the first failure.
+pub async fn run(store: &dyn BlobStore) {
+    whole_put_and_ranged_reads(store).await;
+    parts_commit_atomically(store).await;
+    failed_write_keeps_earlier_bytes(store).await;
+    commit_of_an_existing_digest(store).await;
+}
+
+fn body(parts: &[&[u8]]) -> ByteStream {
+    let owned: Vec<_> = parts.iter().map(|p| Ok(Bytes::copy_from_slice(p))).collect();
+    stream::iter(owned).boxed()
+}
+
+async fn read(store: &dyn BlobStore, d: &Digest, range: Option<ByteRange>) -> Vec<u8> {
+    match store.open(d, range).await.unwrap() {
+        BlobBody::Stream { stream, len } => {
+            let bytes: Vec<Bytes> = stream.try_collect().await.unwrap();
+            let all = bytes.concat();
+            assert_eq!(all.len() as u64, len, "declared length matches streamed bytes");
+            all
+        }
+        BlobBody::Redirect(url) => panic!("conformance expects streams, got a redirect to {url}"),
+    }
+}
+
+async fn whole_put_and_ranged_reads(store: &dyn BlobStore) {
+    // Large enough to take the mapped path of the filesystem adapter, and not a multiple of a chunk.
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    let d = Digest::sha256_of(&data);
+    assert_eq!(store.stat(&d).await.unwrap(), None);
+    assert!(matches!(store.open(&d, None).await, Err(Error::NotFound(_))));
+    store.put(&d, Bytes::from(data.clone())).await.unwrap();
+    store.put(&d, Bytes::from(data.clone())).await.unwrap();
+    assert_eq!(store.stat(&d).await.unwrap(), Some(data.len() as u64));
+    assert_eq!(read(store, &d, None).await, data);
+    for (start, end) in [(0, 0), (1, 10), (1_048_570, 2_097_160), (2_999_999, 2_999_999)] {
+        let got = read(store, &d, Some(ByteRange { start, end })).await;
+        assert_eq!(got, &data[start as usize..=end as usize], "range {start}-{end}");
+    }
+    let small = Digest::sha256_of(b"small");
+    store.put(&small, Bytes::from_static(b"small")).await.unwrap();
+    assert_eq!(read(store, &small, Some(ByteRange { start: 1, end: 3 })).await, b"mal");
+    let empty = Digest::sha256_of(b"");
+    store.put(&empty, Bytes::new()).await.unwrap();
+    assert_eq!(read(store, &empty, None).await, b"");
+    assert!(store.delete(&d).await.unwrap());
+    assert!(!store.delete(&d).await.unwrap());
+    assert_eq!(store.stat(&d).await.unwrap(), None);
+}
+
+async fn parts_commit_atomically(store: &dyn BlobStore) {
+    let id = UploadId::new("conformance-parts").unwrap();
+    assert_eq!(store.write_part(&id, 0, body(&[b"hello ", b"wor"])).await.unwrap(), 9);
+    assert_eq!(store.write_part(&id, 9, body(&[b"ld"])).await.unwrap(), 2);
+    let d = Digest::sha256_of(b"hello world");
+    assert_eq!(store.stat(&d).await.unwrap(), None, "nothing visible before commit");
+    let again: Vec<Bytes> = store.read_part(&id, 11).await.unwrap().try_collect().await.unwrap();
+    assert_eq!(again.concat(), b"hello world");
+    store.commit(&id, 11, &d).await.unwrap();
+    assert_eq!(read(store, &d, None).await, b"hello world");
+    assert!(matches!(store.commit(&id, 11, &d).await, Err(Error::UploadNotFound(_))));
+    store.abort(&id).await.unwrap();
+
+    let zero = UploadId::new("conformance-zero").unwrap();
+    let empty = Digest::sha256_of(b"");
+    store.commit(&zero, 0, &empty).await.unwrap();
+    assert_eq!(store.stat(&empty).await.unwrap(), Some(0));
+}
+
+async fn failed_write_keeps_earlier_bytes(store: &dyn BlobStore) {
+    let id = UploadId::new("conformance-failed").unwrap();
+    store.write_part(&id, 0, body(&[b"abc"])).await.unwrap();
+    let broken: ByteStream = stream::iter(vec![
+        Ok(Bytes::from_static(b"XXXX")),
+        Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "client went away")),
+    ])
+    .boxed();
+    assert!(matches!(store.write_part(&id, 3, broken).await, Err(Error::Body(_))));
+    // The caller still believes the offset is 3: the retry overwrites the junk.
+    store.write_part(&id, 3, body(&[b"de"])).await.unwrap();
+    let d = Digest::sha256_of(b"abcde");
+    store.commit(&id, 5, &d).await.unwrap();
+    assert_eq!(read(store, &d, None).await, b"abcde");
+    store.abort(&UploadId::new("never-existed").unwrap()).await.unwrap();
+}
+
+async fn commit_of_an_existing_digest(store: &dyn BlobStore) {
+    let d = Digest::sha256_of(b"twice");
+    for n in 0..2 {
+        let id = UploadId::new(&format!("conformance-twice-{n}")).unwrap();
+        store.write_part(&id, 0, body(&[b"twice"])).await.unwrap();
+        store.commit(&id, 5, &d).await.unwrap();
+        assert!(matches!(store.read_part(&id, 5).await, Err(Error::UploadNotFound(_))));
+    }
+    assert_eq!(read(store, &d, None).await, b"twice");
+}

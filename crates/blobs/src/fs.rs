@@ -1,0 +1,250 @@
+//! The filesystem adapter: `blobs/<alg>/<2 hex>/<hex>` for committed blobs, `uploads/<id>` for
+//! upload parts, `tmp/` for whole puts.
+//!
+//! Durability: part writes are `fdatasync`ed before they return; a commit syncs the part, renames
+//! it to its digest path (atomic on POSIX) and syncs the directory, so a crash leaves either no
+//! blob or the whole blob under a digest, never a prefix.
+
+use std::io::{self, Write as _};
+use std::path::{Path, PathBuf};
+
+use bytes::{Bytes, BytesMut};
+use futures::{StreamExt, stream};
+use oci::Digest;
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+
+use crate::{BlobBody, BlobStore, ByteRange, ByteStream, Error, Result, UploadId};
+
+/// Blobs smaller than this are read into memory; larger ones are memory-mapped.
+const MAP_THRESHOLD: u64 = 256 * 1024;
+/// Size of the slices a mapped blob is streamed in, and of write batches.
+const CHUNK: usize = 1 << 20;
+
+pub struct FsBlobStore {
+    root: PathBuf,
+}
+
+impl FsBlobStore {
+    /// Opens (creating if needed) a store under `root`, and checks that it is writable.
+    pub fn open(root: &Path) -> io::Result<FsBlobStore> {
+        for dir in ["blobs", "uploads", "tmp"] {
+            std::fs::create_dir_all(root.join(dir))?;
+        }
+        let probe = root.join("tmp").join(".write-probe");
+        std::fs::write(&probe, b"ok")?;
+        std::fs::remove_file(&probe)?;
+        Ok(FsBlobStore { root: root.to_owned() })
+    }
+
+    fn blob_path(&self, d: &Digest) -> PathBuf {
+        self.root.join("blobs").join(d.algorithm().as_str()).join(&d.hex()[..2]).join(d.hex())
+    }
+
+    fn upload_path(&self, id: &UploadId) -> PathBuf {
+        self.root.join("uploads").join(id.as_str())
+    }
+
+    /// Moves `from` (synced) to `digest`'s path atomically, and syncs the directory.
+    async fn publish(&self, from: PathBuf, digest: &Digest) -> Result<()> {
+        let to = self.blob_path(digest);
+        tokio::task::spawn_blocking(move || -> io::Result<()> {
+            let dir = to.parent().expect("blob paths have a parent");
+            std::fs::create_dir_all(dir)?;
+            std::fs::rename(&from, &to)?;
+            std::fs::File::open(dir)?.sync_all()
+        })
+        .await
+        .map_err(|e| Error::Storage(e.to_string()))?
+        .map_err(storage)
+    }
+}
+
+#[async_trait::async_trait]
+impl BlobStore for FsBlobStore {
+    async fn stat(&self, digest: &Digest) -> Result<Option<u64>> {
+        match tokio::fs::metadata(self.blob_path(digest)).await {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(storage(e)),
+        }
+    }
+
+    async fn open(&self, digest: &Digest, range: Option<ByteRange>) -> Result<BlobBody> {
+        let path = self.blob_path(digest);
+        let file = match tokio::fs::File::open(&path).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Error::NotFound(digest.clone())),
+            Err(e) => return Err(storage(e)),
+        };
+        let size = file.metadata().await.map_err(storage)?.len();
+        let range = match range {
+            Some(r) if r.end < size => r,
+            Some(_) => return Err(Error::Storage(format!("range beyond the end of {digest}"))),
+            None if size == 0 => return Ok(BlobBody::Stream { stream: stream::empty().boxed(), len: 0 }),
+            None => ByteRange { start: 0, end: size - 1 },
+        };
+        let len = range.len();
+        if len <= MAP_THRESHOLD {
+            let mut file = file;
+            file.seek(io::SeekFrom::Start(range.start)).await.map_err(storage)?;
+            let mut buf = vec![0; len as usize];
+            file.read_exact(&mut buf).await.map_err(storage)?;
+            return Ok(BlobBody::Stream { stream: stream::once(async { Ok(Bytes::from(buf)) }).boxed(), len });
+        }
+        let file = file.into_std().await;
+        // SAFETY: a committed blob file is never written or truncated again: commits rename a
+        // finished file into place and deletes unlink it, which leaves existing maps intact. So
+        // the mapped bytes cannot change or vanish under the map.
+        let map = tokio::task::spawn_blocking(move || unsafe { memmap2::Mmap::map(&file) })
+            .await
+            .map_err(|e| Error::Storage(e.to_string()))?
+            .map_err(storage)?;
+        let _ = map.advise(memmap2::Advice::Sequential);
+        let all = Bytes::from_owner(map);
+        let (start, end) = (range.start as usize, range.end as usize + 1);
+        let chunks = (start..end).step_by(CHUNK).map(move |s| Ok(all.slice(s..end.min(s + CHUNK))));
+        Ok(BlobBody::Stream { stream: stream::iter(chunks).boxed(), len })
+    }
+
+    async fn put(&self, digest: &Digest, bytes: Bytes) -> Result<()> {
+        if self.stat(digest).await?.is_some() {
+            return Ok(());
+        }
+        let tmp = self.root.join("tmp").join(format!("{}-{}", digest.hex(), std::process::id()));
+        let path = tmp.clone();
+        tokio::task::spawn_blocking(move || -> io::Result<()> {
+            let mut f = std::fs::File::create(&path)?;
+            f.write_all(&bytes)?;
+            f.sync_data()
+        })
+        .await
+        .map_err(|e| Error::Storage(e.to_string()))?
+        .map_err(storage)?;
+        self.publish(tmp, digest).await
+    }
+
+    async fn delete(&self, digest: &Digest) -> Result<bool> {
+        match tokio::fs::remove_file(self.blob_path(digest)).await {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(storage(e)),
+        }
+    }
+
+    async fn write_part(&self, id: &UploadId, offset: u64, mut body: ByteStream) -> Result<u64> {
+        let mut file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(self.upload_path(id))
+            .await
+            .map_err(storage)?;
+        file.seek(io::SeekFrom::Start(offset)).await.map_err(storage)?;
+        let mut written = 0u64;
+        let mut batch = BytesMut::with_capacity(CHUNK);
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(Error::Body)?;
+            written += chunk.len() as u64;
+            if batch.is_empty() && chunk.len() >= CHUNK {
+                file.write_all(&chunk).await.map_err(storage)?;
+                continue;
+            }
+            batch.extend_from_slice(&chunk);
+            if batch.len() >= CHUNK {
+                file.write_all(&batch).await.map_err(storage)?;
+                batch.clear();
+            }
+        }
+        file.write_all(&batch).await.map_err(storage)?;
+        file.flush().await.map_err(storage)?;
+        file.sync_data().await.map_err(storage)?;
+        Ok(written)
+    }
+
+    async fn read_part(&self, id: &UploadId, len: u64) -> Result<ByteStream> {
+        let file = match tokio::fs::File::open(self.upload_path(id)).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Error::UploadNotFound(id.clone())),
+            Err(e) => return Err(storage(e)),
+        };
+        Ok(tokio_util_reader(file.take(len)))
+    }
+
+    async fn commit(&self, id: &UploadId, len: u64, digest: &Digest) -> Result<()> {
+        let part = self.upload_path(id);
+        let exists = self.stat(digest).await?.is_some();
+        let path = part.clone();
+        tokio::task::spawn_blocking(move || -> io::Result<bool> {
+            let f = match std::fs::OpenOptions::new().write(true).open(&path) {
+                Ok(f) => f,
+                // A zero-byte upload that never wrote a part.
+                Err(e) if e.kind() == io::ErrorKind::NotFound && len == 0 => {
+                    std::fs::File::create(&path)?
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+                Err(e) => return Err(e),
+            };
+            f.set_len(len)?;
+            f.sync_all()?;
+            Ok(true)
+        })
+        .await
+        .map_err(|e| Error::Storage(e.to_string()))?
+        .map_err(storage)?
+        .then_some(())
+        .ok_or_else(|| Error::UploadNotFound(id.clone()))?;
+        if exists {
+            // Content-addressed: the committed copy holds the same bytes.
+            return self.abort(id).await;
+        }
+        self.publish(part, digest).await
+    }
+
+    async fn abort(&self, id: &UploadId) -> Result<()> {
+        match tokio::fs::remove_file(self.upload_path(id)).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(storage(e)),
+        }
+    }
+}
+
+/// Streams an async reader in `CHUNK`-sized pieces.
+fn tokio_util_reader<R: tokio::io::AsyncRead + Unpin + Send + 'static>(reader: R) -> ByteStream {
+    stream::unfold(reader, |mut r| async move {
+        let mut buf = BytesMut::zeroed(CHUNK);
+        match r.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok(buf.freeze()), r))
+            }
+            Err(e) => Some((Err(e), r)),
+        }
+    })
+    .boxed()
+}
+
+fn storage(e: io::Error) -> Error {
+    Error::Storage(e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn passes_the_conformance_suite() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsBlobStore::open(dir.path()).unwrap();
+        crate::conformance::run(&store).await;
+    }
+
+    #[test]
+    fn refuses_an_unwritable_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("not-a-dir");
+        std::fs::write(&file, b"x").unwrap();
+        assert!(FsBlobStore::open(&file).is_err());
+    }
+}

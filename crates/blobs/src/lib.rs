@@ -1,0 +1,132 @@
+//! Content-addressed bytes.
+//!
+//! - [`BlobStore`] is the port: committed blobs by digest (stat, ranged open, whole put, delete)
+//!   and upload parts (write at an offset, commit under a digest, abort).
+//! - [`FsBlobStore`] is the filesystem adapter of the embedded default.
+//! - [`conformance`] is the suite every adapter passes.
+//!
+//! Architecture Invariant: the store never decides what bytes are *right*. Hashing and digest
+//! verification are `registry`'s, so every adapter gets them the same; the store's promise is
+//! that a committed blob is durable and complete the moment `commit` returns, and that nothing
+//! uncommitted is ever visible under a digest.
+//!
+//! Architecture Invariant: no HTTP types. [`BlobBody`] is a stream of bytes or a redirect URL.
+
+pub mod conformance;
+mod fs;
+
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use oci::Digest;
+
+pub use fs::FsBlobStore;
+
+/// Bytes flowing into or out of the store.
+pub type ByteStream = BoxStream<'static, Result<Bytes, std::io::Error>>;
+
+/// An upload's identity in the store (chosen by `registry`: URL-safe, no `/`).
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct UploadId(String);
+
+impl UploadId {
+    /// `id` must be 1..=64 characters of `[A-Za-z0-9-]`: it becomes a file or object name.
+    pub fn new(id: &str) -> Option<UploadId> {
+        let ok = !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        ok.then(|| UploadId(id.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for UploadId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for UploadId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+/// An inclusive byte range within a blob, already checked against its size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ByteRange {
+    pub start: u64,
+    pub end: u64,
+}
+
+impl ByteRange {
+    pub fn len(&self) -> u64 {
+        self.end - self.start + 1
+    }
+
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+}
+
+/// How to read a blob: stream its bytes, or send the client to a URL that serves them.
+pub enum BlobBody {
+    Stream { stream: ByteStream, len: u64 },
+    Redirect(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("blob {0} is not in the store")]
+    NotFound(Digest),
+    #[error("upload {0} is not in the store")]
+    UploadNotFound(UploadId),
+    /// The incoming byte stream failed (the client went away, or sent less than it said).
+    #[error("reading the request body failed: {0}")]
+    Body(std::io::Error),
+    /// The store itself failed; nothing was committed.
+    #[error("blob storage failed: {0}")]
+    Storage(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The bytes port. Adapters: [`FsBlobStore`]; S3 follows behind a feature.
+#[async_trait::async_trait]
+pub trait BlobStore: Send + Sync + 'static {
+    /// The size of a committed blob, or `None`.
+    async fn stat(&self, digest: &Digest) -> Result<Option<u64>>;
+    /// Reads a committed blob, or `range` of it.
+    async fn open(&self, digest: &Digest, range: Option<ByteRange>) -> Result<BlobBody>;
+    /// Stores a small blob whole (manifests); durable when it returns.
+    async fn put(&self, digest: &Digest, bytes: Bytes) -> Result<()>;
+    /// Removes a committed blob; `false` if it was not there.
+    async fn delete(&self, digest: &Digest) -> Result<bool>;
+
+    /// Writes `body` into the upload at `offset`, creating the upload if needed; returns how many
+    /// bytes were written. Durable when it returns. Bytes past `offset` from an earlier failed
+    /// write are overwritten: the caller's recorded offset is the truth.
+    async fn write_part(&self, id: &UploadId, offset: u64, body: ByteStream) -> Result<u64>;
+    /// Streams the first `len` bytes of an upload (to re-hash under another algorithm).
+    async fn read_part(&self, id: &UploadId, len: u64) -> Result<ByteStream>;
+    /// Makes the first `len` bytes of the upload visible as `digest`, atomically, and removes the
+    /// upload. The caller has verified the digest.
+    async fn commit(&self, id: &UploadId, len: u64, digest: &Digest) -> Result<()>;
+    /// Removes an upload's bytes; no error if there are none.
+    async fn abort(&self, id: &UploadId) -> Result<()>;
+}
+
+/// The handle the rest of the program holds.
+#[derive(Clone)]
+pub struct Blobs(pub Arc<dyn BlobStore>);
+
+impl std::ops::Deref for Blobs {
+    type Target = dyn BlobStore;
+
+    fn deref(&self) -> &Self::Target {
+        &*self.0
+    }
+}
