@@ -15,45 +15,17 @@
 pub mod conformance;
 mod fs;
 
-use std::fmt;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use oci::Digest;
+pub use oci::UploadId;
 
 pub use fs::FsBlobStore;
 
 /// Bytes flowing into or out of the store.
 pub type ByteStream = BoxStream<'static, Result<Bytes, std::io::Error>>;
-
-/// An upload's identity in the store (chosen by `registry`: URL-safe, no `/`).
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct UploadId(String);
-
-impl UploadId {
-    /// `id` must be 1..=64 characters of `[A-Za-z0-9-]`: it becomes a file or object name.
-    pub fn new(id: &str) -> Option<UploadId> {
-        let ok = !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
-        ok.then(|| UploadId(id.to_owned()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for UploadId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl fmt::Debug for UploadId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&self.0, f)
-    }
-}
 
 /// An inclusive byte range within a blob, already checked against its size.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,1 +1,152 @@
-//! placeholder
+//! Every record customs keeps, behind small ports.
+//!
+//! - [`Repositories`]: repositories, blob links, manifests (with their references), tags and
+//!   referrers; the catalog and tag listings.
+//! - [`UploadSessions`]: upload sessions that survive restarts (offset and running hash state).
+//! - [`SqliteMeta`] is the embedded adapter; PostgreSQL follows behind the same ports.
+//! - [`conformance`] is the suite every adapter passes.
+//!
+//! Architecture Invariant: each write that makes something visible (a manifest with its tag, a
+//! finished upload's blob link) is one transaction, and it checks what it depends on inside that
+//! transaction, so no reader ever sees a manifest whose blobs are not linked.
+//!
+//! Architecture Invariant: no SQL types leave this crate; errors are [`Error`].
+
+pub mod conformance;
+mod sqlite;
+
+use std::sync::Arc;
+
+use oci::{Digest, Reference, RepoName, Tag, UploadId};
+
+pub use sqlite::SqliteMeta;
+
+/// The stored facts of one manifest in one repository (its bytes live in `blobs`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ManifestRecord {
+    pub digest: Digest,
+    pub media_type: String,
+    pub size: u64,
+    /// `artifactType`, else the config's media type: what a referrers listing shows.
+    pub artifact_type: Option<String>,
+    pub subject: Option<Digest>,
+    /// The manifest's `annotations`, as JSON text.
+    pub annotations: Option<String>,
+}
+
+/// A manifest to record, with what it references and an optional tag to point at it.
+#[derive(Clone, Debug)]
+pub struct NewManifest {
+    pub record: ManifestRecord,
+    /// Blobs (config and layers) with the sizes the manifest declares.
+    pub blobs: Vec<(Digest, u64)>,
+    /// Child manifests of an index.
+    pub children: Vec<Digest>,
+    pub tag: Option<Tag>,
+}
+
+/// One page of a sorted listing: at most `n` entries after `last`.
+#[derive(Clone, Debug, Default)]
+pub struct Page {
+    pub n: usize,
+    pub last: Option<String>,
+}
+
+/// Entries of a listing, and whether more follow.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listing<T> {
+    pub entries: Vec<T>,
+    pub more: bool,
+}
+
+/// A resumable upload session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UploadRecord {
+    pub id: UploadId,
+    pub repo: RepoName,
+    /// Bytes received and durable so far.
+    pub received: u64,
+    /// The running hash after `received` bytes (`oci::DigestHasher::save`).
+    pub hash_state: Vec<u8>,
+    pub started_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the manifest references {0}, which is not in the repository")]
+    MissingReference(Digest),
+    #[error("the manifest declares {digest} as {declared} bytes, but it is {actual}")]
+    SizeMismatch { digest: Digest, declared: u64, actual: u64 },
+    #[error("upload session {0} already exists")]
+    UploadExists(String),
+    /// The database failed or could not be reached; nothing was changed.
+    #[error("metadata store failed: {0}")]
+    Unavailable(String),
+    /// A stored row does not parse: the database was changed by something else.
+    #[error("metadata store holds a bad record: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Repositories and what they hold.
+#[async_trait::async_trait]
+pub trait Repositories: Send + Sync + 'static {
+    /// Records that `digest` (of `size` bytes) is in `repo`, creating the repository if needed.
+    async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<()>;
+    /// The size of `digest` if it is linked in `repo`.
+    async fn linked_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>>;
+    async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool>;
+    /// Records a manifest (and moves its tag) in one transaction, after checking that every
+    /// blob is linked with the declared size and every child manifest is in `repo`.
+    async fn put_manifest(&self, repo: &RepoName, manifest: &NewManifest) -> Result<()>;
+    async fn manifest(&self, repo: &RepoName, reference: &Reference) -> Result<Option<ManifestRecord>>;
+    /// Removes a manifest and every tag that points at it.
+    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool>;
+    async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool>;
+    /// Tags in byte order; `None` if the repository is unknown.
+    async fn tags(&self, repo: &RepoName, page: &Page) -> Result<Option<Listing<Tag>>>;
+    /// Repository names in byte order.
+    async fn repositories(&self, page: &Page) -> Result<Listing<RepoName>>;
+    /// Manifests in `repo` whose subject is `subject`, optionally of one artifact type.
+    async fn referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<ManifestRecord>>;
+}
+
+/// Upload sessions.
+#[async_trait::async_trait]
+pub trait UploadSessions: Send + Sync + 'static {
+    async fn create_upload(&self, upload: &UploadRecord) -> Result<()>;
+    async fn upload(&self, id: &UploadId) -> Result<Option<UploadRecord>>;
+    /// Moves a session from `from` to `to` bytes with a new hash state, only if it is still at
+    /// `from`; `false` if it was not (another writer won, or it was removed).
+    async fn advance_upload(&self, id: &UploadId, from: u64, to: u64, hash_state: &[u8], now_ms: i64)
+    -> Result<bool>;
+    /// Ends a session and links its blob in its repository, in one transaction.
+    async fn finish_upload(&self, id: &UploadId, repo: &RepoName, digest: &Digest, size: u64) -> Result<()>;
+    async fn delete_upload(&self, id: &UploadId) -> Result<bool>;
+    async fn count_uploads(&self) -> Result<u64>;
+    /// Sessions not updated since `before_ms`, oldest first.
+    async fn stale_uploads(&self, before_ms: i64, limit: usize) -> Result<Vec<UploadRecord>>;
+}
+
+/// Every port of the records store.
+pub trait MetaStore: Repositories + UploadSessions {}
+impl<T: Repositories + UploadSessions> MetaStore for T {}
+
+/// The handle the rest of the program holds.
+#[derive(Clone)]
+pub struct Meta(pub Arc<dyn MetaStore>);
+
+impl std::ops::Deref for Meta {
+    type Target = dyn MetaStore;
+
+    fn deref(&self) -> &Self::Target {
+        &*self.0
+    }
+}

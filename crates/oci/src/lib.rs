@@ -17,4 +17,4 @@ mod name;
 pub use digest::{Algorithm, Digest, DigestError, DigestHasher};
 pub use error_code::ErrorCode;
 pub use manifest::{Descriptor, Manifest, ManifestError, ManifestKind};
-pub use name::{NameError, Reference, ReferenceError, RepoName, Tag};
+pub use name::{NameError, Reference, ReferenceError, RepoName, Tag, UploadId};

@@ -153,6 +153,35 @@ impl fmt::Display for Reference {
     }
 }
 
+/// An upload session's identity: URL-safe, no `/` (it appears in a Location and as a file name).
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct UploadId(String);
+
+impl UploadId {
+    /// `id` must be 1..=64 characters of `[A-Za-z0-9-]`: it becomes a file or object name.
+    pub fn new(id: &str) -> Option<UploadId> {
+        let ok = !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        ok.then(|| UploadId(id.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for UploadId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for UploadId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,6 +204,14 @@ mod tests {
         }
         assert_eq!("a".repeat(256).parse::<RepoName>(), Err(NameError::RepoNameTooLong));
         assert!("a".repeat(255).parse::<RepoName>().is_ok());
+    }
+
+    #[test]
+    fn upload_ids() {
+        assert!(UploadId::new("0b3c-9f").is_some());
+        for bad in ["", "a/b", "..", "a.b", &"x".repeat(65)] {
+            assert!(UploadId::new(bad).is_none(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -1,0 +1,462 @@
+//! The SQLite adapter: one file in the data directory, WAL, `synchronous=FULL` (an acknowledged
+//! commit survives power loss), one writer connection and a pool of readers.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use oci::{Digest, Reference, RepoName, Tag, UploadId};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::{Row, Sqlite, Transaction};
+
+use crate::{Error, Listing, ManifestRecord, NewManifest, Page, Repositories, Result, UploadRecord, UploadSessions};
+
+/// Schema migrations, applied in order once each.
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001_registry.sql"))];
+
+pub struct SqliteMeta {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+impl SqliteMeta {
+    /// Opens (creating if needed) the database file at `path` and applies pending migrations.
+    pub async fn open(path: &Path) -> Result<SqliteMeta> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await
+            .map_err(db)?;
+        migrate(&writer).await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options.read_only(true))
+            .await
+            .map_err(db)?;
+        Ok(SqliteMeta { writer, reader })
+    }
+
+    /// Closes both pools, waiting for connections to finish their work.
+    pub async fn close(&self) {
+        self.reader.close().await;
+        self.writer.close().await;
+    }
+}
+
+async fn migrate(pool: &SqlitePool) -> Result<()> {
+    sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)")
+        .execute(pool)
+        .await
+        .map_err(db)?;
+    for &(version, sql) in MIGRATIONS {
+        let mut tx = pool.begin().await.map_err(db)?;
+        let done: Option<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
+            .bind(version)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db)?;
+        if done.is_some() {
+            continue;
+        }
+        sqlx::raw_sql(sql).execute(&mut *tx).await.map_err(db)?;
+        sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
+            .bind(version)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        tracing::info!(version, "applied metadata migration");
+    }
+    Ok(())
+}
+
+macro_rules! manifest_select {
+    ($rest:literal) => {
+        concat!("SELECT m.digest, m.media_type, m.size, m.artifact_type, m.subject, m.annotations ", $rest)
+    };
+}
+
+#[async_trait::async_trait]
+impl Repositories for SqliteMeta {
+    async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<()> {
+        let mut tx = self.writer.begin().await.map_err(db)?;
+        link_in(&mut tx, repo, digest, size).await?;
+        tx.commit().await.map_err(db)
+    }
+
+    async fn linked_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>> {
+        let size: Option<i64> = sqlx::query_scalar("SELECT size FROM blob_links WHERE repo = $1 AND digest = $2")
+            .bind(repo.as_str())
+            .bind(digest.to_string())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(db)?;
+        Ok(size.map(|s| s as u64))
+    }
+
+    async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM blob_links WHERE repo = $1 AND digest = $2")
+            .bind(repo.as_str())
+            .bind(digest.to_string())
+            .execute(&self.writer)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn put_manifest(&self, repo: &RepoName, m: &NewManifest) -> Result<()> {
+        let now = now_ms();
+        let mut tx = self.writer.begin().await.map_err(db)?;
+        ensure_repo(&mut tx, repo, now).await?;
+        for (digest, declared) in &m.blobs {
+            let size: Option<i64> = sqlx::query_scalar("SELECT size FROM blob_links WHERE repo = $1 AND digest = $2")
+                .bind(repo.as_str())
+                .bind(digest.to_string())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db)?;
+            match size {
+                None => return Err(Error::MissingReference(digest.clone())),
+                Some(actual) if actual as u64 != *declared => {
+                    let (declared, actual) = (*declared, actual as u64);
+                    return Err(Error::SizeMismatch { digest: digest.clone(), declared, actual });
+                }
+                Some(_) => {}
+            }
+        }
+        for child in &m.children {
+            let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM manifests WHERE repo = $1 AND digest = $2")
+                .bind(repo.as_str())
+                .bind(child.to_string())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db)?;
+            if found.is_none() {
+                return Err(Error::MissingReference(child.clone()));
+            }
+        }
+        let r = &m.record;
+        sqlx::query(
+            "INSERT INTO manifests (repo, digest, media_type, size, artifact_type, subject, annotations, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (repo, digest) DO NOTHING",
+        )
+        .bind(repo.as_str())
+        .bind(r.digest.to_string())
+        .bind(&r.media_type)
+        .bind(r.size as i64)
+        .bind(&r.artifact_type)
+        .bind(r.subject.as_ref().map(Digest::to_string))
+        .bind(&r.annotations)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        let refs = m.blobs.iter().map(|(d, _)| (d, "blob")).chain(m.children.iter().map(|d| (d, "manifest")));
+        for (target, kind) in refs {
+            sqlx::query(
+                "INSERT INTO manifest_refs (repo, manifest, target, kind) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (repo, manifest, target) DO NOTHING",
+            )
+            .bind(repo.as_str())
+            .bind(r.digest.to_string())
+            .bind(target.to_string())
+            .bind(kind)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
+        if let Some(tag) = &m.tag {
+            sqlx::query(
+                "INSERT INTO tags (repo, name, digest, updated_at) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (repo, name) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at",
+            )
+            .bind(repo.as_str())
+            .bind(tag.as_str())
+            .bind(r.digest.to_string())
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)
+    }
+
+    async fn manifest(&self, repo: &RepoName, reference: &Reference) -> Result<Option<ManifestRecord>> {
+        let row = match reference {
+            Reference::Digest(d) => {
+                sqlx::query(manifest_select!("FROM manifests m WHERE m.repo = $1 AND m.digest = $2"))
+                    .bind(repo.as_str())
+                    .bind(d.to_string())
+                    .fetch_optional(&self.reader)
+                    .await
+            }
+            Reference::Tag(t) => {
+                sqlx::query(manifest_select!(
+                    "FROM tags t JOIN manifests m ON m.repo = t.repo AND m.digest = t.digest
+                     WHERE t.repo = $1 AND t.name = $2"
+                ))
+                .bind(repo.as_str())
+                .bind(t.as_str())
+                .fetch_optional(&self.reader)
+                .await
+            }
+        };
+        row.map_err(db)?.map(|r| manifest_record(&r)).transpose()
+    }
+
+    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
+        let mut tx = self.writer.begin().await.map_err(db)?;
+        for sql in [
+            "DELETE FROM tags WHERE repo = $1 AND digest = $2",
+            "DELETE FROM manifest_refs WHERE repo = $1 AND manifest = $2",
+        ] {
+            sqlx::query(sql).bind(repo.as_str()).bind(digest.to_string()).execute(&mut *tx).await.map_err(db)?;
+        }
+        let done = sqlx::query("DELETE FROM manifests WHERE repo = $1 AND digest = $2")
+            .bind(repo.as_str())
+            .bind(digest.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM tags WHERE repo = $1 AND name = $2")
+            .bind(repo.as_str())
+            .bind(tag.as_str())
+            .execute(&self.writer)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn tags(&self, repo: &RepoName, page: &Page) -> Result<Option<Listing<Tag>>> {
+        let known: Option<i64> = sqlx::query_scalar("SELECT 1 FROM repositories WHERE name = $1")
+            .bind(repo.as_str())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(db)?;
+        if known.is_none() {
+            return Ok(None);
+        }
+        let names: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM tags WHERE repo = $1 AND name > $2 ORDER BY name LIMIT $3")
+                .bind(repo.as_str())
+                .bind(page.last.as_deref().unwrap_or(""))
+                .bind(page.n as i64 + 1)
+                .fetch_all(&self.reader)
+                .await
+                .map_err(db)?;
+        listing(names, page.n).map(Some)
+    }
+
+    async fn repositories(&self, page: &Page) -> Result<Listing<RepoName>> {
+        let names: Vec<String> = sqlx::query_scalar("SELECT name FROM repositories WHERE name > $1 ORDER BY name LIMIT $2")
+            .bind(page.last.as_deref().unwrap_or(""))
+            .bind(page.n as i64 + 1)
+            .fetch_all(&self.reader)
+            .await
+            .map_err(db)?;
+        listing(names, page.n)
+    }
+
+    async fn referrers(&self, repo: &RepoName, subject: &Digest, artifact_type: Option<&str>) -> Result<Vec<ManifestRecord>> {
+        let rows = sqlx::query(manifest_select!(
+            "FROM manifests m WHERE m.repo = $1 AND m.subject = $2
+             AND ($3 IS NULL OR m.artifact_type = $3) ORDER BY m.digest"
+        ))
+        .bind(repo.as_str())
+        .bind(subject.to_string())
+        .bind(artifact_type)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db)?;
+        rows.iter().map(manifest_record).collect()
+    }
+}
+
+#[async_trait::async_trait]
+impl UploadSessions for SqliteMeta {
+    async fn create_upload(&self, u: &UploadRecord) -> Result<()> {
+        let done = sqlx::query(
+            "INSERT INTO uploads (id, repo, received, hash_state, started_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(u.id.as_str())
+        .bind(u.repo.as_str())
+        .bind(u.received as i64)
+        .bind(&u.hash_state)
+        .bind(u.started_at_ms)
+        .bind(u.updated_at_ms)
+        .execute(&self.writer)
+        .await
+        .map_err(db)?;
+        if done.rows_affected() == 0 {
+            return Err(Error::UploadExists(u.id.to_string()));
+        }
+        Ok(())
+    }
+
+    async fn upload(&self, id: &UploadId) -> Result<Option<UploadRecord>> {
+        let row = sqlx::query("SELECT id, repo, received, hash_state, started_at, updated_at FROM uploads WHERE id = $1")
+            .bind(id.as_str())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(db)?;
+        row.map(|r| upload_record(&r)).transpose()
+    }
+
+    async fn advance_upload(&self, id: &UploadId, from: u64, to: u64, hash_state: &[u8], now_ms: i64) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE uploads SET received = $1, hash_state = $2, updated_at = $3 WHERE id = $4 AND received = $5",
+        )
+        .bind(to as i64)
+        .bind(hash_state)
+        .bind(now_ms)
+        .bind(id.as_str())
+        .bind(from as i64)
+        .execute(&self.writer)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn finish_upload(&self, id: &UploadId, repo: &RepoName, digest: &Digest, size: u64) -> Result<()> {
+        let mut tx = self.writer.begin().await.map_err(db)?;
+        sqlx::query("DELETE FROM uploads WHERE id = $1").bind(id.as_str()).execute(&mut *tx).await.map_err(db)?;
+        link_in(&mut tx, repo, digest, size).await?;
+        tx.commit().await.map_err(db)
+    }
+
+    async fn delete_upload(&self, id: &UploadId) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM uploads WHERE id = $1")
+            .bind(id.as_str())
+            .execute(&self.writer)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn count_uploads(&self) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM uploads").fetch_one(&self.reader).await.map_err(db)?;
+        Ok(n as u64)
+    }
+
+    async fn stale_uploads(&self, before_ms: i64, limit: usize) -> Result<Vec<UploadRecord>> {
+        let rows = sqlx::query(
+            "SELECT id, repo, received, hash_state, started_at, updated_at FROM uploads
+             WHERE updated_at < $1 ORDER BY updated_at LIMIT $2",
+        )
+        .bind(before_ms)
+        .bind(limit as i64)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db)?;
+        rows.iter().map(upload_record).collect()
+    }
+}
+
+async fn ensure_repo(tx: &mut Transaction<'_, Sqlite>, repo: &RepoName, now: i64) -> Result<()> {
+    sqlx::query("INSERT INTO repositories (name, created_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
+        .bind(repo.as_str())
+        .bind(now)
+        .execute(&mut **tx)
+        .await
+        .map_err(db)?;
+    Ok(())
+}
+
+async fn link_in(tx: &mut Transaction<'_, Sqlite>, repo: &RepoName, digest: &Digest, size: u64) -> Result<()> {
+    let now = now_ms();
+    ensure_repo(tx, repo, now).await?;
+    sqlx::query(
+        "INSERT INTO blob_links (repo, digest, size, created_at) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (repo, digest) DO NOTHING",
+    )
+    .bind(repo.as_str())
+    .bind(digest.to_string())
+    .bind(size as i64)
+    .bind(now)
+    .execute(&mut **tx)
+    .await
+    .map_err(db)?;
+    Ok(())
+}
+
+fn listing<T: FromStr>(mut names: Vec<String>, n: usize) -> Result<Listing<T>>
+where
+    T::Err: std::fmt::Display,
+{
+    let more = names.len() > n;
+    names.truncate(n);
+    let entries = names.iter().map(|s| parse(s)).collect::<Result<_>>()?;
+    Ok(Listing { entries, more })
+}
+
+fn manifest_record(r: &SqliteRow) -> Result<ManifestRecord> {
+    let subject: Option<String> = r.try_get("subject").map_err(db)?;
+    Ok(ManifestRecord {
+        digest: parse(&r.try_get::<String, _>("digest").map_err(db)?)?,
+        media_type: r.try_get("media_type").map_err(db)?,
+        size: r.try_get::<i64, _>("size").map_err(db)? as u64,
+        artifact_type: r.try_get("artifact_type").map_err(db)?,
+        subject: subject.as_deref().map(parse).transpose()?,
+        annotations: r.try_get("annotations").map_err(db)?,
+    })
+}
+
+fn upload_record(r: &SqliteRow) -> Result<UploadRecord> {
+    let id: String = r.try_get("id").map_err(db)?;
+    Ok(UploadRecord {
+        id: UploadId::new(&id).ok_or_else(|| Error::Corrupt(format!("upload id {id:?}")))?,
+        repo: parse(&r.try_get::<String, _>("repo").map_err(db)?)?,
+        received: r.try_get::<i64, _>("received").map_err(db)? as u64,
+        hash_state: r.try_get("hash_state").map_err(db)?,
+        started_at_ms: r.try_get("started_at").map_err(db)?,
+        updated_at_ms: r.try_get("updated_at").map_err(db)?,
+    })
+}
+
+fn parse<T: FromStr>(s: &str) -> Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    s.parse().map_err(|e| Error::Corrupt(format!("{s:?}: {e}")))
+}
+
+fn db(e: sqlx::Error) -> Error {
+    Error::Unavailable(e.to_string())
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn passes_the_conformance_suite() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = SqliteMeta::open(&dir.path().join("meta.db")).await.unwrap();
+        crate::conformance::run(&meta).await;
+        meta.close().await;
+        // Reopening applies no migration twice and keeps what was written.
+        let again = SqliteMeta::open(&dir.path().join("meta.db")).await.unwrap();
+        assert!(!again.repositories(&Page { n: 10, last: None }).await.unwrap().entries.is_empty());
+    }
+}
