@@ -1,1 +1,68 @@
-fn main() {}
+//! The customs binary: `customs serve` and, as the issues land, the operator commands.
+//! Flags and glue only; everything else lives in the library crates.
+
+mod config;
+mod serve;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "customs", version, about = "A private OCI registry that inspects everything that enters")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the registry (defaults: 127.0.0.1:5000, data in ./customs-data).
+    Serve(ServeArgs),
+    /// Print the effective settings (after the config file and CUSTOMS_* variables) as TOML.
+    Config(ServeArgs),
+}
+
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on [env: CUSTOMS_LISTEN] [default: 127.0.0.1:5000]
+    #[arg(long)]
+    listen: Option<String>,
+    /// Data directory [env: CUSTOMS_DATA] [default: ./customs-data]
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Config file (TOML)
+    #[arg(long, env = "CUSTOMS_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+impl ServeArgs {
+    fn load(&self) -> anyhow::Result<config::Config> {
+        let mut c = config::Config::load(self.config.as_deref(), std::env::vars())?;
+        if let Some(l) = &self.listen {
+            c.listen = l.clone();
+        }
+        if let Some(d) = &self.data {
+            c.data = d.clone();
+        }
+        Ok(c)
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => args.load().and_then(serve::run),
+        Command::Config(args) => args.load().and_then(|c| {
+            print!("{}", toml::to_string(&c)?);
+            Ok(())
+        }),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("customs: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,1 +1,155 @@
-//! placeholder
+//! Registry semantics, independent of HTTP and of storage technology.
+//!
+//! [`Registry`] is the one object `api` calls: blob reads, upload sessions (start, mount, append,
+//! finish, cancel), manifests (put, get, delete), tags, the catalog and referrers. It holds the
+//! ports ([`blobs::Blobs`], [`meta::Meta`]) and never an adapter.
+//!
+//! Architecture Invariant: every byte that becomes visible under a digest was hashed on its way
+//! in and matched that digest; uploads hash as they stream and keep the running hash state in
+//! the session record, so an upload resumes after a restart without re-reading its bytes.
+//!
+//! Architecture Invariant: records are written after their bytes are durable, so a crash leaves
+//! at worst unreferenced bytes (for GC), never a record that points at nothing.
+
+mod cache;
+mod error;
+mod manifests;
+mod range;
+mod uploads;
+
+use std::time::Duration;
+
+use blobs::{BlobBody, Blobs, ByteRange};
+use meta::{Listing, Meta, Page};
+use oci::{Digest, RepoName, Tag};
+
+pub use error::Error;
+pub use manifests::{ManifestContent, ManifestHead, PutManifest};
+pub use range::RangeRequest;
+pub use uploads::{MountResult, UploadStatus};
+
+use cache::ManifestCache;
+use uploads::InFlight;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Limits and tunables of the registry core.
+#[derive(Clone, Debug)]
+pub struct RegistryConfig {
+    /// Largest manifest accepted, in bytes (the spec asks for at least 4 MiB).
+    pub max_manifest_bytes: usize,
+    /// Most upload sessions open at once; past it, new sessions get TOOMANYREQUESTS.
+    pub max_upload_sessions: u64,
+    /// Sessions idle for longer than this are removed by [`Registry::purge_stale_uploads`].
+    pub upload_session_ttl: Duration,
+    /// Bytes of manifests kept in memory for the read path.
+    pub manifest_cache_bytes: usize,
+    /// How long a cached manifest lookup is trusted (matters when other replicas write).
+    pub manifest_cache_ttl: Duration,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        RegistryConfig {
+            max_manifest_bytes: 4 * 1024 * 1024,
+            max_upload_sessions: 10_000,
+            upload_session_ttl: Duration::from_secs(24 * 3600),
+            manifest_cache_bytes: 64 * 1024 * 1024,
+            manifest_cache_ttl: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A blob about to be read: its full size, the range served, and the body.
+pub struct BlobRead {
+    pub size: u64,
+    pub range: Option<ByteRange>,
+    pub body: BlobBody,
+}
+
+/// A page of a listing, as asked by a client (`n`, `last`).
+#[derive(Clone, Debug, Default)]
+pub struct PageRequest {
+    pub n: Option<usize>,
+    pub last: Option<String>,
+}
+
+/// Listings without `n` return at most this many entries, with a link to the rest.
+pub const DEFAULT_PAGE: usize = 1000;
+/// Larger `n` is lowered to this.
+pub const MAX_PAGE: usize = 10_000;
+
+pub struct Registry {
+    blobs: Blobs,
+    meta: Meta,
+    config: RegistryConfig,
+    cache: ManifestCache,
+    in_flight: InFlight,
+}
+
+impl Registry {
+    pub fn new(blobs: Blobs, meta: Meta, config: RegistryConfig) -> Registry {
+        let cache = ManifestCache::new(config.manifest_cache_bytes, config.manifest_cache_ttl);
+        Registry { blobs, meta, config, cache, in_flight: InFlight::default() }
+    }
+
+    pub fn config(&self) -> &RegistryConfig {
+        &self.config
+    }
+
+    /// The size of a blob linked in `repo`.
+    pub async fn stat_blob(&self, repo: &RepoName, digest: &Digest) -> Result<u64> {
+        self.meta.linked_blob(repo, digest).await?.ok_or_else(|| Error::BlobUnknown(digest.clone()))
+    }
+
+    /// Opens a blob linked in `repo`, or a range of it.
+    pub async fn get_blob(&self, repo: &RepoName, digest: &Digest, range: Option<RangeRequest>) -> Result<BlobRead> {
+        let size = self.stat_blob(repo, digest).await?;
+        let range = match range {
+            None => None,
+            Some(r) => Some(r.resolve(size).ok_or(Error::RangeNotSatisfiable { size })?),
+        };
+        let body = self.blobs.open(digest, range).await.map_err(|e| match e {
+            blobs::Error::NotFound(d) => {
+                tracing::error!(%repo, digest = %d, "blob is linked but its bytes are missing");
+                Error::BlobUnknown(d)
+            }
+            other => other.into(),
+        })?;
+        Ok(BlobRead { size, range, body })
+    }
+
+    /// Removes a blob from `repo` (its bytes stay until no repository links them).
+    pub async fn delete_blob(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
+        if self.meta.unlink_blob(repo, digest).await? { Ok(()) } else { Err(Error::BlobUnknown(digest.clone())) }
+    }
+
+    /// Whether both stores answer: a read of the records and a stat in the bytes.
+    pub async fn ready(&self) -> Result<()> {
+        self.meta.count_uploads().await?;
+        self.blobs.stat(&Digest::sha256_of(b"")).await?;
+        Ok(())
+    }
+
+    pub async fn tags(&self, repo: &RepoName, page: &PageRequest) -> Result<Listing<Tag>> {
+        self.meta.tags(repo, &page.bounded()).await?.ok_or_else(|| Error::NameUnknown(repo.clone()))
+    }
+
+    pub async fn catalog(&self, page: &PageRequest) -> Result<Listing<RepoName>> {
+        Ok(self.meta.repositories(&page.bounded()).await?)
+    }
+}
+
+impl PageRequest {
+    fn bounded(&self) -> Page {
+        Page { n: self.n.unwrap_or(DEFAULT_PAGE).min(MAX_PAGE), last: self.last.clone() }
+    }
+}
+
+/// Milliseconds since the epoch, for records.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,1 +1,129 @@
-//! placeholder
+//! Helpers for customs' tests and benchmarks.
+//!
+//! - [`TestRegistry`]: the whole HTTP surface in-process over temporary storage; requests go
+//!   through `Router::oneshot`, no sockets.
+//! - [`ServerProcess`]: a real `customs serve` child process on 127.0.0.1:0.
+//! - [`Client`]: a small HTTP/1.1 client for talking to a real server.
+//! - [`ImageBuilder`]: deterministic images (tar.gz layers, config, manifest, index) and OCI
+//!   image layouts that skopeo can copy from.
+
+mod client;
+mod image;
+mod process;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+
+pub use client::Client;
+pub use image::{Blob, Image, ImageBuilder, Index, Rng, write_oci_layout};
+pub use process::ServerProcess;
+
+/// A response with its body read.
+#[derive(Debug)]
+pub struct TestResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl TestResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.body))
+    }
+
+    /// The spec error code of an error body.
+    pub fn error_code(&self) -> String {
+        self.json()["errors"][0]["code"].as_str().unwrap_or_default().to_owned()
+    }
+}
+
+/// customs' router over temporary filesystem blobs and SQLite records.
+pub struct TestRegistry {
+    pub router: Router,
+    pub registry: Arc<registry::Registry>,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestRegistry {
+    pub async fn new() -> TestRegistry {
+        TestRegistry::with_config(registry::RegistryConfig::default()).await
+    }
+
+    pub async fn with_config(config: registry::RegistryConfig) -> TestRegistry {
+        let dir = tempfile::tempdir().expect("temp dir");
+        TestRegistry::open(dir, config).await
+    }
+
+    /// A registry over an existing directory (to show what survives a restart).
+    pub async fn open(dir: tempfile::TempDir, config: registry::RegistryConfig) -> TestRegistry {
+        let blobs = blobs::FsBlobStore::open(dir.path()).expect("blob store");
+        let meta = meta::SqliteMeta::open(&dir.path().join("meta.db")).await.expect("meta store");
+        let registry = Arc::new(registry::Registry::new(
+            blobs::Blobs(Arc::new(blobs)),
+            meta::Meta(Arc::new(meta)),
+            config,
+        ));
+        TestRegistry { router: api::router(registry.clone()), registry, dir }
+    }
+
+    pub async fn send(&self, request: Request<Body>) -> TestResponse {
+        let response = self.router.clone().oneshot(request).await.expect("router is infallible");
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.expect("response body").to_bytes();
+        TestResponse { status: parts.status, headers: parts.headers, body }
+    }
+
+    /// Sends `method path` with `headers` and `body`.
+    pub async fn call(&self, method: Method, path: &str, headers: &[(&str, &str)], body: impl Into<Body>) -> TestResponse {
+        let mut r = Request::builder().method(method).uri(path);
+        for (k, v) in headers {
+            r = r.header(*k, *v);
+        }
+        self.send(r.body(body.into()).expect("valid request")).await
+    }
+
+    pub async fn get(&self, path: &str) -> TestResponse {
+        self.call(Method::GET, path, &[], Body::empty()).await
+    }
+
+    pub async fn head(&self, path: &str) -> TestResponse {
+        self.call(Method::HEAD, path, &[], Body::empty()).await
+    }
+
+    pub async fn delete(&self, path: &str) -> TestResponse {
+        self.call(Method::DELETE, path, &[], Body::empty()).await
+    }
+
+    /// Uploads `bytes` to `repo` monolithically and checks it was created.
+    pub async fn push_blob(&self, repo: &str, bytes: &[u8]) -> oci::Digest {
+        let digest = oci::Digest::sha256_of(bytes);
+        let r = self
+            .call(Method::POST, &format!("/v2/{repo}/blobs/uploads/?digest={digest}"), &[], Bytes::copy_from_slice(bytes))
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "push_blob: {:?}", r.body);
+        digest
+    }
+
+    /// Pushes every blob of `image` and its manifest under `reference`; returns the response.
+    pub async fn push_image(&self, repo: &str, image: &Image, reference: &str) -> TestResponse {
+        for blob in image.blobs() {
+            self.push_blob(repo, &blob.bytes).await;
+        }
+        self.put_manifest(repo, reference, &image.media_type, image.manifest.clone()).await
+    }
+
+    pub async fn put_manifest(&self, repo: &str, reference: &str, media_type: &str, bytes: Bytes) -> TestResponse {
+        self.call(Method::PUT, &format!("/v2/{repo}/manifests/{reference}"), &[("content-type", media_type)], bytes)
+            .await
+    }
+}

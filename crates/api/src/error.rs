@@ -1,0 +1,103 @@
+//! The one map from every error to an HTTP response with the spec's JSON error body.
+
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+use oci::{ErrorCode, RepoName, UploadId};
+use registry::Error as R;
+
+/// Everything a `/v2` request can fail with.
+#[derive(Debug)]
+pub enum ApiError {
+    Registry(R),
+    /// An upload error that must say where the session stands (`Location`, `Range`).
+    Upload { error: R, repo: RepoName, id: UploadId },
+    NameInvalid(String),
+    DigestInvalid(String),
+    ManifestInvalid(String),
+    /// A malformed request parameter or header.
+    BadRequest(ErrorCode, String),
+    UploadUnknown,
+    NotFound,
+    MethodNotAllowed,
+}
+
+impl From<R> for ApiError {
+    fn from(e: R) -> ApiError {
+        ApiError::Registry(e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, message, extra) = match self {
+            ApiError::Registry(e) => registry_error(e, None),
+            ApiError::Upload { error, repo, id } => registry_error(error, Some((repo, id))),
+            ApiError::NameInvalid(m) => (StatusCode::BAD_REQUEST, ErrorCode::NameInvalid, m, vec![]),
+            ApiError::DigestInvalid(m) => (StatusCode::BAD_REQUEST, ErrorCode::DigestInvalid, m, vec![]),
+            ApiError::ManifestInvalid(m) => (StatusCode::BAD_REQUEST, ErrorCode::ManifestInvalid, m, vec![]),
+            ApiError::BadRequest(code, m) => (StatusCode::BAD_REQUEST, code, m, vec![]),
+            ApiError::UploadUnknown => {
+                (StatusCode::NOT_FOUND, ErrorCode::BlobUploadUnknown, ErrorCode::BlobUploadUnknown.message().into(), vec![])
+            }
+            ApiError::NotFound => {
+                (StatusCode::NOT_FOUND, ErrorCode::NameUnknown, "no such endpoint in the distribution API".into(), vec![])
+            }
+            ApiError::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                ErrorCode::Unsupported,
+                "method not allowed on this endpoint".into(),
+                vec![],
+            ),
+        };
+        if status.is_server_error() {
+            tracing::error!(%status, code = code.as_str(), %message, "request failed");
+        }
+        let body = serde_json::json!({ "errors": [{ "code": code.as_str(), "message": message, "detail": {} }] });
+        let mut response = (status, [(header::CONTENT_TYPE, "application/json")], Body::from(body.to_string())).into_response();
+        for (name, value) in extra {
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                response.headers_mut().insert(name, v);
+            }
+        }
+        response
+    }
+}
+
+type Mapped = (StatusCode, ErrorCode, String, Vec<(header::HeaderName, String)>);
+
+fn registry_error(e: R, session: Option<(RepoName, UploadId)>) -> Mapped {
+    let message = e.to_string();
+    let (status, code, extra) = match e {
+        R::BlobUnknown(_) => (StatusCode::NOT_FOUND, ErrorCode::BlobUnknown, vec![]),
+        R::NameUnknown(_) => (StatusCode::NOT_FOUND, ErrorCode::NameUnknown, vec![]),
+        R::ManifestUnknown(_) => (StatusCode::NOT_FOUND, ErrorCode::ManifestUnknown, vec![]),
+        R::ManifestBlobUnknown(_) => (StatusCode::BAD_REQUEST, ErrorCode::ManifestBlobUnknown, vec![]),
+        R::ManifestInvalid(_) => (StatusCode::BAD_REQUEST, ErrorCode::ManifestInvalid, vec![]),
+        R::ManifestTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::ManifestInvalid, vec![]),
+        R::Unsupported(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, ErrorCode::Unsupported, vec![]),
+        R::NameInvalid(_) => (StatusCode::BAD_REQUEST, ErrorCode::NameInvalid, vec![]),
+        R::UploadUnknown => (StatusCode::NOT_FOUND, ErrorCode::BlobUploadUnknown, vec![]),
+        R::UploadInvalid(_) => (StatusCode::BAD_REQUEST, ErrorCode::BlobUploadInvalid, vec![]),
+        R::UploadOutOfOrder { received } => {
+            let mut extra = vec![(header::RANGE, crate::v2::range_header(received))];
+            if let Some((repo, id)) = &session {
+                extra.push((header::LOCATION, crate::v2::upload_location(repo, id)));
+                extra.push((header::HeaderName::from_static("docker-upload-uuid"), id.to_string()));
+            }
+            (StatusCode::RANGE_NOT_SATISFIABLE, ErrorCode::BlobUploadInvalid, extra)
+        }
+        R::RangeNotSatisfiable { size } => {
+            (StatusCode::RANGE_NOT_SATISFIABLE, ErrorCode::SizeInvalid, vec![(header::CONTENT_RANGE, format!("bytes */{size}"))])
+        }
+        R::DigestInvalid(_) | R::DigestMismatch { .. } => (StatusCode::BAD_REQUEST, ErrorCode::DigestInvalid, vec![]),
+        R::SizeInvalid(_) => (StatusCode::BAD_REQUEST, ErrorCode::SizeInvalid, vec![]),
+        R::TooManyUploads { .. } => {
+            (StatusCode::TOO_MANY_REQUESTS, ErrorCode::TooManyRequests, vec![(header::RETRY_AFTER, "5".into())])
+        }
+        R::Unavailable(_) => {
+            (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unknown, vec![(header::RETRY_AFTER, "1".into())])
+        }
+    };
+    (status, code, message, extra)
+}

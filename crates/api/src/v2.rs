@@ -1,0 +1,358 @@
+//! The `/v2` handlers: one dispatch over [`Endpoint`], each arm one registry call and a response.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use blobs::{BlobBody, ByteStream};
+use bytes::Bytes;
+use futures::TryStreamExt;
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use http_body_util::BodyExt;
+use oci::{Digest, ErrorCode, RepoName, UploadId, media_type};
+use registry::{MountResult, PageRequest, RangeRequest, Registry, UploadStatus};
+
+use crate::endpoint::Endpoint;
+use crate::error::ApiError;
+
+const DOCKER_CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
+const DOCKER_UPLOAD_UUID: HeaderName = HeaderName::from_static("docker-upload-uuid");
+const OCI_SUBJECT: HeaderName = HeaderName::from_static("oci-subject");
+const OCI_FILTERS_APPLIED: HeaderName = HeaderName::from_static("oci-filters-applied");
+const API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");
+
+/// Entry point of every `/v2` request.
+pub(crate) async fn dispatch(State(registry): State<Arc<Registry>>, request: Request) -> Response {
+    let mut response = match Endpoint::parse(request.method(), request.uri().path()) {
+        Ok(endpoint) => handle(&registry, endpoint, request).await.unwrap_or_else(IntoResponse::into_response),
+        Err(e) => e.into_response(),
+    };
+    response.headers_mut().insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
+    response
+}
+
+async fn handle(registry: &Registry, endpoint: Endpoint, request: Request) -> Result<Response, ApiError> {
+    let (parts, body) = request.into_parts();
+    let query = Query::parse(parts.uri.query())?;
+    let headers = &parts.headers;
+    match endpoint {
+        Endpoint::Base => Ok(json(StatusCode::OK, Bytes::from_static(b"{}"))),
+        Endpoint::Catalog => {
+            let page = query.page()?;
+            let listing = registry.catalog(&page).await?;
+            let last = listing.entries.last().map(|r| r.to_string());
+            let body = serde_json::json!({ "repositories": listing.entries.iter().map(|r| r.as_str()).collect::<Vec<_>>() });
+            Ok(with_next_link(json(StatusCode::OK, body.to_string().into()), "/v2/_catalog", &page, listing.more, last))
+        }
+        Endpoint::Tags { repo } => {
+            let page = query.page()?;
+            let listing = registry.tags(&repo, &page).await?;
+            let last = listing.entries.last().map(|t| t.to_string());
+            let tags: Vec<&str> = listing.entries.iter().map(|t| t.as_str()).collect();
+            let body = serde_json::json!({ "name": repo.as_str(), "tags": tags });
+            let path = format!("/v2/{repo}/tags/list");
+            Ok(with_next_link(json(StatusCode::OK, body.to_string().into()), &path, &page, listing.more, last))
+        }
+        Endpoint::GetManifest { repo, reference, head } => {
+            let m = registry.get_manifest(&repo, &reference).await?;
+            let etag = format!("\"{}\"", m.digest);
+            let mut r = Response::builder()
+                .header(header::CONTENT_TYPE, &m.media_type)
+                .header(header::CONTENT_LENGTH, m.bytes.len())
+                .header(DOCKER_CONTENT_DIGEST, m.digest.to_string())
+                .header(header::ETAG, &etag);
+            if not_modified(headers, &etag) {
+                r = r.status(StatusCode::NOT_MODIFIED);
+                return Ok(r.body(Body::empty()).expect("valid response"));
+            }
+            let body = if head { Body::empty() } else { Body::from(m.bytes.clone()) };
+            Ok(r.status(StatusCode::OK).body(body).expect("valid response"))
+        }
+        Endpoint::PutManifest { repo, reference } => {
+            let limit = registry.config().max_manifest_bytes;
+            let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+            let bytes = read_limited(body, headers, limit).await?;
+            let put = registry.put_manifest(&repo, &reference, content_type.as_deref(), bytes).await?;
+            let mut r = Response::builder()
+                .status(StatusCode::CREATED)
+                .header(header::LOCATION, format!("/v2/{repo}/manifests/{}", put.digest))
+                .header(DOCKER_CONTENT_DIGEST, put.digest.to_string());
+            if let Some(subject) = put.subject {
+                r = r.header(OCI_SUBJECT, subject.to_string());
+            }
+            Ok(r.body(Body::empty()).expect("valid response"))
+        }
+        Endpoint::DeleteManifest { repo, reference } => {
+            registry.delete_manifest(&repo, &reference).await?;
+            Ok(StatusCode::ACCEPTED.into_response())
+        }
+        Endpoint::Referrers { repo, digest } => {
+            let filter = query.get("artifactType");
+            let manifests = registry.referrers(&repo, &digest, filter).await?;
+            let index = serde_json::json!({
+                "schemaVersion": 2,
+                "mediaType": media_type::OCI_INDEX,
+                "manifests": manifests,
+            });
+            let mut r = Response::builder().status(StatusCode::OK).header(header::CONTENT_TYPE, media_type::OCI_INDEX);
+            if filter.is_some() {
+                r = r.header(OCI_FILTERS_APPLIED, "artifactType");
+            }
+            Ok(r.body(Body::from(index.to_string())).expect("valid response"))
+        }
+        Endpoint::GetBlob { repo, digest, head } => {
+            let etag = format!("\"{digest}\"");
+            if head {
+                let size = registry.stat_blob(&repo, &digest).await?;
+                return Ok(blob_headers(StatusCode::OK, &digest, &etag, size).body(Body::empty()).expect("valid response"));
+            }
+            let range = range_request(headers)?;
+            let read = registry.get_blob(&repo, &digest, range).await?;
+            if not_modified(headers, &etag) {
+                let r = blob_headers(StatusCode::NOT_MODIFIED, &digest, &etag, read.size);
+                return Ok(r.body(Body::empty()).expect("valid response"));
+            }
+            let (stream, len) = match read.body {
+                BlobBody::Stream { stream, len } => (stream, len),
+                BlobBody::Redirect(url) => {
+                    return Ok(Response::builder()
+                        .status(StatusCode::TEMPORARY_REDIRECT)
+                        .header(header::LOCATION, url)
+                        .header(DOCKER_CONTENT_DIGEST, digest.to_string())
+                        .body(Body::empty())
+                        .expect("valid response"));
+                }
+            };
+            let r = match read.range {
+                Some(range) => blob_headers(StatusCode::PARTIAL_CONTENT, &digest, &etag, len)
+                    .header(header::CONTENT_RANGE, format!("bytes {}-{}/{}", range.start, range.end, read.size)),
+                None => blob_headers(StatusCode::OK, &digest, &etag, len),
+            };
+            Ok(r.body(Body::from_stream(stream)).expect("valid response"))
+        }
+        Endpoint::DeleteBlob { repo, digest } => {
+            registry.delete_blob(&repo, &digest).await?;
+            Ok(StatusCode::ACCEPTED.into_response())
+        }
+        Endpoint::StartUpload { repo } => {
+            if let Some(mount) = query.get("mount") {
+                let digest = parse_digest(mount)?;
+                let from = query
+                    .get("from")
+                    .map(|f| f.parse::<RepoName>().map_err(|e| ApiError::NameInvalid(e.to_string())))
+                    .transpose()?;
+                return match registry.mount(&repo, &digest, from.as_ref()).await? {
+                    MountResult::Mounted { .. } => Ok(blob_created(&repo, &digest)),
+                    MountResult::Started(status) => Ok(upload_response(StatusCode::ACCEPTED, &repo, &status)),
+                };
+            }
+            if let Some(d) = query.get("digest") {
+                let digest = parse_digest(d)?;
+                let declared = content_length(headers)?;
+                registry.upload_whole(&repo, &digest, declared, byte_stream(body)).await?;
+                return Ok(blob_created(&repo, &digest));
+            }
+            let status = registry.start_upload(&repo).await?;
+            Ok(upload_response(StatusCode::ACCEPTED, &repo, &status))
+        }
+        Endpoint::UploadStatus { repo, id } => {
+            let status = registry.upload_status(&repo, &id).await?;
+            Ok(upload_response(StatusCode::NO_CONTENT, &repo, &status))
+        }
+        Endpoint::PatchUpload { repo, id } => {
+            let (start, declared) = chunk_bounds(headers)?;
+            let status = registry
+                .append(&repo, &id, start, declared, byte_stream(body))
+                .await
+                .map_err(|error| ApiError::Upload { error, repo: repo.clone(), id: id.clone() })?;
+            Ok(upload_response(StatusCode::ACCEPTED, &repo, &status))
+        }
+        Endpoint::FinishUpload { repo, id } => {
+            let digest = parse_digest(query.get("digest").ok_or_else(|| {
+                ApiError::DigestInvalid("the final PUT of an upload needs ?digest=".into())
+            })?)?;
+            let (start, declared) = chunk_bounds(headers)?;
+            registry
+                .finish_upload(&repo, &id, &digest, start, declared, byte_stream(body))
+                .await
+                .map_err(|error| ApiError::Upload { error, repo: repo.clone(), id: id.clone() })?;
+            Ok(blob_created(&repo, &digest))
+        }
+        Endpoint::CancelUpload { repo, id } => {
+            registry.cancel_upload(&repo, &id).await?;
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+    }
+}
+
+/// The `Range` header value for an upload session at `received` bytes, as Distribution writes
+/// it (`0-0` for an empty session too).
+pub(crate) fn range_header(received: u64) -> String {
+    format!("0-{}", received.saturating_sub(1))
+}
+
+pub(crate) fn upload_location(repo: &RepoName, id: &UploadId) -> String {
+    format!("/v2/{repo}/blobs/uploads/{id}")
+}
+
+fn upload_response(status: StatusCode, repo: &RepoName, upload: &UploadStatus) -> Response {
+    Response::builder()
+        .status(status)
+        .header(header::LOCATION, upload_location(repo, &upload.id))
+        .header(header::RANGE, range_header(upload.received))
+        .header(DOCKER_UPLOAD_UUID, upload.id.to_string())
+        .header(header::CONTENT_LENGTH, 0)
+        .body(Body::empty())
+        .expect("valid response")
+}
+
+fn blob_created(repo: &RepoName, digest: &Digest) -> Response {
+    Response::builder()
+        .status(StatusCode::CREATED)
+        .header(header::LOCATION, format!("/v2/{repo}/blobs/{digest}"))
+        .header(DOCKER_CONTENT_DIGEST, digest.to_string())
+        .header(header::CONTENT_LENGTH, 0)
+        .body(Body::empty())
+        .expect("valid response")
+}
+
+fn blob_headers(status: StatusCode, digest: &Digest, etag: &str, len: u64) -> http::response::Builder {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .header(header::CONTENT_LENGTH, len)
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header(header::ETAG, etag)
+        .header(DOCKER_CONTENT_DIGEST, digest.to_string())
+}
+
+fn json(status: StatusCode, body: Bytes) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// Adds `Link: <path?n=N&last=L>; rel="next"` when more entries follow.
+fn with_next_link(mut r: Response, path: &str, page: &PageRequest, more: bool, last: Option<String>) -> Response {
+    if let (true, Some(last)) = (more, last) {
+        let n = page.n.unwrap_or(registry::DEFAULT_PAGE).min(registry::MAX_PAGE);
+        let link = format!("<{path}?n={n}&last={}>; rel=\"next\"", encode_query_value(&last));
+        if let Ok(v) = HeaderValue::from_str(&link) {
+            r.headers_mut().insert(header::LINK, v);
+        }
+    }
+    r
+}
+
+fn not_modified(headers: &HeaderMap, etag: &str) -> bool {
+    headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
+}
+
+/// A single `Range: bytes=...`; several ranges or other units are ignored (the whole blob is
+/// served), a malformed `bytes=` range is refused.
+fn range_request(headers: &HeaderMap) -> Result<Option<RangeRequest>, ApiError> {
+    let Some(value) = headers.get(header::RANGE) else { return Ok(None) };
+    let bad = || ApiError::BadRequest(ErrorCode::SizeInvalid, "malformed Range header".into());
+    let value = value.to_str().map_err(|_| bad())?.trim();
+    let Some(spec) = value.strip_prefix("bytes=") else { return Ok(None) };
+    if spec.contains(',') {
+        return Ok(None);
+    }
+    let (a, b) = spec.split_once('-').ok_or_else(bad)?;
+    let num = |s: &str| s.trim().parse::<u64>().map_err(|_| bad());
+    Ok(Some(match (a.trim().is_empty(), b.trim().is_empty()) {
+        (false, false) => RangeRequest::Closed(num(a)?, num(b)?),
+        (false, true) => RangeRequest::From(num(a)?),
+        (true, false) => RangeRequest::Suffix(num(b)?),
+        (true, true) => return Err(bad()),
+    }))
+}
+
+/// The chunk's first offset and length from `Content-Range` (`a-b`, also `bytes a-b`), and the
+/// declared length from `Content-Length`; the two must agree.
+fn chunk_bounds(headers: &HeaderMap) -> Result<(Option<u64>, Option<u64>), ApiError> {
+    let length = content_length(headers)?;
+    let Some(value) = headers.get(header::CONTENT_RANGE) else { return Ok((None, length)) };
+    let bad = |m: &str| ApiError::BadRequest(ErrorCode::BlobUploadInvalid, format!("Content-Range: {m}"));
+    let s = value.to_str().map_err(|_| bad("not text"))?.trim();
+    let s = s.strip_prefix("bytes").map(|r| r.trim_start_matches(['=', ' '])).unwrap_or(s);
+    let s = s.split('/').next().unwrap_or(s);
+    let (a, b) = s.split_once('-').ok_or_else(|| bad("expected <start>-<end>"))?;
+    let (a, b) = (a.trim().parse::<u64>(), b.trim().parse::<u64>());
+    let (Ok(a), Ok(b)) = (a, b) else { return Err(bad("expected <start>-<end>")) };
+    if b < a {
+        return Err(ApiError::Registry(registry::Error::RangeNotSatisfiable { size: a }));
+    }
+    let range_len = b - a + 1;
+    if let Some(l) = length
+        && l != range_len
+    {
+        return Err(ApiError::BadRequest(
+            ErrorCode::SizeInvalid,
+            format!("Content-Length {l} does not match Content-Range {a}-{b}"),
+        ));
+    }
+    Ok((Some(a), Some(range_len)))
+}
+
+fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .map(|v| {
+            v.to_str()
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| ApiError::BadRequest(ErrorCode::SizeInvalid, "malformed Content-Length".into()))
+        })
+        .transpose()
+}
+
+/// Reads a body of at most `limit` bytes, refusing a larger one before buffering it.
+async fn read_limited(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, ApiError> {
+    let too_large = || ApiError::Registry(registry::Error::ManifestTooLarge { limit });
+    if content_length(headers)?.is_some_and(|l| l > limit as u64) {
+        return Err(too_large());
+    }
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(e) => Err(ApiError::BadRequest(ErrorCode::ManifestInvalid, format!("reading the manifest failed: {e}"))),
+    }
+}
+
+fn byte_stream(body: Body) -> ByteStream {
+    Box::pin(TryStreamExt::map_err(body.into_data_stream(), std::io::Error::other))
+}
+
+fn parse_digest(s: &str) -> Result<Digest, ApiError> {
+    s.parse().map_err(|e: oci::DigestError| ApiError::DigestInvalid(e.to_string()))
+}
+
+/// Query parameters, decoded.
+struct Query(Vec<(String, String)>);
+
+impl Query {
+    fn parse(q: Option<&str>) -> Result<Query, ApiError> {
+        let pairs = serde_urlencoded::from_str::<Vec<(String, String)>>(q.unwrap_or(""))
+            .map_err(|e| ApiError::BadRequest(ErrorCode::Unsupported, format!("malformed query: {e}")))?;
+        Ok(Query(pairs))
+    }
+
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    fn page(&self) -> Result<PageRequest, ApiError> {
+        let n = self
+            .get("n")
+            .map(|n| n.parse::<usize>().map_err(|_| ApiError::BadRequest(ErrorCode::Unsupported, format!("n={n:?} is not a number"))))
+            .transpose()?;
+        Ok(PageRequest { n, last: self.get("last").map(str::to_owned) })
+    }
+}
+
+fn encode_query_value(s: &str) -> String {
+    serde_urlencoded::to_string([("", s)]).map(|e| e[1..].to_owned()).unwrap_or_default()
+}

@@ -1,0 +1,172 @@
+//! Settings: defaults, then the config file (TOML), then `CUSTOMS_*` environment variables, then
+//! command-line flags. Every setting exists in all three places: environment names are the
+//! file's keys upper-cased with `__` between levels (`limits.max_upload_sessions` is
+//! `CUSTOMS_LIMITS__MAX_UPLOAD_SESSIONS`).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: String,
+    /// Directory holding blobs (`blobs/`, `uploads/`) and records (`meta.db`).
+    pub data: PathBuf,
+    /// Log filter (`info`, `debug`, `customs=debug,sqlx=warn`, ...).
+    pub log: String,
+    /// How long in-flight requests may take to finish after a shutdown signal.
+    pub shutdown_grace_secs: u64,
+    pub limits: Limits,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    pub max_manifest_bytes: usize,
+    pub max_upload_sessions: u64,
+    pub upload_session_ttl_secs: u64,
+    pub manifest_cache_bytes: usize,
+    pub manifest_cache_ttl_secs: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:5000".into(),
+            data: PathBuf::from("customs-data"),
+            log: "info".into(),
+            shutdown_grace_secs: 30,
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        let r = registry::RegistryConfig::default();
+        Limits {
+            max_manifest_bytes: r.max_manifest_bytes,
+            max_upload_sessions: r.max_upload_sessions,
+            upload_session_ttl_secs: r.upload_session_ttl.as_secs(),
+            manifest_cache_bytes: r.manifest_cache_bytes,
+            manifest_cache_ttl_secs: r.manifest_cache_ttl.as_secs(),
+        }
+    }
+}
+
+impl Limits {
+    pub fn registry(&self) -> registry::RegistryConfig {
+        registry::RegistryConfig {
+            max_manifest_bytes: self.max_manifest_bytes,
+            max_upload_sessions: self.max_upload_sessions,
+            upload_session_ttl: Duration::from_secs(self.upload_session_ttl_secs),
+            manifest_cache_bytes: self.manifest_cache_bytes,
+            manifest_cache_ttl: Duration::from_secs(self.manifest_cache_ttl_secs),
+        }
+    }
+}
+
+const ENV_PREFIX: &str = "CUSTOMS_";
+/// Environment variables that are flags of their own, not settings.
+const ENV_NOT_SETTINGS: &[&str] = &["CUSTOMS_CONFIG"];
+
+impl Config {
+    /// Loads defaults, then `file` (if given), then the environment `vars`.
+    pub fn load(file: Option<&Path>, vars: impl Iterator<Item = (String, String)>) -> anyhow::Result<Config> {
+        let mut table = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read config file {}", path.display()))?;
+                toml::from_str::<toml::Table>(&text)
+                    .with_context(|| format!("config file {} is not valid TOML", path.display()))?
+            }
+            None => toml::Table::new(),
+        };
+        for (name, raw) in vars {
+            let Some(key) = name.strip_prefix(ENV_PREFIX) else { continue };
+            if ENV_NOT_SETTINGS.contains(&name.as_str()) {
+                continue;
+            }
+            let path: Vec<String> = key.split("__").map(str::to_lowercase).collect();
+            if path.iter().any(String::is_empty) {
+                bail!("environment variable {name} does not name a setting");
+            }
+            set(&mut table, &path, env_value(&raw));
+        }
+        let config: Config = table
+            .try_into()
+            .map_err(|e: toml::de::Error| anyhow::anyhow!("invalid settings (config file or CUSTOMS_* variables): {}", e.message()))?;
+        Ok(config)
+    }
+}
+
+/// A number or boolean where the text is one, else the text itself.
+fn env_value(raw: &str) -> toml::Value {
+    match format!("v = {raw}").parse::<toml::Table>() {
+        Ok(mut t) => match t.remove("v") {
+            Some(v @ (toml::Value::Integer(_) | toml::Value::Boolean(_) | toml::Value::Float(_))) => v,
+            _ => toml::Value::String(raw.to_owned()),
+        },
+        Err(_) => toml::Value::String(raw.to_owned()),
+    }
+}
+
+fn set(table: &mut toml::Table, path: &[String], value: toml::Value) {
+    let (last, parents) = path.split_last().expect("at least one key");
+    let mut t = table;
+    for p in parents {
+        let entry = t.entry(p.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if !entry.is_table() {
+            *entry = toml::Value::Table(toml::Table::new());
+        }
+        t = entry.as_table_mut().expect("just made a table");
+    }
+    t.insert(last.clone(), value);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Iterator<Item = (String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>().into_iter()
+    }
+
+    #[test]
+    fn defaults_file_then_environment() {
+        let c = Config::load(None, env(&[])).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:5000");
+        assert_eq!(c.limits.max_manifest_bytes, 4 * 1024 * 1024);
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("customs.toml");
+        std::fs::write(&file, "listen = \"0.0.0.0:6000\"\ndata = \"/srv/x\"\n[limits]\nmax_upload_sessions = 7\n").unwrap();
+        let c = Config::load(Some(&file), env(&[])).unwrap();
+        assert_eq!((c.listen.as_str(), c.data.to_str().unwrap(), c.limits.max_upload_sessions), ("0.0.0.0:6000", "/srv/x", 7));
+        assert_eq!(c.limits.manifest_cache_ttl_secs, 5, "unset keys keep defaults");
+
+        let vars = [
+            ("CUSTOMS_LISTEN", "127.0.0.1:7000"),
+            ("CUSTOMS_LIMITS__MAX_UPLOAD_SESSIONS", "9"),
+            ("CUSTOMS_LOG", "debug"),
+            ("CUSTOMS_CONFIG", "ignored.toml"),
+            ("OTHER", "x"),
+        ];
+        let c = Config::load(Some(&file), env(&vars)).unwrap();
+        assert_eq!((c.listen.as_str(), c.limits.max_upload_sessions, c.log.as_str()), ("127.0.0.1:7000", 9, "debug"));
+        assert_eq!(c.data.to_str().unwrap(), "/srv/x");
+    }
+
+    #[test]
+    fn unknown_or_mistyped_settings_are_refused() {
+        let typo = Config::load(None, env(&[("CUSTOMS_LIMITS__MAX_UPLOADS", "3")])).unwrap_err();
+        assert!(typo.to_string().contains("max_uploads"), "{typo}");
+        let wrong_type = Config::load(None, env(&[("CUSTOMS_LIMITS__MAX_UPLOAD_SESSIONS", "many")])).unwrap_err();
+        assert!(wrong_type.to_string().contains("invalid settings"), "{wrong_type}");
+        assert!(Config::load(Some(Path::new("/nonexistent/customs.toml")), env(&[])).is_err());
+    }
+}

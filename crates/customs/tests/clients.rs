@@ -1,0 +1,140 @@
+//! End to end with real clients: skopeo (and podman where it runs) against a real
+//! `customs serve` on 127.0.0.1:0. The test command installs the clients from Debian's packages.
+
+use std::path::Path;
+use std::process::Command;
+
+use test_support::{ImageBuilder, Index, ServerProcess};
+
+fn customs() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_customs"))
+}
+
+/// Runs a client command and returns its stdout, failing the test with its stderr.
+fn run(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program} is not runnable ({e}); the test command installs it"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
+fn skopeo(args: &[&str]) -> String {
+    let mut all = vec!["--insecure-policy"];
+    all.extend_from_slice(args);
+    run("skopeo", &all)
+}
+
+/// The digest recorded for `tag` in an OCI layout's index.json.
+fn layout_digest(dir: &Path, tag: &str) -> String {
+    let index: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+    index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
+        .map(|m| m["digest"].as_str().unwrap().to_owned())
+        .unwrap_or_else(|| panic!("{tag} not in {index}"))
+}
+
+#[test]
+fn skopeo_copies_images_in_and_out_with_identical_digests() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(customs(), &tmp.path().join("data")).unwrap();
+    let host = server.addr.clone();
+    let src = tmp.path().join("src");
+
+    let image = ImageBuilder::new(1).layer(3, 40_000).layer(1, 300_000).layer(5, 1000).build();
+    image.write_layout(&src, "v1").unwrap();
+    // skopeo's oci: transport only reads OCI types; it converts to Docker schema 2 on push.
+    let for_docker = ImageBuilder::new(2).layer(2, 5000).layer(1, 70_000).build();
+    for_docker.write_layout(&src, "docker").unwrap();
+    let index = Index::new(vec![
+        ImageBuilder::new(3).layer(2, 10_000).arch("amd64").build(),
+        ImageBuilder::new(4).layer(2, 10_000).arch("arm64").build(),
+    ]);
+    index.write_layout(&src, "multi").unwrap();
+
+    let push = |tag: &str, repo: &str, all: bool| {
+        let from = format!("oci:{}:{tag}", src.display());
+        let to = format!("docker://{host}/{repo}:{tag}");
+        let mut args = vec!["copy", "--dest-tls-verify=false"];
+        if all {
+            args.push("--all");
+        }
+        if tag == "docker" {
+            args.extend(["--format", "v2s2"]);
+        }
+        args.extend([from.as_str(), to.as_str()]);
+        skopeo(&args);
+    };
+    push("v1", "e2e/app", false);
+    push("docker", "e2e/app", false);
+    push("multi", "e2e/multi", true);
+
+    // The Docker schema 2 manifest: served with its own media type, and a `dir:` copy (which
+    // keeps manifest bytes) hashes to the digest the registry reports.
+    let docker_ref = format!("docker://{host}/e2e/app:docker");
+    let docker_raw = skopeo(&["inspect", "--tls-verify=false", "--raw", &docker_ref]);
+    let docker_manifest: serde_json::Value = serde_json::from_str(&docker_raw).unwrap();
+    assert_eq!(docker_manifest["mediaType"], oci::media_type::DOCKER_MANIFEST);
+    let docker_digest = oci::Digest::sha256_of(docker_raw.as_bytes());
+    let dir_copy = tmp.path().join("docker-dir");
+    skopeo(&["copy", "--src-tls-verify=false", &docker_ref, &format!("dir:{}", dir_copy.display())]);
+    let copied = std::fs::read(dir_copy.join("manifest.json")).unwrap();
+    assert_eq!(oci::Digest::sha256_of(&copied), docker_digest);
+    for layer in docker_manifest["layers"].as_array().unwrap() {
+        let digest: oci::Digest = layer["digest"].as_str().unwrap().parse().unwrap();
+        let bytes = std::fs::read(dir_copy.join(digest.hex())).unwrap();
+        assert_eq!(oci::Digest::sha256_of(&bytes), digest, "docker layer intact");
+    }
+
+    // Back out into a fresh layout: the same digests, byte for byte.
+    let out = tmp.path().join("out");
+    for (repo, tag, want, all) in [
+        ("e2e/app", "v1", image.digest.to_string(), false),
+        ("e2e/multi", "multi", index.digest.to_string(), true),
+    ] {
+        let from = format!("docker://{host}/{repo}:{tag}");
+        let to = format!("oci:{}:{tag}", out.display());
+        let mut args = vec!["copy", "--src-tls-verify=false"];
+        if all {
+            args.push("--all");
+        }
+        args.extend([from.as_str(), to.as_str()]);
+        skopeo(&args);
+        assert_eq!(layout_digest(&out, tag), want, "{repo}:{tag} came back with another digest");
+    }
+    for child in &index.images {
+        let path = out.join("blobs/sha256").join(child.digest.hex());
+        assert_eq!(std::fs::read(path).unwrap(), child.manifest, "child manifest of the index came back");
+        for blob in child.blobs() {
+            let path = out.join("blobs/sha256").join(blob.digest.hex());
+            assert_eq!(std::fs::read(path).unwrap(), blob.bytes, "layer of {} came back", child.arch);
+        }
+    }
+
+    let raw = skopeo(&["inspect", "--tls-verify=false", "--raw", &format!("docker://{host}/e2e/app:v1")]);
+    assert_eq!(raw.as_bytes(), &image.manifest[..], "the manifest is served byte for byte");
+    let inspect: serde_json::Value =
+        serde_json::from_str(&skopeo(&["inspect", "--tls-verify=false", &format!("docker://{host}/e2e/app:v1")])).unwrap();
+    assert_eq!(inspect["Digest"], image.digest.to_string());
+    assert_eq!(inspect["Layers"].as_array().unwrap().len(), 3);
+    assert_eq!(inspect["Labels"]["seed"], "1");
+
+    let tags: serde_json::Value =
+        serde_json::from_str(&skopeo(&["list-tags", "--tls-verify=false", &format!("docker://{host}/e2e/app")])).unwrap();
+    assert_eq!(tags["Tags"], serde_json::json!(["docker", "v1"]));
+
+    skopeo(&["delete", "--tls-verify=false", &format!("docker://{host}/e2e/app@{docker_digest}")]);
+    let tags: serde_json::Value =
+        serde_json::from_str(&skopeo(&["list-tags", "--tls-verify=false", &format!("docker://{host}/e2e/app")])).unwrap();
+    assert_eq!(tags["Tags"], serde_json::json!(["v1"]), "deleting by digest removed its tag");
+    assert!(server.stop(), "customs exits cleanly on SIGTERM");
+}

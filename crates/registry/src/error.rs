@@ -1,0 +1,67 @@
+//! What can go wrong in the registry core, named for what the caller does about it.
+
+use oci::{Digest, Reference, RepoName};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("blob {0} is not in this repository")]
+    BlobUnknown(Digest),
+    #[error("repository {0} is not known")]
+    NameUnknown(RepoName),
+    #[error("manifest {0} is not in this repository")]
+    ManifestUnknown(Reference),
+    #[error("the manifest references {0}, which is not in this repository")]
+    ManifestBlobUnknown(Digest),
+    #[error("{0}")]
+    ManifestInvalid(String),
+    #[error("manifest is larger than the limit of {limit} bytes")]
+    ManifestTooLarge { limit: usize },
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("{0}")]
+    NameInvalid(String),
+    #[error("upload session is not known in this repository")]
+    UploadUnknown,
+    #[error("{0}")]
+    UploadInvalid(String),
+    /// A chunk did not start where the session is, or another chunk is being written: the
+    /// session is intact at `received` bytes.
+    #[error("chunk does not start at the session's offset {received}")]
+    UploadOutOfOrder { received: u64 },
+    #[error("range is not satisfiable for a blob of {size} bytes")]
+    RangeNotSatisfiable { size: u64 },
+    #[error("{0}")]
+    DigestInvalid(String),
+    #[error("content digest is {actual}, not the {expected} given")]
+    DigestMismatch { expected: Digest, actual: Digest },
+    #[error("{0}")]
+    SizeInvalid(String),
+    #[error("too many open upload sessions (limit {limit}); retry later")]
+    TooManyUploads { limit: u64 },
+    /// Storage or records failed; nothing was made visible. Retrying may work.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl From<blobs::Error> for Error {
+    fn from(e: blobs::Error) -> Error {
+        match e {
+            blobs::Error::NotFound(d) => Error::BlobUnknown(d),
+            blobs::Error::UploadNotFound(_) => Error::UploadUnknown,
+            blobs::Error::Body(e) => Error::UploadInvalid(format!("request body ended early: {e}")),
+            blobs::Error::Storage(msg) => Error::Unavailable(msg),
+        }
+    }
+}
+
+impl From<meta::Error> for Error {
+    fn from(e: meta::Error) -> Error {
+        match e {
+            meta::Error::MissingReference(d) => Error::ManifestBlobUnknown(d),
+            e @ meta::Error::SizeMismatch { .. } => Error::ManifestInvalid(e.to_string()),
+            e @ (meta::Error::UploadExists(_) | meta::Error::Unavailable(_) | meta::Error::Corrupt(_)) => {
+                Error::Unavailable(e.to_string())
+            }
+        }
+    }
+}

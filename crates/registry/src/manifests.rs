@@ -1,0 +1,147 @@
+//! Manifests: put (validated, references checked, bytes stored exactly as sent), get, delete,
+//! and the referrers of a subject.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use meta::{ManifestRecord, NewManifest};
+use oci::{Descriptor, Digest, Manifest, ManifestError, ManifestKind, Reference, RepoName, media_type};
+
+use crate::{BlobBody, Error, Registry, Result};
+
+/// A stored manifest: its exact bytes and how to label them.
+#[derive(Debug)]
+pub struct ManifestContent {
+    pub digest: Digest,
+    pub media_type: String,
+    pub bytes: Bytes,
+}
+
+/// What a HEAD needs.
+pub type ManifestHead = Arc<ManifestContent>;
+
+/// The outcome of a manifest PUT.
+#[derive(Debug)]
+pub struct PutManifest {
+    pub digest: Digest,
+    /// The manifest's subject, for the `OCI-Subject` header.
+    pub subject: Option<Digest>,
+}
+
+impl Registry {
+    /// Validates and stores a manifest sent with `content_type`, under a tag or its digest.
+    pub async fn put_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        content_type: Option<&str>,
+        bytes: Bytes,
+    ) -> Result<PutManifest> {
+        let limit = self.config.max_manifest_bytes;
+        if bytes.len() > limit {
+            return Err(Error::ManifestTooLarge { limit });
+        }
+        let manifest = Manifest::parse(content_type, &bytes).map_err(|e| match e {
+            ManifestError::Invalid(m) => Error::ManifestInvalid(m),
+            ManifestError::Unsupported(m) => Error::Unsupported(m),
+        })?;
+        let (digest, tag) = match reference {
+            Reference::Digest(expected) => {
+                let actual = Digest::of(expected.algorithm(), &bytes);
+                if actual != *expected {
+                    return Err(Error::DigestMismatch { expected: expected.clone(), actual });
+                }
+                (actual, None)
+            }
+            Reference::Tag(tag) => (Digest::sha256_of(&bytes), Some(tag.clone())),
+        };
+        let blobs = manifest
+            .blobs()
+            .filter(|d| !(media_type::is_foreign_layer(&d.media_type) && !d.urls.is_empty()))
+            .map(|d| (d.digest.clone(), d.size))
+            .collect();
+        let children = manifest.manifests.iter().map(|d| d.digest.clone()).collect();
+        let annotations = manifest.annotations.as_ref().map(|a| serde_json::to_string(a).unwrap_or_default());
+        let record = ManifestRecord {
+            digest: digest.clone(),
+            media_type: manifest.media_type.clone(),
+            size: bytes.len() as u64,
+            artifact_type: artifact_type(&manifest),
+            subject: manifest.subject.as_ref().map(|s| s.digest.clone()),
+            annotations,
+        };
+        // Bytes first, durable; then the records in one transaction.
+        self.blobs.put(&digest, bytes).await?;
+        let result = self.meta.put_manifest(repo, &NewManifest { record, blobs, children, tag }).await;
+        self.cache.invalidate(repo);
+        result?;
+        Ok(PutManifest { digest, subject: manifest.subject.map(|s| s.digest) })
+    }
+
+    /// The manifest `reference` names in `repo`, with its bytes.
+    pub async fn get_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<Arc<ManifestContent>> {
+        if let Some(hit) = self.cache.get(repo, reference) {
+            return Ok(hit);
+        }
+        let generation = self.cache.generation();
+        let record = self
+            .meta
+            .manifest(repo, reference)
+            .await?
+            .ok_or_else(|| Error::ManifestUnknown(reference.clone()))?;
+        let bytes = self.read_small(&record).await?;
+        let content = Arc::new(ManifestContent { digest: record.digest, media_type: record.media_type, bytes });
+        self.cache.insert(generation, repo, reference, content.clone());
+        Ok(content)
+    }
+
+    /// Deletes a manifest (by digest, with every tag on it) or only a tag.
+    pub async fn delete_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<()> {
+        let deleted = match reference {
+            Reference::Digest(d) => self.meta.delete_manifest(repo, d).await,
+            Reference::Tag(t) => self.meta.delete_tag(repo, t).await,
+        };
+        self.cache.invalidate(repo);
+        if deleted? { Ok(()) } else { Err(Error::ManifestUnknown(reference.clone())) }
+    }
+
+    /// Descriptors of the manifests in `repo` whose subject is `subject`.
+    pub async fn referrers(&self, repo: &RepoName, subject: &Digest, artifact_type: Option<&str>) -> Result<Vec<Descriptor>> {
+        let records = self.meta.referrers(repo, subject, artifact_type).await?;
+        Ok(records
+            .into_iter()
+            .map(|r| Descriptor {
+                media_type: r.media_type,
+                digest: r.digest,
+                size: r.size,
+                artifact_type: r.artifact_type,
+                annotations: r
+                    .annotations
+                    .and_then(|a| serde_json::from_str::<BTreeMap<String, String>>(&a).ok()),
+                urls: Vec::new(),
+            })
+            .collect())
+    }
+
+    async fn read_small(&self, record: &ManifestRecord) -> Result<Bytes> {
+        let BlobBody::Stream { mut stream, len } = self.blobs.open(&record.digest, None).await? else {
+            return Err(Error::Unavailable("manifest bytes are behind a redirect".into()));
+        };
+        let mut buf = BytesMut::with_capacity(len as usize);
+        while let Some(chunk) = stream.next().await {
+            buf.extend_from_slice(&chunk.map_err(|e| Error::Unavailable(e.to_string()))?);
+        }
+        Ok(buf.freeze())
+    }
+}
+
+/// What the referrers listing shows for a manifest: `artifactType`, else (for an image) the
+/// config's media type.
+fn artifact_type(m: &Manifest) -> Option<String> {
+    match m.kind {
+        ManifestKind::Image => m.effective_artifact_type().map(str::to_owned),
+        ManifestKind::Index => m.artifact_type.clone(),
+    }
+}

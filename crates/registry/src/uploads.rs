@@ -1,0 +1,262 @@
+//! Upload sessions: start, mount, append chunks, finish under a digest, cancel, expire.
+//!
+//! A session is a record in `meta` (repository, bytes received, running hash state) plus a part
+//! in `blobs`. A chunk is written at the recorded offset and hashed as it streams; only after the
+//! part is durable does the record advance, with a compare-and-set on the offset. A chunk that
+//! fails half way therefore changes nothing the client can see, and the session stays usable.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use blobs::ByteStream;
+use futures::StreamExt;
+use meta::UploadRecord;
+use oci::{Algorithm, Digest, DigestHasher, RepoName, UploadId};
+
+use crate::{Error, Registry, Result, now_ms};
+
+/// Where a session stands: the client's next chunk starts at `received`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UploadStatus {
+    pub id: UploadId,
+    pub received: u64,
+}
+
+/// What a cross-repository mount did.
+#[derive(Debug)]
+pub enum MountResult {
+    /// The blob is now linked in the target repository.
+    Mounted { size: u64 },
+    /// It could not be mounted; a new session was started instead.
+    Started(UploadStatus),
+}
+
+/// Sessions with a chunk being written now, so two writers never write one part at once.
+#[derive(Default)]
+pub(crate) struct InFlight(Mutex<HashSet<UploadId>>);
+
+struct InFlightGuard<'a> {
+    set: &'a InFlight,
+    id: UploadId,
+}
+
+impl InFlight {
+    fn enter(&self, id: &UploadId) -> Option<InFlightGuard<'_>> {
+        let mut set = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        set.insert(id.clone()).then(|| InFlightGuard { set: self, id: id.clone() })
+    }
+}
+
+impl Drop for InFlightGuard<'_> {
+    fn drop(&mut self) {
+        self.set.0.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.id);
+    }
+}
+
+impl Registry {
+    /// Opens a new upload session in `repo`.
+    pub async fn start_upload(&self, repo: &RepoName) -> Result<UploadStatus> {
+        let limit = self.config.max_upload_sessions;
+        if self.meta.count_uploads().await? >= limit {
+            return Err(Error::TooManyUploads { limit });
+        }
+        let id = UploadId::new(&uuid::Uuid::new_v4().to_string()).expect("a uuid is a valid upload id");
+        let now = now_ms();
+        let record = UploadRecord {
+            id: id.clone(),
+            repo: repo.clone(),
+            received: 0,
+            hash_state: DigestHasher::new(Algorithm::Sha256).save(),
+            started_at_ms: now,
+            updated_at_ms: now,
+        };
+        self.meta.create_upload(&record).await?;
+        Ok(UploadStatus { id, received: 0 })
+    }
+
+    /// Links `digest` from `from` into `repo` if `from` has it; else starts a session.
+    pub async fn mount(&self, repo: &RepoName, digest: &Digest, from: Option<&RepoName>) -> Result<MountResult> {
+        if let Some(from) = from
+            && let Some(size) = self.meta.linked_blob(from, digest).await?
+            && self.blobs.stat(digest).await?.is_some()
+        {
+            self.meta.link_blob(repo, digest, size).await?;
+            return Ok(MountResult::Mounted { size });
+        }
+        Ok(MountResult::Started(self.start_upload(repo).await?))
+    }
+
+    pub async fn upload_status(&self, repo: &RepoName, id: &UploadId) -> Result<UploadStatus> {
+        let record = self.session(repo, id).await?;
+        Ok(UploadStatus { id: record.id, received: record.received })
+    }
+
+    /// Appends a chunk. `start` is the first byte's offset from `Content-Range`, if sent;
+    /// `declared_len` the chunk length the client declared, if any.
+    pub async fn append(
+        &self,
+        repo: &RepoName,
+        id: &UploadId,
+        start: Option<u64>,
+        declared_len: Option<u64>,
+        body: ByteStream,
+    ) -> Result<UploadStatus> {
+        let guard = self.in_flight.enter(id);
+        let record = self.session(repo, id).await?;
+        let _guard = guard.ok_or(Error::UploadOutOfOrder { received: record.received })?;
+        if let Some(start) = start
+            && start != record.received
+        {
+            return Err(Error::UploadOutOfOrder { received: record.received });
+        }
+        let (received, _) = self.write_chunk(&record, declared_len, body).await?;
+        Ok(UploadStatus { id: record.id, received })
+    }
+
+    /// Appends a final chunk (possibly empty) and commits the upload as `digest`.
+    pub async fn finish_upload(
+        &self,
+        repo: &RepoName,
+        id: &UploadId,
+        digest: &Digest,
+        start: Option<u64>,
+        declared_len: Option<u64>,
+        body: ByteStream,
+    ) -> Result<u64> {
+        let guard = self.in_flight.enter(id);
+        let record = self.session(repo, id).await?;
+        let _guard = guard.ok_or(Error::UploadOutOfOrder { received: record.received })?;
+        if let Some(start) = start
+            && start != record.received
+        {
+            return Err(Error::UploadOutOfOrder { received: record.received });
+        }
+        let (size, hasher) = self.write_chunk(&record, declared_len, body).await?;
+        let actual = if digest.algorithm() == hasher.algorithm() {
+            hasher.finish()
+        } else {
+            self.rehash(id, size, digest.algorithm()).await?
+        };
+        if actual != *digest {
+            // The bytes can never become this digest: end the session so nothing lingers.
+            self.drop_session(id).await;
+            return Err(Error::DigestMismatch { expected: digest.clone(), actual });
+        }
+        self.blobs.commit(id, size, digest).await?;
+        self.meta.finish_upload(id, repo, digest, size).await?;
+        Ok(size)
+    }
+
+    /// Uploads a whole blob in one request (`POST ?digest=`).
+    pub async fn upload_whole(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        declared_len: Option<u64>,
+        body: ByteStream,
+    ) -> Result<u64> {
+        let status = self.start_upload(repo).await?;
+        let result = self.finish_upload(repo, &status.id, digest, None, declared_len, body).await;
+        if result.is_err() {
+            self.drop_session(&status.id).await;
+        }
+        result
+    }
+
+    pub async fn cancel_upload(&self, repo: &RepoName, id: &UploadId) -> Result<()> {
+        self.session(repo, id).await?;
+        let _guard = self
+            .in_flight
+            .enter(id)
+            .ok_or_else(|| Error::UploadInvalid("a chunk is being written to this session".into()))?;
+        self.meta.delete_upload(id).await?;
+        self.blobs.abort(id).await?;
+        Ok(())
+    }
+
+    /// Removes sessions idle for longer than the configured TTL; returns how many.
+    pub async fn purge_stale_uploads(&self) -> Result<usize> {
+        let ttl = self.config.upload_session_ttl;
+        let before = now_ms() - i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+        let stale = self.meta.stale_uploads(before, 1000).await?;
+        let mut purged = 0;
+        for s in &stale {
+            let Some(_guard) = self.in_flight.enter(&s.id) else { continue };
+            self.meta.delete_upload(&s.id).await?;
+            self.blobs.abort(&s.id).await?;
+            purged += 1;
+        }
+        Ok(purged)
+    }
+
+    /// How long idle sessions are kept.
+    pub fn upload_session_ttl(&self) -> Duration {
+        self.config.upload_session_ttl
+    }
+
+    async fn session(&self, repo: &RepoName, id: &UploadId) -> Result<UploadRecord> {
+        match self.meta.upload(id).await? {
+            Some(r) if r.repo == *repo => Ok(r),
+            _ => Err(Error::UploadUnknown),
+        }
+    }
+
+    /// Writes `body` at the session's offset, hashing it, and advances the session record once
+    /// the bytes are durable. Returns the new offset and the hasher at that offset.
+    async fn write_chunk(
+        &self,
+        record: &UploadRecord,
+        declared_len: Option<u64>,
+        body: ByteStream,
+    ) -> Result<(u64, DigestHasher)> {
+        let hasher = DigestHasher::restore(&record.hash_state)
+            .ok_or_else(|| Error::Unavailable(format!("upload {} has an unreadable hash state", record.id)))?;
+        let hasher = Arc::new(Mutex::new(hasher));
+        let tap = hasher.clone();
+        let hashed = body
+            .map(move |chunk| {
+                if let Ok(bytes) = &chunk {
+                    tap.lock().unwrap_or_else(|p| p.into_inner()).update(bytes);
+                }
+                chunk
+            })
+            .boxed();
+        let written = self.blobs.write_part(&record.id, record.received, hashed).await?;
+        if let Some(declared) = declared_len
+            && declared != written
+        {
+            return Err(Error::SizeInvalid(format!("chunk declared {declared} bytes but carried {written}")));
+        }
+        let hasher = Arc::try_unwrap(hasher)
+            .map(|m| m.into_inner().unwrap_or_else(|p| p.into_inner()))
+            .map_err(|_| Error::Unavailable("hash state still shared after the write".into()))?;
+        let received = record.received + written;
+        if written > 0 {
+            let advanced =
+                self.meta.advance_upload(&record.id, record.received, received, &hasher.save(), now_ms()).await?;
+            if !advanced {
+                return Err(Error::UploadOutOfOrder { received: record.received });
+            }
+        }
+        Ok((received, hasher))
+    }
+
+    async fn rehash(&self, id: &UploadId, len: u64, algorithm: Algorithm) -> Result<Digest> {
+        let mut stream = self.blobs.read_part(id, len).await?;
+        let mut hasher = DigestHasher::new(algorithm);
+        while let Some(chunk) = stream.next().await {
+            hasher.update(&chunk.map_err(|e| Error::Unavailable(e.to_string()))?);
+        }
+        Ok(hasher.finish())
+    }
+
+    async fn drop_session(&self, id: &UploadId) {
+        if let Err(e) = self.meta.delete_upload(id).await {
+            tracing::warn!(upload = %id, error = %e, "could not remove a failed upload's record");
+        }
+        if let Err(e) = self.blobs.abort(id).await {
+            tracing::warn!(upload = %id, error = %e, "could not remove a failed upload's bytes");
+        }
+    }
+}

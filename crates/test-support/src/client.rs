@@ -1,0 +1,47 @@
+//! A small HTTP/1.1 client over hyper for tests that talk to a real server.
+
+use axum::body::Body;
+use bytes::Bytes;
+use http::{Method, Request};
+use http_body_util::BodyExt;
+use hyper_util::client::legacy::Client as Hyper;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use crate::TestResponse;
+
+#[derive(Clone)]
+pub struct Client {
+    base: String,
+    inner: Hyper<HttpConnector, Body>,
+}
+
+impl Client {
+    /// A client for `base` (`http://127.0.0.1:PORT`).
+    pub fn new(base: &str) -> Client {
+        Client { base: base.trim_end_matches('/').to_owned(), inner: Hyper::builder(TokioExecutor::new()).build_http() }
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// Sends a request; a path is joined to the base, a full URL is used as is.
+    pub async fn call(
+        &self,
+        method: Method,
+        path_or_url: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Body>,
+    ) -> anyhow::Result<TestResponse> {
+        let url = if path_or_url.starts_with("http") { path_or_url.to_owned() } else { format!("{}{path_or_url}", self.base) };
+        let mut r = Request::builder().method(method).uri(url);
+        for (k, v) in headers {
+            r = r.header(*k, *v);
+        }
+        let response = self.inner.request(r.body(body.into())?).await?;
+        let (parts, body) = response.into_parts();
+        let body: Bytes = body.collect().await?.to_bytes();
+        Ok(TestResponse { status: parts.status, headers: parts.headers, body })
+    }
+}

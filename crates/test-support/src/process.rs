@@ -1,0 +1,70 @@
+//! A real `customs serve` process on 127.0.0.1:0, for end-to-end and crash tests.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+pub struct ServerProcess {
+    child: Child,
+    /// `127.0.0.1:PORT`
+    pub addr: String,
+    pub data: PathBuf,
+}
+
+impl ServerProcess {
+    /// Starts `binary serve --listen 127.0.0.1:0 --data data` and waits until it listens.
+    pub fn start(binary: &Path, data: &Path) -> anyhow::Result<ServerProcess> {
+        ServerProcess::start_with(binary, data, &[])
+    }
+
+    pub fn start_with(binary: &Path, data: &Path, env: &[(&str, &str)]) -> anyhow::Result<ServerProcess> {
+        let mut cmd = Command::new(binary);
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(data)
+            .env("CUSTOMS_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn()?;
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let first = lines.next().transpose()?.unwrap_or_default();
+        let addr = first
+            .strip_prefix("customs listening on http://")
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow::anyhow!("customs did not start: first line {first:?}"))?;
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Ok(ServerProcess { child, addr, data: data.to_owned() })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL: no chance to flush or clean up.
+    pub fn kill_hard(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait for a clean exit; returns whether it exited with success.
+    pub fn stop(mut self) -> bool {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        self.child.wait().map(|s| s.success()).unwrap_or(false)
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
