@@ -138,3 +138,49 @@ fn skopeo_copies_images_in_and_out_with_identical_digests() {
     assert_eq!(tags["Tags"], serde_json::json!(["v1"]), "deleting by digest removed its tag");
     assert!(server.stop(), "customs exits cleanly on SIGTERM");
 }
+
+/// podman and buildah with their own throwaway storage (vfs), so the test touches no global state.
+fn container_tool(tool: &str, root: &Path, args: &[&str]) -> String {
+    let (store, run_root) = (root.join("storage"), root.join("run"));
+    let mut all = vec![
+        "--root".to_owned(),
+        store.display().to_string(),
+        "--runroot".to_owned(),
+        run_root.display().to_string(),
+        "--storage-driver".to_owned(),
+        "vfs".to_owned(),
+    ];
+    all.extend(args.iter().map(|a| a.to_string()));
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    run(tool, &all)
+}
+
+#[test]
+fn buildah_builds_and_pushes_podman_pulls_and_pushes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(customs(), &tmp.path().join("data")).unwrap();
+    let host = server.addr.clone();
+    let context = tmp.path().join("context");
+    std::fs::create_dir_all(&context).unwrap();
+    std::fs::write(context.join("hello.txt"), "hello from buildah\n").unwrap();
+    std::fs::write(context.join("Containerfile"), "FROM scratch\nCOPY hello.txt /hello.txt\nLABEL built.by=buildah\n").unwrap();
+    let tools = tmp.path().join("tools");
+    let image = format!("{host}/tools/hello:1");
+
+    container_tool("buildah", &tools, &["bud", "--quiet", "-t", &image, context.to_str().unwrap()]);
+    container_tool("buildah", &tools, &["push", "--tls-verify=false", &image]);
+    let pushed: serde_json::Value =
+        serde_json::from_str(&skopeo(&["inspect", "--tls-verify=false", &format!("docker://{image}")])).unwrap();
+    assert_eq!(pushed["Labels"]["built.by"], "buildah");
+
+    // podman starts from empty storage, pulls what buildah pushed, and pushes it elsewhere.
+    let podman_root = tmp.path().join("podman");
+    container_tool("podman", &podman_root, &["pull", "--quiet", "--tls-verify=false", &image]);
+    let copy = format!("{host}/tools/copy:2");
+    container_tool("podman", &podman_root, &["push", "--quiet", "--tls-verify=false", &image, &copy]);
+    let copied: serde_json::Value =
+        serde_json::from_str(&skopeo(&["inspect", "--tls-verify=false", &format!("docker://{copy}")])).unwrap();
+    assert_eq!(copied["Layers"], pushed["Layers"], "the same layers went round the trip");
+    assert_eq!(copied["Labels"]["built.by"], "buildah");
+    assert!(server.stop());
+}
