@@ -6,12 +6,13 @@
 //! blob or the whole blob under a digest, never a prefix.
 
 use std::io::{self, Write as _};
+
 use std::path::{Path, PathBuf};
 
 use bytes::{Bytes, BytesMut};
 use futures::{StreamExt, stream};
 use oci::Digest;
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use crate::{BlobBody, BlobStore, ByteRange, ByteStream, Error, Result, UploadId};
 
@@ -19,6 +20,8 @@ use crate::{BlobBody, BlobStore, ByteRange, ByteStream, Error, Result, UploadId}
 const MAP_THRESHOLD: u64 = 256 * 1024;
 /// Size of the slices a mapped blob is streamed in, and of write batches.
 const CHUNK: usize = 1 << 20;
+/// Size of the memory-mapped windows a large blob is served in.
+const READ_WINDOW: usize = 1 << 20;
 
 pub struct FsBlobStore {
     root: PathBuf,
@@ -91,19 +94,8 @@ impl BlobStore for FsBlobStore {
             file.read_exact(&mut buf).await.map_err(storage)?;
             return Ok(BlobBody::Stream { stream: stream::once(async { Ok(Bytes::from(buf)) }).boxed(), len });
         }
-        let file = file.into_std().await;
-        // SAFETY: a committed blob file is never written or truncated again: commits rename a
-        // finished file into place and deletes unlink it, which leaves existing maps intact. So
-        // the mapped bytes cannot change or vanish under the map.
-        let map = tokio::task::spawn_blocking(move || unsafe { memmap2::Mmap::map(&file) })
-            .await
-            .map_err(|e| Error::Storage(e.to_string()))?
-            .map_err(storage)?;
-        let _ = map.advise(memmap2::Advice::Sequential);
-        let all = Bytes::from_owner(map);
-        let (start, end) = (range.start as usize, range.end as usize + 1);
-        let chunks = (start..end).step_by(CHUNK).map(move |s| Ok(all.slice(s..end.min(s + CHUNK))));
-        Ok(BlobBody::Stream { stream: stream::iter(chunks).boxed(), len })
+        let file = std::sync::Arc::new(file.into_std().await);
+        Ok(BlobBody::Stream { stream: mapped_windows(file, range), len })
     }
 
     async fn put(&self, digest: &Digest, bytes: Bytes) -> Result<()> {
@@ -132,32 +124,33 @@ impl BlobStore for FsBlobStore {
     }
 
     async fn write_part(&self, id: &UploadId, offset: u64, mut body: ByteStream) -> Result<u64> {
-        let mut file = tokio::fs::OpenOptions::new()
+        let file = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(false)
             .open(self.upload_path(id))
-            .await
             .map_err(storage)?;
-        file.seek(io::SeekFrom::Start(offset)).await.map_err(storage)?;
-        let mut written = 0u64;
-        let mut batch = BytesMut::with_capacity(CHUNK);
+        // Received chunks are written as they are (a pwrite each, no copy) in ~1 MiB batches from the
+        // blocking pool, while the next batch is being received.
+        let mut writer = PartWriter { file: Some(file), offset, pending: None };
+        let mut batch: Vec<Bytes> = Vec::new();
+        let (mut batched, mut written) = (0usize, 0u64);
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(Error::Body)?;
             written += chunk.len() as u64;
-            if batch.is_empty() && chunk.len() >= CHUNK {
-                file.write_all(&chunk).await.map_err(storage)?;
-                continue;
-            }
-            batch.extend_from_slice(&chunk);
-            if batch.len() >= CHUNK {
-                file.write_all(&batch).await.map_err(storage)?;
-                batch.clear();
+            batched += chunk.len();
+            batch.push(chunk);
+            if batched >= CHUNK {
+                writer.submit(std::mem::take(&mut batch), batched as u64).await?;
+                batched = 0;
             }
         }
-        file.write_all(&batch).await.map_err(storage)?;
-        file.flush().await.map_err(storage)?;
-        file.sync_data().await.map_err(storage)?;
+        writer.submit(batch, batched as u64).await?;
+        let file = writer.finish().await?;
+        tokio::task::spawn_blocking(move || file.sync_data())
+            .await
+            .map_err(|e| Error::Storage(e.to_string()))?
+            .map_err(storage)?;
         Ok(written)
     }
 
@@ -207,6 +200,82 @@ impl BlobStore for FsBlobStore {
             Err(e) => Err(storage(e)),
         }
     }
+}
+
+/// Streams `range` of a committed blob as memory-mapped windows of at most `CHUNK` bytes, each
+/// mapped (pre-faulted) only when the body asks for it and unmapped once sent, so resident memory
+/// stays bounded by the chunks in flight rather than by blob size.
+fn mapped_windows(file: std::sync::Arc<std::fs::File>, range: ByteRange) -> ByteStream {
+    const PAGE: u64 = 4096;
+    let end = range.end + 1;
+    let windows = (range.start..end).step_by(READ_WINDOW).map(move |at| (at, (end - at).min(READ_WINDOW as u64)));
+    stream::iter(windows)
+        .map(move |(at, len)| {
+            let file = file.clone();
+            async move {
+                let aligned = at - at % PAGE;
+                let skip = (at - aligned) as usize;
+                let map = tokio::task::spawn_blocking(move || {
+                    // SAFETY: a committed blob file is never written or truncated again: commits
+                    // rename a finished file into place and deletes unlink it, which leaves
+                    // existing maps intact. So the mapped bytes cannot change or vanish.
+                    unsafe {
+                        memmap2::MmapOptions::new().offset(aligned).len(skip + len as usize).populate().map(&*file)
+                    }
+                })
+                .await
+                .map_err(io::Error::other)??;
+                Ok(Bytes::from_owner(map).slice(skip..))
+            }
+        })
+        // Map (and fault in) the next window while the current one is being sent.
+        .buffered(2)
+        .boxed()
+}
+
+/// Writes batches of chunks at increasing offsets, one batch in flight at a time.
+struct PartWriter {
+    file: Option<std::fs::File>,
+    offset: u64,
+    pending: Option<tokio::task::JoinHandle<io::Result<std::fs::File>>>,
+}
+
+impl PartWriter {
+    async fn submit(&mut self, batch: Vec<Bytes>, len: u64) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let file = match self.file.take() {
+            Some(f) => f,
+            None => self.wait().await?,
+        };
+        let at = self.offset;
+        self.offset += len;
+        self.pending = Some(tokio::task::spawn_blocking(move || write_all_at(&file, at, &batch).map(|()| file)));
+        Ok(())
+    }
+
+    async fn wait(&mut self) -> Result<std::fs::File> {
+        let pending = self.pending.take().expect("a file is either idle or being written");
+        pending.await.map_err(|e| Error::Storage(e.to_string()))?.map_err(storage)
+    }
+
+    async fn finish(mut self) -> Result<std::fs::File> {
+        match self.file.take() {
+            Some(f) => Ok(f),
+            None => self.wait().await,
+        }
+    }
+}
+
+/// Writes all of `bufs` at `offset` (std has no stable pwritev; each buffer is one pwrite).
+fn write_all_at(file: &std::fs::File, mut offset: u64, bufs: &[Bytes]) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    for buf in bufs {
+        file.write_all_at(buf, offset)?;
+        offset += buf.len() as u64;
+    }
+    Ok(())
 }
 
 /// Streams an async reader in `CHUNK`-sized pieces.

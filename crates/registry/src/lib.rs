@@ -24,7 +24,7 @@ use meta::{Listing, Meta, Page};
 use oci::{Digest, RepoName, Tag};
 
 pub use error::Error;
-pub use manifests::{ManifestContent, ManifestHead, PutManifest};
+pub use manifests::{ManifestContent, PutManifest};
 pub use range::RangeRequest;
 pub use uploads::{MountResult, UploadStatus};
 

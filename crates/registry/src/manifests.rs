@@ -19,9 +19,6 @@ pub struct ManifestContent {
     pub bytes: Bytes,
 }
 
-/// What a HEAD needs.
-pub type ManifestHead = Arc<ManifestContent>;
-
 /// The outcome of a manifest PUT.
 #[derive(Debug)]
 pub struct PutManifest {
@@ -57,12 +54,12 @@ impl Registry {
             }
             Reference::Tag(tag) => (Digest::sha256_of(&bytes), Some(tag.clone())),
         };
-        let blobs = manifest
+        let blobs: Vec<_> = manifest
             .blobs()
             .filter(|d| !(media_type::is_foreign_layer(&d.media_type) && !d.urls.is_empty()))
             .map(|d| (d.digest.clone(), d.size))
             .collect();
-        let children = manifest.manifests.iter().map(|d| d.digest.clone()).collect();
+        let children: Vec<_> = manifest.manifests.iter().map(|d| d.digest.clone()).collect();
         let annotations = manifest.annotations.as_ref().map(|a| serde_json::to_string(a).unwrap_or_default());
         let record = ManifestRecord {
             digest: digest.clone(),
@@ -72,6 +69,9 @@ impl Registry {
             subject: manifest.subject.as_ref().map(|s| s.digest.clone()),
             annotations,
         };
+        // Refuse early, before writing bytes, what the transaction below would refuse anyway, so
+        // that bad pushes leave no garbage; the transaction stays the guard against races.
+        self.precheck_references(repo, &blobs, &children).await?;
         // Bytes first, durable; then the records in one transaction.
         self.blobs.put(&digest, bytes).await?;
         let result = self.meta.put_manifest(repo, &NewManifest { record, blobs, children, tag }).await;
@@ -123,6 +123,25 @@ impl Registry {
                 urls: Vec::new(),
             })
             .collect())
+    }
+
+    async fn precheck_references(&self, repo: &RepoName, blobs: &[(Digest, u64)], children: &[Digest]) -> Result<()> {
+        for (digest, declared) in blobs {
+            match self.meta.linked_blob(repo, digest).await? {
+                None => return Err(Error::ManifestBlobUnknown(digest.clone())),
+                Some(actual) if actual != *declared => {
+                    let e = meta::Error::SizeMismatch { digest: digest.clone(), declared: *declared, actual };
+                    return Err(e.into());
+                }
+                Some(_) => {}
+            }
+        }
+        for child in children {
+            if self.meta.manifest(repo, &Reference::Digest(child.clone())).await?.is_none() {
+                return Err(Error::ManifestBlobUnknown(child.clone()));
+            }
+        }
+        Ok(())
     }
 
     async fn read_small(&self, record: &ManifestRecord) -> Result<Bytes> {

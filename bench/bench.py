@@ -1,0 +1,303 @@
+#!/usr/bin/env python3
+"""customs against CNCF Distribution 2.8 (Debian's docker-registry), same workload, one run.
+
+Prints, for each registry and as a ratio customs/Distribution:
+  - blob GET throughput: a 64 MiB blob, 16 concurrent connections (wrk)
+  - manifest GET and HEAD by tag: requests per second, 64 concurrent connections (loadgen,
+    crates/test-support/src/bin/loadgen.rs: wrk 4.1 hangs on HEAD responses)
+  - wall time to push a ~500 MB, 5-layer image with skopeo (fresh registry each time)
+  - customs' peak RSS (VmHWM) after the push, and at the end
+
+Usage: bench/bench.py [--seconds 10] [--push-mb 500] [--trials 2]
+Needs: a release build of customs (built if missing), docker-registry, wrk, skopeo (installed if missing).
+"""
+
+import argparse
+import hashlib
+import http.client
+import io
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CUSTOMS = os.path.join(ROOT, "target", "release", "customs")
+LOADGEN = os.path.join(ROOT, "target", "release", "loadgen")
+PEER_SCRIPT = os.path.join(ROOT, "..", "shared", "peers", "start-distribution.sh")
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+ACCEPT = ",".join([OCI_MANIFEST, "application/vnd.oci.image.index.v1+json",
+                   "application/vnd.docker.distribution.manifest.v2+json"])
+
+
+def sh(*args, **kw):
+    return subprocess.run(args, check=True, **kw)
+
+
+def ensure_tools():
+    need = [pkg for tool, pkg in [("wrk", "wrk"), ("skopeo", "skopeo"), ("docker-registry", "docker-registry")]
+            if shutil.which(tool) is None]
+    if need:
+        sudo = [] if os.geteuid() == 0 else ["sudo"]
+        sh(*sudo, "apt-get", "update", "-qq")
+        sh(*sudo, "apt-get", "install", "-y", "-qq", *need, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    sh("cargo", "build", "--release", "-p", "customs", "-p", "test-support", "--bin", "customs", "--bin", "loadgen", cwd=ROOT)
+
+
+def free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Customs:
+    name = "customs"
+
+    def __init__(self, state):
+        self.port = free_port()
+        self.proc = subprocess.Popen([CUSTOMS, "serve", "--listen", f"127.0.0.1:{self.port}", "--data", state],
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                     env={**os.environ, "CUSTOMS_LOG": "warn"})
+        line = self.proc.stdout.readline().decode()
+        assert line.startswith("customs listening"), line
+        self.pid = self.proc.pid
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=30)
+
+
+class Distribution:
+    name = "distribution"
+
+    def __init__(self, state):
+        self.port = free_port()
+        out = subprocess.run(["bash", PEER_SCRIPT, str(self.port), state], check=True, capture_output=True, text=True)
+        self.pid = int(out.stdout.strip().splitlines()[-1])
+
+    def stop(self):
+        os.kill(self.pid, signal.SIGTERM)
+        for _ in range(100):
+            try:
+                os.kill(self.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.05)
+
+
+def cpu_seconds(pid):
+    """User plus system CPU time the process has used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def peak_rss_mb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def request(port, method, path, body=b"", headers=None):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+    c.request(method, path, body=body, headers=headers or {})
+    r = c.getresponse()
+    data = r.read()
+    c.close()
+    return r.status, {k.lower(): v for k, v in r.getheaders()}, data
+
+
+def push_blob(port, repo, data):
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    status, headers, body = request(port, "POST", f"/v2/{repo}/blobs/uploads/")
+    assert status == 202, (status, body)
+    loc = headers["location"]
+    if loc.startswith("http"):
+        loc = "/" + loc.split("/", 3)[3]
+    sep = "&" if "?" in loc else "?"
+    status, _, body = request(port, "PUT", f"{loc}{sep}digest={digest}", data,
+                              {"Content-Type": "application/octet-stream", "Content-Length": str(len(data))})
+    assert status == 201, (status, body)
+    return digest
+
+
+def seed_fixtures(port, big_blob):
+    """A 64 MiB blob and a small tagged image in repo bench/app."""
+    blob = push_blob(port, "bench/app", big_blob)
+    config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}}).encode()
+    cfg = push_blob(port, "bench/app", config)
+    layer = os.urandom(4096)
+    lyr = push_blob(port, "bench/app", layer)
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg, "size": len(config)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": lyr, "size": len(layer)}],
+    }, indent=2).encode()
+    status, _, body = request(port, "PUT", "/v2/bench/app/manifests/latest", manifest, {"Content-Type": OCI_MANIFEST})
+    assert status == 201, (status, body)
+    status, _, got = request(port, "GET", "/v2/bench/app/manifests/latest", headers={"Accept": ACCEPT})
+    assert status == 200 and got == manifest, (status, got[:200])
+    return blob
+
+
+def wrk(url, conns, seconds, method="GET", headers=()):
+    script = None
+    args = ["wrk", "-t2", f"-c{conns}", f"-d{seconds}s", "--timeout", "30s"]
+    for h in headers:
+        args += ["-H", h]
+    if method != "GET":
+        script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)
+        script.write(f'wrk.method = "{method}"\n')
+        script.close()
+        args += ["-s", script.name]
+    out = subprocess.run(args + [url], check=True, capture_output=True, text=True).stdout
+    if script:
+        os.unlink(script.name)
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if errors:
+        raise SystemExit(f"{url}: {errors.group(1)} non-2xx responses\n{out}")
+    return rps
+
+
+def loadgen(url, conns, seconds, method="GET", headers=()):
+    """Manifest reads: wrk 4.1 cannot time HEAD, so both GET and HEAD use our loadgen."""
+    args = [LOADGEN, url, "--method", method, "--connections", str(conns), "--seconds", str(seconds)]
+    for h in headers:
+        args += ["--header", h]
+    out = json.loads(subprocess.run(args, check=True, capture_output=True, text=True).stdout)
+    if out["non2xx"]:
+        raise SystemExit(f"{url}: {out['non2xx']} non-2xx responses")
+    return out["rps"]
+
+
+def make_push_image(dir_, total_mb, layers=5):
+    """An OCI layout with `layers` uncompressed tar layers of random bytes, ~total_mb in all."""
+    blobs = os.path.join(dir_, "blobs", "sha256")
+    os.makedirs(blobs)
+
+    def put(data):
+        d = hashlib.sha256(data).hexdigest()
+        with open(os.path.join(blobs, d), "wb") as f:
+            f.write(data)
+        return "sha256:" + d, len(data)
+
+    per = total_mb * 1024 * 1024 // layers
+    descs, diff_ids = [], []
+    for i in range(layers):
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as t:
+            info = tarfile.TarInfo(f"layer{i}/data.bin")
+            info.size = per
+            t.addfile(info, io.BytesIO(os.urandom(per)))
+        d, n = put(buf.getvalue())
+        descs.append({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": n})
+        diff_ids.append(d)
+    config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": diff_ids}}).encode()
+    cd, cn = put(config)
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                           "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cn},
+                           "layers": descs}).encode()
+    md, mn = put(manifest)
+    with open(os.path.join(dir_, "oci-layout"), "w") as f:
+        f.write('{"imageLayoutVersion":"1.0.0"}')
+    with open(os.path.join(dir_, "index.json"), "w") as f:
+        json.dump({"schemaVersion": 2, "manifests": [{"mediaType": OCI_MANIFEST, "digest": md, "size": mn,
+                                                      "annotations": {"org.opencontainers.image.ref.name": "v1"}}]}, f)
+    return sum(d["size"] for d in descs)
+
+
+def time_push(kind, layout, work):
+    state = tempfile.mkdtemp(dir=work)
+    reg = kind(state)
+    try:
+        # Warm the source in the page cache so that both registries read it the same way.
+        sh("sh", "-c", f"cat {layout}/blobs/sha256/* > /dev/null")
+        cpu0, start = cpu_seconds(reg.pid), time.monotonic()
+        sh("skopeo", "--insecure-policy", "copy", "--quiet", "--dest-tls-verify=false",
+           f"oci:{layout}:v1", f"docker://127.0.0.1:{reg.port}/bench/push:v1")
+        elapsed = time.monotonic() - start
+        cpu = cpu_seconds(reg.pid) - cpu0
+        rss = peak_rss_mb(reg.pid)
+    finally:
+        reg.stop()
+        shutil.rmtree(state, ignore_errors=True)
+    return elapsed, rss, cpu
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--seconds", type=int, default=10)
+    p.add_argument("--push-mb", type=int, default=500)
+    p.add_argument("--trials", type=int, default=2)
+    a = p.parse_args()
+    ensure_tools()
+    work = tempfile.mkdtemp(prefix="customs-bench-")
+    results = {}
+    try:
+        # Push: fresh registries, alternating, best of `trials`.
+        layout = os.path.join(work, "layout")
+        size = make_push_image(layout, a.push_mb)
+        pushes = {"customs": [], "distribution": []}
+        push_cpu = {"customs": [], "distribution": []}
+        push_rss = []
+        for _ in range(a.trials):
+            for kind in (Distribution, Customs):
+                elapsed, rss, cpu = time_push(kind, layout, work)
+                pushes[kind.name].append(elapsed)
+                push_cpu[kind.name].append(cpu)
+                if kind is Customs:
+                    push_rss.append(rss)
+        results["push_s"] = {k: min(v) for k, v in pushes.items()}
+        results["push_server_cpu_s"] = {k: min(v) for k, v in push_cpu.items()}
+        results["push_mb"] = size / 1e6
+
+        # Reads: one of each, seeded with the same fixtures.
+        big = os.urandom(64 * 1024 * 1024)
+        regs = [Distribution(tempfile.mkdtemp(dir=work)), Customs(tempfile.mkdtemp(dir=work))]
+        try:
+            for reg in regs:
+                blob = seed_fixtures(reg.port, big)
+                base = f"http://127.0.0.1:{reg.port}"
+                blob_rps = wrk(f"{base}/v2/bench/app/blobs/{blob}", 16, a.seconds)
+                get_rps = loadgen(f"{base}/v2/bench/app/manifests/latest", 64, a.seconds, "GET", [f"Accept: {ACCEPT}"])
+                head_rps = loadgen(f"{base}/v2/bench/app/manifests/latest", 64, a.seconds, "HEAD", [f"Accept: {ACCEPT}"])
+                results.setdefault("blob_mb_s", {})[reg.name] = blob_rps * 64 * 1024 * 1024 / 1e6
+                results.setdefault("manifest_get_rps", {})[reg.name] = get_rps
+                results.setdefault("manifest_head_rps", {})[reg.name] = head_rps
+            results["customs_peak_rss_mb_end"] = peak_rss_mb(regs[1].pid)
+        finally:
+            for reg in regs:
+                reg.stop()
+        results["customs_peak_rss_mb_push"] = max(push_rss)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    print(f"\ncustoms vs CNCF Distribution 2.8 — {os.cpu_count()} cores, loopback, {a.seconds}s per load test")
+    print(f"{'metric':<34}{'customs':>14}{'distribution':>14}{'ratio':>9}")
+    rows = [("blob GET MB/s (64 MiB, 16 conc)", "blob_mb_s", True),
+            ("manifest GET req/s (64 conc)", "manifest_get_rps", True),
+            ("manifest HEAD req/s (64 conc)", "manifest_head_rps", True),
+            (f"push {results['push_mb']:.0f} MB, 5 layers: seconds", "push_s", False),
+            ("  server CPU seconds during push", "push_server_cpu_s", False)]
+    for label, key, higher_better in rows:
+        c, d = results[key]["customs"], results[key]["distribution"]
+        ratio = c / d if higher_better else d / c
+        print(f"{label:<34}{c:>14.1f}{d:>14.1f}{ratio:>8.2f}x")
+    print(f"{'customs peak RSS after push (MB)':<34}{results['customs_peak_rss_mb_push']:>14.1f}")
+    print(f"{'customs peak RSS at end (MB)':<34}{results['customs_peak_rss_mb_end']:>14.1f}")
+    print("(ratio: customs/distribution for rates, distribution/customs for push time; >1 means customs is better)")
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
