@@ -2,7 +2,9 @@
 """customs against CNCF Distribution 2.8 (Debian's docker-registry), same workload, one run.
 
 Prints, for each registry and as a ratio customs/Distribution:
-  - blob GET throughput: a 64 MiB blob, 16 concurrent connections (wrk)
+  - blob GET throughput: a 64 MiB blob, 16 concurrent connections (wrk), and the server's CPU
+    seconds per GB served (on loopback the client shares the two cores; across a network the
+    server's CPU per byte is what bounds it)
   - manifest GET and HEAD by tag: requests per second, 64 concurrent connections (loadgen,
     crates/test-support/src/bin/loadgen.rs: wrk 4.1 hangs on HEAD responses)
   - wall time to push a ~500 MB, 5-layer image with skopeo (fresh registry each time)
@@ -268,7 +270,10 @@ def main():
             for reg in regs:
                 blob = seed_fixtures(reg.port, big)
                 base = f"http://127.0.0.1:{reg.port}"
+                cpu0 = cpu_seconds(reg.pid)
                 blob_rps = wrk(f"{base}/v2/bench/app/blobs/{blob}", 16, a.seconds)
+                served_gb = blob_rps * a.seconds * 64 * 1024 * 1024 / 1e9
+                results.setdefault("blob_server_cpu_s_per_gb", {})[reg.name] = (cpu_seconds(reg.pid) - cpu0) / served_gb
                 get_rps = loadgen(f"{base}/v2/bench/app/manifests/latest", 64, a.seconds, "GET", [f"Accept: {ACCEPT}"])
                 head_rps = loadgen(f"{base}/v2/bench/app/manifests/latest", 64, a.seconds, "HEAD", [f"Accept: {ACCEPT}"])
                 results.setdefault("blob_mb_s", {})[reg.name] = blob_rps * 64 * 1024 * 1024 / 1e6
@@ -285,6 +290,7 @@ def main():
     print(f"\ncustoms vs CNCF Distribution 2.8 — {os.cpu_count()} cores, loopback, {a.seconds}s per load test")
     print(f"{'metric':<34}{'customs':>14}{'distribution':>14}{'ratio':>9}")
     rows = [("blob GET MB/s (64 MiB, 16 conc)", "blob_mb_s", True),
+            ("  server CPU seconds per GB served", "blob_server_cpu_s_per_gb", False),
             ("manifest GET req/s (64 conc)", "manifest_get_rps", True),
             ("manifest HEAD req/s (64 conc)", "manifest_head_rps", True),
             (f"push {results['push_mb']:.0f} MB, 5 layers: seconds", "push_s", False),
@@ -292,7 +298,7 @@ def main():
     for label, key, higher_better in rows:
         c, d = results[key]["customs"], results[key]["distribution"]
         ratio = c / d if higher_better else d / c
-        print(f"{label:<34}{c:>14.1f}{d:>14.1f}{ratio:>8.2f}x")
+        print(f"{label:<34}{c:>14.2f}{d:>14.2f}{ratio:>8.2f}x")
     print(f"{'customs peak RSS after push (MB)':<34}{results['customs_peak_rss_mb_push']:>14.1f}")
     print(f"{'customs peak RSS at end (MB)':<34}{results['customs_peak_rss_mb_end']:>14.1f}")
     print("(ratio: customs/distribution for rates, distribution/customs for push time; >1 means customs is better)")

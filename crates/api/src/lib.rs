@@ -3,6 +3,7 @@
 //! - [`router`] builds the axum `Router`: `/v2` (every path parsed into one [`Endpoint`] and
 //!   dispatched in one `match`), `/healthz` and `/readyz`.
 //! - [`error`] holds the one map from errors to responses.
+//! - [`ZeroCopyListener`]: connections that send mapped blob windows with sendfile.
 //!
 //! Architecture Invariant: handlers are thin: parse, one `Registry` call, convert. No SQL, no
 //! storage, no policy here.
@@ -10,6 +11,7 @@
 mod endpoint;
 mod error;
 mod v2;
+mod zero_copy;
 
 use std::sync::Arc;
 
@@ -21,6 +23,7 @@ use registry::Registry;
 
 pub use endpoint::Endpoint;
 pub use error::ApiError;
+pub use zero_copy::{ZeroCopyListener, ZeroCopyStream};
 
 /// The whole HTTP surface over one registry.
 pub fn router(registry: Arc<Registry>) -> Router {

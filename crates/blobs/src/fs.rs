@@ -8,12 +8,14 @@
 use std::io::{self, Write as _};
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use futures::{StreamExt, stream};
 use oci::Digest;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
+use crate::regions::{MappedRegions, RegionGuard};
 use crate::{BlobBody, BlobStore, ByteRange, ByteStream, Error, Result, UploadId};
 
 /// Blobs smaller than this are read into memory; larger ones are memory-mapped.
@@ -25,6 +27,7 @@ const READ_WINDOW: usize = 1 << 20;
 
 pub struct FsBlobStore {
     root: PathBuf,
+    regions: Arc<MappedRegions>,
 }
 
 impl FsBlobStore {
@@ -36,7 +39,12 @@ impl FsBlobStore {
         let probe = root.join("tmp").join(".write-probe");
         std::fs::write(&probe, b"ok")?;
         std::fs::remove_file(&probe)?;
-        Ok(FsBlobStore { root: root.to_owned() })
+        Ok(FsBlobStore { root: root.to_owned(), regions: MappedRegions::new() })
+    }
+
+    /// The windows this store has mapped, for connections that send them with sendfile.
+    pub fn mapped_regions(&self) -> Arc<MappedRegions> {
+        self.regions.clone()
     }
 
     fn blob_path(&self, d: &Digest) -> PathBuf {
@@ -94,8 +102,8 @@ impl BlobStore for FsBlobStore {
             file.read_exact(&mut buf).await.map_err(storage)?;
             return Ok(BlobBody::Stream { stream: stream::once(async { Ok(Bytes::from(buf)) }).boxed(), len });
         }
-        let file = std::sync::Arc::new(file.into_std().await);
-        Ok(BlobBody::Stream { stream: mapped_windows(file, range), len })
+        let file = Arc::new(file.into_std().await);
+        Ok(BlobBody::Stream { stream: mapped_windows(file, self.regions.clone(), range), len })
     }
 
     async fn put(&self, digest: &Digest, bytes: Bytes) -> Result<()> {
@@ -202,35 +210,38 @@ impl BlobStore for FsBlobStore {
     }
 }
 
-/// Streams `range` of a committed blob as memory-mapped windows of at most `CHUNK` bytes, each
-/// mapped (pre-faulted) only when the body asks for it and unmapped once sent, so resident memory
-/// stays bounded by the chunks in flight rather than by blob size.
-fn mapped_windows(file: std::sync::Arc<std::fs::File>, range: ByteRange) -> ByteStream {
+/// Streams `range` of a committed blob as memory-mapped windows of at most `READ_WINDOW` bytes.
+/// A window is mapped only when the body asks for it and unmapped once sent; nothing is faulted
+/// in here, so a connection that sends the windows with sendfile never makes them resident, and
+/// one that copies them holds at most the windows in flight.
+fn mapped_windows(file: Arc<std::fs::File>, regions: Arc<MappedRegions>, range: ByteRange) -> ByteStream {
     const PAGE: u64 = 4096;
     let end = range.end + 1;
     let windows = (range.start..end).step_by(READ_WINDOW).map(move |at| (at, (end - at).min(READ_WINDOW as u64)));
     stream::iter(windows)
         .map(move |(at, len)| {
-            let file = file.clone();
-            async move {
-                let aligned = at - at % PAGE;
-                let skip = (at - aligned) as usize;
-                let map = tokio::task::spawn_blocking(move || {
-                    // SAFETY: a committed blob file is never written or truncated again: commits
-                    // rename a finished file into place and deletes unlink it, which leaves
-                    // existing maps intact. So the mapped bytes cannot change or vanish.
-                    unsafe {
-                        memmap2::MmapOptions::new().offset(aligned).len(skip + len as usize).populate().map(&*file)
-                    }
-                })
-                .await
-                .map_err(io::Error::other)??;
-                Ok(Bytes::from_owner(map).slice(skip..))
-            }
+            let aligned = at - at % PAGE;
+            let skip = (at - aligned) as usize;
+            // SAFETY: a committed blob file is never written or truncated again: commits rename
+            // a finished file into place and deletes unlink it, which leaves existing maps
+            // intact. So the mapped bytes cannot change or vanish under the map.
+            let map = unsafe { memmap2::MmapOptions::new().offset(aligned).len(skip + len as usize).map(&*file)? };
+            let guard = regions.register(&map[skip..], file.clone(), at);
+            Ok(Bytes::from_owner(Window { _guard: guard, map }).slice(skip..))
         })
-        // Map (and fault in) the next window while the current one is being sent.
-        .buffered(2)
         .boxed()
+}
+
+/// A mapped window; the guard is declared first so it unregisters before the map is unmapped.
+struct Window {
+    _guard: RegionGuard,
+    map: memmap2::Mmap,
+}
+
+impl AsRef<[u8]> for Window {
+    fn as_ref(&self) -> &[u8] {
+        &self.map
+    }
 }
 
 /// Writes batches of chunks at increasing offsets, one batch in flight at a time.

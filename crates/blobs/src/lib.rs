@@ -4,6 +4,8 @@
 //!   and upload parts (write at an offset, commit under a digest, abort).
 //! - [`FsBlobStore`] is the filesystem adapter of the embedded default.
 //! - [`conformance`] is the suite every adapter passes.
+//! - [`MappedRegions`] tells a connection which outgoing bytes are mapped blob windows, so it can
+//!   send them with sendfile instead of copying them.
 //!
 //! Architecture Invariant: the store never decides what bytes are *right*. Hashing and digest
 //! verification are `registry`'s, so every adapter gets them the same; the store's promise is
@@ -14,6 +16,7 @@
 
 pub mod conformance;
 mod fs;
+mod regions;
 
 use std::sync::Arc;
 
@@ -23,6 +26,7 @@ use oci::Digest;
 pub use oci::UploadId;
 
 pub use fs::FsBlobStore;
+pub use regions::{FileSlice, MappedRegions};
 
 /// Bytes flowing into or out of the store.
 pub type ByteStream = BoxStream<'static, Result<Bytes, std::io::Error>>;

@@ -5,8 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use api::router;
-use axum::serve::ListenerExt;
+use api::{ZeroCopyListener, router};
 use blobs::{Blobs, FsBlobStore};
 use meta::{Meta, SqliteMeta};
 use registry::Registry;
@@ -31,6 +30,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let data = data.canonicalize().with_context(|| format!("cannot resolve data directory {}", data.display()))?;
     let _lock = lock_data_dir(&data)?;
     let blobs = FsBlobStore::open(&data).with_context(|| format!("data directory {} is not writable", data.display()))?;
+    let regions = blobs.mapped_regions();
     let meta = SqliteMeta::open(&data.join("meta.db"))
         .await
         .with_context(|| format!("cannot open the records database in {}", data.display()))?;
@@ -47,9 +47,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let janitor = tokio::spawn(upload_janitor(registry.clone(), stop_rx.clone()));
     let app = router(registry);
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
+    let listener = ZeroCopyListener::new(listener, regions);
     let mut drain_rx = stop_rx.clone();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         let _ = drain_rx.wait_for(|stop| *stop).await;

@@ -1,0 +1,125 @@
+//! `customs serve` as an operator meets it: where it listens, clear refusals, settings from the
+//! environment and the config file, and blob bytes over a real socket (sent with sendfile).
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use oci::Digest;
+use test_support::{Client, Rng, ServerProcess};
+
+fn customs() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_customs"))
+}
+
+/// Runs `customs args`, expecting failure; returns stderr.
+fn refused(args: &[&str]) -> String {
+    let out = Command::new(customs()).args(args).stdin(Stdio::null()).output().unwrap();
+    assert!(!out.status.success(), "customs {args:?} should have failed");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn prints_where_it_listens_and_where_data_lives() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("d");
+    let mut child = Command::new(customs())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(&data)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let second = lines.next().unwrap().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(first.starts_with("customs listening on http://127.0.0.1:"), "{first}");
+    assert!(!first.ends_with(":0"), "the real port is printed: {first}");
+    assert_eq!(second, format!("customs data in {}", data.canonicalize().unwrap().display()));
+}
+
+#[test]
+fn refuses_a_port_in_use_an_unusable_directory_and_a_shared_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let data = tmp.path().join("data");
+    let err = refused(&["serve", "--listen", &addr, "--data", data.to_str().unwrap()]);
+    assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
+
+    let file = tmp.path().join("a-file");
+    std::fs::write(&file, b"not a directory").unwrap();
+    let err = refused(&["serve", "--listen", "127.0.0.1:0", "--data", file.to_str().unwrap()]);
+    assert!(err.contains("cannot create data directory"), "{err}");
+
+    let _first = ServerProcess::start(customs(), &data).unwrap();
+    let err = refused(&["serve", "--listen", "127.0.0.1:0", "--data", data.to_str().unwrap()]);
+    assert!(err.contains("in use by another customs server"), "{err}");
+
+    let err = refused(&["serve", "--listen", "not-an-address"]);
+    assert!(err.contains("cannot listen on not-an-address"), "{err}");
+}
+
+#[tokio::test]
+async fn settings_reach_the_server_from_environment_and_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("customs.toml");
+    std::fs::write(&file, "[limits]\nmax_manifest_bytes = 300\nmax_upload_sessions = 1\n").unwrap();
+    let config = file.to_str().unwrap();
+    // The environment overrides the file for one key; the file's other key still holds.
+    let server = ServerProcess::start_with(
+        customs(),
+        &tmp.path().join("data"),
+        &[("CUSTOMS_CONFIG", config), ("CUSTOMS_LIMITS__MAX_MANIFEST_BYTES", "100")],
+    )
+    .unwrap();
+    let client = Client::new(&server.url());
+    let put = client
+        .call(Method::PUT, "/v2/s/manifests/t", &[("content-type", oci::media_type::OCI_MANIFEST)], vec![b' '; 150])
+        .await
+        .unwrap();
+    assert_eq!(put.status, StatusCode::PAYLOAD_TOO_LARGE, "the environment's 100-byte limit applies");
+    let first = client.call(Method::POST, "/v2/s/blobs/uploads/", &[], Bytes::new()).await.unwrap();
+    assert_eq!(first.status, StatusCode::ACCEPTED);
+    let second = client.call(Method::POST, "/v2/s/blobs/uploads/", &[], Bytes::new()).await.unwrap();
+    assert_eq!(second.status, StatusCode::TOO_MANY_REQUESTS, "the file's session limit applies");
+
+    let out = Command::new(customs()).args(["config", "--config", config]).output().unwrap();
+    let printed = String::from_utf8(out.stdout).unwrap();
+    assert!(printed.contains("max_manifest_bytes = 300") && printed.contains("max_upload_sessions = 1"), "{printed}");
+    let err = refused(&["config", "--config", "/nonexistent.toml"]);
+    assert!(err.contains("cannot read config file"), "{err}");
+}
+
+#[tokio::test]
+async fn blob_bytes_over_a_real_socket_are_exact() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(customs(), &tmp.path().join("data")).unwrap();
+    let client = Client::new(&server.url());
+    // Several mapped windows, and a tail that is not page aligned.
+    let mut data = vec![0; 3_500_123];
+    Rng(99).fill(&mut data);
+    let digest = Digest::sha256_of(&data);
+    let r = client.call(Method::POST, &format!("/v2/sock/blobs/uploads/?digest={digest}"), &[], data.clone()).await.unwrap();
+    assert_eq!(r.status, StatusCode::CREATED);
+    let path = format!("/v2/sock/blobs/{digest}");
+
+    let reads: Vec<_> = (0..8).map(|_| client.call(Method::GET, &path, &[], Bytes::new())).collect();
+    for r in futures::future::join_all(reads).await {
+        let r = r.unwrap();
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(Digest::sha256_of(&r.body), digest, "concurrent full reads are exact");
+    }
+    let ranges = [(0, 0), (4095, 4097), (1_048_575, 1_048_577), (1_000_001, 3_500_122), (3_000_000, 3_499_999), (17, 2_100_000)];
+    for (start, end) in ranges {
+        let range = format!("bytes={start}-{end}");
+        let r = client.call(Method::GET, &path, &[("range", &range)], Bytes::new()).await.unwrap();
+        assert_eq!(r.status, StatusCode::PARTIAL_CONTENT, "{range}");
+        assert!(r.body[..] == data[start..=end], "{range} returned other bytes");
+    }
+    assert!(server.stop());
+}
