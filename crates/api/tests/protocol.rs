@@ -398,6 +398,28 @@ async fn docker_schema2_and_indexes_keep_their_media_types() {
     let get = reg.get("/v2/d/manifests/list").await;
     assert_eq!((get.header("content-type"), get.body.clone()), (Some(mt::DOCKER_MANIFEST_LIST), list.manifest.clone()));
 
+    // A Windows-style foreign layer with `urls` is not distributed by registries, so it need not
+    // be pushed; the same media type without `urls` must be present.
+    let config = reg.push_blob("d", b"{\"os\":\"windows\"}").await;
+    let foreign = |urls: bool| {
+        let mut layer = json!({
+            "mediaType": "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+            "digest": Digest::sha256_of(b"windows base layer").to_string(),
+            "size": 18,
+        });
+        if urls {
+            layer["urls"] = json!(["https://example.invalid/layer"]);
+        }
+        Bytes::from(json!({
+            "schemaVersion": 2, "mediaType": mt::DOCKER_MANIFEST,
+            "config": { "mediaType": "application/vnd.docker.container.image.v1+json", "digest": config.to_string(), "size": 16 },
+            "layers": [layer],
+        }).to_string())
+    };
+    assert_eq!(reg.put_manifest("d", "win", mt::DOCKER_MANIFEST, foreign(true)).await.status, StatusCode::CREATED);
+    let r = reg.put_manifest("d", "win2", mt::DOCKER_MANIFEST, foreign(false)).await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN");
+
     let oci_index = Index::new(vec![ImageBuilder::new(7).layer(1, 10).build()]);
     reg.push_image("o", &oci_index.images[0], "child").await;
     assert_eq!(reg.put_manifest("o", "idx", mt::OCI_INDEX, oci_index.manifest.clone()).await.status, StatusCode::CREATED);

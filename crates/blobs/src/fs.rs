@@ -320,6 +320,36 @@ mod tests {
         crate::conformance::run(&store).await;
     }
 
+    #[tokio::test]
+    async fn mapped_windows_are_registered_while_alive() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsBlobStore::open(dir.path()).unwrap();
+        let data: Vec<u8> = (0..3 * CHUNK + 5000).map(|i| (i % 253) as u8).collect();
+        let d = Digest::sha256_of(&data);
+        store.put(&d, Bytes::from(data.clone())).await.unwrap();
+        let regions = store.mapped_regions();
+        let range = ByteRange { start: 1000, end: data.len() as u64 - 1 };
+        let BlobBody::Stream { stream, .. } = store.open(&d, Some(range)).await.unwrap() else { panic!("a stream") };
+        let windows: Vec<Bytes> = futures::TryStreamExt::try_collect(stream).await.unwrap();
+        assert_eq!(windows.len(), 4);
+        let mut at = 1000u64;
+        for w in &windows {
+            let slice = regions.lookup(w).expect("a live window is registered");
+            assert_eq!(slice.offset, at, "the registered offset is the window's place in the file");
+            let inner = regions.lookup(&w[10..20]).unwrap();
+            assert_eq!(inner.offset, at + 10);
+            assert_eq!(&w[..], &data[at as usize..at as usize + w.len()]);
+            at += w.len() as u64;
+        }
+        assert!(regions.lookup(&data[..10]).is_none(), "other memory is not a window");
+        let probe = windows[0].clone();
+        drop(windows);
+        assert!(regions.lookup(&probe).is_some(), "still alive through another handle");
+        let (ptr, len) = (probe.as_ptr() as usize, probe.len());
+        drop(probe);
+        assert!(regions.lookup_addr(ptr, len).is_none(), "dropped windows are unregistered");
+    }
+
     #[test]
     fn refuses_an_unwritable_root() {
         let dir = tempfile::tempdir().unwrap();

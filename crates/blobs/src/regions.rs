@@ -34,10 +34,14 @@ impl MappedRegions {
 
     /// The file and offset behind `bytes`, if they lie wholly inside one registered window.
     pub fn lookup(&self, bytes: &[u8]) -> Option<FileSlice> {
-        let start = bytes.as_ptr() as usize;
+        self.lookup_addr(bytes.as_ptr() as usize, bytes.len())
+    }
+
+    /// [`MappedRegions::lookup`] by address, for memory that may no longer be mapped.
+    pub(crate) fn lookup_addr(&self, start: usize, len: usize) -> Option<FileSlice> {
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let (&base, region) = inner.range(..=start).next_back()?;
-        (start + bytes.len() <= base + region.len)
+        (start + len <= base + region.len)
             .then(|| FileSlice { file: region.file.clone(), offset: region.offset + (start - base) as u64 })
     }
 

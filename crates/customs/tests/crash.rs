@@ -24,7 +24,7 @@ async fn writer(client: Client, n: u64, acked: Arc<Mutex<Acked>>, enough: Arc<to
     let repo = format!("crash/w{n}");
     let mut rng = Rng(n * 7919 + 1);
     for round in 0.. {
-        let size = 50_000 + (rng.next() % 2_000_000) as usize;
+        let size = 50_000 + (rng.next_u64() % 2_000_000) as usize;
         let mut data = vec![0; size];
         rng.fill(&mut data);
         let digest = Digest::sha256_of(&data);

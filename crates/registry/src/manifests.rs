@@ -56,7 +56,7 @@ impl Registry {
         };
         let blobs: Vec<_> = manifest
             .blobs()
-            .filter(|d| !(media_type::is_foreign_layer(&d.media_type) && !d.urls.is_empty()))
+            .filter(|d| !media_type::is_foreign_layer(&d.media_type) || d.urls.is_empty())
             .map(|d| (d.digest.clone(), d.size))
             .collect();
         let children: Vec<_> = manifest.manifests.iter().map(|d| d.digest.clone()).collect();
