@@ -123,3 +123,34 @@ async fn blob_bytes_over_a_real_socket_are_exact() {
     }
     assert!(server.stop());
 }
+
+#[tokio::test]
+async fn an_upload_continues_after_the_server_restarts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = tmp.path().join("data");
+    let mut data = vec![0; 2_000_000];
+    Rng(5).fill(&mut data);
+    let digest = Digest::sha256_of(&data);
+
+    let server = ServerProcess::start(customs(), &data_dir).unwrap();
+    let client = Client::new(&server.url());
+    let start = client.call(Method::POST, "/v2/resume/blobs/uploads/", &[], Bytes::new()).await.unwrap();
+    let session = start.header("location").unwrap().to_owned();
+    let first = Bytes::copy_from_slice(&data[..1_200_000]);
+    let r = client.call(Method::PATCH, &session, &[("content-range", "0-1199999")], first).await.unwrap();
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    assert!(server.stop(), "clean stop");
+
+    let server = ServerProcess::start(customs(), &data_dir).unwrap();
+    let client = Client::new(&server.url());
+    let status = client.call(Method::GET, &session, &[], Bytes::new()).await.unwrap();
+    assert_eq!((status.status, status.header("range")), (StatusCode::NO_CONTENT, Some("0-1199999")));
+    let rest = Bytes::copy_from_slice(&data[1_200_000..]);
+    let r = client
+        .call(Method::PUT, &format!("{session}?digest={digest}"), &[("content-range", "1200000-1999999")], rest)
+        .await
+        .unwrap();
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let back = client.call(Method::GET, &format!("/v2/resume/blobs/{digest}"), &[], Bytes::new()).await.unwrap();
+    assert_eq!(Digest::sha256_of(&back.body), digest);
+}
