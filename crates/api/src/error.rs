@@ -18,6 +18,8 @@ pub enum ApiError {
     /// A malformed request parameter or header.
     BadRequest(ErrorCode, String),
     UploadUnknown,
+    /// The request's route class is at its limit and its queue is full.
+    Shed(crate::admission::Shed),
     NotFound,
     MethodNotAllowed,
 }
@@ -30,6 +32,8 @@ impl From<R> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        // Shedding is the limits working as meant, not a fault: it is counted, not logged.
+        let expected = matches!(self, ApiError::Shed(_));
         let (status, code, message, extra) = match self {
             ApiError::Registry(e) => registry_error(e, None),
             ApiError::Upload { error, repo, id } => registry_error(error, Some((repo, id))),
@@ -40,6 +44,12 @@ impl IntoResponse for ApiError {
             ApiError::UploadUnknown => {
                 (StatusCode::NOT_FOUND, ErrorCode::BlobUploadUnknown, ErrorCode::BlobUploadUnknown.message().into(), vec![])
             }
+            ApiError::Shed(shed) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::TooManyRequests,
+                "the registry is at capacity for this kind of request; retry after the given delay".into(),
+                vec![(header::RETRY_AFTER, shed.retry_after_secs.to_string())],
+            ),
             ApiError::NotFound => {
                 (StatusCode::NOT_FOUND, ErrorCode::NameUnknown, "no such endpoint in the distribution API".into(), vec![])
             }
@@ -50,7 +60,7 @@ impl IntoResponse for ApiError {
                 vec![],
             ),
         };
-        if status.is_server_error() {
+        if status.is_server_error() && !expected {
             tracing::error!(%status, code = code.as_str(), %message, "request failed");
         }
         let body = serde_json::json!({ "errors": [{ "code": code.as_str(), "message": message, "detail": {} }] });

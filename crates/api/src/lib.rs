@@ -8,6 +8,7 @@
 //! Architecture Invariant: handlers are thin: parse, one `Registry` call, convert. No SQL, no
 //! storage, no policy here.
 
+mod admission;
 mod endpoint;
 mod error;
 mod v2;
@@ -21,24 +22,40 @@ use axum::http::StatusCode;
 use axum::routing::{any, get};
 use registry::Registry;
 
+pub use admission::{Admission, AdmissionConfig, ClassLimit, RouteClass};
 pub use endpoint::Endpoint;
 pub use error::ApiError;
 pub use zero_copy::{ZeroCopyListener, ZeroCopyStream};
 
-/// The whole HTTP surface over one registry.
-pub fn router(registry: Arc<Registry>) -> Router {
+/// What every handler shares.
+pub(crate) struct App {
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) admission: Admission,
+}
+
+/// The whole HTTP surface over one registry, with `admission` limits per route class.
+pub fn router(registry: Arc<Registry>, admission: &AdmissionConfig) -> Router {
+    let app = Arc::new(App { registry, admission: Admission::new(admission) });
     Router::new()
         .route("/v2", any(v2::dispatch))
         .route("/v2/", any(v2::dispatch))
         .route("/v2/{*rest}", any(v2::dispatch))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .with_state(registry)
+        .route("/metrics", get(metrics))
+        .with_state(app)
+}
+
+/// Prometheus text format.
+async fn metrics(State(app): State<Arc<App>>) -> ([(http::HeaderName, &'static str); 1], String) {
+    let mut out = String::new();
+    app.admission.render_metrics(&mut out);
+    ([(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }
 
 /// Ready only when both the records and the bytes answer.
-async fn readyz(State(registry): State<Arc<Registry>>) -> (StatusCode, String) {
-    match registry.ready().await {
+async fn readyz(State(app): State<Arc<App>>) -> (StatusCode, String) {
+    match app.registry.ready().await {
         Ok(()) => (StatusCode::OK, "ready".into()),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}")),
     }

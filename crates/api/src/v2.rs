@@ -13,6 +13,8 @@ use http_body_util::BodyExt;
 use oci::{Digest, ErrorCode, RepoName, UploadId, media_type};
 use registry::{MountResult, PageRequest, RangeRequest, Registry, UploadStatus};
 
+use crate::App;
+use crate::admission::{HoldingBody, RouteClass};
 use crate::endpoint::Endpoint;
 use crate::error::ApiError;
 
@@ -22,10 +24,18 @@ const OCI_SUBJECT: HeaderName = HeaderName::from_static("oci-subject");
 const OCI_FILTERS_APPLIED: HeaderName = HeaderName::from_static("oci-filters-applied");
 const API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");
 
-/// Entry point of every `/v2` request.
-pub(crate) async fn dispatch(State(registry): State<Arc<Registry>>, request: Request) -> Response {
+/// Entry point of every `/v2` request: parse, admit into its route class, handle.
+pub(crate) async fn dispatch(State(app): State<Arc<App>>, request: Request) -> Response {
     let mut response = match Endpoint::parse(request.method(), request.uri().path()) {
-        Ok(endpoint) => handle(&registry, endpoint, request).await.unwrap_or_else(IntoResponse::into_response),
+        Ok(endpoint) => match app.admission.enter(RouteClass::of(&endpoint)).await {
+            Ok(permit) => {
+                let response =
+                    handle(&app.registry, endpoint, request).await.unwrap_or_else(IntoResponse::into_response);
+                let (parts, body) = response.into_parts();
+                Response::from_parts(parts, HoldingBody::wrap(body, permit))
+            }
+            Err(shed) => ApiError::Shed(shed).into_response(),
+        },
         Err(e) => e.into_response(),
     };
     response.headers_mut().insert(API_VERSION, HeaderValue::from_static("registry/2.0"));

@@ -21,6 +21,51 @@ pub struct Config {
     /// How long in-flight requests may take to finish after a shutdown signal.
     pub shutdown_grace_secs: u64,
     pub limits: Limits,
+    /// Concurrency limit and queue per route class; past both, requests get 503 + Retry-After.
+    pub admission: Admission,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Admission {
+    pub manifest_read: ClassLimit,
+    pub blob_read: ClassLimit,
+    pub upload: ClassLimit,
+    pub write: ClassLimit,
+    pub api: ClassLimit,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassLimit {
+    pub concurrency: usize,
+    pub queue: usize,
+    pub queue_timeout_ms: u64,
+}
+
+impl Default for Admission {
+    fn default() -> Self {
+        let [manifest_read, blob_read, upload, write, api] = api::AdmissionConfig::default().0.map(ClassLimit::from);
+        Admission { manifest_read, blob_read, upload, write, api }
+    }
+}
+
+impl From<api::ClassLimit> for ClassLimit {
+    fn from(l: api::ClassLimit) -> Self {
+        ClassLimit { concurrency: l.concurrency, queue: l.queue, queue_timeout_ms: l.queue_timeout.as_millis() as u64 }
+    }
+}
+
+impl Admission {
+    pub fn api(&self) -> api::AdmissionConfig {
+        let l = |c: &ClassLimit| api::ClassLimit {
+            concurrency: c.concurrency,
+            queue: c.queue,
+            queue_timeout: Duration::from_millis(c.queue_timeout_ms),
+        };
+        // In RouteClass::ALL order.
+        api::AdmissionConfig([l(&self.manifest_read), l(&self.blob_read), l(&self.upload), l(&self.write), l(&self.api)])
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -41,6 +86,7 @@ impl Default for Config {
             log: "info".into(),
             shutdown_grace_secs: 30,
             limits: Limits::default(),
+            admission: Admission::default(),
         }
     }
 }
@@ -141,6 +187,10 @@ mod tests {
         let c = Config::load(None, env(&[])).unwrap();
         assert_eq!(c.listen, "127.0.0.1:5000");
         assert_eq!(c.limits.max_manifest_bytes, 4 * 1024 * 1024);
+        assert_eq!(c.admission.api().0, api::AdmissionConfig::default().0);
+        let c = Config::load(None, env(&[("CUSTOMS_ADMISSION__BLOB_READ__CONCURRENCY", "3")])).unwrap();
+        assert_eq!(c.admission.blob_read.concurrency, 3);
+        assert_eq!(c.admission.api().0[api::RouteClass::BlobRead as usize].concurrency, 3);
 
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("customs.toml");

@@ -46,7 +46,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let janitor = tokio::spawn(upload_janitor(registry.clone(), stop_rx.clone()));
-    let app = router(registry);
+    let app = router(registry, &config.admission.api());
     let listener = ZeroCopyListener::new(listener, regions);
     let mut drain_rx = stop_rx.clone();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {

@@ -64,8 +64,18 @@ impl TestRegistry {
         TestRegistry::open(dir, config).await
     }
 
+    /// A registry with the given admission limits per route class.
+    pub async fn with_admission(admission: api::AdmissionConfig) -> TestRegistry {
+        let dir = tempfile::tempdir().expect("temp dir");
+        TestRegistry::build(dir, registry::RegistryConfig::default(), &admission).await
+    }
+
     /// A registry over an existing directory (to show what survives a restart).
     pub async fn open(dir: tempfile::TempDir, config: registry::RegistryConfig) -> TestRegistry {
+        TestRegistry::build(dir, config, &api::AdmissionConfig::default()).await
+    }
+
+    async fn build(dir: tempfile::TempDir, config: registry::RegistryConfig, admission: &api::AdmissionConfig) -> TestRegistry {
         let blobs = blobs::FsBlobStore::open(dir.path()).expect("blob store");
         let meta = meta::SqliteMeta::open(&dir.path().join("meta.db")).await.expect("meta store");
         let registry = Arc::new(registry::Registry::new(
@@ -73,7 +83,7 @@ impl TestRegistry {
             meta::Meta(Arc::new(meta)),
             config,
         ));
-        TestRegistry { router: api::router(registry.clone()), registry, dir }
+        TestRegistry { router: api::router(registry.clone(), admission), registry, dir }
     }
 
     pub async fn send(&self, request: Request<Body>) -> TestResponse {
