@@ -123,15 +123,16 @@ const ENV_NOT_SETTINGS: &[&str] = &["CUSTOMS_CONFIG"];
 impl Config {
     /// Loads defaults, then `file` (if given), then the environment `vars`.
     pub fn load(file: Option<&Path>, vars: impl Iterator<Item = (String, String)>) -> anyhow::Result<Config> {
-        let mut table = match file {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("cannot read config file {}", path.display()))?;
-                toml::from_str::<toml::Table>(&text)
-                    .with_context(|| format!("config file {} is not valid TOML", path.display()))?
-            }
-            None => toml::Table::new(),
-        };
+        // Start from the defaults as a table, so that any single key can be set on its own and
+        // every other key keeps its own default (each route class has different ones).
+        let mut table = toml::Table::try_from(Config::default()).context("defaults serialize")?;
+        if let Some(path) = file {
+            let text =
+                std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+            let from_file = toml::from_str::<toml::Table>(&text)
+                .with_context(|| format!("config file {} is not valid TOML", path.display()))?;
+            merge(&mut table, from_file);
+        }
         for (name, raw) in vars {
             let Some(key) = name.strip_prefix(ENV_PREFIX) else { continue };
             if ENV_NOT_SETTINGS.contains(&name.as_str()) {
@@ -147,6 +148,18 @@ impl Config {
             .try_into()
             .map_err(|e: toml::de::Error| anyhow::anyhow!("invalid settings (config file or CUSTOMS_* variables): {}", e.message()))?;
         Ok(config)
+    }
+}
+
+/// Overlays `over` onto `base`, table by table.
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (key, value) in over {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
     }
 }
 
@@ -194,10 +207,12 @@ mod tests {
 
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("customs.toml");
-        std::fs::write(&file, "listen = \"0.0.0.0:6000\"\ndata = \"/srv/x\"\n[limits]\nmax_upload_sessions = 7\n").unwrap();
+        std::fs::write(&file, "listen = \"0.0.0.0:6000\"\ndata = \"/srv/x\"\n[limits]\nmax_upload_sessions = 7\n[admission.upload]\nqueue = 9\n").unwrap();
         let c = Config::load(Some(&file), env(&[])).unwrap();
         assert_eq!((c.listen.as_str(), c.data.to_str().unwrap(), c.limits.max_upload_sessions), ("0.0.0.0:6000", "/srv/x", 7));
         assert_eq!(c.limits.manifest_cache_ttl_secs, 5, "unset keys keep defaults");
+        assert_eq!(c.admission.upload.queue, 9);
+        assert_eq!(c.admission.upload.concurrency, Admission::default().upload.concurrency, "and so do their siblings");
 
         let vars = [
             ("CUSTOMS_LISTEN", "127.0.0.1:7000"),
