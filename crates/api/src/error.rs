@@ -20,6 +20,8 @@ pub enum ApiError {
     UploadUnknown,
     /// The request's route class is at its limit and its queue is full.
     Shed(crate::admission::Shed),
+    /// The client is over its request rate for the route class.
+    RateLimited(crate::rate::Limited),
     NotFound,
     MethodNotAllowed,
 }
@@ -33,7 +35,7 @@ impl From<R> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         // Shedding is the limits working as meant, not a fault: it is counted, not logged.
-        let expected = matches!(self, ApiError::Shed(_));
+        let expected = matches!(self, ApiError::Shed(_) | ApiError::RateLimited(_));
         let (status, code, message, extra) = match self {
             ApiError::Registry(e) => registry_error(e, None),
             ApiError::Upload { error, repo, id } => registry_error(error, Some((repo, id))),
@@ -49,6 +51,12 @@ impl IntoResponse for ApiError {
                 ErrorCode::TooManyRequests,
                 "the registry is at capacity for this kind of request; retry after the given delay".into(),
                 vec![(header::RETRY_AFTER, shed.retry_after_secs.to_string())],
+            ),
+            ApiError::RateLimited(limited) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                ErrorCode::TooManyRequests,
+                "too many requests from this client; retry after the given delay".into(),
+                vec![(header::RETRY_AFTER, limited.retry_after_secs.to_string())],
             ),
             ApiError::NotFound => {
                 (StatusCode::NOT_FOUND, ErrorCode::NameUnknown, "no such endpoint in the distribution API".into(), vec![])

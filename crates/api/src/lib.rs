@@ -11,6 +11,7 @@
 mod admission;
 mod endpoint;
 mod error;
+mod rate;
 mod v2;
 mod zero_copy;
 
@@ -25,17 +26,33 @@ use registry::Registry;
 pub use admission::{Admission, AdmissionConfig, ClassLimit, RouteClass};
 pub use endpoint::Endpoint;
 pub use error::ApiError;
-pub use zero_copy::{ZeroCopyListener, ZeroCopyStream};
+pub use rate::{RateConfig, RateLimit, RateLimiter};
+pub use zero_copy::{Peer, ZeroCopyListener, ZeroCopyStream};
 
 /// What every handler shares.
 pub(crate) struct App {
     pub(crate) registry: Arc<Registry>,
     pub(crate) admission: Admission,
+    pub(crate) rate: RateLimiter,
 }
 
-/// The whole HTTP surface over one registry, with `admission` limits per route class.
-pub fn router(registry: Arc<Registry>, admission: &AdmissionConfig) -> Router {
-    let app = Arc::new(App { registry, admission: Admission::new(admission) });
+/// The limits the HTTP layer applies before any work is done.
+#[derive(Clone, Debug, Default)]
+pub struct HttpLimits {
+    /// Concurrency and queue per route class, for everyone together.
+    pub admission: AdmissionConfig,
+    /// Request rate per route class, per client.
+    pub rate: RateConfig,
+}
+
+/// The whole HTTP surface over one registry. Serve it with
+/// `into_make_service_with_connect_info::<Peer>()` so that per-client limits know the client.
+pub fn router(registry: Arc<Registry>, limits: &HttpLimits) -> Router {
+    let app = Arc::new(App {
+        registry,
+        admission: Admission::new(&limits.admission),
+        rate: RateLimiter::new(limits.rate.clone()),
+    });
     Router::new()
         .route("/v2", any(v2::dispatch))
         .route("/v2/", any(v2::dispatch))
@@ -50,6 +67,7 @@ pub fn router(registry: Arc<Registry>, admission: &AdmissionConfig) -> Router {
 async fn metrics(State(app): State<Arc<App>>) -> ([(http::HeaderName, &'static str); 1], String) {
     let mut out = String::new();
     app.admission.render_metrics(&mut out);
+    app.rate.render_metrics(&mut out);
     ([(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }
 

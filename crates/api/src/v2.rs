@@ -13,7 +13,8 @@ use http_body_util::BodyExt;
 use oci::{Digest, ErrorCode, RepoName, UploadId, media_type};
 use registry::{MountResult, PageRequest, RangeRequest, Registry, UploadStatus};
 
-use crate::App;
+use crate::{App, Peer};
+use axum::extract::ConnectInfo;
 use crate::admission::{HoldingBody, RouteClass};
 use crate::endpoint::Endpoint;
 use crate::error::ApiError;
@@ -24,22 +25,32 @@ const OCI_SUBJECT: HeaderName = HeaderName::from_static("oci-subject");
 const OCI_FILTERS_APPLIED: HeaderName = HeaderName::from_static("oci-filters-applied");
 const API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");
 
-/// Entry point of every `/v2` request: parse, admit into its route class, handle.
+/// Entry point of every `/v2` request: parse, check the client's rate, admit into the route
+/// class, handle.
 pub(crate) async fn dispatch(State(app): State<Arc<App>>, request: Request) -> Response {
     let mut response = match Endpoint::parse(request.method(), request.uri().path()) {
-        Ok(endpoint) => match app.admission.enter(RouteClass::of(&endpoint)).await {
-            Ok(permit) => {
-                let response =
-                    handle(&app.registry, endpoint, request).await.unwrap_or_else(IntoResponse::into_response);
-                let (parts, body) = response.into_parts();
-                Response::from_parts(parts, HoldingBody::wrap(body, permit))
-            }
-            Err(shed) => ApiError::Shed(shed).into_response(),
-        },
+        Ok(endpoint) => admitted(&app, endpoint, request).await,
         Err(e) => e.into_response(),
     };
     response.headers_mut().insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
     response
+}
+
+async fn admitted(app: &App, endpoint: Endpoint, request: Request) -> Response {
+    let class = RouteClass::of(&endpoint);
+    let peer = request.extensions().get::<ConnectInfo<Peer>>().map(|c| c.0.0.ip());
+    let forwarded = request.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok());
+    if let Err(limited) = app.rate.check(class, app.rate.client(peer, forwarded)) {
+        return ApiError::RateLimited(limited).into_response();
+    }
+    match app.admission.enter(class).await {
+        Ok(permit) => {
+            let response = handle(&app.registry, endpoint, request).await.unwrap_or_else(IntoResponse::into_response);
+            let (parts, body) = response.into_parts();
+            Response::from_parts(parts, HoldingBody::wrap(body, permit))
+        }
+        Err(shed) => ApiError::Shed(shed).into_response(),
+    }
 }
 
 async fn handle(registry: &Registry, endpoint: Endpoint, request: Request) -> Result<Response, ApiError> {

@@ -51,6 +51,16 @@ impl axum::serve::Listener for ZeroCopyListener {
     }
 }
 
+/// The peer of a connection, as `ConnectInfo` for handlers (`into_make_service_with_connect_info::<Peer>`).
+#[derive(Clone, Copy, Debug)]
+pub struct Peer(pub std::net::SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, ZeroCopyListener>> for Peer {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, ZeroCopyListener>) -> Peer {
+        Peer(*stream.remote_addr())
+    }
+}
+
 pub struct ZeroCopyStream {
     tcp: TcpStream,
     regions: Arc<MappedRegions>,

@@ -23,6 +23,62 @@ pub struct Config {
     pub limits: Limits,
     /// Concurrency limit and queue per route class; past both, requests get 503 + Retry-After.
     pub admission: Admission,
+    /// Request rate per client and route class; past it, requests get 429 + Retry-After.
+    pub rate: Rate,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Rate {
+    pub manifest_read: ClassRate,
+    pub blob_read: ClassRate,
+    pub upload: ClassRate,
+    pub write: ClassRate,
+    pub api: ClassRate,
+    /// Addresses of proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Most clients tracked at once (memory stays bounded whatever the number of clients).
+    pub max_clients: usize,
+}
+
+/// `per_second = 0` turns the limit off (the default: set budgets for your fleet).
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClassRate {
+    pub per_second: f64,
+    pub burst: u32,
+}
+
+impl Default for Rate {
+    fn default() -> Self {
+        let d = api::RateConfig::default();
+        Rate {
+            manifest_read: ClassRate::default(),
+            blob_read: ClassRate::default(),
+            upload: ClassRate::default(),
+            write: ClassRate::default(),
+            api: ClassRate::default(),
+            trusted_proxies: d.trusted_proxies,
+            max_clients: d.max_clients,
+        }
+    }
+}
+
+impl Config {
+    /// The HTTP layer's limits.
+    pub fn http_limits(&self) -> api::HttpLimits {
+        let r = &self.rate;
+        let rate = |c: &ClassRate| api::RateLimit { per_second: c.per_second, burst: c.burst };
+        api::HttpLimits {
+            admission: self.admission.api(),
+            rate: api::RateConfig {
+                // In RouteClass::ALL order.
+                classes: [rate(&r.manifest_read), rate(&r.blob_read), rate(&r.upload), rate(&r.write), rate(&r.api)],
+                trusted_proxies: r.trusted_proxies.clone(),
+                max_clients: r.max_clients,
+            },
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -87,6 +143,7 @@ impl Default for Config {
             shutdown_grace_secs: 30,
             limits: Limits::default(),
             admission: Admission::default(),
+            rate: Rate::default(),
         }
     }
 }
@@ -201,6 +258,10 @@ mod tests {
         assert_eq!(c.listen, "127.0.0.1:5000");
         assert_eq!(c.limits.max_manifest_bytes, 4 * 1024 * 1024);
         assert_eq!(c.admission.api().0, api::AdmissionConfig::default().0);
+        let c = Config::load(None, env(&[("CUSTOMS_RATE__UPLOAD__PER_SECOND", "2.5")])).unwrap();
+        let limits = c.http_limits();
+        assert_eq!(limits.rate.classes[api::RouteClass::Upload as usize], api::RateLimit { per_second: 2.5, burst: 0 });
+        assert_eq!(limits.rate.classes[api::RouteClass::ManifestRead as usize], api::RateLimit::OFF);
         let c = Config::load(None, env(&[("CUSTOMS_ADMISSION__BLOB_READ__CONCURRENCY", "3")])).unwrap();
         assert_eq!(c.admission.blob_read.concurrency, 3);
         assert_eq!(c.admission.api().0[api::RouteClass::BlobRead as usize].concurrency, 3);

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use api::{ZeroCopyListener, router};
+use api::{Peer, ZeroCopyListener, router};
 use blobs::{Blobs, FsBlobStore};
 use meta::{Meta, SqliteMeta};
 use registry::Registry;
@@ -46,7 +46,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let janitor = tokio::spawn(upload_janitor(registry.clone(), stop_rx.clone()));
-    let app = router(registry, &config.admission.api());
+    let app = router(registry, &config.http_limits()).into_make_service_with_connect_info::<Peer>();
     let listener = ZeroCopyListener::new(listener, regions);
     let mut drain_rx = stop_rx.clone();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {

@@ -66,16 +66,21 @@ impl TestRegistry {
 
     /// A registry with the given admission limits per route class.
     pub async fn with_admission(admission: api::AdmissionConfig) -> TestRegistry {
+        TestRegistry::with_limits(api::HttpLimits { admission, ..Default::default() }).await
+    }
+
+    /// A registry with the given HTTP limits (admission and per-client rates).
+    pub async fn with_limits(limits: api::HttpLimits) -> TestRegistry {
         let dir = tempfile::tempdir().expect("temp dir");
-        TestRegistry::build(dir, registry::RegistryConfig::default(), &admission).await
+        TestRegistry::build(dir, registry::RegistryConfig::default(), &limits).await
     }
 
     /// A registry over an existing directory (to show what survives a restart).
     pub async fn open(dir: tempfile::TempDir, config: registry::RegistryConfig) -> TestRegistry {
-        TestRegistry::build(dir, config, &api::AdmissionConfig::default()).await
+        TestRegistry::build(dir, config, &api::HttpLimits::default()).await
     }
 
-    async fn build(dir: tempfile::TempDir, config: registry::RegistryConfig, admission: &api::AdmissionConfig) -> TestRegistry {
+    async fn build(dir: tempfile::TempDir, config: registry::RegistryConfig, limits: &api::HttpLimits) -> TestRegistry {
         let blobs = blobs::FsBlobStore::open(dir.path()).expect("blob store");
         let meta = meta::SqliteMeta::open(&dir.path().join("meta.db")).await.expect("meta store");
         let registry = Arc::new(registry::Registry::new(
@@ -83,7 +88,7 @@ impl TestRegistry {
             meta::Meta(Arc::new(meta)),
             config,
         ));
-        TestRegistry { router: api::router(registry.clone(), admission), registry, dir }
+        TestRegistry { router: api::router(registry.clone(), limits), registry, dir }
     }
 
     pub async fn send(&self, request: Request<Body>) -> TestResponse {

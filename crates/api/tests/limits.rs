@@ -1,5 +1,7 @@
-//! Admission limits per route class: past a class's concurrency and queue, requests are shed at
-//! once with 503 and Retry-After; other classes keep being served; metrics count what happened.
+//! The HTTP layer's limits. Admission per route class: past a class's concurrency and queue,
+//! requests are shed at once with 503 and Retry-After, and other classes keep being served.
+//! Per-client rates: a noisy client gets 429 with Retry-After while a quiet one is served.
+//! Metrics count what happened.
 
 use std::time::Duration;
 
@@ -103,4 +105,56 @@ async fn a_queued_request_is_shed_when_its_wait_runs_out() {
     let r = reg.get(&blob).await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(r.header("retry-after").is_some());
+}
+
+/// A GET as sent by the client at `ip` (as the real server's connect info would say).
+async fn get_from(reg: &TestRegistry, path: &str, ip: &str, forwarded_for: Option<&str>) -> Response {
+    let peer = api::Peer(std::net::SocketAddr::new(ip.parse().unwrap(), 40000));
+    let mut r = Request::builder().uri(path).extension(axum::extract::ConnectInfo(peer));
+    if let Some(f) = forwarded_for {
+        r = r.header("x-forwarded-for", f);
+    }
+    reg.router.clone().oneshot(r.body(Body::empty()).unwrap()).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_noisy_client_is_limited_while_a_quiet_one_is_not() {
+    let mut limits = api::HttpLimits::default();
+    limits.rate.classes[api::RouteClass::ManifestRead as usize] = api::RateLimit { per_second: 0.5, burst: 5 };
+    limits.rate.trusted_proxies = vec!["10.1.1.1".parse().unwrap()];
+    let reg = TestRegistry::with_limits(limits).await;
+    let image = ImageBuilder::new(3).layer(1, 10).build();
+    reg.push_image("rate", &image, "v1").await;
+    let path = "/v2/rate/manifests/v1";
+
+    for _ in 0..5 {
+        assert_eq!(get_from(&reg, path, "192.0.2.10", None).await.status(), StatusCode::OK, "the burst passes");
+    }
+    let limited = get_from(&reg, path, "192.0.2.10", None).await;
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = limited.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=2).contains(&retry), "at 0.5/s the next request conforms within 2 s, said {retry}");
+    let body = limited.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&body).unwrap()["errors"][0]["code"], "TOOMANYREQUESTS");
+
+    assert_eq!(get_from(&reg, path, "192.0.2.20", None).await.status(), StatusCode::OK, "a quiet client is served");
+    let blob = format!("/v2/rate/blobs/{}", image.layers[0].digest);
+    assert_eq!(get_from(&reg, &blob, "192.0.2.10", None).await.status(), StatusCode::OK, "blob reads have their own budget");
+
+    // Behind a trusted proxy, clients are told apart by X-Forwarded-For; an untrusted peer
+    // cannot choose its key by sending the header.
+    for _ in 0..5 {
+        assert_eq!(get_from(&reg, path, "10.1.1.1", Some("203.0.113.1")).await.status(), StatusCode::OK);
+    }
+    assert_eq!(get_from(&reg, path, "10.1.1.1", Some("203.0.113.1")).await.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(get_from(&reg, path, "10.1.1.1", Some("203.0.113.2")).await.status(), StatusCode::OK);
+    assert_eq!(
+        get_from(&reg, path, "192.0.2.10", Some("203.0.113.99")).await.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "the header from an untrusted peer is ignored"
+    );
+
+    let text = String::from_utf8(reg.get("/metrics").await.body.to_vec()).unwrap();
+    assert_eq!(metric(&text, "customs_rate_limited_total", "manifest_read"), 3);
+    assert_eq!(metric(&text, "customs_rate_limited_total", "blob_read"), 0);
 }
