@@ -102,14 +102,7 @@ impl Registry {
         declared_len: Option<u64>,
         body: ByteStream,
     ) -> Result<UploadStatus> {
-        let guard = self.in_flight.enter(id);
-        let record = self.session(repo, id).await?;
-        let _guard = guard.ok_or(Error::UploadOutOfOrder { received: record.received })?;
-        if let Some(start) = start
-            && start != record.received
-        {
-            return Err(Error::UploadOutOfOrder { received: record.received });
-        }
+        let (_guard, record) = self.claim_session(repo, id, start).await?;
         let (received, _) = self.write_chunk(&record, declared_len, body).await?;
         Ok(UploadStatus { id: record.id, received })
     }
@@ -124,14 +117,7 @@ impl Registry {
         declared_len: Option<u64>,
         body: ByteStream,
     ) -> Result<u64> {
-        let guard = self.in_flight.enter(id);
-        let record = self.session(repo, id).await?;
-        let _guard = guard.ok_or(Error::UploadOutOfOrder { received: record.received })?;
-        if let Some(start) = start
-            && start != record.received
-        {
-            return Err(Error::UploadOutOfOrder { received: record.received });
-        }
+        let (_guard, record) = self.claim_session(repo, id, start).await?;
         let (size, hasher) = self.write_chunk(&record, declared_len, body).await?;
         let actual = if digest.algorithm() == hasher.algorithm() {
             hasher.finish()
@@ -193,6 +179,24 @@ impl Registry {
     /// How long idle sessions are kept.
     pub fn upload_session_ttl(&self) -> Duration {
         self.config.upload_session_ttl
+    }
+
+    /// Takes a session for writing a chunk that starts at `start` (if the client said): only one
+    /// writer at a time, and only at the session's offset; else 416 with where the session is.
+    async fn claim_session(
+        &self,
+        repo: &RepoName,
+        id: &UploadId,
+        start: Option<u64>,
+    ) -> Result<(InFlightGuard<'_>, UploadRecord)> {
+        let guard = self.in_flight.enter(id);
+        let record = self.session(repo, id).await?;
+        let out_of_order = Error::UploadOutOfOrder { received: record.received };
+        let guard = guard.ok_or(out_of_order)?;
+        if start.is_some_and(|s| s != record.received) {
+            return Err(Error::UploadOutOfOrder { received: record.received });
+        }
+        Ok((guard, record))
     }
 
     async fn session(&self, repo: &RepoName, id: &UploadId) -> Result<UploadRecord> {
