@@ -168,7 +168,7 @@ impl BlobStore for FsBlobStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Error::UploadNotFound(id.clone())),
             Err(e) => return Err(storage(e)),
         };
-        Ok(tokio_util_reader(file.take(len)))
+        Ok(chunked_reader(file.take(len)))
     }
 
     async fn commit(&self, id: &UploadId, len: u64, digest: &Digest) -> Result<()> {
@@ -290,7 +290,7 @@ fn write_all_at(file: &std::fs::File, mut offset: u64, bufs: &[Bytes]) -> io::Re
 }
 
 /// Streams an async reader in `CHUNK`-sized pieces.
-fn tokio_util_reader<R: tokio::io::AsyncRead + Unpin + Send + 'static>(reader: R) -> ByteStream {
+fn chunked_reader<R: tokio::io::AsyncRead + Unpin + Send + 'static>(reader: R) -> ByteStream {
     stream::unfold(reader, |mut r| async move {
         let mut buf = BytesMut::zeroed(CHUNK);
         match r.read(&mut buf).await {

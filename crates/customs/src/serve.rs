@@ -74,7 +74,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 /// Worker "upload-janitor": removes upload sessions idle past their TTL, hourly (or sooner for
 /// short TTLs), until shutdown.
 async fn upload_janitor(registry: Arc<Registry>, mut stop: watch::Receiver<bool>) {
-    let period = (registry.upload_session_ttl() / 4).clamp(Duration::from_secs(1), Duration::from_secs(3600));
+    let period = (registry.config().upload_session_ttl / 4).clamp(Duration::from_secs(1), Duration::from_secs(3600));
     loop {
         tokio::select! {
             _ = stop.wait_for(|s| *s) => return,

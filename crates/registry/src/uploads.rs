@@ -7,7 +7,6 @@
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use blobs::ByteStream;
 use futures::StreamExt;
@@ -174,11 +173,6 @@ impl Registry {
             purged += 1;
         }
         Ok(purged)
-    }
-
-    /// How long idle sessions are kept.
-    pub fn upload_session_ttl(&self) -> Duration {
-        self.config.upload_session_ttl
     }
 
     /// Takes a session for writing a chunk that starts at `start` (if the client said): only one
