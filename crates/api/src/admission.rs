@@ -18,6 +18,7 @@ use http_body::{Frame, SizeHint};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::endpoint::Endpoint;
+use crate::uploads::UploadSlot;
 
 /// What kind of work a request is, for limits and metrics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -200,16 +201,17 @@ impl Gate {
     }
 }
 
-/// A response body that keeps its request's slot until the last byte is sent (or the client
+/// A response body that keeps its request's slot (and upload slot) until the last byte is sent (or the client
 /// goes away and the body is dropped).
-pub struct HoldingBody {
+pub(crate) struct HoldingBody {
     inner: Body,
     _permit: Permit,
+    _upload_slot: Option<UploadSlot>,
 }
 
 impl HoldingBody {
-    pub fn wrap(inner: Body, permit: Permit) -> Body {
-        Body::new(HoldingBody { inner, _permit: permit })
+    pub(crate) fn wrap(inner: Body, permit: Permit, upload_slot: Option<UploadSlot>) -> Body {
+        Body::new(HoldingBody { inner, _permit: permit, _upload_slot: upload_slot })
     }
 }
 

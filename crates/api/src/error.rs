@@ -22,6 +22,10 @@ pub enum ApiError {
     Shed(crate::admission::Shed),
     /// The client is over its request rate for the route class.
     RateLimited(crate::rate::Limited),
+    /// The client already runs its maximum of upload requests at once.
+    TooManyClientUploads,
+    /// The request body arrived slower than the minimum rate and was cut.
+    BodyTooSlow,
     NotFound,
     MethodNotAllowed,
 }
@@ -35,7 +39,7 @@ impl From<R> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         // Shedding is the limits working as meant, not a fault: it is counted, not logged.
-        let expected = matches!(self, ApiError::Shed(_) | ApiError::RateLimited(_));
+        let expected = matches!(self, ApiError::Shed(_) | ApiError::RateLimited(_) | ApiError::TooManyClientUploads);
         let (status, code, message, extra) = match self {
             ApiError::Registry(e) => registry_error(e, None),
             ApiError::Upload { error, repo, id } => registry_error(error, Some((repo, id))),
@@ -57,6 +61,18 @@ impl IntoResponse for ApiError {
                 ErrorCode::TooManyRequests,
                 "too many requests from this client; retry after the given delay".into(),
                 vec![(header::RETRY_AFTER, limited.retry_after_secs.to_string())],
+            ),
+            ApiError::TooManyClientUploads => (
+                StatusCode::TOO_MANY_REQUESTS,
+                ErrorCode::TooManyRequests,
+                "this client already runs its maximum of uploads at once; retry when one finishes".into(),
+                vec![(header::RETRY_AFTER, "1".into())],
+            ),
+            ApiError::BodyTooSlow => (
+                StatusCode::REQUEST_TIMEOUT,
+                ErrorCode::BlobUploadInvalid,
+                "the request body arrived slower than the minimum rate and was cut; nothing of it was kept".into(),
+                vec![(header::CONNECTION, "close".into())],
             ),
             ApiError::NotFound => {
                 (StatusCode::NOT_FOUND, ErrorCode::NameUnknown, "no such endpoint in the distribution API".into(), vec![])

@@ -3,7 +3,9 @@
 //! - [`router`] builds the axum `Router`: `/v2` (every path parsed into one [`Endpoint`] and
 //!   dispatched in one `match`), `/healthz` and `/readyz`.
 //! - [`error`] holds the one map from errors to responses.
-//! - [`ZeroCopyListener`]: connections that send mapped blob windows with sendfile.
+//! - [`Server`]: the accept loop (HTTP/1.1, h2c, h2 over TLS), connection limits, graceful drain.
+//! - [`ZeroCopyStream`]: connections that send mapped blob windows with sendfile.
+//! - [`ReloadingCert`]: rustls key pair re-read when its files change.
 //!
 //! Architecture Invariant: handlers are thin: parse, one `Registry` call, convert. No SQL, no
 //! storage, no policy here.
@@ -12,6 +14,9 @@ mod admission;
 mod endpoint;
 mod error;
 mod rate;
+mod server;
+mod tls;
+mod uploads;
 mod v2;
 mod zero_copy;
 
@@ -27,13 +32,19 @@ pub use admission::{Admission, AdmissionConfig, ClassLimit, RouteClass};
 pub use endpoint::Endpoint;
 pub use error::ApiError;
 pub use rate::{RateConfig, RateLimit, RateLimiter};
-pub use zero_copy::{Peer, ZeroCopyListener, ZeroCopyStream};
+pub use server::{ConnectionStats, Server, ServerConfig, Stopped};
+pub use tls::{ReloadingCert, TlsFiles};
+pub use uploads::UploadLimits;
+pub use zero_copy::{Peer, ZeroCopyStream};
 
 /// What every handler shares.
 pub(crate) struct App {
     pub(crate) registry: Arc<Registry>,
     pub(crate) admission: Admission,
     pub(crate) rate: RateLimiter,
+    pub(crate) upload_limits: UploadLimits,
+    pub(crate) upload_slots: uploads::UploadSlots,
+    pub(crate) connections: Arc<ConnectionStats>,
 }
 
 /// The limits the HTTP layer applies before any work is done.
@@ -43,15 +54,25 @@ pub struct HttpLimits {
     pub admission: AdmissionConfig,
     /// Request rate per route class, per client.
     pub rate: RateConfig,
+    /// Slowest acceptable request body; uploads running at once per client.
+    pub uploads: UploadLimits,
 }
 
-/// The whole HTTP surface over one registry. Serve it with
-/// `into_make_service_with_connect_info::<Peer>()` so that per-client limits know the client.
+/// The whole HTTP surface over one registry. [`Server`] puts each connection's [`Peer`] in the
+/// requests, so that per-client limits know the client.
 pub fn router(registry: Arc<Registry>, limits: &HttpLimits) -> Router {
+    router_with_stats(registry, limits, Arc::default())
+}
+
+/// [`router`], with `/metrics` also reporting the [`Server`]'s connection counters.
+pub fn router_with_stats(registry: Arc<Registry>, limits: &HttpLimits, connections: Arc<ConnectionStats>) -> Router {
     let app = Arc::new(App {
         registry,
         admission: Admission::new(&limits.admission),
         rate: RateLimiter::new(limits.rate.clone()),
+        upload_limits: limits.uploads.clone(),
+        upload_slots: uploads::UploadSlots::new(limits.uploads.max_per_client, limits.rate.max_clients),
+        connections,
     });
     Router::new()
         .route("/v2", any(v2::dispatch))
@@ -68,6 +89,8 @@ async fn metrics(State(app): State<Arc<App>>) -> ([(http::HeaderName, &'static s
     let mut out = String::new();
     app.admission.render_metrics(&mut out);
     app.rate.render_metrics(&mut out);
+    app.upload_slots.render_metrics(&mut out);
+    app.connections.render_metrics(&mut out);
     ([(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }
 

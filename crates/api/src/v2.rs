@@ -9,10 +9,12 @@ use blobs::{BlobBody, ByteStream};
 use bytes::Bytes;
 use futures::TryStreamExt;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
-use http_body_util::BodyExt;
 use oci::{Digest, ErrorCode, RepoName, UploadId, media_type};
-use registry::{MountResult, PageRequest, RangeRequest, Registry, UploadStatus};
+use registry::{MountResult, PageRequest, RangeRequest, UploadStatus};
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::uploads::SlowBodyGuard;
 use crate::{App, Peer};
 use axum::extract::ConnectInfo;
 use crate::admission::{HoldingBody, RouteClass};
@@ -40,20 +42,37 @@ async fn admitted(app: &App, endpoint: Endpoint, request: Request) -> Response {
     let class = RouteClass::of(&endpoint);
     let peer = request.extensions().get::<ConnectInfo<Peer>>().map(|c| c.0.0.ip());
     let forwarded = request.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok());
-    if let Err(limited) = app.rate.check(class, app.rate.client(peer, forwarded)) {
+    let client = app.rate.client(peer, forwarded);
+    if let Err(limited) = app.rate.check(class, client) {
         return ApiError::RateLimited(limited).into_response();
     }
+    let slot = match class {
+        RouteClass::Upload => match app.upload_slots.take(client) {
+            Ok(slot) => slot,
+            Err(()) => return ApiError::TooManyClientUploads.into_response(),
+        },
+        _ => None,
+    };
     match app.admission.enter(class).await {
         Ok(permit) => {
-            let response = handle(&app.registry, endpoint, request).await.unwrap_or_else(IntoResponse::into_response);
+            let cut = Arc::new(AtomicBool::new(false));
+            let response = match handle(app, endpoint, request, &cut).await {
+                Ok(response) => response,
+                Err(_) if cut.load(Ordering::Relaxed) => ApiError::BodyTooSlow.into_response(),
+                Err(e) => e.into_response(),
+            };
             let (parts, body) = response.into_parts();
-            Response::from_parts(parts, HoldingBody::wrap(body, permit))
+            Response::from_parts(parts, HoldingBody::wrap(body, permit, slot))
         }
         Err(shed) => ApiError::Shed(shed).into_response(),
     }
 }
 
-async fn handle(registry: &Registry, endpoint: Endpoint, request: Request) -> Result<Response, ApiError> {
+async fn handle(app: &App, endpoint: Endpoint, request: Request, cut: &Arc<AtomicBool>) -> Result<Response, ApiError> {
+    let registry = &*app.registry;
+    let byte_stream = |body: Body| -> ByteStream {
+        Box::pin(SlowBodyGuard::new(body.into_data_stream(), &app.upload_limits, cut.clone()))
+    };
     let (parts, body) = request.into_parts();
     let query = Query::parse(parts.uri.query())?;
     let headers = &parts.headers;
@@ -93,7 +112,7 @@ async fn handle(registry: &Registry, endpoint: Endpoint, request: Request) -> Re
         Endpoint::PutManifest { repo, reference } => {
             let limit = registry.config().max_manifest_bytes;
             let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
-            let bytes = read_limited(body, headers, limit).await?;
+            let bytes = read_limited(byte_stream(body), headers, limit).await?;
             let put = registry.put_manifest(&repo, &reference, content_type.as_deref(), bytes).await?;
             let mut r = Response::builder()
                 .status(StatusCode::CREATED)
@@ -331,20 +350,22 @@ fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
 }
 
 /// Reads a body of at most `limit` bytes, refusing a larger one before buffering it.
-async fn read_limited(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, ApiError> {
+async fn read_limited(mut body: ByteStream, headers: &HeaderMap, limit: usize) -> Result<Bytes, ApiError> {
     let too_large = || ApiError::Registry(registry::Error::ManifestTooLarge { limit });
-    if content_length(headers)?.is_some_and(|l| l > limit as u64) {
+    let declared = content_length(headers)?;
+    if declared.is_some_and(|l| l > limit as u64) {
         return Err(too_large());
     }
-    match http_body_util::Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-        Err(e) => Err(ApiError::BadRequest(ErrorCode::ManifestInvalid, format!("reading the manifest failed: {e}"))),
+    let mut buf = bytes::BytesMut::with_capacity(declared.unwrap_or(0) as usize);
+    while let Some(chunk) = body.try_next().await.map_err(|e| {
+        ApiError::BadRequest(ErrorCode::ManifestInvalid, format!("reading the manifest failed: {e}"))
+    })? {
+        if buf.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        buf.extend_from_slice(&chunk);
     }
-}
-
-fn byte_stream(body: Body) -> ByteStream {
-    Box::pin(TryStreamExt::map_err(body.into_data_stream(), std::io::Error::other))
+    Ok(buf.freeze())
 }
 
 fn parse_digest(s: &str) -> Result<Digest, ApiError> {

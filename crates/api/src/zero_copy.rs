@@ -1,4 +1,4 @@
-//! A TCP listener whose connections send mapped blob windows with `sendfile(2)`.
+//! A TCP stream that sends mapped blob windows with `sendfile(2)`.
 //!
 //! hyper writes a response body's `Bytes` as they are (vectored writes, no copy). When such a
 //! slice is a window the blob store mapped ([`MappedRegions`]), [`ZeroCopyStream`] hands the
@@ -13,53 +13,11 @@ use std::task::{Context, Poll, ready};
 
 use blobs::{FileSlice, MappedRegions};
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
-pub struct ZeroCopyListener {
-    listener: TcpListener,
-    regions: Arc<MappedRegions>,
-}
-
-impl ZeroCopyListener {
-    pub fn new(listener: TcpListener, regions: Arc<MappedRegions>) -> ZeroCopyListener {
-        ZeroCopyListener { listener, regions }
-    }
-}
-
-impl axum::serve::Listener for ZeroCopyListener {
-    type Io = ZeroCopyStream;
-    type Addr = std::net::SocketAddr;
-
-    async fn accept(&mut self) -> (ZeroCopyStream, std::net::SocketAddr) {
-        loop {
-            match self.listener.accept().await {
-                Ok((tcp, addr)) => {
-                    let _ = tcp.set_nodelay(true);
-                    return (ZeroCopyStream { tcp, regions: self.regions.clone() }, addr);
-                }
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                }
-            }
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
-        self.listener.local_addr()
-    }
-}
-
-/// The peer of a connection, as `ConnectInfo` for handlers (`into_make_service_with_connect_info::<Peer>`).
+/// The peer of a connection, in each request's extensions as `ConnectInfo<Peer>`.
 #[derive(Clone, Copy, Debug)]
 pub struct Peer(pub std::net::SocketAddr);
-
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, ZeroCopyListener>> for Peer {
-    fn connect_info(stream: axum::serve::IncomingStream<'_, ZeroCopyListener>) -> Peer {
-        Peer(*stream.remote_addr())
-    }
-}
 
 pub struct ZeroCopyStream {
     tcp: TcpStream,
@@ -67,6 +25,10 @@ pub struct ZeroCopyStream {
 }
 
 impl ZeroCopyStream {
+    pub fn new(tcp: TcpStream, regions: Arc<MappedRegions>) -> ZeroCopyStream {
+        ZeroCopyStream { tcp, regions }
+    }
+
     fn poll_sendfile(&self, cx: &mut Context<'_>, slice: &FileSlice, len: usize) -> Poll<io::Result<usize>> {
         loop {
             ready!(self.tcp.poll_write_ready(cx))?;

@@ -21,10 +21,71 @@ pub struct Config {
     /// How long in-flight requests may take to finish after a shutdown signal.
     pub shutdown_grace_secs: u64,
     pub limits: Limits,
+    /// Connection and request-body limits against slow and greedy clients.
+    pub http: Http,
+    /// HTTPS: certificate and key files (PEM), re-read when they change. Empty: plain HTTP.
+    pub tls: Tls,
     /// Concurrency limit and queue per route class; past both, requests get 503 + Retry-After.
     pub admission: Admission,
     /// Request rate per client and route class; past it, requests get 429 + Retry-After.
     pub rate: Rate,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Http {
+    /// Longest a client may take to send a request head or finish a TLS handshake.
+    pub header_read_timeout_ms: u64,
+    /// Largest request head accepted.
+    pub max_header_bytes: usize,
+    /// Serve HTTP/2 (h2c with prior knowledge; h2 over TLS by ALPN) besides HTTP/1.1.
+    pub http2: bool,
+    /// Slowest acceptable request body, averaged over each window; 0 turns the check off.
+    pub min_body_bytes_per_sec: u64,
+    pub body_rate_window_secs: u64,
+    /// Upload requests one client may run at once; 0 means no limit.
+    pub max_uploads_per_client: usize,
+}
+
+impl Default for Http {
+    fn default() -> Self {
+        let s = api::ServerConfig::default();
+        let u = api::UploadLimits::default();
+        Http {
+            header_read_timeout_ms: s.header_read_timeout.as_millis() as u64,
+            max_header_bytes: s.max_header_bytes,
+            http2: s.http2,
+            min_body_bytes_per_sec: u.min_bytes_per_sec,
+            body_rate_window_secs: u.rate_window.as_secs(),
+            max_uploads_per_client: u.max_per_client,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Tls {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// How often to look for changed files.
+    pub reload_secs: u64,
+}
+
+impl Default for Tls {
+    fn default() -> Self {
+        Tls { cert_file: PathBuf::new(), key_file: PathBuf::new(), reload_secs: 10 }
+    }
+}
+
+impl Tls {
+    /// The files to serve HTTPS with, or `None` for plain HTTP.
+    pub fn files(&self) -> Option<api::TlsFiles> {
+        (!self.cert_file.as_os_str().is_empty() || !self.key_file.as_os_str().is_empty()).then(|| api::TlsFiles {
+            cert: self.cert_file.clone(),
+            key: self.key_file.clone(),
+            reload_every: Duration::from_secs(self.reload_secs.max(1)),
+        })
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -77,6 +138,21 @@ impl Config {
                 trusted_proxies: r.trusted_proxies.clone(),
                 max_clients: r.max_clients,
             },
+            uploads: api::UploadLimits {
+                min_bytes_per_sec: self.http.min_body_bytes_per_sec,
+                rate_window: Duration::from_secs(self.http.body_rate_window_secs.max(1)),
+                max_per_client: self.http.max_uploads_per_client,
+            },
+        }
+    }
+
+    /// The accept loop's settings.
+    pub fn server(&self) -> api::ServerConfig {
+        api::ServerConfig {
+            header_read_timeout: Duration::from_millis(self.http.header_read_timeout_ms.max(1)),
+            max_header_bytes: self.http.max_header_bytes,
+            http2: self.http.http2,
+            shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
         }
     }
 }
@@ -142,6 +218,8 @@ impl Default for Config {
             log: "info".into(),
             shutdown_grace_secs: 30,
             limits: Limits::default(),
+            http: Http::default(),
+            tls: Tls::default(),
             admission: Admission::default(),
             rate: Rate::default(),
         }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use api::{Peer, ZeroCopyListener, router};
+use api::{Server, Stopped};
 use blobs::{Blobs, FsBlobStore};
 use meta::{Meta, SqliteMeta};
 use registry::Registry;
@@ -41,27 +41,41 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {} (is another server using it? set --listen or CUSTOMS_LISTEN)", config.listen))?;
     let addr = listener.local_addr()?;
-    println!("customs listening on http://{addr}");
-    println!("customs data in {}", data.display());
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let tls = match config.tls.files() {
+        None => None,
+        Some(files) => {
+            let cert = api::ReloadingCert::load(files).context("cannot load the TLS certificate and key")?;
+            tokio::spawn(cert.clone().watch(stopped(stop_rx.clone())));
+            Some(cert.server_config())
+        }
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    println!("customs listening on {scheme}://{addr}");
+    println!("customs data in {}", data.display());
+
     let janitor = tokio::spawn(upload_janitor(registry.clone(), stop_rx.clone()));
-    let app = router(registry, &config.http_limits()).into_make_service_with_connect_info::<Peer>();
-    let listener = ZeroCopyListener::new(listener, regions);
-    let mut drain_rx = stop_rx.clone();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        let _ = drain_rx.wait_for(|stop| *stop).await;
-    });
-    let grace = Duration::from_secs(config.shutdown_grace_secs);
-    let mut server = std::pin::pin!(server.into_future());
-    tokio::select! {
-        result = &mut server => result.context("server failed")?,
-        () = shutdown_signal() => {
-            tracing::info!(grace_secs = grace.as_secs(), "shutting down: no new connections, draining requests");
-            let _ = stop_tx.send(true);
-            if tokio::time::timeout(grace, &mut server).await.is_err() {
-                tracing::warn!("requests still running after the grace period; stopping anyway");
-            }
+    let stats = Arc::new(api::ConnectionStats::default());
+    let server = Server {
+        listener,
+        regions,
+        app: api::router_with_stats(registry, &config.http_limits(), stats.clone()),
+        config: config.server(),
+        tls,
+        stats,
+    };
+    let signal = async {
+        shutdown_signal().await;
+        tracing::info!("shutting down: no new connections, draining requests");
+    };
+    match server.run(signal).await {
+        Stopped::Drained => tracing::info!("all requests finished"),
+        Stopped::GraceExpired { connections } => {
+            tracing::warn!(connections, "requests still running after the grace period; stopping anyway")
         }
     }
     let _ = stop_tx.send(true);

@@ -8,6 +8,8 @@ pub struct ServerProcess {
     child: Child,
     /// `127.0.0.1:PORT`
     pub addr: String,
+    /// `http` or `https`
+    pub scheme: &'static str,
     pub data: PathBuf,
 }
 
@@ -32,17 +34,19 @@ impl ServerProcess {
         let stdout = child.stdout.take().expect("piped stdout");
         let mut lines = BufReader::new(stdout).lines();
         let first = lines.next().transpose()?.unwrap_or_default();
-        let addr = first
-            .strip_prefix("customs listening on http://")
-            .map(str::to_owned)
-            .ok_or_else(|| anyhow::anyhow!("customs did not start: first line {first:?}"))?;
+        let listening = first.strip_prefix("customs listening on ");
+        let (scheme, addr) = match listening.and_then(|l| l.split_once("://")) {
+            Some(("http", addr)) => ("http", addr.to_owned()),
+            Some(("https", addr)) => ("https", addr.to_owned()),
+            _ => anyhow::bail!("customs did not start: first line {first:?}"),
+        };
         // Keep draining stdout so the child never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Ok(ServerProcess { child, addr, data: data.to_owned() })
+        Ok(ServerProcess { child, addr, scheme, data: data.to_owned() })
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
     }
 
     pub fn pid(&self) -> u32 {
@@ -57,7 +61,17 @@ impl ServerProcess {
 
     /// SIGTERM and wait for a clean exit; returns whether it exited with success.
     pub fn stop(mut self) -> bool {
+        self.terminate();
+        self.child.wait().map(|s| s.success()).unwrap_or(false)
+    }
+
+    /// SIGTERM without waiting: the server starts its graceful shutdown.
+    pub fn terminate(&self) {
         let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+    }
+
+    /// Waits for the process to exit; returns whether it exited with success.
+    pub fn wait(mut self) -> bool {
         self.child.wait().map(|s| s.success()).unwrap_or(false)
     }
 }
