@@ -205,6 +205,13 @@ impl Rng {
         self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
 
+    /// `len` pseudo-random bytes.
+    pub fn bytes(&mut self, len: usize) -> bytes::Bytes {
+        let mut buf = vec![0u8; len];
+        self.fill(&mut buf);
+        buf.into()
+    }
+
     pub fn fill(&mut self, buf: &mut [u8]) {
         for chunk in buf.chunks_mut(8) {
             let v = self.next_u64().to_le_bytes();
