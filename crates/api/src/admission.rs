@@ -4,21 +4,16 @@
 //!
 //! Classes are isolated from each other, so bulk blob transfers and uploads can never take the
 //! slots that manifest reads (what kubelets need first) use. A permit is held until the response
-//! body has been sent in full, so a blob download counts for as long as it streams.
+//! body has been sent in full (see `telemetry::TrackedBody`), so a blob download counts for as
+//! long as it streams.
 
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
-use bytes::Bytes;
-use http_body::{Frame, SizeHint};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::endpoint::Endpoint;
-use crate::uploads::UploadSlot;
 
 /// What kind of work a request is, for limits and metrics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -198,36 +193,5 @@ impl Gate {
         let avg = Duration::from_micros(self.avg_hold_us.load(Ordering::Relaxed));
         let rounds = (queued as u64 + 1).div_ceil(self.limit.concurrency.max(1) as u64);
         (avg * rounds as u32).as_secs_f64().ceil().clamp(1.0, 60.0) as u64
-    }
-}
-
-/// A response body that keeps its request's slot (and upload slot) until the last byte is sent (or the client
-/// goes away and the body is dropped).
-pub(crate) struct HoldingBody {
-    inner: Body,
-    _permit: Permit,
-    _upload_slot: Option<UploadSlot>,
-}
-
-impl HoldingBody {
-    pub(crate) fn wrap(inner: Body, permit: Permit, upload_slot: Option<UploadSlot>) -> Body {
-        Body::new(HoldingBody { inner, _permit: permit, _upload_slot: upload_slot })
-    }
-}
-
-impl http_body::Body for HoldingBody {
-    type Data = Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }

@@ -15,6 +15,7 @@ mod endpoint;
 mod error;
 mod rate;
 mod server;
+mod telemetry;
 mod tls;
 mod uploads;
 mod v2;
@@ -45,6 +46,7 @@ pub(crate) struct App {
     pub(crate) upload_limits: UploadLimits,
     pub(crate) upload_slots: uploads::UploadSlots,
     pub(crate) connections: Arc<ConnectionStats>,
+    pub(crate) telemetry: Arc<telemetry::Telemetry>,
 }
 
 /// The limits the HTTP layer applies before any work is done.
@@ -73,6 +75,7 @@ pub fn router_with_stats(registry: Arc<Registry>, limits: &HttpLimits, connectio
         upload_limits: limits.uploads.clone(),
         upload_slots: uploads::UploadSlots::new(limits.uploads.max_per_client, limits.rate.max_clients),
         connections,
+        telemetry: Arc::new(telemetry::Telemetry::new()),
     });
     Router::new()
         .route("/v2", any(v2::dispatch))
@@ -87,6 +90,8 @@ pub fn router_with_stats(registry: Arc<Registry>, limits: &HttpLimits, connectio
 /// Prometheus text format.
 async fn metrics(State(app): State<Arc<App>>) -> ([(http::HeaderName, &'static str); 1], String) {
     let mut out = String::new();
+    app.telemetry.render_metrics(&mut out);
+    render_registry_stats(&app.registry.stats().await, &mut out);
     app.admission.render_metrics(&mut out);
     app.rate.render_metrics(&mut out);
     app.upload_slots.render_metrics(&mut out);
@@ -99,5 +104,23 @@ async fn readyz(State(app): State<Arc<App>>) -> (StatusCode, String) {
     match app.registry.ready().await {
         Ok(()) => (StatusCode::OK, "ready".into()),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}")),
+    }
+}
+
+fn render_registry_stats(stats: &registry::RegistryStats, out: &mut String) {
+    use std::fmt::Write as _;
+    let mut one = |name: &str, kind: &str, help: &str, value: u64| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+    };
+    one("customs_manifest_cache_hits_total", "counter", "Manifest reads answered from memory.", stats.manifest_cache_hits);
+    one("customs_manifest_cache_misses_total", "counter", "Manifest reads that went to the records.", stats.manifest_cache_misses);
+    one(
+        "customs_single_flight_shared_total",
+        "counter",
+        "Manifest and blob lookups answered by an identical lookup already in flight.",
+        stats.single_flight_shared,
+    );
+    if let Some(open) = stats.upload_sessions_open {
+        one("customs_upload_sessions_open", "gauge", "Upload sessions open now.", open);
     }
 }

@@ -1,6 +1,8 @@
 //! The `/v2` handlers: one dispatch over [`Endpoint`], each arm one registry call and a response.
 
+use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -8,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use blobs::{BlobBody, ByteStream};
 use bytes::Bytes;
 use futures::TryStreamExt;
+use tracing::Instrument;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use oci::{Digest, ErrorCode, RepoName, UploadId, media_type};
 use registry::{MountResult, PageRequest, RangeRequest, UploadStatus};
@@ -17,7 +20,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crate::uploads::SlowBodyGuard;
 use crate::{App, Peer};
 use axum::extract::ConnectInfo;
-use crate::admission::{HoldingBody, RouteClass};
+use crate::admission::RouteClass;
+use crate::telemetry::{Held, Observation, TrackedBody};
 use crate::endpoint::Endpoint;
 use crate::error::ApiError;
 
@@ -26,30 +30,56 @@ const DOCKER_UPLOAD_UUID: HeaderName = HeaderName::from_static("docker-upload-uu
 const OCI_SUBJECT: HeaderName = HeaderName::from_static("oci-subject");
 const OCI_FILTERS_APPLIED: HeaderName = HeaderName::from_static("oci-filters-applied");
 const API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Entry point of every `/v2` request: parse, check the client's rate, admit into the route
-/// class, handle.
+/// class, handle; then count and log it when its response has been sent.
 pub(crate) async fn dispatch(State(app): State<Arc<App>>, request: Request) -> Response {
-    let mut response = match Endpoint::parse(request.method(), request.uri().path()) {
-        Ok(endpoint) => admitted(&app, endpoint, request).await,
-        Err(e) => e.into_response(),
-    };
-    response.headers_mut().insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
-    response
-}
-
-async fn admitted(app: &App, endpoint: Endpoint, request: Request) -> Response {
-    let class = RouteClass::of(&endpoint);
+    let started = Instant::now();
+    let id = app.telemetry.request_id(request.headers());
     let peer = request.extensions().get::<ConnectInfo<Peer>>().map(|c| c.0.0.ip());
     let forwarded = request.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok());
     let client = app.rate.client(peer, forwarded);
+    let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+    let (response, class, held) = match Endpoint::parse(request.method(), request.uri().path()) {
+        Ok(endpoint) => {
+            let class = RouteClass::of(&endpoint);
+            let span = tracing::info_span!("request", id = id.to_str().unwrap_or_default());
+            let (response, held) = admitted(&app, endpoint, class, client, request).instrument(span).await;
+            (response, class, held)
+        }
+        Err(e) => (e.into_response(), RouteClass::Api, Held::default()),
+    };
+    let (mut parts, body) = response.into_parts();
+    parts.headers.insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
+    parts.headers.insert(REQUEST_ID, id.clone());
+    let observation = Observation {
+        telemetry: app.telemetry.clone(),
+        started,
+        id,
+        client,
+        method,
+        path,
+        class,
+        status: parts.status,
+    };
+    Response::from_parts(parts, TrackedBody::wrap(body, held, observation))
+}
+
+async fn admitted(
+    app: &App,
+    endpoint: Endpoint,
+    class: RouteClass,
+    client: Option<IpAddr>,
+    request: Request,
+) -> (Response, Held) {
     if let Err(limited) = app.rate.check(class, client) {
-        return ApiError::RateLimited(limited).into_response();
+        return (ApiError::RateLimited(limited).into_response(), Held::default());
     }
-    let slot = match class {
+    let upload_slot = match class {
         RouteClass::Upload => match app.upload_slots.take(client) {
             Ok(slot) => slot,
-            Err(()) => return ApiError::TooManyClientUploads.into_response(),
+            Err(()) => return (ApiError::TooManyClientUploads.into_response(), Held::default()),
         },
         _ => None,
     };
@@ -61,17 +91,20 @@ async fn admitted(app: &App, endpoint: Endpoint, request: Request) -> Response {
                 Err(_) if cut.load(Ordering::Relaxed) => ApiError::BodyTooSlow.into_response(),
                 Err(e) => e.into_response(),
             };
-            let (parts, body) = response.into_parts();
-            Response::from_parts(parts, HoldingBody::wrap(body, permit, slot))
+            (response, Held { permit: Some(permit), upload_slot })
         }
-        Err(shed) => ApiError::Shed(shed).into_response(),
+        Err(shed) => (ApiError::Shed(shed).into_response(), Held::default()),
     }
 }
 
 async fn handle(app: &App, endpoint: Endpoint, request: Request, cut: &Arc<AtomicBool>) -> Result<Response, ApiError> {
     let registry = &*app.registry;
     let byte_stream = |body: Body| -> ByteStream {
-        Box::pin(SlowBodyGuard::new(body.into_data_stream(), &app.upload_limits, cut.clone()))
+        let counted = app.telemetry.request_bytes.clone();
+        let counting = body.into_data_stream().inspect_ok(move |chunk| {
+            counted.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        });
+        Box::pin(SlowBodyGuard::new(counting, &app.upload_limits, cut.clone()))
     };
     let (parts, body) = request.into_parts();
     let query = Query::parse(parts.uri.query())?;

@@ -18,6 +18,8 @@ pub struct Config {
     pub data: PathBuf,
     /// Log filter (`info`, `debug`, `customs=debug,sqlx=warn`, ...).
     pub log: String,
+    /// `text` (human) or `json` (one object per line, for log pipelines).
+    pub log_format: LogFormat,
     /// How long in-flight requests may take to finish after a shutdown signal.
     pub shutdown_grace_secs: u64,
     pub limits: Limits,
@@ -29,6 +31,13 @@ pub struct Config {
     pub admission: Admission,
     /// Request rate per client and route class; past it, requests get 429 + Retry-After.
     pub rate: Rate,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -216,6 +225,7 @@ impl Default for Config {
             listen: "127.0.0.1:5000".into(),
             data: PathBuf::from("customs-data"),
             log: "info".into(),
+            log_format: LogFormat::Text,
             shutdown_grace_secs: 30,
             limits: Limits::default(),
             http: Http::default(),

@@ -11,12 +11,16 @@ use meta::{Meta, SqliteMeta};
 use registry::Registry;
 use tokio::sync::watch;
 
-use crate::config::Config;
+use crate::config::{Config, LogFormat};
 
 pub fn run(config: Config) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log)
         .with_context(|| format!("log filter {:?} is not valid", config.log))?;
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().with_current_span(true).with_span_list(false).init(),
+    }
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -154,3 +154,41 @@ async fn an_upload_continues_after_the_server_restarts() {
     let back = client.call(Method::GET, &format!("/v2/resume/blobs/{digest}"), &[], Bytes::new()).await.unwrap();
     assert_eq!(Digest::sha256_of(&back.body), digest);
 }
+
+#[tokio::test]
+async fn json_access_logs_carry_the_request_id() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log = tmp.path().join("customs.log");
+    let server = ServerProcess::start_logged(
+        customs(),
+        &tmp.path().join("data"),
+        &[("CUSTOMS_LOG_FORMAT", "json"), ("CUSTOMS_LOG", "info,customs::access=debug")],
+        &log,
+    )
+    .unwrap();
+    let client = Client::new(&server.url());
+    let ok = client.call(Method::GET, "/v2/", &[("x-request-id", "trace-abc-1")], "").await.unwrap();
+    assert_eq!(ok.status, StatusCode::OK);
+    let missing = client.call(Method::GET, "/v2/logs/app/manifests/v9", &[], "").await.unwrap();
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    let generated = missing.header("x-request-id").unwrap().to_owned();
+    assert!(server.stop());
+
+    let events: Vec<serde_json::Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("log line is not JSON ({e}): {l}")))
+        .collect();
+    let access = |id: &str| {
+        events
+            .iter()
+            .find(|e| e["target"] == "customs::access" && e["fields"]["request_id"] == id)
+            .unwrap_or_else(|| panic!("no access event for {id} in {events:#?}"))
+    };
+    let first = access("trace-abc-1");
+    assert_eq!((first["fields"]["status"].as_u64(), first["level"].as_str()), (Some(200), Some("DEBUG")));
+    assert_eq!(first["fields"]["path"], "/v2/");
+    let second = access(&generated);
+    assert_eq!((second["fields"]["status"].as_u64(), second["level"].as_str()), (Some(404), Some("INFO")));
+    assert_eq!(second["fields"]["class"], "manifest_read");
+}

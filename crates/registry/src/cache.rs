@@ -19,6 +19,8 @@ pub(crate) struct ManifestCache {
     ttl: Duration,
     generation: AtomicU64,
     inner: RwLock<Inner>,
+    pub(crate) hits: AtomicU64,
+    pub(crate) misses: AtomicU64,
 }
 
 #[derive(Default)]
@@ -34,7 +36,14 @@ struct Entry {
 
 impl ManifestCache {
     pub(crate) fn new(budget: usize, ttl: Duration) -> ManifestCache {
-        ManifestCache { budget, ttl, generation: AtomicU64::new(0), inner: RwLock::default() }
+        ManifestCache {
+            budget,
+            ttl,
+            generation: AtomicU64::new(0),
+            inner: RwLock::default(),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        }
     }
 
     /// The generation to pass to [`ManifestCache::insert`] for a lookup starting now.
@@ -44,8 +53,10 @@ impl ManifestCache {
 
     pub(crate) fn get(&self, repo: &RepoName, reference: &Reference) -> Option<Arc<ManifestContent>> {
         let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
-        let entry = inner.repos.get(repo)?.get(reference)?;
-        (entry.at.elapsed() < self.ttl).then(|| entry.content.clone())
+        let hit = inner.repos.get(repo).and_then(|r| r.get(reference)).filter(|e| e.at.elapsed() < self.ttl);
+        let counter = if hit.is_some() { &self.hits } else { &self.misses };
+        counter.fetch_add(1, Ordering::Relaxed);
+        hit.map(|e| e.content.clone())
     }
 
     /// Caches `content` unless a write happened since `generation` was read.

@@ -2,7 +2,7 @@
 
 use oci::{Digest, Reference, RepoName};
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum Error {
     #[error("blob {0} is not in this repository")]
     BlobUnknown(Digest),

@@ -13,15 +13,17 @@
 
 mod cache;
 mod error;
+mod flight;
 mod manifests;
 mod range;
 mod uploads;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use blobs::{BlobBody, Blobs, ByteRange};
 use meta::{Listing, Meta, Page};
-use oci::{Digest, RepoName, Tag};
+use oci::{Digest, Reference, RepoName, Tag};
 
 pub use error::Error;
 pub use manifests::{ManifestContent, PutManifest};
@@ -29,6 +31,7 @@ pub use range::RangeRequest;
 pub use uploads::{MountResult, UploadStatus};
 
 use cache::ManifestCache;
+use flight::SingleFlight;
 use uploads::InFlight;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -79,27 +82,63 @@ pub const DEFAULT_PAGE: usize = 1000;
 /// Larger `n` is lowered to this.
 pub const MAX_PAGE: usize = 10_000;
 
+/// What [`Registry::stats`] reports.
+#[derive(Clone, Debug, Default)]
+pub struct RegistryStats {
+    pub manifest_cache_hits: u64,
+    pub manifest_cache_misses: u64,
+    /// Lookups answered by another caller's identical lookup in flight.
+    pub single_flight_shared: u64,
+    /// `None` when the records do not answer.
+    pub upload_sessions_open: Option<u64>,
+}
+
 pub struct Registry {
     blobs: Blobs,
     meta: Meta,
     config: RegistryConfig,
     cache: ManifestCache,
     in_flight: InFlight,
+    manifest_flight: SingleFlight<(RepoName, Reference), Result<Arc<ManifestContent>>>,
+    blob_flight: SingleFlight<(RepoName, Digest), Result<u64>>,
 }
 
 impl Registry {
     pub fn new(blobs: Blobs, meta: Meta, config: RegistryConfig) -> Registry {
         let cache = ManifestCache::new(config.manifest_cache_bytes, config.manifest_cache_ttl);
-        Registry { blobs, meta, config, cache, in_flight: InFlight::default() }
+        Registry {
+            blobs,
+            meta,
+            config,
+            cache,
+            in_flight: InFlight::default(),
+            manifest_flight: SingleFlight::new(),
+            blob_flight: SingleFlight::new(),
+        }
     }
 
     pub fn config(&self) -> &RegistryConfig {
         &self.config
     }
 
-    /// The size of a blob linked in `repo`.
+    /// The size of a blob linked in `repo`. Identical concurrent lookups share one query.
     pub async fn stat_blob(&self, repo: &RepoName, digest: &Digest) -> Result<u64> {
-        self.meta.linked_blob(repo, digest).await?.ok_or_else(|| Error::BlobUnknown(digest.clone()))
+        let key = (repo.clone(), digest.clone());
+        self.blob_flight
+            .run(key, || async {
+                self.meta.linked_blob(repo, digest).await?.ok_or_else(|| Error::BlobUnknown(digest.clone()))
+            })
+            .await
+    }
+
+    /// Counters of the read path and the number of open upload sessions, for `/metrics`.
+    pub async fn stats(&self) -> RegistryStats {
+        RegistryStats {
+            manifest_cache_hits: self.cache.hits.load(std::sync::atomic::Ordering::Relaxed),
+            manifest_cache_misses: self.cache.misses.load(std::sync::atomic::Ordering::Relaxed),
+            single_flight_shared: self.manifest_flight.shared() + self.blob_flight.shared(),
+            upload_sessions_open: self.meta.count_uploads().await.ok(),
+        }
     }
 
     /// Opens a blob linked in `repo`, or a range of it.

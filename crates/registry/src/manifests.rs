@@ -85,6 +85,12 @@ impl Registry {
         if let Some(hit) = self.cache.get(repo, reference) {
             return Ok(hit);
         }
+        let key = (repo.clone(), reference.clone());
+        self.manifest_flight.run(key, || self.load_manifest(repo, reference)).await
+    }
+
+    /// The records and bytes behind a cache miss, cached on the way out.
+    async fn load_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<Arc<ManifestContent>> {
         let generation = self.cache.generation();
         let record = self
             .meta

@@ -20,13 +20,22 @@ impl ServerProcess {
     }
 
     pub fn start_with(binary: &Path, data: &Path, env: &[(&str, &str)]) -> anyhow::Result<ServerProcess> {
+        ServerProcess::spawn(binary, data, env, Stdio::inherit())
+    }
+
+    /// Like [`ServerProcess::start_with`], with the server's log (stderr) written to `log`.
+    pub fn start_logged(binary: &Path, data: &Path, env: &[(&str, &str)], log: &Path) -> anyhow::Result<ServerProcess> {
+        ServerProcess::spawn(binary, data, env, Stdio::from(std::fs::File::create(log)?))
+    }
+
+    fn spawn(binary: &Path, data: &Path, env: &[(&str, &str)], stderr: Stdio) -> anyhow::Result<ServerProcess> {
         let mut cmd = Command::new(binary);
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--data"])
             .arg(data)
             .env("CUSTOMS_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stderr(stderr);
         for (k, v) in env {
             cmd.env(k, v);
         }
