@@ -11,7 +11,11 @@ Prints, for each registry and as a ratio customs/Distribution:
   - wall time to push a ~500 MB, 5-layer image with skopeo (fresh registry each time)
   - customs' peak RSS (VmHWM) after the push, and at the end
 
-Usage: bench/bench.py [--seconds 10] [--push-mb 500] [--trials 2]
+Usage: bench/bench.py [--seconds 10] [--push-mb 500] [--trials 2] [--limits default|off|on]
+  --limits off: admission limits so high they never engage, no per-client limits, no minimum
+                body rate (the "limits off" baseline)
+  --limits on:  the default admission limits, plus per-client rate limits on every route class
+                (budgets too high to refuse anything here, so the checks run on every request)
 Needs: a release build of customs (built if missing), docker-registry, wrk, skopeo (installed if missing).
 """
 
@@ -50,7 +54,7 @@ def ensure_tools():
         sudo = [] if os.geteuid() == 0 else ["sudo"]
         sh(*sudo, "apt-get", "update", "-qq")
         sh(*sudo, "apt-get", "install", "-y", "-qq", *need, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
-    sh("cargo", "build", "--release", "-p", "customs", "-p", "test-support", "--bin", "customs", "--bin", "loadgen", cwd=ROOT)
+    sh("cargo", "build", "--release", "-p", "customs", "-p", "test-support", "--bin", "customs", "--bin", "loadgen", "--bin", "herd", cwd=ROOT)
 
 
 def free_port():
@@ -60,6 +64,17 @@ def free_port():
         return s.getsockname()[1]
 
 
+CLASSES = ("manifest_read", "blob_read", "upload", "write", "api")
+LIMITS_ENV = {
+    "default": {},
+    "off": {**{f"CUSTOMS_ADMISSION__{c.upper()}__CONCURRENCY": "1000000" for c in CLASSES},
+            "CUSTOMS_HTTP__MAX_UPLOADS_PER_CLIENT": "0", "CUSTOMS_HTTP__MIN_BODY_BYTES_PER_SEC": "0"},
+    "on": {**{f"CUSTOMS_RATE__{c.upper()}__PER_SECOND": "10000000" for c in CLASSES},
+           **{f"CUSTOMS_RATE__{c.upper()}__BURST": "10000000" for c in CLASSES}},
+}
+CUSTOMS_ENV = {}
+
+
 class Customs:
     name = "customs"
 
@@ -67,7 +82,7 @@ class Customs:
         self.port = free_port()
         self.proc = subprocess.Popen([CUSTOMS, "serve", "--listen", f"127.0.0.1:{self.port}", "--data", state],
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                     env={**os.environ, "CUSTOMS_LOG": "warn"})
+                                     env={**os.environ, "CUSTOMS_LOG": "warn", **CUSTOMS_ENV})
         line = self.proc.stdout.readline().decode()
         assert line.startswith("customs listening"), line
         self.pid = self.proc.pid
@@ -244,7 +259,9 @@ def main():
     p.add_argument("--seconds", type=int, default=10)
     p.add_argument("--push-mb", type=int, default=500)
     p.add_argument("--trials", type=int, default=2)
+    p.add_argument("--limits", choices=sorted(LIMITS_ENV), default="default")
     a = p.parse_args()
+    CUSTOMS_ENV.update(LIMITS_ENV[a.limits])
     ensure_tools()
     work = tempfile.mkdtemp(prefix="customs-bench-")
     results = {}
@@ -292,7 +309,7 @@ def main():
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    print(f"\ncustoms vs CNCF Distribution 2.8 — {os.cpu_count()} cores, loopback, {a.seconds}s per load test")
+    print(f"\ncustoms (limits: {a.limits}) vs CNCF Distribution 2.8 — {os.cpu_count()} cores, loopback, {a.seconds}s per load test")
     print(f"{'metric':<34}{'customs':>14}{'distribution':>14}{'ratio':>9}")
     rows = [("blob GET MB/s (64 MiB, 16 conc)", "blob_mb_s", True),
             ("  server CPU seconds per GB served", "blob_server_cpu_s_per_gb", False),
