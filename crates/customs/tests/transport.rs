@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use test_support::{ImageBuilder, ServerProcess};
+use http::{Method, StatusCode};
+use oci::Digest;
+use test_support::{Client, ImageBuilder, Rng, ServerProcess};
 
 fn customs() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_customs"))
@@ -33,7 +35,12 @@ fn certificate(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
 
 /// `curl` of `url`, printing the HTTP version and status; `None` if curl refuses (e.g. TLS).
 fn curl(url: &str, args: &[&str]) -> Option<(String, String)> {
-    let out = Command::new("curl").args(["-sS", "-o", "/dev/null", "-w", "%{http_version} %{http_code}"]).args(args).arg(url).output().unwrap();
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "-w", "%{http_version} %{http_code}"]).args(args);
+    if !args.contains(&"-o") {
+        cmd.args(["-o", "/dev/null"]);
+    }
+    let out = cmd.arg(url).output().unwrap();
     if !out.status.success() {
         return None;
     }
@@ -42,13 +49,28 @@ fn curl(url: &str, args: &[&str]) -> Option<(String, String)> {
     Some((version.to_owned(), status.to_owned()))
 }
 
-#[test]
-fn http2_cleartext_and_http1_on_one_port() {
+#[tokio::test]
+async fn http2_cleartext_and_http1_on_one_port_with_exact_blob_bytes() {
     let tmp = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(customs(), &tmp.path().join("data")).unwrap();
     let url = format!("{}/v2/", server.url());
     assert_eq!(curl(&url, &["--http2-prior-knowledge"]), Some(("2".into(), "200".into())));
     assert_eq!(curl(&url, &["--http1.1"]), Some(("1.1".into(), "200".into())));
+
+    // A blob large enough to be served from mapped windows, fetched over h2c, byte for byte.
+    let blob = Rng(8).bytes(5 << 20);
+    let digest = Digest::sha256_of(&blob);
+    let client = Client::new(&server.url());
+    let pushed = client
+        .call(Method::POST, &format!("/v2/h2/app/blobs/uploads/?digest={digest}"), &[], blob.clone())
+        .await
+        .unwrap();
+    assert_eq!(pushed.status, StatusCode::CREATED);
+    let out = tmp.path().join("blob.out");
+    let blob_url = format!("{}/v2/h2/app/blobs/{digest}", server.url());
+    let got = curl(&blob_url, &["--http2-prior-knowledge", "-o", out.to_str().unwrap()]);
+    assert_eq!(got, Some(("2".into(), "200".into())));
+    assert!(std::fs::read(&out).unwrap() == blob[..], "blob bytes over h2c are exact");
 }
 
 #[test]
