@@ -119,9 +119,9 @@ async fn one_client_cannot_hold_more_than_its_uploads_at_once() {
     )
     .unwrap();
     let client = Client::new(&server.url());
-    // Two uploads whose bodies are still on their way.
+    // Two uploads whose bodies are still on their way, each seen in flight before the next.
     let mut open = Vec::new();
-    for _ in 0..2 {
+    for i in 0..2 {
         let started = client.call(Method::POST, "/v2/greedy/app/blobs/uploads/", &[], "").await.unwrap();
         let location = started.header("location").unwrap().to_owned();
         let mut s = TcpStream::connect(&server.addr).await.unwrap();
@@ -129,18 +129,18 @@ async fn one_client_cannot_hold_more_than_its_uploads_at_once() {
         s.write_all(head.as_bytes()).await.unwrap();
         s.write_all(&[1u8; 10]).await.unwrap();
         open.push(s);
-    }
-    // The server has to have read those heads; ask until the third is refused or give up.
-    let mut refused = None;
-    for _ in 0..100 {
-        let third = client.call(Method::POST, "/v2/greedy/app/blobs/uploads/", &[], "").await.unwrap();
-        if third.status == StatusCode::TOO_MANY_REQUESTS {
-            refused = Some(third);
-            break;
+        let mut seen = false;
+        for _ in 0..200 {
+            if metric(&client, "customs_in_flight{class=\"upload\"}").await == i + 1 {
+                seen = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(seen, "upload {i} is in flight");
     }
-    let refused = refused.expect("a third concurrent upload of the same client is refused");
+    let refused = client.call(Method::POST, "/v2/greedy/app/blobs/uploads/", &[], "").await.unwrap();
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS, "a third concurrent upload of the same client");
     assert_eq!(refused.error_code(), "TOOMANYREQUESTS");
     assert!(refused.header("retry-after").is_some());
     // Reads are not uploads: still served.
@@ -155,14 +155,18 @@ async fn one_client_cannot_hold_more_than_its_uploads_at_once() {
     let again = client.call(Method::POST, "/v2/greedy/app/blobs/uploads/", &[], "").await.unwrap();
     assert_eq!(again.status, StatusCode::ACCEPTED, "{:?}", again.body);
 
+    assert_eq!(metric(&client, "customs_uploads_per_client_refused_total").await, 1);
+}
+
+/// The value of one series in the server's `/metrics`.
+async fn metric(client: &Client, series: &str) -> u64 {
     let metrics = client.call(Method::GET, "/metrics", &[], "").await.unwrap();
-    let text = String::from_utf8_lossy(&metrics.body);
-    let refused_count = text
-        .lines()
-        .find_map(|l| l.strip_prefix("customs_uploads_per_client_refused_total "))
+    let text = String::from_utf8_lossy(&metrics.body).into_owned();
+    let prefix = format!("{series} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
         .and_then(|v| v.parse::<u64>().ok())
-        .expect("metric present");
-    assert!(refused_count >= 1, "{text}");
+        .unwrap_or_else(|| panic!("{series} not in {text}"))
 }
 
 #[tokio::test]
