@@ -199,7 +199,7 @@ impl Drop for TrackedBody {
                     target: "customs::access",
                     $level,
                     request_id = o.id.to_str().unwrap_or_default(),
-                    client = ?o.client,
+                    client = o.client.map(|c| c.to_string()).unwrap_or_default(),
                     method = %o.method,
                     path = %o.path,
                     class = o.class.as_str(),

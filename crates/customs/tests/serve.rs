@@ -188,6 +188,7 @@ async fn json_access_logs_carry_the_request_id() {
     let first = access("trace-abc-1");
     assert_eq!((first["fields"]["status"].as_u64(), first["level"].as_str()), (Some(200), Some("DEBUG")));
     assert_eq!(first["fields"]["path"], "/v2/");
+    assert_eq!(first["fields"]["client"], "127.0.0.1");
     let second = access(&generated);
     assert_eq!((second["fields"]["status"].as_u64(), second["level"].as_str()), (Some(404), Some("INFO")));
     assert_eq!(second["fields"]["class"], "manifest_read");
