@@ -163,13 +163,8 @@ impl Admission {
 
     /// Prometheus text exposition of the admission counters and gauges.
     pub fn render_metrics(&self, out: &mut String) {
-        use std::fmt::Write as _;
         let mut family = |name: &str, kind: &str, help: &str, value: &dyn Fn(&Gate) -> u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for class in RouteClass::ALL {
-                let gate = &self.gates[class.index()];
-                let _ = writeln!(out, "{name}{{class=\"{}\"}} {}", class.as_str(), value(gate));
-            }
+            crate::prom::per_class(out, name, kind, help, |class| value(&self.gates[class.index()]));
         };
         family("customs_admitted_total", "counter", "Requests given a slot, by route class.", &|g| {
             g.served.load(Ordering::Relaxed)

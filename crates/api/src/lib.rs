@@ -12,6 +12,7 @@
 
 mod admission;
 mod endpoint;
+mod prom;
 mod error;
 mod rate;
 mod server;
@@ -108,10 +109,7 @@ async fn readyz(State(app): State<Arc<App>>) -> (StatusCode, String) {
 }
 
 fn render_registry_stats(stats: &registry::RegistryStats, out: &mut String) {
-    use std::fmt::Write as _;
-    let mut one = |name: &str, kind: &str, help: &str, value: u64| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
-    };
+    let mut one = |name: &str, kind: &str, help: &str, value: u64| prom::single(out, name, kind, help, value);
     one("customs_manifest_cache_hits_total", "counter", "Manifest reads answered from memory.", stats.manifest_cache_hits);
     one("customs_manifest_cache_misses_total", "counter", "Manifest reads that went to the records.", stats.manifest_cache_misses);
     one(

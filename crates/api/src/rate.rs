@@ -100,17 +100,15 @@ impl RateLimiter {
     }
 
     pub fn render_metrics(&self, out: &mut String) {
-        use std::fmt::Write as _;
-        let _ = writeln!(
+        crate::prom::per_class(
             out,
-            "# HELP customs_rate_limited_total Requests refused with 429 by per-client limits, by route class.\n# TYPE customs_rate_limited_total counter"
+            "customs_rate_limited_total",
+            "counter",
+            "Requests refused with 429 by per-client limits, by route class.",
+            |class| self.limited[class as usize].load(Ordering::Relaxed),
         );
-        for class in RouteClass::ALL {
-            let n = self.limited[class as usize].load(Ordering::Relaxed);
-            let _ = writeln!(out, "customs_rate_limited_total{{class=\"{}\"}} {n}", class.as_str());
-        }
         let tracked = self.table.lock().unwrap_or_else(|p| p.into_inner()).len();
-        let _ = writeln!(out, "# HELP customs_rate_clients Clients tracked by the rate limiter.\n# TYPE customs_rate_clients gauge\ncustoms_rate_clients {tracked}");
+        crate::prom::single(out, "customs_rate_clients", "gauge", "Clients tracked by the rate limiter.", tracked);
     }
 }
 

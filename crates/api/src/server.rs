@@ -60,17 +60,16 @@ pub struct ConnectionStats {
 
 impl ConnectionStats {
     pub(crate) fn render_metrics(&self, out: &mut String) {
-        use std::fmt::Write as _;
+        use crate::prom::single;
         let accepted = self.accepted.load(Ordering::Relaxed);
-        let closed = self.closed.load(Ordering::Relaxed);
-        let _ = writeln!(
-            out,
-            "# HELP customs_connections_accepted_total TCP connections accepted.\n# TYPE customs_connections_accepted_total counter\ncustoms_connections_accepted_total {accepted}\n\
-             # HELP customs_connections_open Connections open now.\n# TYPE customs_connections_open gauge\ncustoms_connections_open {}\n\
-             # HELP customs_tls_handshake_failures_total TLS handshakes that failed or timed out.\n# TYPE customs_tls_handshake_failures_total counter\ncustoms_tls_handshake_failures_total {}",
-            accepted.saturating_sub(closed),
-            self.tls_failed.load(Ordering::Relaxed)
-        );
+        single(out, "customs_connections_accepted_total", "counter", "TCP connections accepted.", accepted);
+        single(out, "customs_connections_open", "gauge", "Connections open now.", self.open());
+        let failed = self.tls_failed.load(Ordering::Relaxed);
+        single(out, "customs_tls_handshake_failures_total", "counter", "TLS handshakes that failed or timed out.", failed);
+    }
+
+    fn open(&self) -> usize {
+        self.accepted.load(Ordering::Relaxed).saturating_sub(self.closed.load(Ordering::Relaxed)) as usize
     }
 }
 
@@ -159,12 +158,6 @@ impl Server {
             Ok(()) => Stopped::Drained,
             Err(_) => Stopped::GraceExpired { connections: stats.open() },
         }
-    }
-}
-
-impl ConnectionStats {
-    fn open(&self) -> usize {
-        self.accepted.load(Ordering::Relaxed).saturating_sub(self.closed.load(Ordering::Relaxed)) as usize
     }
 }
 

@@ -20,6 +20,7 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use http_body::{Frame, SizeHint};
 
 use crate::admission::{Permit, RouteClass};
+use crate::prom;
 use crate::uploads::UploadSlot;
 
 /// Statuses counted on their own; anything else is counted as "other".
@@ -87,7 +88,7 @@ impl Telemetry {
 
     pub(crate) fn render_metrics(&self, out: &mut String) {
         use std::fmt::Write as _;
-        let _ = writeln!(out, "# HELP customs_requests_total Requests answered, by route class and status.\n# TYPE customs_requests_total counter");
+        prom::header(out, "customs_requests_total", "counter", "Requests answered, by route class and status.");
         for class in RouteClass::ALL {
             for (i, count) in self.requests[class as usize].iter().enumerate() {
                 let n = count.load(Ordering::Relaxed);
@@ -97,7 +98,12 @@ impl Telemetry {
                 }
             }
         }
-        let _ = writeln!(out, "# HELP customs_request_duration_seconds Time from request to last response byte, by route class.\n# TYPE customs_request_duration_seconds histogram");
+        prom::header(
+            out,
+            "customs_request_duration_seconds",
+            "histogram",
+            "Time from request to last response byte, by route class.",
+        );
         for class in RouteClass::ALL {
             let h = &self.latency[class as usize];
             let mut cumulative = 0;
@@ -110,15 +116,15 @@ impl Telemetry {
             let _ = writeln!(out, "customs_request_duration_seconds_sum{{class=\"{}\"}} {sum}", class.as_str());
             let _ = writeln!(out, "customs_request_duration_seconds_count{{class=\"{}\"}} {cumulative}", class.as_str());
         }
-        let _ = writeln!(out, "# HELP customs_response_body_bytes_total Response body bytes sent, by route class.\n# TYPE customs_response_body_bytes_total counter");
-        for class in RouteClass::ALL {
-            let n = self.response_bytes[class as usize].load(Ordering::Relaxed);
-            let _ = writeln!(out, "customs_response_body_bytes_total{{class=\"{}\"}} {n}", class.as_str());
-        }
-        let _ = writeln!(
+        prom::per_class(out, "customs_response_body_bytes_total", "counter", "Response body bytes sent, by route class.", |c| {
+            self.response_bytes[c as usize].load(Ordering::Relaxed)
+        });
+        prom::single(
             out,
-            "# HELP customs_request_body_bytes_total Request body bytes received (uploads and manifest pushes).\n# TYPE customs_request_body_bytes_total counter\ncustoms_request_body_bytes_total {}",
-            self.request_bytes.load(Ordering::Relaxed)
+            "customs_request_body_bytes_total",
+            "counter",
+            "Request body bytes received (uploads and manifest pushes).",
+            self.request_bytes.load(Ordering::Relaxed),
         );
     }
 }
@@ -130,7 +136,7 @@ pub(crate) struct Observation {
     pub(crate) id: HeaderValue,
     pub(crate) client: Option<IpAddr>,
     pub(crate) method: Method,
-    pub(crate) path: String,
+    pub(crate) uri: http::Uri,
     pub(crate) class: RouteClass,
     pub(crate) status: StatusCode,
 }
@@ -201,7 +207,7 @@ impl Drop for TrackedBody {
                     request_id = o.id.to_str().unwrap_or_default(),
                     client = o.client.map(|c| c.to_string()).unwrap_or_default(),
                     method = %o.method,
-                    path = %o.path,
+                    path = o.uri.path(),
                     class = o.class.as_str(),
                     status = o.status.as_u16(),
                     bytes = self.sent,

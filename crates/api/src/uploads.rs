@@ -149,11 +149,12 @@ impl UploadSlots {
     }
 
     pub(crate) fn render_metrics(&self, out: &mut String) {
-        use std::fmt::Write as _;
-        let _ = writeln!(
+        crate::prom::single(
             out,
-            "# HELP customs_uploads_per_client_refused_total Upload requests refused because the client ran its maximum at once.\n# TYPE customs_uploads_per_client_refused_total counter\ncustoms_uploads_per_client_refused_total {}",
-            self.refused.load(Ordering::Relaxed)
+            "customs_uploads_per_client_refused_total",
+            "counter",
+            "Upload requests refused because the client ran its maximum at once.",
+            self.refused.load(Ordering::Relaxed),
         );
     }
 }

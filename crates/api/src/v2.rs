@@ -2,6 +2,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use axum::body::Body;
@@ -9,21 +10,19 @@ use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use blobs::{BlobBody, ByteStream};
 use bytes::Bytes;
+use axum::extract::ConnectInfo;
 use futures::TryStreamExt;
-use tracing::Instrument;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use oci::{Digest, ErrorCode, RepoName, UploadId, media_type};
 use registry::{MountResult, PageRequest, RangeRequest, UploadStatus};
+use tracing::Instrument;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-
-use crate::uploads::SlowBodyGuard;
-use crate::{App, Peer};
-use axum::extract::ConnectInfo;
 use crate::admission::RouteClass;
-use crate::telemetry::{Held, Observation, TrackedBody};
 use crate::endpoint::Endpoint;
 use crate::error::ApiError;
+use crate::telemetry::{Held, Observation, TrackedBody};
+use crate::uploads::SlowBodyGuard;
+use crate::{App, Peer};
 
 const DOCKER_CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
 const DOCKER_UPLOAD_UUID: HeaderName = HeaderName::from_static("docker-upload-uuid");
@@ -40,7 +39,8 @@ pub(crate) async fn dispatch(State(app): State<Arc<App>>, request: Request) -> R
     let peer = request.extensions().get::<ConnectInfo<Peer>>().map(|c| c.0.0.ip());
     let forwarded = request.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok());
     let client = app.rate.client(peer, forwarded);
-    let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+    // A `Uri` clone shares its bytes: nothing is copied unless the access event is written.
+    let (method, uri) = (request.method().clone(), request.uri().clone());
     let (response, class, held) = match Endpoint::parse(request.method(), request.uri().path()) {
         Ok(endpoint) => {
             let class = RouteClass::of(&endpoint);
@@ -59,7 +59,7 @@ pub(crate) async fn dispatch(State(app): State<Arc<App>>, request: Request) -> R
         id,
         client,
         method,
-        path,
+        uri,
         class,
         status: parts.status,
     };

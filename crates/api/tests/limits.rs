@@ -26,8 +26,8 @@ async fn open(reg: &TestRegistry, path: &str) -> Response {
 }
 
 fn metric(text: &str, name: &str, class: &str) -> u64 {
-    let prefix = format!("{name}{{class=\"{class}\"}} ");
-    text.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{prefix} in {text}"))
+    let series = format!("{name}{{class=\"{class}\"}}");
+    test_support::metric(text, &series).unwrap_or_else(|| panic!("{series} in {text}")) as u64
 }
 
 #[tokio::test]

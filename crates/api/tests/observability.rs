@@ -8,12 +8,7 @@ use http::{Method, StatusCode};
 use test_support::{ImageBuilder, TestRegistry};
 
 fn value(text: &str, series: &str) -> u64 {
-    let prefix = format!("{series} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|v| v.parse::<f64>().ok())
-        .map(|v| v as u64)
-        .unwrap_or_else(|| panic!("{series} not in:\n{text}"))
+    test_support::metric(text, series).unwrap_or_else(|| panic!("{series} not in:\n{text}")) as u64
 }
 
 async fn metrics(reg: &TestRegistry) -> String {

@@ -162,11 +162,7 @@ async fn one_client_cannot_hold_more_than_its_uploads_at_once() {
 async fn metric(client: &Client, series: &str) -> u64 {
     let metrics = client.call(Method::GET, "/metrics", &[], "").await.unwrap();
     let text = String::from_utf8_lossy(&metrics.body).into_owned();
-    let prefix = format!("{series} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or_else(|| panic!("{series} not in {text}"))
+    test_support::metric(&text, series).unwrap_or_else(|| panic!("{series} not in {text}")) as u64
 }
 
 #[tokio::test]

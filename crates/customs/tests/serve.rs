@@ -62,6 +62,23 @@ fn refuses_a_port_in_use_an_unusable_directory_and_a_shared_directory() {
 
     let err = refused(&["serve", "--listen", "not-an-address"]);
     assert!(err.contains("cannot listen on not-an-address"), "{err}");
+
+    // TLS files that are missing, or not a certificate and key: a clear refusal at start.
+    let garbage = tmp.path().join("garbage.pem");
+    std::fs::write(&garbage, b"-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n").unwrap();
+    for cert in [tmp.path().join("missing.crt"), garbage] {
+        let out = Command::new(customs())
+            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(tmp.path().join("tls-data"))
+            .env("CUSTOMS_TLS__CERT_FILE", &cert)
+            .env("CUSTOMS_TLS__KEY_FILE", &cert)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "served with {}", cert.display());
+        assert!(err.contains("cannot load the TLS certificate and key") && err.contains(cert.to_str().unwrap()), "{err}");
+    }
 }
 
 #[tokio::test]

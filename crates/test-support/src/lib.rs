@@ -24,6 +24,12 @@ pub use client::Client;
 pub use image::{Blob, Image, ImageBuilder, Index, Rng, write_oci_layout};
 pub use process::ServerProcess;
 
+/// The value of one series (`name{labels}` exactly as exposed) in Prometheus text.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    let prefix = format!("{series} ");
+    text.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.parse().ok())
+}
+
 /// A response with its body read.
 #[derive(Debug)]
 pub struct TestResponse {

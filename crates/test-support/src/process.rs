@@ -76,7 +76,8 @@ impl ServerProcess {
 
     /// SIGTERM without waiting: the server starts its graceful shutdown.
     pub fn terminate(&self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        // SAFETY: kill(2) with our own child's pid and a valid signal number.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
     }
 
     /// Waits for the process to exit; returns whether it exited with success.
