@@ -2,7 +2,10 @@
 
 use oci::{Digest, Reference, RepoName, Tag, UploadId};
 
-use crate::{Error, ManifestRecord, MetaStore, NewManifest, Page, UploadRecord};
+use crate::{
+    AuditEntry, AuditQuery, Error, GrantRecord, IdentityKind, ManifestRecord, MetaStore, NewManifest, Page,
+    PrincipalRecord, UploadRecord,
+};
 
 /// Runs every check against `meta`, panicking on the first failure.
 pub async fn run(meta: &dyn MetaStore) {
@@ -11,6 +14,8 @@ pub async fn run(meta: &dyn MetaStore) {
     tags_and_catalog_page_in_order(meta).await;
     referrers_follow_subjects(meta).await;
     uploads_advance_only_from_where_they_are(meta).await;
+    principals_grants_and_changes(meta).await;
+    audit_is_ordered_and_filtered(meta).await;
 }
 
 fn repo(s: &str) -> RepoName {
@@ -178,4 +183,81 @@ async fn uploads_advance_only_from_where_they_are(meta: &dyn MetaStore) {
     meta.create_upload(&other).await.unwrap();
     assert!(meta.delete_upload(&other.id).await.unwrap());
     assert!(!meta.delete_upload(&other.id).await.unwrap());
+}
+
+fn audit(actor: &str, action: &str, target: &str) -> AuditEntry {
+    AuditEntry { actor: actor.into(), action: action.into(), target: target.into(), client: None, detail: None }
+}
+
+async fn principals_grants_and_changes(meta: &dyn MetaStore) {
+    let before = meta.access_changes(0).await.unwrap();
+    let ann = PrincipalRecord {
+        name: "ann".into(),
+        kind: IdentityKind::User,
+        secret: "$argon2id$x".into(),
+        expires_at_ms: None,
+        description: "Ann".into(),
+        created_at_ms: 1,
+        created_by: "admin".into(),
+    };
+    let reader = GrantRecord { principal: "ann".into(), namespace: "team/**".into(), permission: "reader".into() };
+    meta.create_principal(&ann, std::slice::from_ref(&reader), &audit("admin", "user.add", "ann")).await.unwrap();
+    assert!(matches!(meta.create_principal(&ann, &[], &audit("admin", "user.add", "ann")).await, Err(Error::Exists(_))));
+    assert_eq!(meta.principal("ann").await.unwrap(), Some(ann.clone()));
+    assert_eq!(meta.principal("bob").await.unwrap(), None);
+    assert_eq!(meta.grants(Some("ann")).await.unwrap(), vec![reader.clone()]);
+
+    let after = meta.access_changes(0).await.unwrap();
+    assert!(after.version > before.version, "a change moves the version");
+    assert!(after.changed.iter().any(|(p, _)| p == "ann"));
+    assert!(meta.access_changes(i64::MAX).await.unwrap().changed.is_empty());
+
+    // A grant to the same namespace replaces the earlier one.
+    let writer = GrantRecord { permission: "writer".into(), ..reader.clone() };
+    meta.grant(&writer, &audit("admin", "role.grant", "ann")).await.unwrap();
+    let other = GrantRecord { principal: "anonymous".into(), namespace: "public/**".into(), permission: "reader".into() };
+    meta.grant(&other, &audit("admin", "role.grant", "anonymous")).await.unwrap();
+    assert_eq!(meta.grants(Some("ann")).await.unwrap(), vec![writer.clone()]);
+    assert_eq!(meta.grants(None).await.unwrap().len(), 2);
+    assert!(meta.revoke("anonymous", "public/**", &audit("admin", "role.revoke", "anonymous")).await.unwrap());
+    assert!(!meta.revoke("anonymous", "public/**", &audit("admin", "role.revoke", "anonymous")).await.unwrap());
+
+    // A hash upgrade applies only over the hash it replaces and is not a change of access.
+    let v = meta.access_changes(0).await.unwrap().version;
+    assert!(!meta.upgrade_secret("ann", "stale", "$argon2id$y").await.unwrap());
+    assert!(meta.upgrade_secret("ann", "$argon2id$x", "$argon2id$y").await.unwrap());
+    assert_eq!(meta.access_changes(0).await.unwrap().version, v);
+    assert!(meta.set_secret("ann", "$argon2id$z", &audit("ann", "user.passwd", "ann")).await.unwrap());
+    assert!(!meta.set_secret("nobody", "x", &audit("ann", "user.passwd", "nobody")).await.unwrap());
+    assert_eq!(meta.principal("ann").await.unwrap().unwrap().secret, "$argon2id$z");
+
+    // Removing a principal takes its grants; a new one of the same name starts with none.
+    assert!(meta.remove_principal("ann", &audit("admin", "user.rm", "ann")).await.unwrap());
+    assert!(!meta.remove_principal("ann", &audit("admin", "user.rm", "ann")).await.unwrap());
+    assert!(meta.grants(Some("ann")).await.unwrap().is_empty());
+    let robot = PrincipalRecord { name: "robot$ci".into(), kind: IdentityKind::Robot, expires_at_ms: Some(99), ..ann };
+    meta.create_principal(&robot, &[], &audit("admin", "robot.create", "robot$ci")).await.unwrap();
+    assert_eq!(meta.principals().await.unwrap(), vec![robot]);
+}
+
+async fn audit_is_ordered_and_filtered(meta: &dyn MetaStore) {
+    let all = |after_id| AuditQuery { after_id, limit: 1000, actor: None, action_prefix: None };
+    let start = meta.audit(&all(0)).await.unwrap().last().map_or(0, |r| r.id);
+    meta.append_audit(&audit("ci", "push", "team/app@sha256:1")).await.unwrap();
+    meta.append_audit(&audit("eve", "login.failed", "eve")).await.unwrap();
+    meta.append_audit(&audit("ci", "login", "ci")).await.unwrap();
+    let new = meta.audit(&all(start)).await.unwrap();
+    let actions: Vec<&str> = new.iter().map(|r| r.entry.action.as_str()).collect();
+    assert_eq!(actions, ["push", "login.failed", "login"]);
+    assert!(new.windows(2).all(|w| w[0].id < w[1].id && w[0].at_ms <= w[1].at_ms));
+    let q = AuditQuery { actor: Some("ci".into()), ..all(start) };
+    assert_eq!(meta.audit(&q).await.unwrap().len(), 2);
+    let q = AuditQuery { action_prefix: Some("login".into()), ..all(start) };
+    let logins: Vec<String> = meta.audit(&q).await.unwrap().into_iter().map(|r| r.entry.action).collect();
+    assert_eq!(logins, ["login.failed", "login"]);
+    let q = AuditQuery { limit: 1, ..all(start) };
+    assert_eq!(meta.audit(&q).await.unwrap().len(), 1);
+    // Earlier changes of access were audited in their own transactions.
+    let q = AuditQuery { action_prefix: Some("user".into()), ..all(0) };
+    assert!(meta.audit(&q).await.unwrap().iter().any(|r| r.entry.action == "user.add" && r.entry.target == "ann"));
 }

@@ -3,6 +3,7 @@
 //! - [`Repositories`]: repositories, blob links, manifests (with their references), tags and
 //!   referrers; the catalog and tag listings.
 //! - [`UploadSessions`]: upload sessions that survive restarts (offset and running hash state).
+//! - [`Identities`]: users, robots, grants, the access change log and the append-only audit log.
 //! - [`SqliteMeta`] is the embedded adapter; PostgreSQL follows behind the same ports.
 //! - [`conformance`] is the suite every adapter passes.
 //!
@@ -13,12 +14,16 @@
 //! Architecture Invariant: no SQL types leave this crate; errors are [`Error`].
 
 pub mod conformance;
+mod identities;
 mod sqlite;
 
 use std::sync::Arc;
 
 use oci::{Digest, Reference, RepoName, Tag, UploadId};
 
+pub use identities::{
+    AccessChanges, AuditEntry, AuditQuery, AuditRecord, GrantRecord, IdentityKind, Identities, PrincipalRecord,
+};
 pub use sqlite::SqliteMeta;
 
 /// The stored facts of one manifest in one repository (its bytes live in `blobs`).
@@ -80,6 +85,8 @@ pub enum Error {
     SizeMismatch { digest: Digest, declared: u64, actual: u64 },
     #[error("upload session {0} already exists")]
     UploadExists(String),
+    #[error("{0} already exists")]
+    Exists(String),
     /// The database failed or could not be reached; nothing was changed.
     #[error("metadata store failed: {0}")]
     Unavailable(String),
@@ -136,8 +143,8 @@ pub trait UploadSessions: Send + Sync + 'static {
 }
 
 /// Every port of the records store.
-pub trait MetaStore: Repositories + UploadSessions {}
-impl<T: Repositories + UploadSessions> MetaStore for T {}
+pub trait MetaStore: Repositories + UploadSessions + Identities {}
+impl<T: Repositories + UploadSessions + Identities> MetaStore for T {}
 
 /// The handle the rest of the program holds.
 #[derive(Clone)]

@@ -41,6 +41,23 @@ pub enum Error {
     /// Storage or records failed; nothing was made visible. Retrying may work.
     #[error("{0}")]
     Unavailable(String),
+    /// No credentials, or credentials that do not hold: say who you are.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// Known, but not allowed to do this.
+    #[error("{0}")]
+    Denied(String),
+    /// Too many failed logins for this name or from this client.
+    #[error("too many failed logins; retry after {retry_after_secs} s")]
+    LoginsLocked { retry_after_secs: u64 },
+    /// A user, robot or grant that is not there.
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0} already exists")]
+    Exists(String),
+    /// A request the caller must change: a bad name, role, glob or password.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 impl From<blobs::Error> for Error {
@@ -59,6 +76,7 @@ impl From<meta::Error> for Error {
         match e {
             meta::Error::MissingReference(d) => Error::ManifestBlobUnknown(d),
             e @ meta::Error::SizeMismatch { .. } => Error::ManifestInvalid(e.to_string()),
+            meta::Error::Exists(name) => Error::Exists(name),
             e @ (meta::Error::UploadExists(_) | meta::Error::Unavailable(_) | meta::Error::Corrupt(_)) => {
                 Error::Unavailable(e.to_string())
             }

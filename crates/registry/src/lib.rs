@@ -11,6 +11,7 @@
 //! Architecture Invariant: records are written after their bytes are durable, so a crash leaves
 //! at worst unreferenced bytes (for GC), never a record that points at nothing.
 
+mod access;
 mod cache;
 mod error;
 mod flight;
@@ -25,6 +26,7 @@ use blobs::{BlobBody, Blobs, ByteRange};
 use meta::{Listing, Meta, Page};
 use oci::{Digest, Reference, RepoName, Tag};
 
+pub use access::{Access, AccessConfig, Actor, IssuedToken, NewRobot, PrincipalInfo};
 pub use error::Error;
 pub use manifests::{ManifestContent, PutManifest};
 pub use range::RangeRequest;

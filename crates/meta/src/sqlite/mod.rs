@@ -12,11 +12,16 @@ use sqlx::{Row, Sqlite, Transaction};
 use crate::{Error, Listing, ManifestRecord, NewManifest, Page, Repositories, Result, UploadRecord, UploadSessions};
 
 /// Schema migrations, applied in order once each.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001_registry.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/sqlite/0001_registry.sql")),
+    (2, include_str!("../../migrations/sqlite/0002_access.sql")),
+];
+
+mod identities;
 
 pub struct SqliteMeta {
-    writer: SqlitePool,
-    reader: SqlitePool,
+    pub(super) writer: SqlitePool,
+    pub(super) reader: SqlitePool,
 }
 
 impl SqliteMeta {
@@ -434,11 +439,11 @@ where
     s.parse().map_err(|e| Error::Corrupt(format!("{s:?}: {e}")))
 }
 
-fn db(e: sqlx::Error) -> Error {
+pub(super) fn db(e: sqlx::Error) -> Error {
     Error::Unavailable(e.to_string())
 }
 
-fn now_ms() -> i64 {
+pub(super) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -458,5 +463,23 @@ mod tests {
         // Reopening applies no migration twice and keeps what was written.
         let again = SqliteMeta::open(&dir.path().join("meta.db")).await.unwrap();
         assert!(!again.repositories(&Page { n: 10, last: None }).await.unwrap().entries.is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_audit_log_refuses_edits() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = SqliteMeta::open(&dir.path().join("meta.db")).await.unwrap();
+        let entry = crate::AuditEntry {
+            actor: "eve".into(),
+            action: "login.failed".into(),
+            target: "eve".into(),
+            client: None,
+            detail: None,
+        };
+        crate::Identities::append_audit(&meta, &entry).await.unwrap();
+        for sql in ["UPDATE audit SET actor = 'nobody'", "DELETE FROM audit"] {
+            let e = sqlx::query(sql).execute(&meta.writer).await.unwrap_err();
+            assert!(e.to_string().contains("append-only"), "{sql}: {e}");
+        }
     }
 }
