@@ -22,12 +22,25 @@ pub enum RouteClass {
     BlobRead,
     Upload,
     Write,
+    /// `/v2/`, catalog, tag lists, referrers, `/api/v1`.
     Api,
+    /// `GET /token`: where passwords are hashed, kept apart so that a flood of logins cannot
+    /// take what reads need.
+    Token,
 }
 
+/// How many route classes there are.
+pub const CLASSES: usize = 6;
+
 impl RouteClass {
-    pub const ALL: [RouteClass; 5] =
-        [RouteClass::ManifestRead, RouteClass::BlobRead, RouteClass::Upload, RouteClass::Write, RouteClass::Api];
+    pub const ALL: [RouteClass; CLASSES] = [
+        RouteClass::ManifestRead,
+        RouteClass::BlobRead,
+        RouteClass::Upload,
+        RouteClass::Write,
+        RouteClass::Api,
+        RouteClass::Token,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -36,6 +49,7 @@ impl RouteClass {
             RouteClass::Upload => "upload",
             RouteClass::Write => "write",
             RouteClass::Api => "api",
+            RouteClass::Token => "token",
         }
     }
 
@@ -74,18 +88,25 @@ pub struct ClassLimit {
 
 /// One limit per class, in [`RouteClass::ALL`] order.
 #[derive(Clone, Debug)]
-pub struct AdmissionConfig(pub [ClassLimit; 5]);
+pub struct AdmissionConfig(pub [ClassLimit; CLASSES]);
 
 impl Default for AdmissionConfig {
     fn default() -> Self {
         let limit = |concurrency, queue| ClassLimit { concurrency, queue, queue_timeout: Duration::from_secs(2) };
-        AdmissionConfig([limit(1024, 2048), limit(256, 512), limit(128, 256), limit(128, 256), limit(128, 256)])
+        AdmissionConfig([
+            limit(1024, 2048),
+            limit(256, 512),
+            limit(128, 256),
+            limit(128, 256),
+            limit(128, 256),
+            limit(32, 64),
+        ])
     }
 }
 
 /// The gates of every class, and what they counted.
 pub struct Admission {
-    gates: [Gate; 5],
+    gates: [Gate; CLASSES],
 }
 
 struct Gate {

@@ -28,6 +28,12 @@ pub enum ApiError {
     BodyTooSlow,
     NotFound,
     MethodNotAllowed,
+    /// No or bad credentials, or a token without the scope: a challenge follows.
+    Unauthorized { message: String, error: Option<&'static str>, scope: Option<String> },
+    /// [`ApiError::Unauthorized`] with its `WWW-Authenticate` value.
+    Challenge { message: String, www_authenticate: String },
+    /// Known, and not allowed.
+    Denied(String),
 }
 
 impl From<R> for ApiError {
@@ -40,6 +46,8 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         // Shedding is the limits working as meant, not a fault: it is counted, not logged.
         let expected = matches!(self, ApiError::Shed(_) | ApiError::RateLimited(_) | ApiError::TooManyClientUploads);
+        // Only the token endpoint answers 401 without a Bearer challenge: it takes Basic.
+        let basic_challenge = || (header::WWW_AUTHENTICATE, "Basic realm=\"customs\"".to_owned());
         let (status, code, message, extra) = match self {
             ApiError::Registry(e) => registry_error(e, None),
             ApiError::Upload { error, repo, id } => registry_error(error, Some((repo, id))),
@@ -83,6 +91,16 @@ impl IntoResponse for ApiError {
                 "method not allowed on this endpoint".into(),
                 vec![],
             ),
+            ApiError::Unauthorized { message, .. } => {
+                (StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, message, vec![basic_challenge()])
+            }
+            ApiError::Challenge { message, www_authenticate } => (
+                StatusCode::UNAUTHORIZED,
+                ErrorCode::Unauthorized,
+                message,
+                vec![(header::WWW_AUTHENTICATE, www_authenticate)],
+            ),
+            ApiError::Denied(m) => (StatusCode::FORBIDDEN, ErrorCode::Denied, m, vec![]),
         };
         if status.is_server_error() && !expected {
             tracing::error!(%status, code = code.as_str(), %message, "request failed");
@@ -132,6 +150,20 @@ fn registry_error(e: R, session: Option<(RepoName, UploadId)>) -> Mapped {
         R::Unavailable(_) => {
             (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unknown, vec![(header::RETRY_AFTER, "1".into())])
         }
+        R::Unauthenticated(_) => (
+            StatusCode::UNAUTHORIZED,
+            ErrorCode::Unauthorized,
+            vec![(header::WWW_AUTHENTICATE, "Basic realm=\"customs\"".into())],
+        ),
+        R::Denied(_) => (StatusCode::FORBIDDEN, ErrorCode::Denied, vec![]),
+        R::LoginsLocked { retry_after_secs } => (
+            StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::TooManyRequests,
+            vec![(header::RETRY_AFTER, retry_after_secs.to_string())],
+        ),
+        R::NotFound(_) => (StatusCode::NOT_FOUND, ErrorCode::NameUnknown, vec![]),
+        R::Exists(_) => (StatusCode::CONFLICT, ErrorCode::Denied, vec![]),
+        R::Invalid(_) => (StatusCode::BAD_REQUEST, ErrorCode::Unsupported, vec![]),
     };
     (status, code, message, extra)
 }

@@ -11,13 +11,17 @@
 //! storage, no policy here.
 
 mod admission;
+mod authn;
+mod authorize;
 mod endpoint;
+mod manage;
 mod prom;
 mod error;
 mod rate;
 mod server;
 mod telemetry;
 mod tls;
+mod token;
 mod uploads;
 mod v2;
 mod zero_copy;
@@ -30,14 +34,20 @@ use axum::http::StatusCode;
 use axum::routing::{any, get};
 use registry::Registry;
 
-pub use admission::{Admission, AdmissionConfig, ClassLimit, RouteClass};
+pub use admission::{Admission, AdmissionConfig, CLASSES, ClassLimit, RouteClass};
+pub use authn::AuthSettings;
+pub use token::rfc3339;
 pub use endpoint::Endpoint;
 pub use error::ApiError;
-pub use rate::{RateConfig, RateLimit, RateLimiter};
+pub use rate::{ClientKey, RateConfig, RateLimit, RateLimiter};
 pub use server::{ConnectionStats, Server, ServerConfig, Stopped};
 pub use tls::{ReloadingCert, TlsFiles};
 pub use uploads::UploadLimits;
 pub use zero_copy::{Peer, ZeroCopyStream};
+
+/// In a request's extensions when it came over TLS (challenges then name an `https` realm).
+#[derive(Clone, Copy, Debug)]
+pub struct Secure;
 
 /// What every handler shares.
 pub(crate) struct App {
@@ -48,6 +58,31 @@ pub(crate) struct App {
     pub(crate) upload_slots: uploads::UploadSlots,
     pub(crate) connections: Arc<ConnectionStats>,
     pub(crate) telemetry: Arc<telemetry::Telemetry>,
+    /// `None`: authentication is off and everyone may do everything.
+    pub(crate) authn: Option<authn::Authn>,
+}
+
+impl App {
+    /// Turns a refusal that needs a challenge into one with its `WWW-Authenticate` header.
+    pub(crate) fn challenge(&self, e: ApiError, headers: &http::HeaderMap, secure: bool) -> ApiError {
+        match (e, &self.authn) {
+            (ApiError::Unauthorized { message, error, scope }, Some(authn)) => {
+                let realm = authn.realm(headers, secure);
+                let www_authenticate = auth::challenge(&realm, authn.service(), scope.as_deref(), error);
+                ApiError::Challenge { message, www_authenticate }
+            }
+            (e, _) => e,
+        }
+    }
+}
+
+/// What the HTTP surface serves.
+pub struct Services {
+    pub registry: Arc<Registry>,
+    /// `None` turns authentication off.
+    pub auth: Option<AuthSettings>,
+    /// The [`Server`]'s connection counters, for `/metrics`.
+    pub connections: Arc<ConnectionStats>,
 }
 
 /// The limits the HTTP layer applies before any work is done.
@@ -64,11 +99,13 @@ pub struct HttpLimits {
 /// The whole HTTP surface over one registry. [`Server`] puts each connection's [`Peer`] in the
 /// requests, so that per-client limits know the client.
 pub fn router(registry: Arc<Registry>, limits: &HttpLimits) -> Router {
-    router_with_stats(registry, limits, Arc::default())
+    build(Services { registry, auth: None, connections: Arc::default() }, limits)
 }
 
-/// [`router`], with `/metrics` also reporting the [`Server`]'s connection counters.
-pub fn router_with_stats(registry: Arc<Registry>, limits: &HttpLimits, connections: Arc<ConnectionStats>) -> Router {
+/// The whole HTTP surface: `/v2`, `/token` and `/api/v1` when authentication is on, health and
+/// metrics.
+pub fn build(services: Services, limits: &HttpLimits) -> Router {
+    let Services { registry, auth, connections } = services;
     let app = Arc::new(App {
         registry,
         admission: Admission::new(&limits.admission),
@@ -77,8 +114,11 @@ pub fn router_with_stats(registry: Arc<Registry>, limits: &HttpLimits, connectio
         upload_slots: uploads::UploadSlots::new(limits.uploads.max_per_client, limits.rate.max_clients),
         connections,
         telemetry: Arc::new(telemetry::Telemetry::new()),
+        authn: auth.map(authn::Authn::new),
     });
     Router::new()
+        .route("/token", get(token::token).post(token::token))
+        .route("/api/v1/{*rest}", any(manage::dispatch))
         .route("/v2", any(v2::dispatch))
         .route("/v2/", any(v2::dispatch))
         .route("/v2/{*rest}", any(v2::dispatch))
@@ -97,6 +137,9 @@ async fn metrics(State(app): State<Arc<App>>) -> ([(http::HeaderName, &'static s
     app.rate.render_metrics(&mut out);
     app.upload_slots.render_metrics(&mut out);
     app.connections.render_metrics(&mut out);
+    if let Some(authn) = &app.authn {
+        authn.render_metrics(&mut out);
+    }
     ([(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }
 

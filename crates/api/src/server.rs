@@ -142,9 +142,9 @@ impl Server {
             let handshake_deadline = config.header_read_timeout;
             tokio::spawn(async move {
                 match tls {
-                    None => connection.serve(stream).await,
+                    None => connection.serve(stream, false).await,
                     Some(acceptor) => match tokio::time::timeout(handshake_deadline, acceptor.accept(stream)).await {
-                        Ok(Ok(tls_stream)) => connection.serve(tls_stream).await,
+                        Ok(Ok(tls_stream)) => connection.serve(tls_stream, true).await,
                         Ok(Err(e)) => connection.failed_handshake(&e.to_string()),
                         Err(_) => connection.failed_handshake("timed out"),
                     },
@@ -171,10 +171,13 @@ struct Connection {
 }
 
 impl Connection {
-    async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(self, stream: S) {
+    async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(self, stream: S, tls: bool) {
         let Connection { builder, app, peer, watcher, stats } = self;
         let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
             request.extensions_mut().insert(ConnectInfo(Peer(peer)));
+            if tls {
+                request.extensions_mut().insert(crate::Secure);
+            }
             app.clone().oneshot(request.map(axum::body::Body::new))
         });
         let served = watcher.watch(builder.serve_connection(TokioIo::new(stream), service)).await;

@@ -19,7 +19,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use http_body::{Frame, SizeHint};
 
-use crate::admission::{Permit, RouteClass};
+use crate::admission::{CLASSES, Permit, RouteClass};
 use crate::prom;
 use crate::uploads::UploadSlot;
 
@@ -34,9 +34,9 @@ const BUCKETS_US: [u64; 16] = [
 const SLOW: Duration = Duration::from_secs(1);
 
 pub(crate) struct Telemetry {
-    requests: [[AtomicU64; STATUSES.len() + 1]; 5],
-    latency: [Histogram; 5],
-    response_bytes: [AtomicU64; 5],
+    requests: [[AtomicU64; STATUSES.len() + 1]; CLASSES],
+    latency: [Histogram; CLASSES],
+    response_bytes: [AtomicU64; CLASSES],
     pub(crate) request_bytes: Arc<AtomicU64>,
     id_prefix: u32,
     next_id: AtomicU64,

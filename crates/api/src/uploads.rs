@@ -7,7 +7,6 @@
 //!   CI runner cannot take every upload slot of the registry; more get 429 + `Retry-After`.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,6 +16,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::Stream;
 use tokio::time::{Instant, Sleep};
+
+use crate::rate::ClientKey;
 
 /// Body and per-client upload limits.
 #[derive(Clone, Debug)]
@@ -100,14 +101,14 @@ where
 pub(crate) struct UploadSlots {
     max_per_client: usize,
     max_clients: usize,
-    running: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    running: Arc<Mutex<HashMap<ClientKey, usize>>>,
     refused: AtomicU64,
 }
 
 /// One running upload request of a client, released when dropped.
 pub(crate) struct UploadSlot {
-    client: IpAddr,
-    running: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    client: ClientKey,
+    running: Arc<Mutex<HashMap<ClientKey, usize>>>,
 }
 
 impl Drop for UploadSlot {
@@ -130,7 +131,7 @@ impl UploadSlots {
     /// A slot for `client`, or `None` when it already runs its maximum. Unknown clients, a
     /// limit of 0, and a table at its size bound (only under an address flood, which admission
     /// bounds anyway) are let through untracked.
-    pub(crate) fn take(&self, client: Option<IpAddr>) -> Result<Option<UploadSlot>, ()> {
+    pub(crate) fn take(&self, client: Option<&ClientKey>) -> Result<Option<UploadSlot>, ()> {
         let Some(client) = client else { return Ok(None) };
         if self.max_per_client == 0 {
             return Ok(None);
@@ -139,13 +140,13 @@ impl UploadSlots {
         if !running.contains_key(&client) && running.len() >= self.max_clients {
             return Ok(None);
         }
-        let n = running.entry(client).or_insert(0);
+        let n = running.entry(client.clone()).or_insert(0);
         if *n >= self.max_per_client {
             self.refused.fetch_add(1, Ordering::Relaxed);
             return Err(());
         }
         *n += 1;
-        Ok(Some(UploadSlot { client, running: self.running.clone() }))
+        Ok(Some(UploadSlot { client: client.clone(), running: self.running.clone() }))
     }
 
     pub(crate) fn render_metrics(&self, out: &mut String) {
@@ -166,13 +167,14 @@ mod tests {
     #[test]
     fn a_client_gets_at_most_its_slots_and_gets_them_back() {
         let slots = UploadSlots::new(2, 10);
-        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
-        let first = slots.take(Some(a)).unwrap();
-        let _second = slots.take(Some(a)).unwrap();
-        assert!(slots.take(Some(a)).is_err(), "third concurrent upload of one client is refused");
-        assert!(slots.take(Some(b)).unwrap().is_some(), "another client is not affected");
+        let a = ClientKey::Address("10.0.0.1".parse().unwrap());
+        let b = ClientKey::Principal("robot$b".into());
+        let first = slots.take(Some(&a)).unwrap();
+        let _second = slots.take(Some(&a)).unwrap();
+        assert!(slots.take(Some(&a)).is_err(), "third concurrent upload of one client is refused");
+        assert!(slots.take(Some(&b)).unwrap().is_some(), "another client is not affected");
         drop(first);
-        assert!(slots.take(Some(a)).unwrap().is_some(), "a finished upload frees its slot");
+        assert!(slots.take(Some(&a)).unwrap().is_some(), "a finished upload frees its slot");
     }
 
     #[tokio::test(start_paused = true)]

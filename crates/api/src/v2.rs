@@ -18,11 +18,13 @@ use registry::{MountResult, PageRequest, RangeRequest, UploadStatus};
 use tracing::Instrument;
 
 use crate::admission::RouteClass;
+use crate::authn::Via;
+use crate::authorize::{Proof, authorize};
 use crate::endpoint::Endpoint;
 use crate::error::ApiError;
 use crate::telemetry::{Held, Observation, TrackedBody};
 use crate::uploads::SlowBodyGuard;
-use crate::{App, Peer};
+use crate::{App, Peer, Secure};
 
 const DOCKER_CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
 const DOCKER_UPLOAD_UUID: HeaderName = HeaderName::from_static("docker-upload-uuid");
@@ -31,9 +33,27 @@ const OCI_FILTERS_APPLIED: HeaderName = HeaderName::from_static("oci-filters-app
 const API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Entry point of every `/v2` request: parse, check the client's rate, admit into the route
-/// class, handle; then count and log it when its response has been sent.
+/// Entry point of every `/v2` request: parse, authenticate, check the client's rate, admit into
+/// the route class, authorize, handle; then count and log it when its response has been sent.
 pub(crate) async fn dispatch(State(app): State<Arc<App>>, request: Request) -> Response {
+    let parsed = Endpoint::parse(request.method(), request.uri().path());
+    let class = parsed.as_ref().map_or(RouteClass::Api, RouteClass::of);
+    observe(&app, class, request, |app, client, request| async move {
+        match parsed {
+            Ok(endpoint) => admitted(&app, endpoint, class, client, request).await,
+            Err(e) => (e.into_response(), Held::default()),
+        }
+    })
+    .await
+}
+
+/// What every request goes through: a request id and span, the client's address, and when the
+/// response has been sent, its count, latency and access event.
+pub(crate) async fn observe<F, Fut>(app: &Arc<App>, class: RouteClass, request: Request, work: F) -> Response
+where
+    F: FnOnce(Arc<App>, Option<IpAddr>, Request) -> Fut,
+    Fut: Future<Output = (Response, Held)>,
+{
     let started = Instant::now();
     let id = app.telemetry.request_id(request.headers());
     let peer = request.extensions().get::<ConnectInfo<Peer>>().map(|c| c.0.0.ip());
@@ -41,15 +61,8 @@ pub(crate) async fn dispatch(State(app): State<Arc<App>>, request: Request) -> R
     let client = app.rate.client(peer, forwarded);
     // A `Uri` clone shares its bytes: nothing is copied unless the access event is written.
     let (method, uri) = (request.method().clone(), request.uri().clone());
-    let (response, class, held) = match Endpoint::parse(request.method(), request.uri().path()) {
-        Ok(endpoint) => {
-            let class = RouteClass::of(&endpoint);
-            let span = tracing::info_span!("request", id = id.to_str().unwrap_or_default());
-            let (response, held) = admitted(&app, endpoint, class, client, request).instrument(span).await;
-            (response, class, held)
-        }
-        Err(e) => (e.into_response(), RouteClass::Api, Held::default()),
-    };
+    let span = tracing::info_span!("request", id = id.to_str().unwrap_or_default());
+    let (response, held) = work(app.clone(), client, request).instrument(span).await;
     let (mut parts, body) = response.into_parts();
     parts.headers.insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
     parts.headers.insert(REQUEST_ID, id.clone());
@@ -73,31 +86,87 @@ async fn admitted(
     client: Option<IpAddr>,
     request: Request,
 ) -> (Response, Held) {
-    if let Err(limited) = app.rate.check(class, client) {
+    let secure = request.extensions().get::<Secure>().is_some();
+    let query = match Query::parse(request.uri().query()) {
+        Ok(q) => q,
+        Err(e) => return (e.into_response(), Held::default()),
+    };
+    let who = match &app.authn {
+        None => crate::authn::open(),
+        Some(authn) => match authn.authenticate(request.headers(), client, &app.admission).await {
+            Ok(who) => who,
+            Err(e) => return (app.challenge(e, request.headers(), secure).into_response(), Held::default()),
+        },
+    };
+    let key = who.rate_key(client);
+    if let Err(limited) = app.rate.check(class, key.clone()) {
         return (ApiError::RateLimited(limited).into_response(), Held::default());
     }
     let upload_slot = match class {
-        RouteClass::Upload => match app.upload_slots.take(client) {
+        RouteClass::Upload => match app.upload_slots.take(key.as_ref()) {
             Ok(slot) => slot,
             Err(()) => return (ApiError::TooManyClientUploads.into_response(), Held::default()),
         },
         _ => None,
     };
-    match app.admission.enter(class).await {
-        Ok(permit) => {
-            let cut = Arc::new(AtomicBool::new(false));
-            let response = match handle(app, endpoint, request, &cut).await {
-                Ok(response) => response,
-                Err(_) if cut.load(Ordering::Relaxed) => ApiError::BodyTooSlow.into_response(),
-                Err(e) => e.into_response(),
-            };
-            (response, Held { permit: Some(permit), upload_slot })
-        }
-        Err(shed) => (ApiError::Shed(shed).into_response(), Held::default()),
+    let permit = match app.admission.enter(class).await {
+        Ok(permit) => permit,
+        Err(shed) => return (ApiError::Shed(shed).into_response(), Held::default()),
+    };
+    let held = Held { permit: Some(permit), upload_slot };
+    let mount_from = match (&endpoint, query.get("mount"), query.get("from")) {
+        (Endpoint::StartUpload { .. }, Some(_), Some(from)) => from.parse::<RepoName>().ok(),
+        _ => None,
+    };
+    let proof = match authorize(who, &endpoint, mount_from.as_ref()) {
+        Ok(proof) => proof,
+        Err(e) => return (app.challenge(e, request.headers(), secure).into_response(), held),
+    };
+    let cut = Arc::new(AtomicBool::new(false));
+    let audit = audit_of(&endpoint);
+    let actor = proof.who.clone();
+    let response = match handle(app, endpoint, proof, query, request, &cut).await {
+        Ok(response) => response,
+        Err(_) if cut.load(Ordering::Relaxed) => ApiError::BodyTooSlow.into_response(),
+        Err(e) => e.into_response(),
+    };
+    if let (Some(authn), Some((action, target))) = (&app.authn, audit)
+        && response.status().is_success()
+    {
+        let target = match response.headers().get(DOCKER_CONTENT_DIGEST).and_then(|d| d.to_str().ok()) {
+            Some(digest) if !target.contains('@') => format!("{target}@{digest}"),
+            _ => target,
+        };
+        authn.access.audit(registry::Actor { name: actor.name(), client }, action, &target, None).await;
+    }
+    (response, held)
+}
+
+/// Pushes and deletes are audited: (action, `repo:reference`).
+fn audit_of(endpoint: &Endpoint) -> Option<(&'static str, String)> {
+    match endpoint {
+        Endpoint::PutManifest { repo, reference } => Some(("push", reference_target(repo, reference))),
+        Endpoint::DeleteManifest { repo, reference } => Some(("delete", reference_target(repo, reference))),
+        Endpoint::DeleteBlob { repo, digest } => Some(("delete", format!("{repo}@{digest}"))),
+        _ => None,
     }
 }
 
-async fn handle(app: &App, endpoint: Endpoint, request: Request, cut: &Arc<AtomicBool>) -> Result<Response, ApiError> {
+fn reference_target(repo: &RepoName, reference: &oci::Reference) -> String {
+    match reference {
+        oci::Reference::Tag(t) => format!("{repo}:{t}"),
+        oci::Reference::Digest(d) => format!("{repo}@{d}"),
+    }
+}
+
+async fn handle(
+    app: &App,
+    endpoint: Endpoint,
+    proof: Proof,
+    query: Query,
+    request: Request,
+    cut: &Arc<AtomicBool>,
+) -> Result<Response, ApiError> {
     let registry = &*app.registry;
     let byte_stream = |body: Body| -> ByteStream {
         let counted = app.telemetry.request_bytes.clone();
@@ -107,13 +176,18 @@ async fn handle(app: &App, endpoint: Endpoint, request: Request, cut: &Arc<Atomi
         Box::pin(SlowBodyGuard::new(counting, &app.upload_limits, cut.clone()))
     };
     let (parts, body) = request.into_parts();
-    let query = Query::parse(parts.uri.query())?;
     let headers = &parts.headers;
     match endpoint {
         Endpoint::Base => Ok(json(StatusCode::OK, Bytes::from_static(b"{}"))),
         Endpoint::Catalog => {
             let page = query.page()?;
-            let listing = registry.catalog(&page).await?;
+            let listing = match (&app.authn, proof.who.via) {
+                (Some(authn), via) if via != Via::Open => {
+                    let principal = authn.access.stored_grants(&proof.who.principal).await?;
+                    registry.catalog_where(&page, |repo| principal.may(auth::Action::Pull, repo)).await?
+                }
+                _ => registry.catalog(&page).await?,
+            };
             let last = listing.entries.last().map(|r| r.to_string());
             let body = serde_json::json!({ "repositories": listing.entries.iter().map(|r| r.as_str()).collect::<Vec<_>>() });
             Ok(with_next_link(json(StatusCode::OK, body.to_string().into()), "/v2/_catalog", &page, listing.more, last))
@@ -209,7 +283,7 @@ async fn handle(app: &App, endpoint: Endpoint, request: Request, cut: &Arc<Atomi
             Ok(StatusCode::ACCEPTED.into_response())
         }
         Endpoint::StartUpload { repo } => {
-            if let Some(mount) = query.get("mount") {
+            if let Some(mount) = query.get("mount").filter(|_| proof.mount_from) {
                 let digest = parse_digest(mount)?;
                 let from = query
                     .get("from")
@@ -300,7 +374,7 @@ fn blob_headers(status: StatusCode, digest: &Digest, etag: &str, len: u64) -> ht
         .header(DOCKER_CONTENT_DIGEST, digest.to_string())
 }
 
-fn json(status: StatusCode, body: Bytes) -> Response {
+pub(crate) fn json(status: StatusCode, body: Bytes) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
@@ -406,17 +480,22 @@ fn parse_digest(s: &str) -> Result<Digest, ApiError> {
 }
 
 /// Query parameters, decoded.
-struct Query(Vec<(String, String)>);
+pub(crate) struct Query(Vec<(String, String)>);
 
 impl Query {
-    fn parse(q: Option<&str>) -> Result<Query, ApiError> {
+    pub(crate) fn parse(q: Option<&str>) -> Result<Query, ApiError> {
         let pairs = serde_urlencoded::from_str::<Vec<(String, String)>>(q.unwrap_or(""))
             .map_err(|e| ApiError::BadRequest(ErrorCode::Unsupported, format!("malformed query: {e}")))?;
         Ok(Query(pairs))
     }
 
-    fn get(&self, key: &str) -> Option<&str> {
+    pub(crate) fn get(&self, key: &str) -> Option<&str> {
         self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of a repeated key (`scope=…&scope=…`).
+    pub(crate) fn all<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a str> {
+        self.0.iter().filter(move |(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 
     fn page(&self) -> Result<PageRequest, ApiError> {

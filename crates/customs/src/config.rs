@@ -31,6 +31,71 @@ pub struct Config {
     pub admission: Admission,
     /// Request rate per client and route class; past it, requests get 429 + Retry-After.
     pub rate: Rate,
+    /// Users, robots, roles and Docker token authentication. Off by default.
+    pub auth: Auth,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Auth {
+    /// Require credentials (except where `anonymous` is granted reader).
+    pub enabled: bool,
+    /// The `service` of challenges and the audience of tokens.
+    pub service: String,
+    /// The token endpoint's absolute URL in challenges; empty: `http(s)://<Host>/token`.
+    pub realm: String,
+    /// The ES256 signing key (PKCS#8 PEM, P-256); empty: `<data>/token-key.pem`, made on first
+    /// start. Replicas must share one.
+    pub token_key_file: PathBuf,
+    pub token_ttl_secs: u64,
+    /// How long a verified name and password are trusted without hashing again.
+    pub credential_cache_secs: u64,
+    /// Failed logins tolerated per name and per client at once ...
+    pub failed_logins_burst: u32,
+    /// ... and then this many more per minute.
+    pub failed_logins_per_minute: f64,
+    /// How often to look for access changes made elsewhere (other replicas, the CLI).
+    pub refresh_secs: u64,
+    /// The first admin, created on a start that finds no users, with `admin_password` (best
+    /// given as `CUSTOMS_AUTH__ADMIN_PASSWORD`). There is no default password.
+    pub admin_user: String,
+    #[serde(skip_serializing)]
+    pub admin_password: String,
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        let a = registry::AccessConfig::default();
+        Auth {
+            enabled: false,
+            service: a.service,
+            realm: String::new(),
+            token_key_file: PathBuf::new(),
+            token_ttl_secs: a.token_ttl.as_secs(),
+            credential_cache_secs: a.credential_cache_ttl.as_secs(),
+            failed_logins_burst: 10,
+            failed_logins_per_minute: 2.0,
+            refresh_secs: 2,
+            admin_user: String::new(),
+            admin_password: String::new(),
+        }
+    }
+}
+
+impl Auth {
+    pub fn access(&self) -> registry::AccessConfig {
+        registry::AccessConfig {
+            service: self.service.clone(),
+            issuer: self.service.clone(),
+            token_ttl: Duration::from_secs(self.token_ttl_secs.max(1)),
+            credential_cache_ttl: Duration::from_secs(self.credential_cache_secs),
+            ..registry::AccessConfig::default()
+        }
+    }
+
+    pub fn failed_logins(&self) -> api::RateLimit {
+        api::RateLimit { per_second: self.failed_logins_per_minute / 60.0, burst: self.failed_logins_burst }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -105,6 +170,7 @@ pub struct Rate {
     pub upload: ClassRate,
     pub write: ClassRate,
     pub api: ClassRate,
+    pub token: ClassRate,
     /// Addresses of proxies whose `X-Forwarded-For` names the client.
     pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Most clients tracked at once (memory stays bounded whatever the number of clients).
@@ -128,6 +194,7 @@ impl Default for Rate {
             upload: ClassRate::default(),
             write: ClassRate::default(),
             api: ClassRate::default(),
+            token: ClassRate::default(),
             trusted_proxies: d.trusted_proxies,
             max_clients: d.max_clients,
         }
@@ -143,7 +210,14 @@ impl Config {
             admission: self.admission.api(),
             rate: api::RateConfig {
                 // In RouteClass::ALL order.
-                classes: [rate(&r.manifest_read), rate(&r.blob_read), rate(&r.upload), rate(&r.write), rate(&r.api)],
+                classes: [
+                    rate(&r.manifest_read),
+                    rate(&r.blob_read),
+                    rate(&r.upload),
+                    rate(&r.write),
+                    rate(&r.api),
+                    rate(&r.token),
+                ],
                 trusted_proxies: r.trusted_proxies.clone(),
                 max_clients: r.max_clients,
             },
@@ -174,6 +248,7 @@ pub struct Admission {
     pub upload: ClassLimit,
     pub write: ClassLimit,
     pub api: ClassLimit,
+    pub token: ClassLimit,
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
@@ -186,8 +261,8 @@ pub struct ClassLimit {
 
 impl Default for Admission {
     fn default() -> Self {
-        let [manifest_read, blob_read, upload, write, api] = api::AdmissionConfig::default().0.map(ClassLimit::from);
-        Admission { manifest_read, blob_read, upload, write, api }
+        let [manifest_read, blob_read, upload, write, api, token] = api::AdmissionConfig::default().0.map(ClassLimit::from);
+        Admission { manifest_read, blob_read, upload, write, api, token }
     }
 }
 
@@ -205,7 +280,14 @@ impl Admission {
             queue_timeout: Duration::from_millis(c.queue_timeout_ms),
         };
         // In RouteClass::ALL order.
-        api::AdmissionConfig([l(&self.manifest_read), l(&self.blob_read), l(&self.upload), l(&self.write), l(&self.api)])
+        api::AdmissionConfig([
+            l(&self.manifest_read),
+            l(&self.blob_read),
+            l(&self.upload),
+            l(&self.write),
+            l(&self.api),
+            l(&self.token),
+        ])
     }
 }
 
@@ -232,6 +314,7 @@ impl Default for Config {
             tls: Tls::default(),
             admission: Admission::default(),
             rate: Rate::default(),
+            auth: Auth::default(),
         }
     }
 }

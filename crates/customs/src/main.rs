@@ -1,6 +1,7 @@
 //! The customs binary: `customs serve` and, as the issues land, the operator commands.
 //! Flags and glue only; everything else lives in the library crates.
 
+mod access;
 mod config;
 mod serve;
 
@@ -21,6 +22,43 @@ enum Command {
     Serve(ServeArgs),
     /// Print the effective settings (after the config file and CUSTOMS_* variables) as TOML.
     Config(ServeArgs),
+    /// Manage users (passwords are read from stdin).
+    User {
+        #[command(flatten)]
+        args: ServeArgs,
+        #[command(subcommand)]
+        command: access::UserCommand,
+    },
+    /// Manage robot accounts for CI and nodes.
+    Robot {
+        #[command(flatten)]
+        args: ServeArgs,
+        #[command(subcommand)]
+        command: access::RobotCommand,
+    },
+    /// Grant and revoke roles over namespaces.
+    Role {
+        #[command(flatten)]
+        args: ServeArgs,
+        #[command(subcommand)]
+        command: access::RoleCommand,
+    },
+    /// Print the audit log: id, time, actor, action, target, client, detail.
+    Audit {
+        #[command(flatten)]
+        args: ServeArgs,
+        /// Entries after this id.
+        #[arg(long, default_value_t = 0)]
+        after: i64,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Only this actor's entries.
+        #[arg(long)]
+        actor: Option<String>,
+        /// Only this action (`login` also matches `login.failed`).
+        #[arg(long)]
+        action: Option<String>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -57,6 +95,12 @@ fn main() -> std::process::ExitCode {
             print!("{}", toml::to_string(&c)?);
             Ok(())
         }),
+        Command::User { args, command } => args.load().and_then(|c| access::run(c, access::Command::User(command))),
+        Command::Robot { args, command } => args.load().and_then(|c| access::run(c, access::Command::Robot(command))),
+        Command::Role { args, command } => args.load().and_then(|c| access::run(c, access::Command::Role(command))),
+        Command::Audit { args, after, limit, actor, action } => {
+            args.load().and_then(|c| access::run(c, access::Command::Audit { after, limit, actor, action }))
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

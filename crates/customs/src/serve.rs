@@ -64,10 +64,23 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 
     let janitor = tokio::spawn(upload_janitor(registry.clone(), stop_rx.clone()));
     let stats = Arc::new(api::ConnectionStats::default());
+    let (auth, refresher) = if config.auth.enabled {
+        let access = crate::access::open(&config, &data, Meta(meta.clone())).await?;
+        let every = Duration::from_secs(config.auth.refresh_secs.max(1));
+        let refresher = tokio::spawn(crate::access::refresh_worker(access.clone(), every, stop_rx.clone()));
+        let realm = (!config.auth.realm.is_empty()).then(|| config.auth.realm.clone());
+        (Some(api::AuthSettings { access, realm, failed_logins: config.auth.failed_logins() }), Some(refresher))
+    } else {
+        if !addr.ip().is_loopback() {
+            tracing::warn!(%addr, "authentication is off: anyone who can reach this address can push and delete");
+        }
+        (None, None)
+    };
+    let services = api::Services { registry, auth, connections: stats.clone() };
     let server = Server {
         listener,
         regions,
-        app: api::router_with_stats(registry, &config.http_limits(), stats.clone()),
+        app: api::build(services, &config.http_limits()),
         config: config.server(),
         tls,
         stats,
@@ -84,6 +97,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     let _ = stop_tx.send(true);
     let _ = janitor.await;
+    if let Some(r) = refresher {
+        let _ = r.await;
+    }
     meta.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -158,6 +158,12 @@ impl Access {
         read(&self.state).anonymous.clone()
     }
 
+    /// The principal of a `name:secret` pair verified within `credential_cache_ttl`, if any: the
+    /// free path, which needs no admission.
+    pub fn cached(&self, name: &str, secret: &str) -> Option<Arc<Principal>> {
+        self.credentials.get(&self.credential_key(name, secret))
+    }
+
     /// Checks a name and password (or robot secret). Hashes at most once per pair per
     /// `credential_cache_ttl`; a success that was not cached is a login, a failure is a failed
     /// login, and both are audited.

@@ -179,6 +179,30 @@ impl Registry {
     pub async fn catalog(&self, page: &PageRequest) -> Result<Listing<RepoName>> {
         Ok(self.meta.repositories(&page.bounded()).await?)
     }
+
+    /// The catalog of the repositories `visible` lets through, in pages as full as the
+    /// unfiltered ones: it reads further pages until this one is full or the names run out.
+    pub async fn catalog_where(&self, page: &PageRequest, visible: impl Fn(&RepoName) -> bool) -> Result<Listing<RepoName>> {
+        let want = page.bounded();
+        let mut next = want.clone();
+        let mut entries = Vec::new();
+        loop {
+            let listing = self.meta.repositories(&next).await?;
+            let last = listing.entries.last().map(|r| r.to_string());
+            for repo in listing.entries {
+                if entries.len() == want.n {
+                    return Ok(Listing { entries, more: true });
+                }
+                if visible(&repo) {
+                    entries.push(repo);
+                }
+            }
+            match last {
+                Some(last) if listing.more => next.last = Some(last),
+                _ => return Ok(Listing { entries, more: false }),
+            }
+        }
+    }
 }
 
 impl PageRequest {

@@ -1,0 +1,276 @@
+//! `/api/v1`: managing users, robots, roles, and reading the audit log. The same `Access` calls
+//! serve the CLI. Every path is parsed into one [`Manage`] and decided by the authorization
+//! point before it is handled.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use auth::{Actions, RepoGlob, Role};
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use meta::{AuditQuery, IdentityKind};
+use oci::ErrorCode;
+use registry::{Actor, PrincipalInfo};
+use serde::Deserialize;
+
+use crate::App;
+use crate::admission::RouteClass;
+use crate::authn::Via;
+use crate::authorize::authorize_manage;
+use crate::error::ApiError;
+use crate::telemetry::Held;
+use crate::v2::{Query, json, observe};
+
+const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Every `/api/v1` endpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Manage {
+    /// `GET /api/v1/whoami`
+    WhoAmI,
+    /// `GET /api/v1/principals`
+    Principals,
+    /// `POST /api/v1/users` `{"name", "password"}`
+    AddUser,
+    /// `PUT /api/v1/users/<name>/password` `{"password"}`
+    SetPassword(String),
+    /// `DELETE /api/v1/users/<name>`
+    RemoveUser(String),
+    /// `POST /api/v1/robots` `{"name", "namespaces": [{"namespace", "actions"}], "expires_in_days", "description"}`
+    CreateRobot,
+    /// `DELETE /api/v1/robots/<name>`
+    RevokeRobot(String),
+    /// `POST /api/v1/roles` `{"principal", "role", "namespace"}`
+    Grant,
+    /// `DELETE /api/v1/roles?principal=&namespace=`
+    Revoke,
+    /// `GET /api/v1/audit?after=&limit=&actor=&action=`
+    Audit,
+    /// `POST /api/v1/htpasswd` with the file as the body
+    ImportHtpasswd,
+}
+
+impl Manage {
+    fn parse(method: &Method, path: &str) -> Result<Manage, ApiError> {
+        let rest = path.strip_prefix("/api/v1/").ok_or(ApiError::NotFound)?;
+        let segments: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
+        let m = method;
+        Ok(match (segments.as_slice(), m) {
+            (["whoami"], &Method::GET) => Manage::WhoAmI,
+            (["principals"], &Method::GET) => Manage::Principals,
+            (["users"], &Method::POST) => Manage::AddUser,
+            (["users", name, "password"], &Method::PUT) => Manage::SetPassword((*name).into()),
+            (["users", name], &Method::DELETE) => Manage::RemoveUser((*name).into()),
+            (["robots"], &Method::POST) => Manage::CreateRobot,
+            (["robots", name], &Method::DELETE) => Manage::RevokeRobot((*name).into()),
+            (["roles"], &Method::POST) => Manage::Grant,
+            (["roles"], &Method::DELETE) => Manage::Revoke,
+            (["audit"], &Method::GET) => Manage::Audit,
+            (["htpasswd"], &Method::POST) => Manage::ImportHtpasswd,
+            (["whoami" | "principals" | "users" | "robots" | "roles" | "audit" | "htpasswd", ..], _) => {
+                return Err(ApiError::MethodNotAllowed);
+            }
+            _ => return Err(ApiError::NotFound),
+        })
+    }
+}
+
+pub(crate) async fn dispatch(State(app): State<Arc<App>>, request: Request) -> Response {
+    observe(&app, RouteClass::Api, request, |app, client, request| async move {
+        match admitted(&app, client, request).await {
+            (Ok(response), held) => (response, held),
+            (Err(e), held) => (e.into_response(), held),
+        }
+    })
+    .await
+}
+
+async fn admitted(app: &App, client: Option<IpAddr>, request: Request) -> (Result<Response, ApiError>, Held) {
+    let secure = request.extensions().get::<crate::Secure>().is_some();
+    let Some(authn) = &app.authn else {
+        return (Err(ApiError::NotFound), Held::default());
+    };
+    let endpoint = match Manage::parse(request.method(), request.uri().path()) {
+        Ok(e) => e,
+        Err(e) => return (Err(e), Held::default()),
+    };
+    let who = match authn.authenticate(request.headers(), client, &app.admission).await {
+        Ok(who) => who,
+        Err(e) => return (Err(app.challenge(e, request.headers(), secure)), Held::default()),
+    };
+    if let Err(limited) = app.rate.check(RouteClass::Api, who.rate_key(client)) {
+        return (Err(ApiError::RateLimited(limited)), Held::default());
+    }
+    let held = match app.admission.enter(RouteClass::Api).await {
+        Ok(permit) => Held { permit: Some(permit), upload_slot: None },
+        Err(shed) => return (Err(ApiError::Shed(shed)), Held::default()),
+    };
+    // A token carries only repository scopes; management is decided on the stored grants.
+    let principal = match who.via {
+        Via::Bearer => match authn.access.stored_grants(&who.principal).await {
+            Ok(p) => p,
+            Err(e) => return (Err(e.into()), held),
+        },
+        _ => who.principal.clone(),
+    };
+    if let Err(e) = authorize_manage(&who, &principal, &endpoint) {
+        return (Err(app.challenge(e, request.headers(), secure)), held);
+    }
+    let actor = Actor { name: &principal.name, client };
+    (handle(app, &authn.access, endpoint, &actor, &principal, request).await, held)
+}
+
+#[derive(Deserialize)]
+struct NewUser {
+    name: String,
+    password: String,
+}
+
+#[derive(Deserialize)]
+struct NewPassword {
+    password: String,
+}
+
+#[derive(Deserialize)]
+struct RobotRequest {
+    name: String,
+    namespaces: Vec<RobotNamespace>,
+    #[serde(default)]
+    expires_in_days: Option<u32>,
+    #[serde(default)]
+    description: String,
+}
+
+#[derive(Deserialize)]
+struct RobotNamespace {
+    namespace: String,
+    actions: String,
+}
+
+#[derive(Deserialize)]
+struct GrantRequest {
+    principal: String,
+    role: String,
+    namespace: String,
+}
+
+async fn handle(
+    _app: &App,
+    access: &registry::Access,
+    endpoint: Manage,
+    actor: &Actor<'_>,
+    principal: &auth::Principal,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let query = Query::parse(request.uri().query())?;
+    let body = axum::body::to_bytes(request.into_body(), MAX_BODY_BYTES)
+        .await
+        .map_err(|e| ApiError::BadRequest(ErrorCode::Unsupported, format!("reading the body failed: {e}")))?;
+    let ok = |status: StatusCode, v: serde_json::Value| json(status, v.to_string().into());
+    match endpoint {
+        Manage::WhoAmI => {
+            let grants: Vec<_> = principal
+                .grants
+                .iter()
+                .map(|g| serde_json::json!({ "namespace": g.namespace.as_str(), "actions": g.actions.to_list() }))
+                .collect();
+            Ok(ok(StatusCode::OK, serde_json::json!({ "name": principal.name, "admin": principal.is_admin(), "grants": grants })))
+        }
+        Manage::Principals => {
+            let all: Vec<_> = access.principals().await?.iter().map(principal_json).collect();
+            Ok(ok(StatusCode::OK, serde_json::json!({ "principals": all })))
+        }
+        Manage::AddUser => {
+            let u: NewUser = parse_json(&body)?;
+            access.add_user(actor, &u.name, &u.password).await?;
+            Ok(ok(StatusCode::CREATED, serde_json::json!({ "name": u.name })))
+        }
+        Manage::SetPassword(name) => {
+            let p: NewPassword = parse_json(&body)?;
+            access.set_password(actor, &name, &p.password).await?;
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        Manage::RemoveUser(name) => {
+            access.remove(actor, &name, IdentityKind::User).await?;
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        Manage::CreateRobot => {
+            let r: RobotRequest = parse_json(&body)?;
+            let mut grants = Vec::new();
+            for ns in &r.namespaces {
+                let glob: RepoGlob = ns.namespace.parse().map_err(|e: auth::GlobError| invalid(e.to_string()))?;
+                let actions = Actions::parse_list(&ns.actions, Actions::NONE).map_err(invalid)?;
+                grants.push((glob, actions));
+            }
+            let expires = r.expires_in_days.map(|d| now_ms() + i64::from(d) * 86_400_000);
+            let robot = access.create_robot(actor, &r.name, &grants, expires, &r.description).await?;
+            Ok(ok(StatusCode::CREATED, serde_json::json!({ "name": robot.name, "secret": robot.secret, "expires_at_ms": expires })))
+        }
+        Manage::RevokeRobot(name) => {
+            access.remove(actor, &name, IdentityKind::Robot).await?;
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        Manage::Grant => {
+            let g: GrantRequest = parse_json(&body)?;
+            let role: Role = g.role.parse().map_err(invalid)?;
+            let glob: RepoGlob = g.namespace.parse().map_err(|e: auth::GlobError| invalid(e.to_string()))?;
+            access.grant(actor, &g.principal, role, &glob).await?;
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        Manage::Revoke => {
+            let who = query.get("principal").ok_or_else(|| invalid("?principal= is required".into()))?;
+            let ns = query.get("namespace").ok_or_else(|| invalid("?namespace= is required".into()))?;
+            let glob: RepoGlob = ns.parse().map_err(|e: auth::GlobError| invalid(e.to_string()))?;
+            access.revoke(actor, who, &glob).await?;
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        Manage::Audit => {
+            let number = |k: &str| query.get(k).map(|v| v.parse::<i64>().map_err(|_| invalid(format!("{k}={v:?} is not a number")))).transpose();
+            let q = AuditQuery {
+                after_id: number("after")?.unwrap_or(0),
+                limit: number("limit")?.unwrap_or(100).clamp(1, 1000) as usize,
+                actor: query.get("actor").map(str::to_owned),
+                action_prefix: query.get("action").map(str::to_owned),
+            };
+            let entries = access.audit_log(&q).await?;
+            let next = entries.last().map(|e| e.id);
+            let entries: Vec<_> = entries
+                .iter()
+                .map(|r| {
+                    serde_json::json!({
+                        "id": r.id, "at": crate::token::rfc3339((r.at_ms / 1000) as u64), "actor": r.entry.actor,
+                        "action": r.entry.action, "target": r.entry.target, "client": r.entry.client, "detail": r.entry.detail,
+                    })
+                })
+                .collect();
+            Ok(ok(StatusCode::OK, serde_json::json!({ "entries": entries, "next_after": next })))
+        }
+        Manage::ImportHtpasswd => {
+            let text = String::from_utf8(body.to_vec()).map_err(|_| invalid("the htpasswd file is not UTF-8".into()))?;
+            let (imported, skipped) = access.import_htpasswd(actor, &text).await?;
+            Ok(ok(StatusCode::OK, serde_json::json!({ "imported": imported, "skipped": skipped })))
+        }
+    }
+}
+
+fn principal_json(p: &PrincipalInfo) -> serde_json::Value {
+    let grants: Vec<_> = p.grants.iter().map(|(ns, perm)| serde_json::json!({ "namespace": ns, "permission": perm })).collect();
+    serde_json::json!({
+        "name": p.name, "kind": p.kind.as_str(), "description": p.description, "expires_at_ms": p.expires_at_ms,
+        "created_at": crate::token::rfc3339((p.created_at_ms / 1000) as u64), "created_by": p.created_by, "grants": grants,
+    })
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| invalid(format!("the request body is not what this endpoint takes: {e}")))
+}
+
+fn invalid(message: String) -> ApiError {
+    ApiError::Registry(registry::Error::Invalid(message))
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
