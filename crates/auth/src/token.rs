@@ -25,6 +25,10 @@ pub struct Claims {
     /// `user`, `robot` or `anonymous` (not in the spec; clients ignore it).
     #[serde(default)]
     pub kind: String,
+    /// The issuer's access version when it issued the token: a later change of the subject's
+    /// access makes the token void (not in the spec).
+    #[serde(default)]
+    pub ver: i64,
 }
 
 /// `{"type": "repository", "name": "team/app", "actions": ["pull"]}`
@@ -157,6 +161,7 @@ mod tests {
             jti: "1".into(),
             access: vec![ResourceAccess { resource_type: "repository".into(), name: "a/b".into(), actions: vec!["pull".into()] }],
             kind: "user".into(),
+            ver: 7,
         }
     }
 

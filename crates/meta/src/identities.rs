@@ -69,7 +69,7 @@ pub struct AuditQuery {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AccessChanges {
     pub version: i64,
-    /// (principal, epoch ms of its latest change), for changes at or after the asked moment.
+    /// (principal, the version of its latest change), for changes at or after the asked moment.
     pub changed: Vec<(String, i64)>,
 }
 

@@ -108,7 +108,8 @@ pub struct Access {
 struct State {
     version: i64,
     anonymous: Arc<Principal>,
-    /// Subject → epoch ms of the latest change of its access, for changes within a token's life.
+    /// Subject → the access version of the latest change of its access, for changes within a
+    /// token's life.
     changed: HashMap<String, i64>,
 }
 
@@ -232,7 +233,7 @@ impl Access {
             .verify(token, &self.config.issuer, &self.config.service, now)
             .map_err(|e| Error::Unauthenticated(e.to_string()))?;
         let changed = read(&self.state).changed.get(&claims.sub).copied();
-        if changed.is_some_and(|at| at >= (claims.iat * 1000) as i64) {
+        if changed.is_some_and(|version| version > claims.ver) {
             return Err(Error::Unauthenticated("the token's subject has changed since it was issued".into()));
         }
         let kind = match claims.kind.as_str() {
@@ -309,6 +310,7 @@ impl Access {
             jti: uuid::Uuid::new_v4().to_string(),
             access,
             kind: kind.into(),
+            ver: read(&self.state).version,
         };
         IssuedToken { token: self.keys.sign(&claims), expires_in: ttl, issued_at: UNIX_EPOCH + Duration::from_secs(now) }
     }

@@ -58,6 +58,18 @@ pub struct TestRegistry {
     pub router: Router,
     pub registry: Arc<registry::Registry>,
     pub dir: tempfile::TempDir,
+    /// With authentication on: the access service the server uses.
+    pub access: Option<Arc<registry::Access>>,
+    /// The PEM of the token signing key (to forge tokens the server must refuse, or accept).
+    pub token_key: String,
+    /// The first admin's password (the admin is `admin`), random per registry.
+    pub admin_password: String,
+}
+
+/// An `Authorization: Basic` value.
+pub fn basic(name: &str, secret: &str) -> String {
+    use base64::Engine;
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{name}:{secret}")))
 }
 
 impl TestRegistry {
@@ -87,14 +99,39 @@ impl TestRegistry {
     }
 
     async fn build(dir: tempfile::TempDir, config: registry::RegistryConfig, limits: &api::HttpLimits) -> TestRegistry {
+        TestRegistry::assemble(dir, config, limits, None).await
+    }
+
+    /// A registry with authentication on: the first admin is `admin` with `admin_password`;
+    /// `failed_logins` bounds wrong passwords per name and client.
+    pub async fn with_auth(limits: api::HttpLimits, failed_logins: api::RateLimit) -> TestRegistry {
+        let dir = tempfile::tempdir().expect("temp dir");
+        TestRegistry::assemble(dir, registry::RegistryConfig::default(), &limits, Some(failed_logins)).await
+    }
+
+    async fn assemble(
+        dir: tempfile::TempDir,
+        config: registry::RegistryConfig,
+        limits: &api::HttpLimits,
+        auth: Option<api::RateLimit>,
+    ) -> TestRegistry {
         let blobs = blobs::FsBlobStore::open(dir.path()).expect("blob store");
-        let meta = meta::SqliteMeta::open(&dir.path().join("meta.db")).await.expect("meta store");
-        let registry = Arc::new(registry::Registry::new(
-            blobs::Blobs(Arc::new(blobs)),
-            meta::Meta(Arc::new(meta)),
-            config,
-        ));
-        TestRegistry { router: api::router(registry.clone(), limits), registry, dir }
+        let meta = meta::Meta(Arc::new(meta::SqliteMeta::open(&dir.path().join("meta.db")).await.expect("meta store")));
+        let registry = Arc::new(registry::Registry::new(blobs::Blobs(Arc::new(blobs)), meta.clone(), config));
+        let token_key = auth::TokenKeys::generate_pem();
+        let admin_password = auth::password::new_robot_secret();
+        let (access, settings) = match auth {
+            None => (None, None),
+            Some(failed_logins) => {
+                let keys = auth::TokenKeys::from_pem(&token_key).expect("token key");
+                let access = registry::Access::new(meta, keys, registry::AccessConfig::default()).await.expect("access");
+                assert!(access.bootstrap_admin("admin", &admin_password).await.expect("first admin"));
+                let access = Arc::new(access);
+                (Some(access.clone()), Some(api::AuthSettings { access, realm: None, failed_logins }))
+            }
+        };
+        let services = api::Services { registry: registry.clone(), auth: settings, connections: Arc::default() };
+        TestRegistry { router: api::build(services, limits), registry, dir, access, token_key, admin_password }
     }
 
     pub async fn send(&self, request: Request<Body>) -> TestResponse {

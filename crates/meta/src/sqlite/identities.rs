@@ -167,7 +167,7 @@ impl Identities for SqliteMeta {
     async fn access_changes(&self, since_ms: i64) -> Result<AccessChanges> {
         let version: Option<i64> =
             sqlx::query_scalar("SELECT MAX(id) FROM access_changes").fetch_one(&self.reader).await.map_err(db)?;
-        let rows = sqlx::query("SELECT principal, MAX(at) FROM access_changes WHERE at >= $1 GROUP BY principal")
+        let rows = sqlx::query("SELECT principal, MAX(id) FROM access_changes WHERE at >= $1 GROUP BY principal")
             .bind(since_ms)
             .fetch_all(&self.reader)
             .await
