@@ -64,13 +64,13 @@ enum Command {
 #[derive(clap::Args)]
 pub struct ServeArgs {
     /// Address to listen on [env: CUSTOMS_LISTEN] [default: 127.0.0.1:5000]
-    #[arg(long)]
+    #[arg(long, global = true)]
     listen: Option<String>,
     /// Data directory [env: CUSTOMS_DATA] [default: ./customs-data]
-    #[arg(long)]
+    #[arg(long, global = true)]
     data: Option<PathBuf>,
     /// Config file (TOML)
-    #[arg(long, env = "CUSTOMS_CONFIG")]
+    #[arg(long, env = "CUSTOMS_CONFIG", global = true)]
     config: Option<PathBuf>,
 }
 
