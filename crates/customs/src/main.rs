@@ -88,6 +88,13 @@ impl ServeArgs {
 }
 
 fn main() -> std::process::ExitCode {
+    // glibc raises its mmap threshold after large frees, so that later large blocks (a password
+    // hash's 19 MiB) come from per-thread arenas and stay resident. A fixed threshold keeps them
+    // mapped and returned when freed.
+    // SAFETY: called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => args.load().and_then(serve::run),
