@@ -271,13 +271,24 @@ async fn failed_logins_lock_a_name_and_are_audited() {
     assert!(r.header("retry-after").unwrap().parse::<u64>().unwrap() >= 1);
     // Another name is not locked (the client address is unknown in-process).
     assert_eq!(reg.call(Method::GET, "/v2/", &[("authorization", &admin)], Body::empty()).await.status, StatusCode::OK);
+    // One client trying many names is locked by its address.
+    let from = |name: String| {
+        let peer: std::net::SocketAddr = "198.51.100.3:5555".parse().unwrap();
+        let mut r = http::Request::get("/v2/").header("authorization", basic(&name, "guess-guess")).body(Body::empty()).unwrap();
+        r.extensions_mut().insert(axum::extract::ConnectInfo(api::Peer(peer)));
+        reg.send(r)
+    };
+    for i in 0..3 {
+        assert_eq!(from(format!("spray{i}")).await.status, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(from("spray-next".into()).await.status, StatusCode::TOO_MANY_REQUESTS, "the address is locked");
     let r = reg.call(Method::GET, "/api/v1/audit?action=login.failed", &[("authorization", &admin)], Body::empty()).await;
     let log: Value = serde_json::from_slice(&r.body).unwrap();
     let failed: Vec<&Value> = log["entries"].as_array().unwrap().iter().filter(|e| e["target"] == "eve").collect();
     assert_eq!(failed.len(), 3, "{log}");
     let metrics = String::from_utf8(reg.get("/metrics").await.body.to_vec()).unwrap();
-    assert_eq!(test_support::metric(&metrics, "customs_login_failures_total"), Some(3.0));
-    assert_eq!(test_support::metric(&metrics, "customs_logins_locked_total"), Some(1.0));
+    assert_eq!(test_support::metric(&metrics, "customs_login_failures_total"), Some(6.0));
+    assert_eq!(test_support::metric(&metrics, "customs_logins_locked_total"), Some(2.0));
 }
 
 #[tokio::test]

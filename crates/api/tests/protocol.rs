@@ -653,7 +653,7 @@ async fn upload_sessions_survive_a_restart_and_are_bounded() {
     assert_eq!(reg.delete(&other).await.status, StatusCode::NO_CONTENT);
 
     // Restart: a new registry over the same directory.
-    let TestRegistry { dir, router, registry } = reg;
+    let TestRegistry { dir, router, registry, .. } = reg;
     drop((router, registry));
     let reg = TestRegistry::open(dir, config).await;
     let r = reg.get(&session).await;

@@ -597,3 +597,87 @@ impl Cache {
         self.entries.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn access() -> (tempfile::TempDir, Arc<meta::SqliteMeta>, Access) {
+        let dir = tempfile::tempdir().unwrap();
+        let sqlite = Arc::new(meta::SqliteMeta::open(&dir.path().join("meta.db")).await.unwrap());
+        let keys = TokenKeys::from_pem(&TokenKeys::generate_pem()).unwrap();
+        let access = Access::new(Meta(sqlite.clone()), keys, AccessConfig::default()).await.unwrap();
+        (dir, sqlite, access)
+    }
+
+    const ACTOR: Actor<'static> = Actor { name: "test", client: None };
+
+    #[tokio::test]
+    async fn an_expired_robot_cannot_log_in() {
+        let (_dir, sqlite, access) = access().await;
+        let secret = password::new_robot_secret();
+        let past = PrincipalRecord {
+            name: "robot$old".into(),
+            kind: IdentityKind::Robot,
+            secret: password::robot_secret_digest(&secret),
+            expires_at_ms: Some(now_ms() - 1000),
+            description: String::new(),
+            created_at_ms: 0,
+            created_by: "test".into(),
+        };
+        let grant = GrantRecord { principal: past.name.clone(), namespace: "**".into(), permission: "pull".into() };
+        meta::Identities::create_principal(&*sqlite, &past, &[grant], &entry(&ACTOR, "robot.create", "robot$old", None)).await.unwrap();
+        let e = access.authenticate_basic("robot$old", &secret, None).await.unwrap_err();
+        assert!(matches!(e, Error::Unauthenticated(_)), "{e:?}");
+        let q = AuditQuery { after_id: 0, limit: 100, actor: None, action_prefix: Some("login.failed".into()) };
+        let log = access.audit_log(&q).await.unwrap();
+        assert_eq!(log.last().unwrap().entry.detail.as_deref(), Some("expired"));
+        // A robot cannot be made already expired, nor with actions a robot may not hold.
+        let ns = RepoGlob::everything();
+        let e = access.create_robot(&ACTOR, "late", &[(ns.clone(), Actions::of(&[Action::Pull]))], Some(now_ms() - 1), "").await;
+        assert!(matches!(e, Err(Error::Invalid(_))));
+        let e = access.create_robot(&ACTOR, "greedy", &[(ns.clone(), Actions::of(&[Action::Manage]))], None, "").await;
+        assert!(matches!(e, Err(Error::Invalid(_))));
+        let ok = access.create_robot(&ACTOR, "fresh", &[(ns, Actions::of(&[Action::Pull]))], Some(now_ms() + 60_000), "").await.unwrap();
+        let p = access.authenticate_basic(&ok.name, &ok.secret, None).await.unwrap();
+        assert_eq!((p.name.as_str(), p.kind), ("robot$fresh", PrincipalKind::Robot));
+    }
+
+    #[tokio::test]
+    async fn htpasswd_users_log_in_and_their_hashes_become_argon2id() {
+        let (_dir, sqlite, access) = access().await;
+        let hash = bcrypt::hash("from-distribution", 4).unwrap().replacen("$2b$", "$2y$", 1);
+        let file = format!("old-ci:{hash}\n");
+        let (imported, skipped) = access.import_htpasswd(&ACTOR, &file).await.unwrap();
+        assert_eq!((imported, skipped), (vec!["old-ci".to_owned()], vec![]));
+        let (_, skipped) = access.import_htpasswd(&ACTOR, &file).await.unwrap();
+        assert_eq!(skipped, vec!["old-ci".to_owned()], "existing names are left alone");
+        assert!(access.authenticate_basic("old-ci", "wrong", None).await.is_err());
+        access.authenticate_basic("old-ci", "from-distribution", None).await.unwrap();
+        let stored = meta::Identities::principal(&*sqlite, "old-ci").await.unwrap().unwrap().secret;
+        assert!(stored.starts_with("$argon2id$"), "{stored}");
+        assert_eq!(password::verify("from-distribution", &stored), Verified::Yes);
+    }
+
+    #[tokio::test]
+    async fn tokens_hold_only_what_was_asked_and_granted() {
+        let (_dir, _sqlite, access) = access().await;
+        access.add_user(&ACTOR, "ann", "ann-password").await.unwrap();
+        access.grant(&ACTOR, "ann", Role::Reader, &"team/**".parse().unwrap()).await.unwrap();
+        let ann = access.authenticate_basic("ann", "ann-password", None).await.unwrap();
+        let scopes = [
+            Scope::parse("repository:team/app:pull,push").unwrap(),
+            Scope::parse("repository:other/app:pull").unwrap(),
+            Scope::parse("repository:NOT-VALID:pull").unwrap(),
+        ];
+        let token = access.issue_token(&ann, &scopes);
+        let p = access.authenticate_bearer(&token.token).unwrap();
+        let app: RepoName = "team/app".parse().unwrap();
+        assert!(p.may(Action::Pull, &app) && !p.may(Action::Push, &app));
+        assert!(!p.may(Action::Pull, &"other/app".parse().unwrap()));
+        assert!(!p.may(Action::Pull, &"team/lib".parse().unwrap()), "only the asked-for repository");
+        // A password change voids earlier tokens.
+        access.set_password(&ACTOR, "ann", "ann-new-password").await.unwrap();
+        assert!(access.authenticate_bearer(&token.token).is_err());
+    }
+}
