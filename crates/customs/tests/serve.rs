@@ -60,7 +60,8 @@ fn refuses_a_port_in_use_an_unusable_directory_and_a_shared_directory() {
     let err = refused(&["serve", "--listen", "127.0.0.1:0", "--data", data.to_str().unwrap()]);
     assert!(err.contains("in use by another customs server"), "{err}");
 
-    let err = refused(&["serve", "--listen", "not-an-address"]);
+    let elsewhere = tmp.path().join("elsewhere");
+    let err = refused(&["serve", "--listen", "not-an-address", "--data", elsewhere.to_str().unwrap()]);
     assert!(err.contains("cannot listen on not-an-address"), "{err}");
 
     // TLS files that are missing, or not a certificate and key: a clear refusal at start.
