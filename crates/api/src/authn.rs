@@ -67,10 +67,10 @@ pub(crate) struct Authn {
 }
 
 /// `Authorization` header contents.
-enum Credentials {
+enum Credentials<'a> {
     None,
     Basic { name: String, secret: String },
-    Bearer(String),
+    Bearer(&'a str),
     Malformed,
 }
 
@@ -95,7 +95,7 @@ impl Authn {
     ) -> Result<Who, ApiError> {
         match credentials(headers) {
             Credentials::None => Ok(Who { principal: self.access.anonymous(), via: Via::Anonymous }),
-            Credentials::Bearer(token) => match self.access.authenticate_bearer(&token) {
+            Credentials::Bearer(token) => match self.access.authenticate_bearer(token) {
                 Ok(principal) => Ok(Who { principal, via: Via::Bearer }),
                 Err(e) => Err(ApiError::Unauthorized { message: e.to_string(), error: Some("invalid_token"), scope: None }),
             },
@@ -180,13 +180,13 @@ pub(crate) fn open() -> Who {
     Who { principal: Arc::new(Principal { name: auth::ANONYMOUS.into(), kind: PrincipalKind::Anonymous, grants }), via: Via::Open }
 }
 
-fn credentials(headers: &HeaderMap) -> Credentials {
+fn credentials(headers: &HeaderMap) -> Credentials<'_> {
     let Some(value) = headers.get(http::header::AUTHORIZATION) else { return Credentials::None };
     let Ok(value) = value.to_str() else { return Credentials::Malformed };
     let (scheme, rest) = value.trim().split_once(' ').unwrap_or((value, ""));
     let rest = rest.trim();
     if scheme.eq_ignore_ascii_case("bearer") && !rest.is_empty() {
-        return Credentials::Bearer(rest.to_owned());
+        return Credentials::Bearer(rest);
     }
     if scheme.eq_ignore_ascii_case("basic") {
         let decoded = base64::engine::general_purpose::STANDARD.decode(rest).ok().and_then(|d| String::from_utf8(d).ok());

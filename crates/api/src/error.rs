@@ -46,8 +46,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         // Shedding is the limits working as meant, not a fault: it is counted, not logged.
         let expected = matches!(self, ApiError::Shed(_) | ApiError::RateLimited(_) | ApiError::TooManyClientUploads);
-        // Only the token endpoint answers 401 without a Bearer challenge: it takes Basic.
-        let basic_challenge = || (header::WWW_AUTHENTICATE, "Basic realm=\"customs\"".to_owned());
+        let basic_challenge = || (header::WWW_AUTHENTICATE, BASIC_CHALLENGE.to_owned());
         let (status, code, message, extra) = match self {
             ApiError::Registry(e) => registry_error(e, None),
             ApiError::Upload { error, repo, id } => registry_error(error, Some((repo, id))),
@@ -116,6 +115,9 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Only the token endpoint answers 401 without a Bearer challenge: it takes Basic credentials.
+const BASIC_CHALLENGE: &str = "Basic realm=\"customs\"";
+
 type Mapped = (StatusCode, ErrorCode, String, Vec<(header::HeaderName, String)>);
 
 fn registry_error(e: R, session: Option<(RepoName, UploadId)>) -> Mapped {
@@ -153,7 +155,7 @@ fn registry_error(e: R, session: Option<(RepoName, UploadId)>) -> Mapped {
         R::Unauthenticated(_) => (
             StatusCode::UNAUTHORIZED,
             ErrorCode::Unauthorized,
-            vec![(header::WWW_AUTHENTICATE, "Basic realm=\"customs\"".into())],
+            vec![(header::WWW_AUTHENTICATE, BASIC_CHALLENGE.into())],
         ),
         R::Denied(_) => (StatusCode::FORBIDDEN, ErrorCode::Denied, vec![]),
         R::LoginsLocked { retry_after_secs } => (

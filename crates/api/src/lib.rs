@@ -63,6 +63,18 @@ pub(crate) struct App {
 }
 
 impl App {
+    /// Lets a request of `class` from `client` in: its rate budget, an upload slot when it is an
+    /// upload, and a slot in its class (held until the response has been sent).
+    pub(crate) async fn admit(&self, class: RouteClass, client: Option<ClientKey>) -> Result<telemetry::Held, ApiError> {
+        self.rate.check(class, client.clone()).map_err(ApiError::RateLimited)?;
+        let upload_slot = match class {
+            RouteClass::Upload => self.upload_slots.take(client.as_ref()).map_err(|()| ApiError::TooManyClientUploads)?,
+            _ => None,
+        };
+        let permit = self.admission.enter(class).await.map_err(ApiError::Shed)?;
+        Ok(telemetry::Held { permit: Some(permit), upload_slot })
+    }
+
     /// Turns a refusal that needs a challenge into one with its `WWW-Authenticate` header.
     pub(crate) fn challenge(&self, e: ApiError, headers: &http::HeaderMap, secure: bool) -> ApiError {
         match (e, &self.authn) {

@@ -4,6 +4,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use auth::{Actions, RepoGlob, Role};
 use axum::extract::{Request, State};
@@ -100,12 +101,9 @@ async fn admitted(app: &App, client: Option<IpAddr>, request: Request) -> (Resul
         Ok(who) => who,
         Err(e) => return (Err(app.challenge(e, request.headers(), secure)), Held::default()),
     };
-    if let Err(limited) = app.rate.check(RouteClass::Api, who.rate_key(client)) {
-        return (Err(ApiError::RateLimited(limited)), Held::default());
-    }
-    let held = match app.admission.enter(RouteClass::Api).await {
-        Ok(permit) => Held { permit: Some(permit), upload_slot: None },
-        Err(shed) => return (Err(ApiError::Shed(shed)), Held::default()),
+    let held = match app.admit(RouteClass::Api, who.rate_key(client)).await {
+        Ok(held) => held,
+        Err(e) => return (Err(e), Held::default()),
     };
     // A token carries only repository scopes; management is decided on the stored grants.
     let principal = match who.via {
@@ -119,7 +117,7 @@ async fn admitted(app: &App, client: Option<IpAddr>, request: Request) -> (Resul
         return (Err(app.challenge(e, request.headers(), secure)), held);
     }
     let actor = Actor { name: &principal.name, client };
-    (handle(app, &authn.access, endpoint, &actor, &principal, request).await, held)
+    (handle(&authn.access, endpoint, &actor, &principal, request).await, held)
 }
 
 #[derive(Deserialize)]
@@ -157,7 +155,6 @@ struct GrantRequest {
 }
 
 async fn handle(
-    _app: &App,
     access: &registry::Access,
     endpoint: Manage,
     actor: &Actor<'_>,
@@ -204,9 +201,10 @@ async fn handle(
                 let actions = Actions::parse_list(&ns.actions, Actions::NONE).map_err(invalid)?;
                 grants.push((glob, actions));
             }
-            let expires = r.expires_in_days.map(|d| now_ms() + i64::from(d) * 86_400_000);
-            let robot = access.create_robot(actor, &r.name, &grants, expires, &r.description).await?;
-            Ok(ok(StatusCode::CREATED, serde_json::json!({ "name": robot.name, "secret": robot.secret, "expires_at_ms": expires })))
+            let expires_in = r.expires_in_days.map(|d| Duration::from_secs(u64::from(d) * 86_400));
+            let robot = access.create_robot(actor, &r.name, &grants, expires_in, &r.description).await?;
+            let body = serde_json::json!({ "name": robot.name, "secret": robot.secret, "expires_at_ms": robot.expires_at_ms });
+            Ok(ok(StatusCode::CREATED, body))
         }
         Manage::RevokeRobot(name) => {
             access.remove(actor, &name, IdentityKind::Robot).await?;
@@ -269,8 +267,4 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiErro
 
 fn invalid(message: String) -> ApiError {
     ApiError::Registry(registry::Error::Invalid(message))
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }

@@ -30,14 +30,10 @@ async fn issue(app: &App, client: Option<IpAddr>, request: Request) -> (Response
     let Some(authn) = &app.authn else {
         return (ApiError::NotFound.into_response(), Held::default());
     };
-    if let Err(limited) = app.rate.check(RouteClass::Token, client.map(crate::rate::ClientKey::Address)) {
-        return (ApiError::RateLimited(limited).into_response(), Held::default());
-    }
-    let permit = match app.admission.enter(RouteClass::Token).await {
-        Ok(p) => p,
-        Err(shed) => return (ApiError::Shed(shed).into_response(), Held::default()),
+    let held = match app.admit(RouteClass::Token, client.map(crate::rate::ClientKey::Address)).await {
+        Ok(held) => held,
+        Err(e) => return (e.into_response(), Held::default()),
     };
-    let held = Held { permit: Some(permit), upload_slot: None };
     let oauth = request.method() == Method::POST;
     let answer = async {
         let (query, credentials) = if oauth {

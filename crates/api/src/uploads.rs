@@ -137,7 +137,7 @@ impl UploadSlots {
             return Ok(None);
         }
         let mut running = self.running.lock().expect("upload slots lock");
-        if !running.contains_key(&client) && running.len() >= self.max_clients {
+        if !running.contains_key(client) && running.len() >= self.max_clients {
             return Ok(None);
         }
         let n = running.entry(client.clone()).or_insert(0);

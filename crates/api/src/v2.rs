@@ -98,22 +98,10 @@ async fn admitted(
             Err(e) => return (app.challenge(e, request.headers(), secure).into_response(), Held::default()),
         },
     };
-    let key = who.rate_key(client);
-    if let Err(limited) = app.rate.check(class, key.clone()) {
-        return (ApiError::RateLimited(limited).into_response(), Held::default());
-    }
-    let upload_slot = match class {
-        RouteClass::Upload => match app.upload_slots.take(key.as_ref()) {
-            Ok(slot) => slot,
-            Err(()) => return (ApiError::TooManyClientUploads.into_response(), Held::default()),
-        },
-        _ => None,
+    let held = match app.admit(class, who.rate_key(client)).await {
+        Ok(held) => held,
+        Err(e) => return (e.into_response(), Held::default()),
     };
-    let permit = match app.admission.enter(class).await {
-        Ok(permit) => permit,
-        Err(shed) => return (ApiError::Shed(shed).into_response(), Held::default()),
-    };
-    let held = Held { permit: Some(permit), upload_slot };
     let mount_from = match (&endpoint, query.get("mount"), query.get("from")) {
         (Endpoint::StartUpload { .. }, Some(_), Some(from)) => from.parse::<RepoName>().ok(),
         _ => None,

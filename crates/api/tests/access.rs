@@ -199,6 +199,18 @@ async fn bad_tokens_and_wrong_passwords_are_refused() {
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     let r = w.reg.call(Method::GET, "/token?service=elsewhere", &[], Body::empty()).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    // Hostile or broken input: a clear error, never a token.
+    for q in ["/token?scope=garbage", "/token?scope=repository::pull", "/token?scope=%ZZ"] {
+        let r = w.reg.get(q).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{q}");
+        assert!(!String::from_utf8_lossy(&r.body).contains("token\""), "{q}");
+    }
+    for header in ["Basic !!!", "Digest abc", "Bearer"] {
+        let r = w.reg.call(Method::GET, "/v2/team/app/manifests/v1", &[("authorization", header)], Body::empty()).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{header}");
+    }
+    let r = w.reg.call(Method::POST, "/token", &[("content-type", "application/x-www-form-urlencoded")], "grant_type=refresh_token&refresh_token=x").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
     // OAuth2 password grant (containerd's first try).
     let password = w.creds["rita"].clone();
     let decoded = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(&password[6..]).unwrap()).unwrap();
@@ -312,6 +324,16 @@ async fn management_is_for_admins_and_everything_is_audited() {
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     let r = api_call(&w.reg, &admin, Method::POST, "/api/v1/users", json!({ "name": "rita", "password": "long-enough" })).await;
     assert_eq!(r.status, StatusCode::CONFLICT);
+    let headers = [("authorization", admin.as_str()), ("content-type", "application/json")];
+    let r = w.reg.call(Method::POST, "/api/v1/robots", &headers, "{not json").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let r = api_call(&w.reg, &admin, Method::POST, "/api/v1/robots", json!({ "name": "r", "namespaces": [{ "namespace": "a//b", "actions": "pull" }] })).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let r = api_call(&w.reg, &admin, Method::POST, "/api/v1/roles", json!({ "principal": "rita", "role": "owner", "namespace": "x/**" })).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(w.reg.call(Method::GET, "/api/v1/nothing", &[("authorization", &admin)], Body::empty()).await.status, StatusCode::NOT_FOUND);
+    let listed = w.reg.call(Method::GET, "/api/v1/principals", &[("authorization", &admin)], Body::empty()).await;
+    assert!(!String::from_utf8_lossy(&listed.body).contains("\"r\"") && !String::from_utf8_lossy(&listed.body).contains("robot$r\""), "refused requests made nothing");
     // A push and a delete by a maintainer.
     let mia = w.creds["mia"].clone();
     let r = w.reg.call(Method::GET, "/v2/team/app/manifests/v1", &[("authorization", &mia)], Body::empty()).await;

@@ -192,8 +192,8 @@ async fn command_on(access: &Access, actor: &Actor<'_>, command: Command) -> any
                 let actions = Actions::parse_list(actions, Actions::NONE).map_err(anyhow::Error::msg)?;
                 grants.push((glob.parse::<RepoGlob>()?, actions));
             }
-            let expires = expires_days.map(|d| now_ms() + i64::from(d) * 86_400_000);
-            let robot = access.create_robot(actor, &name, &grants, expires, &description).await?;
+            let expires_in = expires_days.map(|d| Duration::from_secs(u64::from(d) * 86_400));
+            let robot = access.create_robot(actor, &name, &grants, expires_in, &description).await?;
             println!("name: {}\nsecret: {}\n(the secret is shown only now)", robot.name, robot.secret);
         }
         Command::Robot(RobotCommand::Revoke { name }) => {
@@ -235,8 +235,4 @@ fn read_password() -> anyhow::Result<String> {
 
 fn api_time(ms: i64) -> String {
     api::rfc3339((ms / 1000).max(0) as u64)
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }

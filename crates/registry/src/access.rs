@@ -23,7 +23,7 @@ use sha2::{Digest as _, Sha256};
 use tokio::sync::Semaphore;
 
 use crate::flight::SingleFlight;
-use crate::{Error, Result};
+use crate::{Error, Result, now_ms};
 
 /// Settings of authentication.
 #[derive(Clone, Debug)]
@@ -80,6 +80,7 @@ pub struct PrincipalInfo {
 pub struct NewRobot {
     pub name: String,
     pub secret: String,
+    pub expires_at_ms: Option<i64>,
 }
 
 /// Who did something, from where: for the audit log.
@@ -210,7 +211,11 @@ impl Access {
         if verified == Verified::YesRehash {
             self.upgrade_hash(&record, secret).await;
         }
-        let principal = Arc::new(self.principal_of(&record).await?);
+        let kind = match record.kind {
+            IdentityKind::User => PrincipalKind::User,
+            IdentityKind::Robot => PrincipalKind::Robot,
+        };
+        let principal = Arc::new(self.stored(&record.name, kind).await?);
         let mut until = Instant::now() + self.config.credential_cache_ttl;
         if let Some(left) = record.expires_at_ms.map(|e| Duration::from_millis((e - now_ms()).max(0) as u64)) {
             until = until.min(Instant::now() + left);
@@ -262,12 +267,15 @@ impl Access {
     pub async fn stored_grants(&self, principal: &Principal) -> Result<Arc<Principal>> {
         match principal.kind {
             PrincipalKind::Anonymous => Ok(self.anonymous()),
-            PrincipalKind::User | PrincipalKind::Robot => {
-                let mut grants = grants_from(&self.meta.grants(Some(&principal.name)).await?);
-                grants.extend(self.anonymous().grants.iter().cloned());
-                Ok(Arc::new(Principal { grants, ..principal.clone() }))
-            }
+            kind @ (PrincipalKind::User | PrincipalKind::Robot) => Ok(Arc::new(self.stored(&principal.name, kind).await?)),
         }
+    }
+
+    /// A principal with its stored grants and what anyone may do.
+    async fn stored(&self, name: &str, kind: PrincipalKind) -> Result<Principal> {
+        let mut grants = grants_from(&self.meta.grants(Some(name)).await?);
+        grants.extend(self.anonymous().grants.iter().cloned());
+        Ok(Principal { name: name.to_owned(), kind, grants })
     }
 
     /// A token for what `principal` asked for and may do: each requested action it does not hold
@@ -367,7 +375,7 @@ impl Access {
         actor: &Actor<'_>,
         name: &str,
         grants: &[(RepoGlob, Actions)],
-        expires_at_ms: Option<i64>,
+        expires_in: Option<Duration>,
         description: &str,
     ) -> Result<NewRobot> {
         let name = if name.starts_with("robot$") { name.to_owned() } else { format!("robot${name}") };
@@ -376,9 +384,10 @@ impl Access {
         if grants.is_empty() || grants.iter().any(|(_, a)| a.is_empty() || a.intersect(allowed) != *a) {
             return Err(Error::Invalid("a robot needs at least one namespace with actions among pull, push and delete".into()));
         }
-        if expires_at_ms.is_some_and(|e| e <= now_ms()) {
+        if expires_in.is_some_and(|d| d.is_zero()) {
             return Err(Error::Invalid("a robot's expiry must be in the future".into()));
         }
+        let expires_at_ms = expires_in.map(|d| now_ms().saturating_add(d.as_millis().min(i64::MAX as u128) as i64));
         let secret = password::new_robot_secret();
         let record = new_record(actor, &name, IdentityKind::Robot, password::robot_secret_digest(&secret), expires_at_ms, description.into());
         let grants: Vec<GrantRecord> = grants
@@ -388,7 +397,7 @@ impl Access {
         let detail = grants.iter().map(|g| format!("{}={}", g.namespace, g.permission)).collect::<Vec<_>>().join(" ");
         self.meta.create_principal(&record, &grants, &entry(actor, "robot.create", &name, Some(&detail))).await?;
         self.refresh().await?;
-        Ok(NewRobot { name, secret })
+        Ok(NewRobot { name, secret, expires_at_ms })
     }
 
     pub async fn principals(&self) -> Result<Vec<PrincipalInfo>> {
@@ -472,16 +481,6 @@ impl Access {
         h.finalize().into()
     }
 
-    async fn principal_of(&self, record: &PrincipalRecord) -> Result<Principal> {
-        let kind = match record.kind {
-            IdentityKind::User => PrincipalKind::User,
-            IdentityKind::Robot => PrincipalKind::Robot,
-        };
-        let mut grants = grants_from(&self.meta.grants(Some(&record.name)).await?);
-        grants.extend(self.anonymous().grants.iter().cloned());
-        Ok(Principal { name: record.name.clone(), kind, grants })
-    }
-
     async fn upgrade_hash(&self, record: &PrincipalRecord, password: &str) {
         let Ok(new) = hash_password(password).await else { return };
         match self.meta.upgrade_secret(&record.name, &record.secret, &new).await {
@@ -496,12 +495,15 @@ fn grants_from(records: &[GrantRecord]) -> Vec<Grant> {
     records
         .iter()
         .filter_map(|g| {
-            let namespace = g.namespace.parse::<RepoGlob>().ok()?;
+            let namespace = g.namespace.parse::<RepoGlob>().ok();
             let actions = match g.permission.parse::<Role>() {
-                Ok(role) => role.actions(),
-                Err(_) => Actions::parse_list(&g.permission, Actions::of(&ROBOT_ACTIONS)).ok()?,
+                Ok(role) => Some(role.actions()),
+                Err(_) => Actions::parse_list(&g.permission, Actions::of(&ROBOT_ACTIONS)).ok(),
             };
-            Some(Grant { namespace, actions })
+            if namespace.is_none() || actions.is_none() {
+                tracing::warn!(principal = %g.principal, namespace = %g.namespace, permission = %g.permission, "skipping a stored grant that does not parse");
+            }
+            Some(Grant { namespace: namespace?, actions: actions? })
         })
         .collect()
 }
@@ -557,17 +559,16 @@ fn read(state: &RwLock<State>) -> std::sync::RwLockReadGuard<'_, State> {
     state.read().unwrap_or_else(|p| p.into_inner())
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
-
 fn now_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
+/// A verified principal and when to stop trusting it.
+type Entry = (Arc<Principal>, Instant);
+
 /// Verified credentials or tokens by digest, until a deadline; bounded.
 struct Cache {
-    entries: Mutex<HashMap<[u8; 32], (Arc<Principal>, Instant)>>,
+    entries: Mutex<HashMap<[u8; 32], Entry>>,
     capacity: usize,
 }
 
@@ -634,11 +635,11 @@ mod tests {
         assert_eq!(log.last().unwrap().entry.detail.as_deref(), Some("expired"));
         // A robot cannot be made already expired, nor with actions a robot may not hold.
         let ns = RepoGlob::everything();
-        let e = access.create_robot(&ACTOR, "late", &[(ns.clone(), Actions::of(&[Action::Pull]))], Some(now_ms() - 1), "").await;
+        let e = access.create_robot(&ACTOR, "late", &[(ns.clone(), Actions::of(&[Action::Pull]))], Some(Duration::ZERO), "").await;
         assert!(matches!(e, Err(Error::Invalid(_))));
         let e = access.create_robot(&ACTOR, "greedy", &[(ns.clone(), Actions::of(&[Action::Manage]))], None, "").await;
         assert!(matches!(e, Err(Error::Invalid(_))));
-        let ok = access.create_robot(&ACTOR, "fresh", &[(ns, Actions::of(&[Action::Pull]))], Some(now_ms() + 60_000), "").await.unwrap();
+        let ok = access.create_robot(&ACTOR, "fresh", &[(ns, Actions::of(&[Action::Pull]))], Some(Duration::from_secs(60)), "").await.unwrap();
         let p = access.authenticate_basic(&ok.name, &ok.secret, None).await.unwrap();
         assert_eq!((p.name.as_str(), p.kind), ("robot$fresh", PrincipalKind::Robot));
     }

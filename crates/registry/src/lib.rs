@@ -212,7 +212,7 @@ impl PageRequest {
 }
 
 /// Milliseconds since the epoch, for records.
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
