@@ -1,20 +1,40 @@
 #!/usr/bin/env bash
-# Runs every test of customs. First installs what the tests need from Debian's packages:
-# skopeo, podman and buildah (real clients for the end-to-end tests), curl (HTTP/2 and TLS
-# checks) and openssl (generates the test certificates; none are committed).
+# Runs every test of customs. First installs what the tests need:
+# - from Debian's packages: skopeo, podman and buildah (real clients for the end-to-end tests),
+#   curl (HTTP/2 and TLS checks), openssl (generates the test certificates; none are committed),
+#   golang-go (builds a real Go binary for the scanner) and rpm (rpmbuild and an rpmdb.sqlite
+#   written by rpm itself);
+# - from PyPI, into target/test-venv: cyclonedx-python-lib and spdx-tools, which validate the
+#   SBOMs customs writes against their formats.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for tool in skopeo podman buildah curl openssl; do
+for tool in skopeo podman buildah curl openssl go rpmbuild; do
   command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
 done
 if [ ${#need[@]} -gt 0 ]; then
-  echo "installing test clients: ${need[*]}"
+  pkgs=()
+  for tool in "${need[@]}"; do
+    case "$tool" in
+      go) pkgs+=(golang-go) ;;
+      rpmbuild) pkgs+=(rpm) ;;
+      *) pkgs+=("$tool") ;;
+    esac
+  done
+  echo "installing test tools: ${pkgs[*]}"
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
 fi
+
+venv=target/test-venv
+if ! "$venv/bin/python" -c 'import cyclonedx.validation.json, spdx_tools' >/dev/null 2>&1; then
+  echo "installing SBOM validators into $venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check 'cyclonedx-python-lib[json-validation]==8.9.0' 'spdx-tools==0.8.5'
+fi
+export SBOM_VALIDATOR_PYTHON="$PWD/$venv/bin/python"
 
 cargo test --workspace --locked "$@"

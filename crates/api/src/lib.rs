@@ -36,7 +36,6 @@ use registry::Registry;
 
 pub use admission::{Admission, AdmissionConfig, CLASSES, ClassLimit, RouteClass};
 pub use authn::AuthSettings;
-pub use token::rfc3339;
 pub use endpoint::Endpoint;
 pub use error::ApiError;
 pub use rate::{ClientKey, RateConfig, RateLimit, RateLimiter};

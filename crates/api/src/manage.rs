@@ -238,7 +238,7 @@ async fn handle(
                 .iter()
                 .map(|r| {
                     serde_json::json!({
-                        "id": r.id, "at": crate::token::rfc3339((r.at_ms / 1000) as u64), "actor": r.entry.actor,
+                        "id": r.id, "at": oci::rfc3339((r.at_ms / 1000) as u64), "actor": r.entry.actor,
                         "action": r.entry.action, "target": r.entry.target, "client": r.entry.client, "detail": r.entry.detail,
                     })
                 })
@@ -257,7 +257,7 @@ fn principal_json(p: &PrincipalInfo) -> serde_json::Value {
     let grants: Vec<_> = p.grants.iter().map(|(ns, perm)| serde_json::json!({ "namespace": ns, "permission": perm })).collect();
     serde_json::json!({
         "name": p.name, "kind": p.kind.as_str(), "description": p.description, "expires_at_ms": p.expires_at_ms,
-        "created_at": crate::token::rfc3339((p.created_at_ms / 1000) as u64), "created_by": p.created_by, "grants": grants,
+        "created_at": oci::rfc3339((p.created_at_ms / 1000) as u64), "created_by": p.created_by, "grants": grants,
     })
 }
 

@@ -234,5 +234,5 @@ fn read_password() -> anyhow::Result<String> {
 }
 
 fn api_time(ms: i64) -> String {
-    api::rfc3339((ms / 1000).max(0) as u64)
+    oci::rfc3339((ms / 1000).max(0) as u64)
 }

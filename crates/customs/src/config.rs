@@ -33,6 +33,41 @@ pub struct Config {
     pub rate: Rate,
     /// Users, robots, roles and Docker token authentication. Off by default.
     pub auth: Auth,
+    /// The local advisory DB and where `customs db update` fetches OSV data.
+    pub advisories: Advisories,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Advisories {
+    /// The DB file; empty: `<data>/advisories.db`.
+    pub db: PathBuf,
+    /// Base URL of OSV's per-ecosystem exports (`<url>/<ecosystem>/all.zip`), or a mirror of it.
+    pub update_url: String,
+    /// The ecosystems `customs db update` fetches.
+    pub ecosystems: Vec<String>,
+}
+
+impl Default for Advisories {
+    fn default() -> Self {
+        Advisories {
+            db: PathBuf::new(),
+            update_url: "https://osv-vulnerabilities.storage.googleapis.com".into(),
+            ecosystems: [
+                "Debian", "Ubuntu", "Alpine", "AlmaLinux", "Rocky Linux", "PyPI", "npm", "Go", "crates.io", "Maven", "RubyGems",
+                "Packagist", "NuGet",
+            ]
+            .map(String::from)
+            .to_vec(),
+        }
+    }
+}
+
+impl Config {
+    /// The advisory DB file in effect.
+    pub fn advisory_db(&self) -> PathBuf {
+        if self.advisories.db.as_os_str().is_empty() { self.data.join("advisories.db") } else { self.advisories.db.clone() }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -315,6 +350,7 @@ impl Default for Config {
             admission: Admission::default(),
             rate: Rate::default(),
             auth: Auth::default(),
+            advisories: Advisories::default(),
         }
     }
 }
@@ -346,7 +382,7 @@ impl Limits {
 
 const ENV_PREFIX: &str = "CUSTOMS_";
 /// Environment variables that are flags of their own, not settings.
-const ENV_NOT_SETTINGS: &[&str] = &["CUSTOMS_CONFIG"];
+const ENV_NOT_SETTINGS: &[&str] = &["CUSTOMS_CONFIG", "CUSTOMS_SCAN_PASSWORD"];
 
 impl Config {
     /// Loads defaults, then `file` (if given), then the environment `vars`.
@@ -391,11 +427,11 @@ fn merge(base: &mut toml::Table, over: toml::Table) {
     }
 }
 
-/// A number or boolean where the text is one, else the text itself.
+/// A number, boolean or TOML array (`["PyPI","npm"]`) where the text is one, else the text itself.
 fn env_value(raw: &str) -> toml::Value {
     match format!("v = {raw}").parse::<toml::Table>() {
         Ok(mut t) => match t.remove("v") {
-            Some(v @ (toml::Value::Integer(_) | toml::Value::Boolean(_) | toml::Value::Float(_))) => v,
+            Some(v @ (toml::Value::Integer(_) | toml::Value::Boolean(_) | toml::Value::Float(_) | toml::Value::Array(_))) => v,
             _ => toml::Value::String(raw.to_owned()),
         },
         Err(_) => toml::Value::String(raw.to_owned()),

@@ -3,7 +3,10 @@
 
 mod access;
 mod config;
+mod db;
+mod scan;
 mod serve;
+mod source;
 
 use std::path::PathBuf;
 
@@ -42,6 +45,20 @@ enum Command {
         args: ServeArgs,
         #[command(subcommand)]
         command: access::RoleCommand,
+    },
+    /// Inspect an image or a root filesystem: packages, SBOM and known vulnerabilities, offline.
+    Scan {
+        #[command(flatten)]
+        args: ServeArgs,
+        #[command(flatten)]
+        scan: scan::ScanArgs,
+    },
+    /// The local advisory DB: import, update, status.
+    Db {
+        #[command(flatten)]
+        args: ServeArgs,
+        #[command(subcommand)]
+        command: db::DbCommand,
     },
     /// Print the audit log: id, time, actor, action, target, client, detail.
     Audit {
@@ -108,6 +125,11 @@ fn main() -> std::process::ExitCode {
         Command::Audit { args, after, limit, actor, action } => {
             args.load().and_then(|c| access::run(c, access::Command::Audit { after, limit, actor, action }))
         }
+        Command::Db { args, command } => args.load().and_then(|c| db::run(c, command)),
+        Command::Scan { args, scan } => match args.load().and_then(|c| scan::run(c, scan)) {
+            Ok(code) => return std::process::ExitCode::from(code),
+            Err(e) => Err(e),
+        },
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

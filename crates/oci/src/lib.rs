@@ -13,8 +13,10 @@ mod error_code;
 mod manifest;
 pub mod media_type;
 mod name;
+mod time;
 
 pub use digest::{Algorithm, Digest, DigestError, DigestHasher};
 pub use error_code::ErrorCode;
 pub use manifest::{Descriptor, Manifest, ManifestError, ManifestKind};
 pub use name::{NameError, Reference, ReferenceError, RepoName, Tag, UploadId};
+pub use time::rfc3339;

@@ -15,6 +15,7 @@ mod access;
 mod cache;
 mod error;
 mod flight;
+pub mod inspect;
 mod manifests;
 mod range;
 mod uploads;

@@ -1,0 +1,170 @@
+//! Inspection results: what the scanner found in an image, matched against the advisory DB, as
+//! the report customs prints, stores and serves. The JSON form is a stable contract
+//! (docs/report.md); CycloneDX, SPDX and SARIF are written from the same report.
+
+mod cyclonedx;
+mod sarif;
+mod spdx;
+mod table;
+
+use advisories::{Db, Rating};
+use scanner::{Inventory, Os, Package, Problem};
+use serde::Serialize;
+
+pub use advisories::Rating as Severity;
+
+/// The report format's identifier; bumped only for incompatible changes.
+pub const SCHEMA: &str = "customs.report/v1";
+
+/// What was scanned.
+#[derive(Debug, Clone, Serialize)]
+pub struct Target {
+    /// `registry`, `oci-layout`, `docker-archive` or `rootfs`.
+    pub kind: &'static str,
+    /// The reference or path as given.
+    pub name: String,
+    /// The manifest digest, when the target has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+}
+
+/// The advisory DB a report was matched against.
+#[derive(Debug, Clone, Serialize)]
+pub struct DbInfo {
+    pub version: String,
+    pub updated_at: String,
+}
+
+/// One vulnerability of one installed package.
+#[derive(Debug, Clone, Serialize)]
+pub struct Finding {
+    pub id: String,
+    pub aliases: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub related: Vec<String>,
+    pub package: String,
+    pub ecosystem: String,
+    pub purl: String,
+    pub installed_version: String,
+    /// `None` (JSON `null`): no fix yet.
+    pub fixed_version: Option<String>,
+    pub severity: Rating,
+    /// The CVSS base score, when a vector was there to compute it from.
+    pub cvss_score: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cvss_vector: Option<String>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub title: String,
+    pub layer: Option<String>,
+    pub path: String,
+}
+
+/// A scan's whole result.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub schema: &'static str,
+    pub target: Target,
+    pub scanned_at: String,
+    pub db: Option<DbInfo>,
+    pub os: Option<Os>,
+    pub layers: Vec<String>,
+    pub packages: Vec<Package>,
+    pub vulnerabilities: Vec<Finding>,
+    pub problems: Vec<Problem>,
+    /// Filled by the secret, malware and misconfiguration detectors (a later issue); always present.
+    pub secrets: Vec<serde_json::Value>,
+    pub malware: Vec<serde_json::Value>,
+    pub misconfigurations: Vec<serde_json::Value>,
+}
+
+/// Matches an inventory against the DB (when there is one) into a report.
+pub fn report(inventory: Inventory, db: Option<&Db>, target: Target, now_secs: u64) -> Report {
+    let mut vulnerabilities = Vec::new();
+    if let Some(db) = db {
+        for p in &inventory.packages {
+            let mut seen = std::collections::BTreeSet::new();
+            for (eco, name, version) in p.advisory_queries(inventory.os.as_ref()) {
+                for v in db.vulnerabilities(&eco, &name, &version) {
+                    if !seen.insert(v.id.clone()) {
+                        continue;
+                    }
+                    let sev = v.severity.as_ref();
+                    vulnerabilities.push(Finding {
+                        id: v.id,
+                        aliases: v.aliases,
+                        related: v.related,
+                        package: p.name.clone(),
+                        ecosystem: eco.clone(),
+                        purl: p.purl.clone(),
+                        installed_version: p.version.clone(),
+                        fixed_version: v.fixed_version,
+                        severity: sev.map_or(Rating::Unknown, |s| s.rating),
+                        cvss_score: sev.and_then(|s| s.score),
+                        cvss_vector: sev.and_then(|s| s.vector.clone()),
+                        title: v.summary,
+                        layer: p.layer.clone(),
+                        path: p.path.clone(),
+                    });
+                }
+            }
+        }
+    }
+    vulnerabilities.sort_by(|a, b| b.severity.cmp(&a.severity).then_with(|| a.id.cmp(&b.id)).then_with(|| a.purl.cmp(&b.purl)));
+    Report {
+        schema: SCHEMA,
+        target,
+        scanned_at: oci::rfc3339(now_secs),
+        db: db.map(|d| DbInfo { version: d.version().to_owned(), updated_at: oci::rfc3339(d.status().updated_at) }),
+        os: inventory.os,
+        layers: inventory.layers,
+        packages: inventory.packages,
+        vulnerabilities,
+        problems: inventory.problems,
+        secrets: Vec::new(),
+        malware: Vec::new(),
+        misconfigurations: Vec::new(),
+    }
+}
+
+impl Report {
+    /// Keeps only findings of the given severities, and (when asked) only those with a fix.
+    pub fn filter(&mut self, severities: &[Rating], ignore_unfixed: bool) {
+        self.vulnerabilities.retain(|v| (severities.is_empty() || severities.contains(&v.severity)) && !(ignore_unfixed && v.fixed_version.is_none()));
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).expect("a report serializes")
+    }
+
+    pub fn to_cyclonedx(&self, serial: &str) -> serde_json::Value {
+        cyclonedx::bom(self, serial)
+    }
+
+    pub fn to_spdx(&self, namespace_id: &str) -> serde_json::Value {
+        spdx::document(self, namespace_id)
+    }
+
+    pub fn to_sarif(&self) -> serde_json::Value {
+        sarif::log(self)
+    }
+
+    /// The table for people: a summary, then findings grouped by severity, then problems.
+    pub fn to_table(&self) -> String {
+        table::render(self)
+    }
+
+    /// Counts by severity, highest first.
+    pub fn counts(&self) -> Vec<(Rating, usize)> {
+        let mut out = Vec::new();
+        for r in [Rating::Critical, Rating::High, Rating::Medium, Rating::Low, Rating::Unknown] {
+            let n = self.vulnerabilities.iter().filter(|v| v.severity == r).count();
+            if n > 0 {
+                out.push((r, n));
+            }
+        }
+        out
+    }
+}
+
+pub(crate) const TOOL: &str = "customs";
+pub(crate) const TOOL_VERSION: &str = env!("CARGO_PKG_VERSION");
