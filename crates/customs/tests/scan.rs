@@ -277,7 +277,12 @@ fn scan_finds_every_package_and_its_advisories_in_every_kind_of_target() {
     let server = ServerProcess::start_with(
         customs(),
         &data,
-        &[("CUSTOMS_AUTH__ENABLED", "true"), ("CUSTOMS_AUTH__ADMIN_USER", "admin"), ("CUSTOMS_AUTH__ADMIN_PASSWORD", admin.as_str())],
+        &[
+            ("CUSTOMS_AUTH__ENABLED", "true"),
+            ("CUSTOMS_AUTH__ADMIN_USER", "admin"),
+            ("CUSTOMS_AUTH__ADMIN_PASSWORD", admin.as_str()),
+            ("CUSTOMS_AUTH__REFRESH_SECS", "1"),
+        ],
     )
     .unwrap();
     let host = server.url().trim_start_matches("http://").to_owned();
@@ -299,6 +304,19 @@ fn scan_finds_every_package_and_its_advisories_in_every_kind_of_target() {
     assert_eq!(json["target"]["kind"], "registry");
     assert!(json["target"]["digest"].as_str().unwrap().starts_with("sha256:"));
     check(&json, "registry");
+    // Anonymous pulls granted on the namespace: the scan gets an anonymous token from the realm.
+    cli_ok(&["role", "grant", "anonymous", "reader", "team/**", "--data", data.to_str().unwrap()]);
+    let mut anonymous = None;
+    for _ in 0..50 {
+        let out = cli(&["scan", &reference, "--db", db_s, "--format", "json"], &[], "");
+        if out.status.success() {
+            anonymous = Some(out);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let out = anonymous.expect("an anonymous scan works once anonymous may pull");
+    check(&serde_json::from_slice(&out.stdout).unwrap(), "registry, anonymous");
     drop(server);
 
     // 6. The same files as a root filesystem.
