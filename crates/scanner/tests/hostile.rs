@@ -184,3 +184,98 @@ fn malformed_package_files_do_not_stop_the_scan() {
     assert_eq!(c.iter().filter(|c| **c == "unparsable").count(), 3, "{:#?}", inv.problems);
     assert!(c.contains(&"unsupported"), "BerkeleyDB rpmdb is named: {c:?}");
 }
+
+/// A deterministic xorshift, so a failure names its iteration and reproduces.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+/// Recomputes the checksum of the header block at `at`, so mutations reach past the check.
+fn fix_checksum(tar: &mut [u8], at: usize) {
+    let block = &mut tar[at..at + 512];
+    block[148..156].copy_from_slice(b"        ");
+    let sum: u32 = block.iter().map(|&b| b as u32).sum();
+    block[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+}
+
+#[test]
+fn thousands_of_mutated_layers_end_in_problems_never_panics() {
+    let status = dpkg_stanza("libc6", "2.36-9", Some("glibc"), "install ok installed");
+    let inner = jar(Some(("g", "a", "1.0")), "Manifest-Version: 1.0\n\n", &[]);
+    let outer = jar(Some(("g", "b", "2.0")), "Manifest-Version: 1.0\n\n", &[("lib/a.jar", inner)]);
+    let base = Layer::new()
+        .pax(&[("path", &format!("{}/node_modules/p/package.json", "x".repeat(120)))])
+        .file("ignored", &npm("p"))
+        .raw(b'L', "././@LongLink", format!("{}/node_modules/q/package.json\0", "y".repeat(110)).as_bytes(), "", 0o644)
+        .file("ignored2", &npm("q"))
+        .file("var/lib/dpkg/status", status.as_bytes())
+        .symlink("etc/os-release", "../usr/lib/os-release")
+        .file("usr/lib/os-release", OS_RELEASE_DEBIAN.as_bytes())
+        .file("app/app.jar", &outer)
+        .hardlink("app/copy.jar", "app/app.jar")
+        .whiteout("old/thing")
+        .tar();
+    // Header block offsets, to aim at.
+    let mut headers = Vec::new();
+    let mut at = 0;
+    while at + 512 <= base.len() && base[at..at + 512].iter().any(|&b| b != 0) {
+        headers.push(at);
+        let size = u64::from_str_radix(std::str::from_utf8(&base[at + 124..at + 135]).unwrap().trim_matches(char::from(0)).trim(), 8).unwrap_or(0);
+        let data = if matches!(base[at + 156], b'1' | b'2' | b'3' | b'4' | b'5' | b'6') { 0 } else { size as usize };
+        at += 512 + data.div_ceil(512) * 512;
+    }
+    assert!(headers.len() >= 10);
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut problems = 0;
+    for i in 0..3000 {
+        let mut t = base.clone();
+        match i % 4 {
+            // Random bytes anywhere.
+            0 => {
+                for _ in 0..1 + rng.below(8) {
+                    let k = rng.below(t.len());
+                    t[k] = rng.next() as u8;
+                }
+            }
+            // A header field rewritten, checksum fixed: size, type, name, link, mode, prefix.
+            1 | 2 => {
+                let h = headers[rng.below(headers.len())];
+                let (start, len) = [(124, 12), (156, 1), (0, 100), (157, 100), (100, 8), (345, 155)][rng.below(6)];
+                for k in 0..1 + rng.below(len) {
+                    t[h + start + k] = match rng.below(4) {
+                        0 => b'7',
+                        1 => 0,
+                        2 => 0xff,
+                        _ => rng.next() as u8,
+                    };
+                }
+                fix_checksum(&mut t, h);
+            }
+            // Truncated anywhere.
+            _ => t.truncate(rng.below(t.len())),
+        }
+        let gz = i % 10 == 0;
+        let bytes = if gz {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(&t).unwrap();
+            e.finish().unwrap()
+        } else {
+            t
+        };
+        let limits = Limits { max_file: 1 << 20, max_image: 8 << 20, ..Limits::default() };
+        let inv = std::panic::catch_unwind(|| scan_with(limits, &[bytes])).unwrap_or_else(|_| panic!("iteration {i} panicked"));
+        problems += inv.problems.len();
+    }
+    assert!(problems > 500, "mutations were noticed: {problems} problems");
+}
