@@ -251,3 +251,27 @@ fn cvss_base_scores() {
     assert_eq!(s("CVSS_V3", "CVSS:3.1/AV:X/garbage"), None);
     assert_eq!(s("CVSS_V3", ""), None);
 }
+
+#[test]
+fn alpine_secdb_json_as_secdb_alpinelinux_org_serves_it() {
+    // The JSON form of the same data (secdb.alpinelinux.org/v3.19/main.json has this shape).
+    let json = r#"{"apkurl":"{{urlprefix}}/{{distroversion}}/{{reponame}}/{{arch}}/{{pkg.name}}-{{pkg.ver}}.apk",
+        "archs":["x86_64"],"reponame":"main","urlprefix":"https://dl-cdn.alpinelinux.org/alpine","distroversion":"v3.19",
+        "packages":[{"pkg":{"name":"openssl","secfixes":{"3.1.4-r1":["CVE-2023-5678"],"3.1.4-r3":["CVE-2023-6129 CVE-2023-6237"],"0":["CVE-2022-0001"]}}},
+                    {"pkg":{"name":"busybox","secfixes":{"1.36.1-r6":["CVE-2023-42366"]}}}]}"#;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("main.json"), json).unwrap();
+    let mut db = Db::empty();
+    let r = db.import_path(dir.path(), 1).unwrap();
+    assert!(r.problems.is_empty(), "{:#?}", r.problems);
+    affected(&db, "Alpine:v3.19", "openssl", "3.1.4-r0", "CVE-2023-5678");
+    not_affected(&db, "Alpine:v3.19", "openssl", "3.1.4-r1", "CVE-2023-5678");
+    // Two ids on one line are two vulnerabilities.
+    affected(&db, "Alpine:v3.19", "openssl", "3.1.4-r2", "CVE-2023-6129");
+    affected(&db, "Alpine:v3.19", "openssl", "3.1.4-r2", "CVE-2023-6237");
+    // A fix of "0" means never affected.
+    not_affected(&db, "Alpine:v3.19", "openssl", "1.0.0-r0", "CVE-2022-0001");
+    affected(&db, "Alpine:v3.19", "busybox", "1.36.1-r5", "CVE-2023-42366");
+    let v = db.vulnerabilities("Alpine:v3.19", "busybox", "1.36.1-r5");
+    assert_eq!(v[0].aliases, vec!["ALPINE-CVE-2023-42366".to_owned()]);
+}
