@@ -9,6 +9,7 @@
 //! `max_file`) are held, one at a time.
 
 mod detect;
+pub mod secrets;
 mod layer;
 mod os;
 mod overlay;
