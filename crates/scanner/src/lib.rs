@@ -9,6 +9,8 @@
 //! `max_file`) are held, one at a time.
 
 mod detect;
+pub mod malware;
+pub mod misconfig;
 pub mod secrets;
 mod layer;
 mod os;
@@ -17,7 +19,7 @@ pub mod purl;
 mod tar;
 
 pub use os::Os;
-pub use overlay::Scanner;
+pub use overlay::{Inspection, Scanner};
 
 use serde::Serialize;
 
@@ -34,11 +36,15 @@ pub struct Limits {
     pub max_header: u64,
     /// Archives inside archives (a jar in a war in an ear).
     pub max_nesting: u32,
+    /// The largest file searched for secrets and malware.
+    pub max_inspect_file: u64,
+    /// The largest binary (a file with NUL bytes) searched for secrets.
+    pub max_binary_secrets: u64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_file: 256 << 20, max_image: 32 << 30, max_entries: 2_000_000, max_header: 1 << 20, max_nesting: 4 }
+        Limits { max_file: 256 << 20, max_image: 32 << 30, max_entries: 2_000_000, max_header: 1 << 20, max_nesting: 4, max_inspect_file: 32 << 20, max_binary_secrets: 8 << 20 }
     }
 }
 
@@ -174,4 +180,7 @@ pub struct Inventory {
     /// Uncompressed bytes read over all layers.
     pub bytes: u64,
     pub entries: u64,
+    pub secrets: Vec<secrets::SecretFinding>,
+    pub malware: Vec<malware::MalwareFinding>,
+    pub misconfigurations: Vec<misconfig::Misconfiguration>,
 }

@@ -6,7 +6,11 @@
 use crate::detect::{self, Wanted};
 use crate::layer::{decompress, is_budget, Budget};
 use crate::tar::{Kind, TarReader};
+use crate::malware::{FileCheck, MalwareFinding, MalwareScanner};
+use crate::misconfig::{ImageConfig, Misconfiguration, check_config, check_mode};
+use crate::secrets::{SecretFinding, SecretScanner, Severity};
 use crate::{Inventory, Limits, Os, Package, Problem};
+use std::sync::Arc;
 use std::collections::{BTreeMap, HashSet};
 use std::io::{self, Read};
 use std::path::Path;
@@ -32,6 +36,26 @@ pub struct Scanner {
     bytes: u64,
     entries: u64,
     stopped: bool,
+    inspection: Inspection,
+    secrets: Vec<SecretFinding>,
+    malware: Vec<MalwareFinding>,
+    misconfigurations: Vec<Misconfiguration>,
+}
+
+/// What else to look for besides packages. All off by default.
+#[derive(Clone, Default)]
+pub struct Inspection {
+    pub secrets: Option<Arc<SecretScanner>>,
+    pub malware: Option<Arc<MalwareScanner>>,
+    /// External engines (ClamAV) that see every file `malware` sees.
+    pub external: Vec<Arc<dyn FileCheck>>,
+    pub misconfig: bool,
+}
+
+impl Inspection {
+    fn reads_contents(&self) -> bool {
+        self.secrets.is_some() || self.malware.is_some() || !self.external.is_empty()
+    }
 }
 
 /// A cleaned, root-relative path, or why the entry is refused.
@@ -50,9 +74,83 @@ fn clean(raw: &str) -> Result<(String, bool), &'static str> {
 
 impl Scanner {
     pub fn new(limits: Limits) -> Scanner {
-        Scanner { limits, layers: Vec::new(), files: BTreeMap::new(), problems: Vec::new(), bytes: 0, entries: 0, stopped: false }
+        Scanner {
+            limits,
+            layers: Vec::new(),
+            files: BTreeMap::new(),
+            problems: Vec::new(),
+            bytes: 0,
+            entries: 0,
+            stopped: false,
+            inspection: Inspection::default(),
+            secrets: Vec::new(),
+            malware: Vec::new(),
+            misconfigurations: Vec::new(),
+        }
     }
 
+    /// Also look for secrets, malware and misconfiguration.
+    pub fn with_inspection(mut self, inspection: Inspection) -> Scanner {
+        self.inspection = inspection;
+        self
+    }
+
+    /// The image config (OCI or Docker JSON): misconfiguration checks, and secrets in its
+    /// environment, command, labels and history.
+    pub fn add_config(&mut self, bytes: &[u8]) {
+        let config: ImageConfig = match serde_json::from_slice(bytes) {
+            Ok(c) => c,
+            Err(e) => return self.problem("unparsable", format!("image config: {e}"), None),
+        };
+        if self.inspection.misconfig {
+            check_config(&config, &mut self.misconfigurations);
+        }
+        if let Some(secrets) = self.inspection.secrets.clone() {
+            let c = &config.config;
+            let mut parts: Vec<(String, String)> = vec![
+                ("config:Env".into(), c.env.clone().unwrap_or_default().join("\n")),
+                ("config:Cmd".into(), c.cmd.clone().unwrap_or_default().join(" ")),
+                ("config:Entrypoint".into(), c.entrypoint.clone().unwrap_or_default().join(" ")),
+                ("config:Labels".into(), c.labels.iter().flatten().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("\n")),
+            ];
+            for (i, h) in config.history.iter().enumerate() {
+                if let Some(by) = &h.created_by {
+                    parts.push((format!("history:{i}"), by.clone()));
+                }
+            }
+            for (path, text) in parts {
+                secrets.scan(&path, text.as_bytes(), None, &mut self.secrets);
+            }
+        }
+    }
+
+    /// Secrets, malware and external engines over one file's bytes.
+    fn inspect(&mut self, path: &str, bytes: &[u8], layer: usize) {
+        let layer = self.layers.get(layer).filter(|l| !l.is_empty()).cloned();
+        let binary = bytes[..bytes.len().min(8192)].contains(&0);
+        if let Some(s) = &self.inspection.secrets {
+            if !binary || bytes.len() as u64 <= self.limits.max_binary_secrets {
+                s.scan(path, bytes, layer.as_deref(), &mut self.secrets);
+            }
+        }
+        if let Some(m) = &self.inspection.malware {
+            m.scan(path, bytes, layer.as_deref(), &mut self.malware);
+        }
+        for check in self.inspection.external.clone() {
+            match check.check(bytes) {
+                Ok(Some(signature)) => self.malware.push(MalwareFinding {
+                    rule: signature.clone(),
+                    description: format!("{} signature {signature}", check.engine()),
+                    severity: Severity::High,
+                    path: path.to_owned(),
+                    layer: layer.clone(),
+                    engine: check.engine().into(),
+                }),
+                Ok(None) => {}
+                Err(e) => self.problem("unreadable", format!("{}: {e}", check.engine()), Some(path)),
+            }
+        }
+    }
     fn problem(&mut self, code: &'static str, message: impl Into<String>, path: Option<&str>) {
         if self.problems.len() >= 1000 {
             return;
@@ -139,7 +237,13 @@ impl Scanner {
                 }
             };
             match h.kind {
-                Kind::Dir | Kind::Fifo => {}
+                Kind::Dir => {
+                    if self.inspection.misconfig {
+                        let digest = self.layers[layer].clone();
+                        check_mode(&path, h.mode, true, Some(&digest), &mut self.misconfigurations);
+                    }
+                }
+                Kind::Fifo => {}
                 Kind::Device => self.problem("device-file", "a device node in a layer", Some(&path)),
                 Kind::Sparse => self.problem("sparse-file", "a GNU sparse file; not inspected", Some(&path)),
                 Kind::Other(t) => {
@@ -176,12 +280,28 @@ impl Scanner {
                     }
                 }
                 Kind::File => {
-                    let Some(wanted) = detect::wanted(&path, h.mode, h.size) else { continue };
-                    if h.size > self.limits.max_file {
-                        self.problem("file-too-large", format!("{} bytes, over the {}-byte limit; not inspected", h.size, self.limits.max_file), Some(&path));
-                        continue;
+                    if self.inspection.misconfig {
+                        let digest = self.layers[layer].clone();
+                        check_mode(&path, h.mode, false, Some(&digest), &mut self.misconfigurations);
                     }
-                    self.capture(&path, wanted, h.size, &mut tar, layer, old)?;
+                    let inspect = self.inspection.reads_contents() && h.size > 0 && h.size <= self.limits.max_inspect_file;
+                    let mut wanted = detect::wanted(&path, h.mode, h.size);
+                    if wanted.is_some() && h.size > self.limits.max_file {
+                        self.problem("file-too-large", format!("{} bytes, over the {}-byte limit; not inspected", h.size, self.limits.max_file), Some(&path));
+                        wanted = None;
+                    }
+                    if inspect {
+                        let mut bytes = Vec::with_capacity(h.size as usize);
+                        (&mut tar).take(h.size).read_to_end(&mut bytes)?;
+                        if let Some(w) = wanted {
+                            if w != Wanted::Binary || bytes.starts_with(b"\x7fELF") {
+                                self.found(&path, w, &bytes, layer, old)?;
+                            }
+                        }
+                        self.inspect(&path, &bytes, layer);
+                    } else if let Some(w) = wanted {
+                        self.capture(&path, w, h.size, &mut tar, layer, old)?;
+                    }
                 }
             }
         }
@@ -285,12 +405,34 @@ impl Scanner {
                     self.files.insert(rel, File { layer, captured: Captured::Symlink(target) });
                 } else if ft.is_file() {
                     use std::os::unix::fs::PermissionsExt;
-                    let Some(wanted) = detect::wanted(&rel, meta.permissions().mode(), meta.len()) else { continue };
-                    if meta.len() > self.limits.max_file {
+                    let mode = meta.permissions().mode();
+                    if self.inspection.misconfig {
+                        check_mode(&rel, mode, false, None, &mut self.misconfigurations);
+                    }
+                    let inspect = self.inspection.reads_contents() && meta.len() > 0 && meta.len() <= self.limits.max_inspect_file;
+                    let mut wanted = detect::wanted(&rel, mode, meta.len());
+                    if wanted.is_some() && meta.len() > self.limits.max_file {
                         self.problem("file-too-large", format!("{} bytes, over the {}-byte limit; not inspected", meta.len(), self.limits.max_file), Some(&rel));
+                        wanted = None;
+                    }
+                    if !inspect && wanted.is_none() {
                         continue;
                     }
-                    let result = std::fs::File::open(&p).and_then(|mut f| self.capture(&rel, wanted, meta.len(), &mut f, layer, None));
+                    let result = std::fs::File::open(&p).and_then(|mut f| {
+                        if inspect {
+                            let mut bytes = Vec::with_capacity(meta.len() as usize);
+                            (&mut f).take(self.limits.max_inspect_file).read_to_end(&mut bytes)?;
+                            if let Some(w) = wanted {
+                                if w != Wanted::Binary || bytes.starts_with(b"\x7fELF") {
+                                    self.found(&rel, w, &bytes, layer, None)?;
+                                }
+                            }
+                            self.inspect(&rel, &bytes, layer);
+                            Ok(())
+                        } else {
+                            self.capture(&rel, wanted.unwrap(), meta.len(), &mut f, layer, None)
+                        }
+                    });
                     if let Err(e) = result {
                         self.problem("unreadable", format!("{e}"), Some(&rel));
                     }
@@ -357,7 +499,17 @@ impl Scanner {
         }
         packages.sort_by(|a, b| (a.ecosystem, &a.name, &a.version, &a.path).cmp(&(b.ecosystem, &b.name, &b.version, &b.path)));
         packages.dedup_by(|a, b| a.ecosystem == b.ecosystem && a.name == b.name && a.version == b.version && a.path == b.path);
-        Inventory { os, packages, problems: self.problems, layers: self.layers.into_iter().filter(|l| !l.is_empty()).collect(), bytes: self.bytes, entries: self.entries }
+        Inventory {
+            os,
+            packages,
+            problems: self.problems,
+            layers: self.layers.into_iter().filter(|l| !l.is_empty()).collect(),
+            bytes: self.bytes,
+            entries: self.entries,
+            secrets: self.secrets,
+            malware: self.malware,
+            misconfigurations: self.misconfigurations,
+        }
     }
 }
 
