@@ -35,6 +35,21 @@ pub struct Config {
     pub auth: Auth,
     /// The local advisory DB and where `customs db update` fetches OSV data.
     pub advisories: Advisories,
+    /// Secret, malware and ClamAV settings of `customs scan`.
+    pub scan: Scan,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Scan {
+    /// Secret rule files (TOML, the shape of the built-in rules: add, override, disable, allow).
+    pub secret_rules: Vec<PathBuf>,
+    /// YARA rule files, or directories of `*.yar`/`*.yara`, added to the built-in rules.
+    pub malware_rules: Vec<PathBuf>,
+    /// SHA-256 blocklists: `<hex>  <name>` lines.
+    pub malware_hashes: Vec<PathBuf>,
+    /// clamd's local socket; empty: ClamAV is not asked.
+    pub clamd_socket: PathBuf,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -351,6 +366,7 @@ impl Default for Config {
             rate: Rate::default(),
             auth: Auth::default(),
             advisories: Advisories::default(),
+            scan: Scan::default(),
         }
     }
 }

@@ -2,6 +2,7 @@
 //! Flags and glue only; everything else lives in the library crates.
 
 mod access;
+mod clamd;
 mod config;
 mod db;
 mod scan;

@@ -17,6 +17,14 @@ pub enum Format {
     Sarif,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, clap::ValueEnum)]
+pub enum Kind {
+    Vuln,
+    Secret,
+    Malware,
+    Config,
+}
+
 #[derive(clap::Args)]
 pub struct ScanArgs {
     /// An OCI layout directory (DIR or DIR:REF), a `docker save` archive, a registry reference
@@ -53,6 +61,65 @@ pub struct ScanArgs {
     /// Talk plain HTTP to the registry (loopback hosts always do).
     #[arg(long)]
     plain_http: bool,
+    /// What to look for (comma-separated).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "vuln,secret,malware,config")]
+    scanners: Vec<Kind>,
+    /// More secret rule files (added to scan.secret_rules).
+    #[arg(long)]
+    secret_rules: Vec<PathBuf>,
+    /// More YARA rule files or directories (added to scan.malware_rules).
+    #[arg(long)]
+    malware_rules: Vec<PathBuf>,
+    /// clamd's socket (overrides scan.clamd_socket).
+    #[arg(long)]
+    clamd: Option<PathBuf>,
+}
+
+/// Secret, malware and ClamAV engines as the settings and flags ask.
+fn inspection(config: &Config, args: &ScanArgs) -> anyhow::Result<scanner::Inspection> {
+    let on = |k: Kind| args.scanners.contains(&k);
+    let mut insp = scanner::Inspection { misconfig: on(Kind::Config), ..Default::default() };
+    if on(Kind::Secret) {
+        let mut files = Vec::new();
+        for p in config.scan.secret_rules.iter().chain(&args.secret_rules) {
+            let text = std::fs::read_to_string(p).with_context(|| format!("cannot read secret rules {}", p.display()))?;
+            files.push(scanner::secrets::RuleFile::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?);
+        }
+        insp.secrets = Some(std::sync::Arc::new(scanner::secrets::SecretScanner::new(&files).map_err(anyhow::Error::msg)?));
+    }
+    if on(Kind::Malware) {
+        let mut rules = Vec::new();
+        for p in config.scan.malware_rules.iter().chain(&args.malware_rules) {
+            let mut paths = Vec::new();
+            if p.is_dir() {
+                for e in std::fs::read_dir(p).with_context(|| format!("cannot read {}", p.display()))? {
+                    let path = e?.path();
+                    if path.extension().is_some_and(|x| x == "yar" || x == "yara") {
+                        paths.push(path);
+                    }
+                }
+                paths.sort();
+            } else {
+                paths.push(p.clone());
+            }
+            for path in paths {
+                let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read YARA rules {}", path.display()))?;
+                rules.push((path.display().to_string(), text));
+            }
+        }
+        let mut hashes = Vec::new();
+        for p in &config.scan.malware_hashes {
+            hashes.push((p.display().to_string(), std::fs::read_to_string(p).with_context(|| format!("cannot read blocklist {}", p.display()))?));
+        }
+        insp.malware = Some(std::sync::Arc::new(scanner::malware::MalwareScanner::new(&rules, &hashes).map_err(anyhow::Error::msg)?));
+        let socket = args.clamd.clone().unwrap_or_else(|| config.scan.clamd_socket.clone());
+        if !socket.as_os_str().is_empty() {
+            let clamd = crate::clamd::Clamd { socket };
+            clamd.ping().map_err(anyhow::Error::msg)?;
+            insp.external.push(std::sync::Arc::new(clamd));
+        }
+    }
+    Ok(insp)
 }
 
 /// A layer reader that shows progress on a terminal.
@@ -80,7 +147,8 @@ impl<R: Read> Read for Progress<R> {
 
 pub fn run(config: Config, args: ScanArgs) -> anyhow::Result<u8> {
     let db_path = args.db.clone().unwrap_or_else(|| config.advisory_db());
-    let db = if args.skip_db {
+    let vuln = args.scanners.contains(&Kind::Vuln);
+    let db = if args.skip_db || !vuln {
         None
     } else {
         Some(advisories::Db::load(&db_path).with_context(|| "the advisory DB is needed to match vulnerabilities (or pass --skip-db to list packages only)")?)
@@ -98,6 +166,7 @@ pub fn run(config: Config, args: ScanArgs) -> anyhow::Result<u8> {
         _ => None,
     };
     let tty = std::io::stderr().is_terminal();
+    let insp = inspection(&config, &args)?;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     let target = args.target.clone();
     let platform = args.platform.clone();
@@ -110,7 +179,7 @@ pub fn run(config: Config, args: ScanArgs) -> anyhow::Result<u8> {
                 Some((d, r)) if PathBuf::from(d).join("oci-layout").is_file() => (PathBuf::from(d), Some(r.to_owned())),
                 _ => (path.clone(), None),
             };
-            let mut scanner = scanner::Scanner::new(scanner::Limits::default());
+            let mut scanner = scanner::Scanner::new(scanner::Limits::default()).with_inspection(insp);
             let image = if dir_part.join("oci-layout").is_file() {
                 Some(source::oci_layout(&dir_part, ref_part.as_deref(), &platform)?)
             } else if path.is_dir() {
@@ -132,6 +201,9 @@ pub fn run(config: Config, args: ScanArgs) -> anyhow::Result<u8> {
                 }
                 if tty {
                     eprint!("\r\x1b[K");
+                }
+                if let Some(config) = &img.config {
+                    scanner.add_config(config);
                 }
             }
             Ok((scanner.finish(), image))
@@ -157,5 +229,5 @@ pub fn run(config: Config, args: ScanArgs) -> anyhow::Result<u8> {
         Some(p) => std::fs::write(p, text).with_context(|| format!("cannot write {}", p.display()))?,
         None => std::io::stdout().write_all(text.as_bytes())?,
     }
-    Ok(if !report.vulnerabilities.is_empty() { args.exit_code } else { 0 })
+    Ok(if report.gating_findings() > 0 { args.exit_code } else { 0 })
 }

@@ -20,6 +20,8 @@ pub struct Image {
     pub name: String,
     pub digest: Option<String>,
     pub layers: Vec<LayerSource>,
+    /// The image config's JSON, when it could be read.
+    pub config: Option<Vec<u8>>,
 }
 
 /// The platform a multi-arch index is resolved to.
@@ -61,11 +63,13 @@ fn pick(index: &[u8], platform: &Platform) -> anyhow::Result<(String, String)> {
     bail!("the index has no manifest for {}/{} (it has: {})", platform.os, platform.arch, offered.join(", "))
 }
 
-/// A manifest's layers as (digest, media type, size).
-fn layers_of(media_type: &str, bytes: &[u8]) -> anyhow::Result<Vec<(String, u64)>> {
+/// A manifest's layers as (digest, size), and its config's digest.
+fn layers_of(media_type: &str, bytes: &[u8]) -> anyhow::Result<(Vec<(String, u64)>, Option<String>)> {
     let m = oci::Manifest::parse(Some(media_type).filter(|m| !m.is_empty()), bytes).map_err(|e| anyhow::anyhow!("manifest: {e}"))?;
-    Ok(m.layers.iter().map(|d| (d.digest.to_string(), d.size)).collect())
+    Ok((m.layers.iter().map(|d| (d.digest.to_string(), d.size)).collect(), m.config.map(|c| c.digest.to_string())))
 }
+
+const MAX_CONFIG: u64 = 8 << 20;
 
 fn is_index(media_type: &str, bytes: &[u8]) -> bool {
     matches!(media_type, "application/vnd.oci.image.index.v1+json" | "application/vnd.docker.distribution.manifest.list.v2+json")
@@ -111,11 +115,19 @@ pub fn oci_layout(dir: &Path, reference: Option<&str>, platform: &Platform) -> a
         digest = d;
     }
     let mut layers = Vec::new();
-    for (d, size) in layers_of(&media, &bytes)? {
+    let (descriptors, config_digest) = layers_of(&media, &bytes)?;
+    for (d, size) in descriptors {
         let f = File::open(blob_path(&d)?).with_context(|| format!("layer {d} missing from blobs/"))?;
         layers.push(LayerSource { digest: d, size: Some(size), reader: Box::new(f) });
     }
-    Ok(Image { kind: "oci-layout", name: dir.display().to_string(), digest: Some(digest), layers })
+    let config = match config_digest {
+        Some(c) => {
+            let mut buf = Vec::new();
+            File::open(blob_path(&c)?).and_then(|f| f.take(MAX_CONFIG).read_to_end(&mut buf)).ok().map(|_| buf)
+        }
+        None => None,
+    };
+    Ok(Image { kind: "oci-layout", name: dir.display().to_string(), digest: Some(digest), layers, config })
 }
 
 /// A `docker save` archive: `manifest.json` names the config and the layer files inside the tar.
@@ -143,10 +155,10 @@ pub fn docker_archive(path: &Path) -> anyhow::Result<Image> {
     };
     let manifest: serde_json::Value = serde_json::from_slice(&read("manifest.json")?).context("manifest.json is not JSON")?;
     let first = manifest.get(0).context("manifest.json lists no image")?;
-    let diff_ids: Vec<String> = first["Config"]
-        .as_str()
-        .and_then(|c| read(c).ok())
-        .and_then(|c| serde_json::from_slice::<serde_json::Value>(&c).ok())
+    let config = first["Config"].as_str().and_then(|c| read(c).ok());
+    let diff_ids: Vec<String> = config
+        .as_ref()
+        .and_then(|c| serde_json::from_slice::<serde_json::Value>(c).ok())
         .and_then(|c| c["rootfs"]["diff_ids"].as_array().map(|a| a.iter().filter_map(|d| d.as_str().map(str::to_owned)).collect()))
         .unwrap_or_default();
     let name = first["RepoTags"].get(0).and_then(|t| t.as_str()).map(str::to_owned).unwrap_or_else(|| path.display().to_string());
@@ -160,7 +172,7 @@ pub fn docker_archive(path: &Path) -> anyhow::Result<Image> {
         let digest = member.strip_prefix("blobs/").map(|d| d.replacen('/', ":", 1)).or_else(|| diff_ids.get(i).cloned()).unwrap_or_else(|| member.to_owned());
         layers.push(LayerSource { digest, size: Some(size), reader: Box::new(f.take(size)) });
     }
-    Ok(Image { kind: "docker-archive", name, digest: None, layers })
+    Ok(Image { kind: "docker-archive", name, digest: None, layers, config })
 }
 
 /// A registry blob read from the scanner's blocking thread, requested on the first read.
@@ -217,9 +229,18 @@ pub fn registry(rt: &tokio::runtime::Handle, reference: &str, client: std::sync:
         digest = Some(d);
     }
     let mut layers = Vec::new();
-    for (d, size) in layers_of(&media, &bytes)? {
+    let (descriptors, config_digest) = layers_of(&media, &bytes)?;
+    let config = match config_digest {
+        Some(c) => {
+            let mut reader = BlobReader { client: client.clone(), image: r.clone(), digest: c, rt: rt.clone(), body: None, buf: bytes::Bytes::new() };
+            let mut buf = Vec::new();
+            (&mut reader).take(MAX_CONFIG).read_to_end(&mut buf).ok().map(|_| buf)
+        }
+        None => None,
+    };
+    for (d, size) in descriptors {
         let reader = BlobReader { client: client.clone(), image: r.clone(), digest: d.clone(), rt: rt.clone(), body: None, buf: bytes::Bytes::new() };
         layers.push(LayerSource { digest: d, size: Some(size), reader: Box::new(reader) });
     }
-    Ok(Image { kind: "registry", name: reference.to_owned(), digest, layers })
+    Ok(Image { kind: "registry", name: reference.to_owned(), digest, layers, config })
 }

@@ -57,6 +57,12 @@ pub struct RuleSpec {
     /// Where the example goes, for rules limited to some paths.
     #[serde(default)]
     pub example_path: Option<String>,
+    /// The secret must contain a digit (generic rules: identifiers and prose have none).
+    #[serde(default)]
+    pub require_digit: bool,
+    /// Not run on binaries (files with NUL bytes), where loose patterns meet noise.
+    #[serde(default)]
+    pub text_only: bool,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -246,7 +252,7 @@ impl SecretScanner {
             if !wanted[i] {
                 continue;
             }
-            if rule.paths.as_ref().is_some_and(|p| !p.is_match(path.as_bytes())) {
+            if rule.paths.as_ref().is_some_and(|p| !p.is_match(path.as_bytes())) || (binary && rule.spec.text_only) {
                 continue;
             }
             if rule.allow_paths.iter().any(|p| p.is_match(path.as_bytes())) {
@@ -258,7 +264,7 @@ impl SecretScanner {
                 if secret.is_empty() || seen.contains(&secret) {
                     continue;
                 }
-                if rule.spec.entropy.is_some_and(|min| entropy(&secret) < min) {
+                if rule.spec.entropy.is_some_and(|min| entropy(&secret) < min) || (rule.spec.require_digit && !secret.bytes().any(|b| b.is_ascii_digit())) {
                     continue;
                 }
                 // `xxxxxxxx`, `00000000`, `abababab`: filler, not a secret.

@@ -1,7 +1,7 @@
 //! CycloneDX 1.5 JSON: the image as the metadata component, every package as a component (its
 //! purl, layer and path as properties), every finding as a vulnerability that affects it.
 
-use super::{Report, TOOL, TOOL_VERSION};
+use super::{Report, TOOL, TOOL_VERSION, finding_lines};
 use advisories::Rating;
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -97,6 +97,17 @@ pub(super) fn bom(r: &Report, serial: &str) -> Value {
             out
         })
         .collect();
+    let annotations: Vec<Value> = finding_lines(r)
+        .into_iter()
+        .map(|text| {
+            json!({
+                "subjects": ["target"],
+                "annotator": { "component": { "type": "application", "name": TOOL, "version": TOOL_VERSION } },
+                "timestamp": r.scanned_at,
+                "text": text,
+            })
+        })
+        .collect();
     json!({
         "bomFormat": "CycloneDX",
         "specVersion": "1.5",
@@ -114,5 +125,6 @@ pub(super) fn bom(r: &Report, serial: &str) -> Value {
         },
         "components": components,
         "vulnerabilities": vulnerabilities,
+        "annotations": annotations,
     })
 }

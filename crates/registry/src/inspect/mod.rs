@@ -8,6 +8,9 @@ mod spdx;
 mod table;
 
 use advisories::{Db, Rating};
+use scanner::malware::MalwareFinding;
+use scanner::misconfig::Misconfiguration;
+use scanner::secrets::{SecretFinding, Severity as FindingSeverity};
 use scanner::{Inventory, Os, Package, Problem};
 use serde::Serialize;
 
@@ -71,10 +74,21 @@ pub struct Report {
     pub packages: Vec<Package>,
     pub vulnerabilities: Vec<Finding>,
     pub problems: Vec<Problem>,
-    /// Filled by the secret, malware and misconfiguration detectors (a later issue); always present.
-    pub secrets: Vec<serde_json::Value>,
-    pub malware: Vec<serde_json::Value>,
-    pub misconfigurations: Vec<serde_json::Value>,
+    /// Empty (not absent) when their scanner was not run.
+    pub secrets: Vec<SecretFinding>,
+    pub malware: Vec<MalwareFinding>,
+    pub misconfigurations: Vec<Misconfiguration>,
+}
+
+/// A finding's severity on the vulnerability scale; INFO has no place there.
+pub fn rating_of(s: FindingSeverity) -> Option<Rating> {
+    match s {
+        FindingSeverity::Info => None,
+        FindingSeverity::Low => Some(Rating::Low),
+        FindingSeverity::Medium => Some(Rating::Medium),
+        FindingSeverity::High => Some(Rating::High),
+        FindingSeverity::Critical => Some(Rating::Critical),
+    }
 }
 
 /// Matches an inventory against the DB (when there is one) into a report.
@@ -120,16 +134,30 @@ pub fn report(inventory: Inventory, db: Option<&Db>, target: Target, now_secs: u
         packages: inventory.packages,
         vulnerabilities,
         problems: inventory.problems,
-        secrets: Vec::new(),
-        malware: Vec::new(),
-        misconfigurations: Vec::new(),
+        secrets: inventory.secrets,
+        malware: inventory.malware,
+        misconfigurations: inventory.misconfigurations,
     }
 }
 
 impl Report {
-    /// Keeps only findings of the given severities, and (when asked) only those with a fix.
+    /// Keeps only findings of the given severities (all kinds), and (when asked) only
+    /// vulnerabilities with a fix.
     pub fn filter(&mut self, severities: &[Rating], ignore_unfixed: bool) {
         self.vulnerabilities.retain(|v| (severities.is_empty() || severities.contains(&v.severity)) && !(ignore_unfixed && v.fixed_version.is_none()));
+        let keep = |s: FindingSeverity| severities.is_empty() || rating_of(s).is_some_and(|r| severities.contains(&r));
+        self.secrets.retain(|f| keep(f.severity));
+        self.malware.retain(|f| keep(f.severity));
+        self.misconfigurations.retain(|f| keep(f.severity));
+    }
+
+    /// Findings that fail a CI gate: every vulnerability, secret and malware finding, and
+    /// misconfigurations above INFO.
+    pub fn gating_findings(&self) -> usize {
+        self.vulnerabilities.len()
+            + self.secrets.len()
+            + self.malware.len()
+            + self.misconfigurations.iter().filter(|m| m.severity > FindingSeverity::Info).count()
     }
 
     pub fn to_json(&self) -> serde_json::Value {
@@ -164,6 +192,23 @@ impl Report {
         }
         out
     }
+}
+
+/// One line per secret, malware and misconfiguration finding, for formats that carry them as
+/// annotations (CycloneDX, SPDX). Secrets stay redacted.
+pub(crate) fn finding_lines(r: &Report) -> Vec<String> {
+    let mut out = Vec::new();
+    for f in &r.secrets {
+        let line = f.line.map(|l| format!(":{l}")).unwrap_or_default();
+        out.push(format!("secret {} [{}] {}{line}: {} ({}), fingerprint {}", f.rule, f.severity.as_str(), f.path, f.title, f.redacted, f.fingerprint));
+    }
+    for f in &r.malware {
+        out.push(format!("malware {} [{}] {}: {} (engine {})", f.rule, f.severity.as_str(), f.path, f.description, f.engine));
+    }
+    for f in &r.misconfigurations {
+        out.push(format!("misconfiguration {} [{}]: {}: {}. Fix: {}", f.id, f.severity.as_str(), f.title, f.detail, f.fix));
+    }
+    out
 }
 
 pub(crate) const TOOL: &str = "customs";

@@ -25,7 +25,38 @@ pub(super) fn log(r: &Report) -> Value {
             }));
         }
     }
-    let results: Vec<Value> = r
+    let level_of = |s: scanner::secrets::Severity| match s {
+        scanner::secrets::Severity::Critical | scanner::secrets::Severity::High => "error",
+        scanner::secrets::Severity::Medium => "warning",
+        _ => "note",
+    };
+    let mut extra: Vec<Value> = Vec::new();
+    let mut rule = |id: String, text: String, tag: &str, rules: &mut Vec<Value>| {
+        if seen.insert(id.clone()) {
+            rules.push(json!({ "id": id, "shortDescription": { "text": text }, "properties": { "tags": [tag, "security"] } }));
+        }
+    };
+    for f in &r.secrets {
+        let id = format!("secret/{}", f.rule);
+        rule(id.clone(), f.title.clone(), "secret", &mut rules);
+        let mut loc = json!({ "physicalLocation": { "artifactLocation": { "uri": f.path } } });
+        if let Some(l) = f.line {
+            loc["physicalLocation"]["region"] = json!({ "startLine": l });
+        }
+        extra.push(json!({ "ruleId": id, "level": level_of(f.severity), "message": { "text": format!("{} ({}), fingerprint {}", f.title, f.redacted, f.fingerprint) }, "locations": [loc] }));
+    }
+    for f in &r.malware {
+        let id = format!("malware/{}", f.rule);
+        rule(id.clone(), f.description.clone(), "malware", &mut rules);
+        extra.push(json!({ "ruleId": id, "level": level_of(f.severity), "message": { "text": format!("{} ({})", f.description, f.engine) }, "locations": [{ "physicalLocation": { "artifactLocation": { "uri": f.path } } }] }));
+    }
+    for f in &r.misconfigurations {
+        let id = format!("config/{}", f.id);
+        rule(id.clone(), f.title.to_owned(), "misconfiguration", &mut rules);
+        let uri = f.path.clone().unwrap_or_else(|| "image-config".into());
+        extra.push(json!({ "ruleId": id, "level": level_of(f.severity), "message": { "text": format!("{}: {}. {}", f.title, f.detail, f.fix) }, "locations": [{ "physicalLocation": { "artifactLocation": { "uri": uri } } }] }));
+    }
+    let mut results: Vec<Value> = r
         .vulnerabilities
         .iter()
         .map(|v| {
@@ -43,6 +74,7 @@ pub(super) fn log(r: &Report) -> Value {
             })
         })
         .collect();
+    results.extend(extra);
     json!({
         "version": "2.1.0",
         "$schema": "https://json.schemastore.org/sarif-2.1.0.json",

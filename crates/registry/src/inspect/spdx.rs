@@ -2,7 +2,7 @@
 //! as package-manager external references. Licence texts as found are not SPDX expressions, so
 //! they go to `licenseComments` and the declared licence is NOASSERTION.
 
-use super::{Report, TOOL, TOOL_VERSION};
+use super::{Report, TOOL, TOOL_VERSION, finding_lines};
 use serde_json::{Value, json};
 
 fn spdx_id(s: &str) -> String {
@@ -21,6 +21,13 @@ pub(super) fn document(r: &Report, namespace_id: &str) -> Value {
         "licenseDeclared": "NOASSERTION",
         "copyrightText": "NOASSERTION",
     })];
+    let notes: Vec<Value> = finding_lines(r)
+        .into_iter()
+        .map(|comment| json!({ "annotationType": "REVIEW", "annotator": format!("Tool: {TOOL}-{TOOL_VERSION}"), "annotationDate": r.scanned_at, "comment": comment }))
+        .collect();
+    if !notes.is_empty() {
+        packages[0]["annotations"] = json!(notes);
+    }
     let mut relationships = vec![json!({
         "spdxElementId": "SPDXRef-DOCUMENT", "relationshipType": "DESCRIBES", "relatedSpdxElement": "SPDXRef-Target",
     })];

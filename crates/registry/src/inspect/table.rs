@@ -10,13 +10,16 @@ pub(super) fn render(r: &Report) -> String {
     let counts: Vec<String> = r.counts().iter().map(|(s, n)| format!("{} {n}", s.as_str())).collect();
     let _ = writeln!(
         out,
-        "{} ({}){}\n{} packages, {} vulnerabilities{}",
+        "{} ({}){}\n{} packages, {} vulnerabilities{}; {} secrets, {} malware, {} misconfigurations",
         r.target.name,
         r.target.kind,
         os.map(|o| format!(" · {o}")).unwrap_or_default(),
         r.packages.len(),
         r.vulnerabilities.len(),
-        if counts.is_empty() { String::new() } else { format!(": {}", counts.join(", ")) },
+        if counts.is_empty() { String::new() } else { format!(" ({})", counts.join(", ")) },
+        r.secrets.len(),
+        r.malware.len(),
+        r.misconfigurations.len(),
     );
     if r.db.is_none() {
         let _ = writeln!(out, "(no advisory DB: packages only)");
@@ -36,6 +39,25 @@ pub(super) fn render(r: &Report) -> String {
             let score = v.cvss_score.map(|s| format!("{s:>4.1}")).unwrap_or_else(|| "   -".into());
             let title: String = v.title.chars().take(60).collect();
             let _ = writeln!(out, "  {:w_id$}  {score}  {pkg:w_pkg$}  → {fix:w_fix$}  {}  {title}", v.id, v.path);
+        }
+    }
+    if !r.secrets.is_empty() {
+        let _ = writeln!(out, "\nsecrets ({})", r.secrets.len());
+        for f in &r.secrets {
+            let line = f.line.map(|l| format!(":{l}")).unwrap_or_default();
+            let _ = writeln!(out, "  {:<8}  {}  {}{line}  {}  {}", f.severity.as_str(), f.rule, f.path, f.redacted, f.title);
+        }
+    }
+    if !r.malware.is_empty() {
+        let _ = writeln!(out, "\nmalware ({})", r.malware.len());
+        for f in &r.malware {
+            let _ = writeln!(out, "  {:<8}  {}  {}  [{}]  {}", f.severity.as_str(), f.rule, f.path, f.engine, f.description);
+        }
+    }
+    if !r.misconfigurations.is_empty() {
+        let _ = writeln!(out, "\nmisconfigurations ({})", r.misconfigurations.len());
+        for f in &r.misconfigurations {
+            let _ = writeln!(out, "  {:<8}  {}  {}: {}  (fix: {})", f.severity.as_str(), f.id, f.title, f.detail, f.fix);
         }
     }
     if !r.problems.is_empty() {
