@@ -2,15 +2,17 @@
 # Runs every test of customs. First installs what the tests need:
 # - from Debian's packages: skopeo, podman and buildah (real clients for the end-to-end tests),
 #   curl (HTTP/2 and TLS checks), openssl (generates the test certificates; none are committed),
-#   golang-go (builds a real Go binary for the scanner) and rpm (rpmbuild and an rpmdb.sqlite
-#   written by rpm itself);
+#   golang-go (builds a real Go binary for the scanner), rpm (rpmbuild and an rpmdb.sqlite
+#   written by rpm itself), clamav-daemon (a real clamd, given a test signature database) and
+#   debootstrap (a clean Debian bookworm, made once into target/test-bookworm, that must show no
+#   secrets and no malware);
 # - from PyPI, into target/test-venv: cyclonedx-python-lib and spdx-tools, which validate the
 #   SBOMs customs writes against their formats.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for tool in skopeo podman buildah curl openssl go rpmbuild; do
+for tool in skopeo podman buildah curl openssl go rpmbuild clamd debootstrap; do
   command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -19,6 +21,7 @@ if [ ${#need[@]} -gt 0 ]; then
     case "$tool" in
       go) pkgs+=(golang-go) ;;
       rpmbuild) pkgs+=(rpm) ;;
+      clamd) pkgs+=(clamav-daemon) ;;
       *) pkgs+=("$tool") ;;
     esac
   done
@@ -36,5 +39,15 @@ if ! "$venv/bin/python" -c 'import cyclonedx.validation.json, spdx_tools' >/dev/
   "$venv/bin/pip" install -q --disable-pip-version-check 'cyclonedx-python-lib[json-validation]==8.9.0' 'spdx-tools==0.8.5'
 fi
 export SBOM_VALIDATOR_PYTHON="$PWD/$venv/bin/python"
+
+bookworm=target/test-bookworm
+if [ ! -f "$bookworm/var/lib/dpkg/status" ]; then
+  echo "debootstrapping a clean Debian bookworm into $bookworm"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  rm -rf "$bookworm"
+  $sudo debootstrap --variant=minbase bookworm "$bookworm" http://deb.debian.org/debian >/dev/null
+fi
+export BOOKWORM_ROOTFS="$PWD/$bookworm"
 
 cargo test --workspace --locked "$@"

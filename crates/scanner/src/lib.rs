@@ -9,6 +9,7 @@
 //! `max_file`) are held, one at a time.
 
 mod detect;
+mod inspect;
 pub mod malware;
 pub mod misconfig;
 pub mod secrets;

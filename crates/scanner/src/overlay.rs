@@ -4,11 +4,12 @@
 //! without interruption.
 
 use crate::detect::{self, Wanted};
+use crate::inspect::Inspector;
 use crate::layer::{decompress, is_budget, Budget};
 use crate::tar::{Kind, TarReader};
 use crate::malware::{FileCheck, MalwareFinding, MalwareScanner};
 use crate::misconfig::{ImageConfig, Misconfiguration, check_config, check_mode};
-use crate::secrets::{SecretFinding, SecretScanner, Severity};
+use crate::secrets::{SecretFinding, SecretScanner};
 use crate::{Inventory, Limits, Os, Package, Problem};
 use std::sync::Arc;
 use std::collections::{BTreeMap, HashSet};
@@ -37,6 +38,8 @@ pub struct Scanner {
     entries: u64,
     stopped: bool,
     inspection: Inspection,
+    /// The thread that scans file contents for secrets and malware, once there is work for it.
+    inspector: Option<Inspector>,
     secrets: Vec<SecretFinding>,
     malware: Vec<MalwareFinding>,
     misconfigurations: Vec<Misconfiguration>,
@@ -83,6 +86,7 @@ impl Scanner {
             entries: 0,
             stopped: false,
             inspection: Inspection::default(),
+            inspector: None,
             secrets: Vec::new(),
             malware: Vec::new(),
             misconfigurations: Vec::new(),
@@ -124,33 +128,19 @@ impl Scanner {
         }
     }
 
-    /// Secrets, malware and external engines over one file's bytes.
-    fn inspect(&mut self, path: &str, bytes: &[u8], layer: usize) {
+    /// Hands a file's bytes to the inspection thread (started on first use).
+    fn inspect(&mut self, path: &str, bytes: Vec<u8>, layer: usize) {
         let layer = self.layers.get(layer).filter(|l| !l.is_empty()).cloned();
-        let binary = bytes[..bytes.len().min(8192)].contains(&0);
-        if let Some(s) = &self.inspection.secrets {
-            if !binary || bytes.len() as u64 <= self.limits.max_binary_secrets {
-                s.scan(path, bytes, layer.as_deref(), &mut self.secrets);
-            }
-        }
-        if let Some(m) = &self.inspection.malware {
-            m.scan(path, bytes, layer.as_deref(), &mut self.malware);
-        }
-        for check in self.inspection.external.clone() {
-            match check.check(bytes) {
-                Ok(Some(signature)) => self.malware.push(MalwareFinding {
-                    rule: signature.clone(),
-                    description: format!("{} signature {signature}", check.engine()),
-                    severity: Severity::High,
-                    path: path.to_owned(),
-                    layer: layer.clone(),
-                    engine: check.engine().into(),
-                }),
-                Ok(None) => {}
-                Err(e) => self.problem("unreadable", format!("{}: {e}", check.engine()), Some(path)),
-            }
-        }
+        let inspector = self.inspector.get_or_insert_with(|| {
+            Inspector::start(self.inspection.clone(), self.limits.max_binary_secrets, self.limits.max_inspect_file.max(32 << 20))
+        });
+        inspector.submit(path, bytes, layer);
     }
+
+    fn take_buffer(&mut self) -> Vec<u8> {
+        self.inspector.as_ref().map(Inspector::buffer).unwrap_or_default()
+    }
+
     fn problem(&mut self, code: &'static str, message: impl Into<String>, path: Option<&str>) {
         if self.problems.len() >= 1000 {
             return;
@@ -291,14 +281,15 @@ impl Scanner {
                         wanted = None;
                     }
                     if inspect {
-                        let mut bytes = Vec::with_capacity(h.size as usize);
+                        let mut bytes = self.take_buffer();
+                        bytes.reserve_exact(h.size as usize);
                         (&mut tar).take(h.size).read_to_end(&mut bytes)?;
                         if let Some(w) = wanted {
                             if w != Wanted::Binary || bytes.starts_with(b"\x7fELF") {
                                 self.found(&path, w, &bytes, layer, old)?;
                             }
                         }
-                        self.inspect(&path, &bytes, layer);
+                        self.inspect(&path, bytes, layer);
                     } else if let Some(w) = wanted {
                         self.capture(&path, w, h.size, &mut tar, layer, old)?;
                     }
@@ -420,14 +411,14 @@ impl Scanner {
                     }
                     let result = std::fs::File::open(&p).and_then(|mut f| {
                         if inspect {
-                            let mut bytes = Vec::with_capacity(meta.len() as usize);
+                            let mut bytes = self.take_buffer();
                             (&mut f).take(self.limits.max_inspect_file).read_to_end(&mut bytes)?;
                             if let Some(w) = wanted {
                                 if w != Wanted::Binary || bytes.starts_with(b"\x7fELF") {
                                     self.found(&rel, w, &bytes, layer, None)?;
                                 }
                             }
-                            self.inspect(&rel, &bytes, layer);
+                            self.inspect(&rel, bytes, layer);
                             Ok(())
                         } else {
                             self.capture(&rel, wanted.unwrap(), meta.len(), &mut f, layer, None)
@@ -472,6 +463,14 @@ impl Scanner {
 
     /// The inventory of the final filesystem.
     pub fn finish(mut self) -> Inventory {
+        if let Some(inspector) = self.inspector.take() {
+            let found = inspector.finish();
+            self.secrets.extend(found.secrets);
+            self.malware.extend(found.malware);
+            for (path, message) in found.problems {
+                self.problem("unreadable", message, Some(&path));
+            }
+        }
         let mut os = None;
         for candidate in ["etc/os-release", "usr/lib/os-release"] {
             match self.resolve(candidate) {

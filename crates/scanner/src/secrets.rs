@@ -107,7 +107,9 @@ impl RuleFile {
 
 struct Rule {
     spec: RuleSpec,
-    regex: Regex,
+    /// Compiled the first time a file holds one of the rule's keywords: most rules never meet
+    /// their keyword in a given image, and compiling all of them up front costs more than a scan.
+    regex: std::sync::OnceLock<Regex>,
     paths: Option<Regex>,
     allow_paths: Vec<Regex>,
 }
@@ -138,13 +140,26 @@ pub struct SecretScanner {
     keyword_rules: Vec<Vec<usize>>,
     /// Rules with no keywords, run on every file their `paths` admit.
     always: Vec<usize>,
-    allow_paths: Vec<Regex>,
+    /// Every allowed path pattern in one automaton (checked for every file).
+    allow_paths: Option<Regex>,
     allow_values: Vec<Regex>,
     allow_fingerprints: Vec<String>,
 }
 
+/// Rules match bytes with ASCII classes (`\w`, `\d`, `\b` without Unicode tables): secrets are
+/// ASCII, and Unicode classes make every automaton many times larger.
 fn compile(re: &str, what: &str) -> Result<Regex, String> {
-    regex::bytes::RegexBuilder::new(re).size_limit(8 << 20).build().map_err(|e| format!("{what}: {e}"))
+    regex::bytes::RegexBuilder::new(re)
+        .unicode(false)
+        .size_limit(8 << 20)
+        .dfa_size_limit(256 << 10)
+        .build()
+        .map_err(|e| format!("{what}: {e}"))
+}
+
+/// Checks a pattern's syntax without building it (the build happens on first use).
+fn check(re: &str, what: &str) -> Result<(), String> {
+    regex_syntax::ParserBuilder::new().unicode(false).utf8(false).build().parse(re).map(|_| ()).map_err(|e| format!("{what}: {e}"))
 }
 
 impl SecretScanner {
@@ -169,9 +184,16 @@ impl SecretScanner {
         // Rules limited to some paths are the most specific: they go first, so that their finding,
         // not a general rule's, names a secret both match.
         specs.sort_by_key(|s| s.paths.is_none());
+        let user_ids: std::collections::HashSet<&str> = user_files.iter().flat_map(|f| f.rule.iter().map(|r| r.id.as_str())).collect();
         let mut rules = Vec::new();
         for s in specs {
-            let regex = compile(&s.regex, &format!("rule {}", s.id))?;
+            check(&s.regex, &format!("rule {}", s.id))?;
+            let regex = std::sync::OnceLock::new();
+            // A user's rule is built now, so that a pattern too large to build is refused at
+            // load time; the built-in ones are all built by the tests.
+            if user_ids.contains(s.id.as_str()) {
+                let _ = regex.set(compile(&s.regex, &format!("rule {}", s.id))?);
+            }
             let paths = s.paths.as_deref().map(|p| compile(p, &format!("rule {} paths", s.id))).transpose()?;
             let allow_paths = allow
                 .rule
@@ -201,6 +223,7 @@ impl SecretScanner {
             }
         }
         let keywords = AhoCorasickBuilder::new()
+            .kind(Some(aho_corasick::AhoCorasickKind::DFA))
             .ascii_case_insensitive(true)
             .match_kind(MatchKind::Standard)
             .build(&patterns)
@@ -210,7 +233,11 @@ impl SecretScanner {
             keywords,
             keyword_rules,
             always,
-            allow_paths: compile_all(&allow.paths, "allow paths")?,
+            allow_paths: {
+                compile_all(&allow.paths, "allow paths")?;
+                let joined = allow.paths.iter().map(|p| format!("(?:{p})")).collect::<Vec<_>>().join("|");
+                (!joined.is_empty()).then(|| compile(&joined, "allow paths")).transpose()?
+            },
             allow_values: compile_all(&allow.values, "allow values")?,
             allow_fingerprints: allow.fingerprints,
             rules,
@@ -223,14 +250,23 @@ impl SecretScanner {
 
     /// Whether a path is allowlisted for every rule.
     pub fn path_allowed(&self, path: &str) -> bool {
-        self.allow_paths.iter().any(|r| r.is_match(path.as_bytes()))
+        self.allow_paths.as_ref().is_some_and(|r| r.is_match(path.as_bytes()))
     }
 
-    /// Every secret in `bytes` (a file's contents, or a config value) at `path`.
+    /// Every secret in `bytes` (a file's contents, or a config value) at `path`. A binary (a file
+    /// with NUL bytes) is searched in its printable strings only, as `strings(1)` would show them.
     pub fn scan(&self, path: &str, bytes: &[u8], layer: Option<&str>, out: &mut Vec<SecretFinding>) {
         if self.path_allowed(path) {
             return;
         }
+        if bytes[..bytes.len().min(8192)].contains(&0) {
+            let strings = printable_strings(bytes);
+            return self.scan_text(path, &strings, true, layer, out);
+        }
+        self.scan_text(path, bytes, false, layer, out)
+    }
+
+    fn scan_text(&self, path: &str, bytes: &[u8], binary: bool, layer: Option<&str>, out: &mut Vec<SecretFinding>) {
         let mut wanted = vec![false; self.rules.len()];
         for &i in &self.always {
             wanted[i] = true;
@@ -245,7 +281,6 @@ impl SecretScanner {
         if !any {
             return;
         }
-        let binary = bytes[..bytes.len().min(8192)].contains(&0);
         // One secret is reported once per file, by the first (most specific) rule that finds it.
         let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
         for (i, rule) in self.rules.iter().enumerate() {
@@ -258,7 +293,8 @@ impl SecretScanner {
             if rule.allow_paths.iter().any(|p| p.is_match(path.as_bytes())) {
                 continue;
             }
-            for caps in rule.regex.captures_iter(bytes) {
+            let regex = rule.regex.get_or_init(|| compile(&rule.spec.regex, &rule.spec.id).expect("checked when the rules were loaded"));
+            for caps in regex.captures_iter(bytes) {
                 let Some(m) = caps.get(1).or_else(|| caps.get(0)) else { continue };
                 let secret = String::from_utf8_lossy(m.as_bytes()).trim().to_owned();
                 if secret.is_empty() || seen.contains(&secret) {
@@ -296,6 +332,114 @@ impl SecretScanner {
     /// The rules' specs (for the tests, and `customs` listing them).
     pub fn specs(&self) -> impl Iterator<Item = &RuleSpec> {
         self.rules.iter().map(|r| &r.spec)
+    }
+}
+
+const fn printable_table() -> [u8; 256] {
+    let mut t = [0u8; 256];
+    let mut b = 0x20;
+    while b < 0x7f {
+        t[b] = 1;
+        b += 1;
+    }
+    t[b'\t' as usize] = 1;
+    t
+}
+
+static PRINTABLE: [u8; 256] = printable_table();
+
+/// One bit per byte of a 64-byte block: printable or not (built without branches).
+fn block_mask(bytes: &[u8], block: usize) -> u64 {
+    let start = block * 64;
+    let end = (start + 64).min(bytes.len());
+    let mut m = 0u64;
+    for (j, &b) in bytes[start.min(end)..end].iter().enumerate() {
+        m |= (PRINTABLE[b as usize] as u64) << j;
+    }
+    m
+}
+
+/// Runs of at least 8 printable ASCII characters, one per line, as `strings(1)` shows them.
+/// Bit masks per 64-byte block find where a run of 8 begins, so the (mostly non-printable) bulk
+/// of a binary costs a table lookup per byte and no unpredictable branch.
+pub(crate) fn printable_strings(bytes: &[u8]) -> Vec<u8> {
+    let n = bytes.len();
+    let blocks = n.div_ceil(64);
+    let mut out = Vec::with_capacity(n / 8);
+    let mut done = 0; // bytes before this are emitted or known not to start a run
+    let mut cur = block_mask(bytes, 0);
+    for k in 0..blocks {
+        let next = if k + 1 < blocks { block_mask(bytes, k + 1) } else { 0 };
+        // Bit j: bytes j..j+8 (into the next block) are all printable.
+        let mut r = cur;
+        for s in 1..8 {
+            r &= (cur >> s) | (next << (64 - s));
+        }
+        let base = k * 64;
+        while r != 0 {
+            if done > base {
+                let skip = done - base;
+                r = if skip >= 64 { 0 } else { r & (!0u64 << skip) };
+                if r == 0 {
+                    break;
+                }
+            }
+            let start = base + r.trailing_zeros() as usize;
+            let mut s = start;
+            while s > done && PRINTABLE[bytes[s - 1] as usize] == 1 {
+                s -= 1;
+            }
+            let mut e = start;
+            while e < n && PRINTABLE[bytes[e] as usize] == 1 {
+                e += 1;
+            }
+            out.extend_from_slice(&bytes[s..e]);
+            out.push(b'\n');
+            done = e;
+        }
+        cur = next;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    /// The obvious byte-by-byte version, to check the fast one against.
+    fn naive(bytes: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut run = Vec::new();
+        for &b in bytes.iter().chain(std::iter::once(&0u8)) {
+            if (0x20..0x7f).contains(&b) || b == b'\t' {
+                run.push(b);
+            } else {
+                if run.len() >= 8 {
+                    out.extend_from_slice(&run);
+                    out.push(b'\n');
+                }
+                run.clear();
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn printable_strings_match_the_obvious_version() {
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for len in [0, 1, 7, 8, 9, 63, 64, 65, 127, 128, 129, 200, 1000, 4096, 65_537] {
+            for density in [0u64, 30, 60, 90, 97, 100] {
+                let bytes: Vec<u8> = (0..len)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        if x % 100 < density { b'a' + (x >> 8) as u8 % 26 } else { (x >> 16) as u8 & 0x1f }
+                    })
+                    .collect();
+                assert_eq!(super::printable_strings(&bytes), naive(&bytes), "len {len} density {density}");
+            }
+        }
+        let edge = [b"\0\0abcdefgh\0".as_slice(), b"abcdefg\0abcdefgh", &[b'x'; 64], &[b'x'; 70]].concat();
+        assert_eq!(super::printable_strings(&edge), naive(&edge));
     }
 }
 
