@@ -64,7 +64,9 @@ fn pick(index: &[u8], platform: &Platform) -> anyhow::Result<(String, String)> {
 }
 
 /// A manifest's layers as (digest, size), and its config's digest.
-fn layers_of(media_type: &str, bytes: &[u8]) -> anyhow::Result<(Vec<(String, u64)>, Option<String>)> {
+type Layers = (Vec<(String, u64)>, Option<String>);
+
+fn layers_of(media_type: &str, bytes: &[u8]) -> anyhow::Result<Layers> {
     let m = oci::Manifest::parse(Some(media_type).filter(|m| !m.is_empty()), bytes).map_err(|e| anyhow::anyhow!("manifest: {e}"))?;
     Ok((m.layers.iter().map(|d| (d.digest.to_string(), d.size)).collect(), m.config.map(|c| c.digest.to_string())))
 }

@@ -42,11 +42,10 @@ pub(crate) struct Inspector {
 fn inspect_one(insp: &Inspection, max_binary_secrets: u64, job: &Job, found: &mut Found) {
     let bytes = &job.bytes;
     let binary = bytes[..bytes.len().min(8192)].contains(&0);
-    if let Some(s) = &insp.secrets {
-        if !binary || bytes.len() as u64 <= max_binary_secrets {
+    if let Some(s) = &insp.secrets
+        && (!binary || bytes.len() as u64 <= max_binary_secrets) {
             s.scan(&job.path, bytes, job.layer.as_deref(), &mut found.secrets);
         }
-    }
     if let Some(m) = &insp.malware {
         m.scan(&job.path, bytes, job.layer.as_deref(), &mut found.malware);
     }

@@ -284,11 +284,10 @@ impl Scanner {
                         let mut bytes = self.take_buffer();
                         bytes.reserve_exact(h.size as usize);
                         (&mut tar).take(h.size).read_to_end(&mut bytes)?;
-                        if let Some(w) = wanted {
-                            if w != Wanted::Binary || bytes.starts_with(b"\x7fELF") {
+                        if let Some(w) = wanted
+                            && (w != Wanted::Binary || bytes.starts_with(b"\x7fELF")) {
                                 self.found(&path, w, &bytes, layer, old)?;
                             }
-                        }
                         self.inspect(&path, bytes, layer);
                     } else if let Some(w) = wanted {
                         self.capture(&path, w, h.size, &mut tar, layer, old)?;
@@ -413,11 +412,10 @@ impl Scanner {
                         if inspect {
                             let mut bytes = self.take_buffer();
                             (&mut f).take(self.limits.max_inspect_file).read_to_end(&mut bytes)?;
-                            if let Some(w) = wanted {
-                                if w != Wanted::Binary || bytes.starts_with(b"\x7fELF") {
+                            if let Some(w) = wanted
+                                && (w != Wanted::Binary || bytes.starts_with(b"\x7fELF")) {
                                     self.found(&rel, w, &bytes, layer, None)?;
                                 }
-                            }
                             self.inspect(&rel, bytes, layer);
                             Ok(())
                         } else {
