@@ -402,6 +402,41 @@ pub(crate) fn printable_strings(bytes: &[u8]) -> Vec<u8> {
     out
 }
 
+
+fn line_of(bytes: &[u8], at: usize, binary: bool) -> Option<usize> {
+    (!binary).then(|| bytes[..at].iter().filter(|&&b| b == b'\n').count() + 1)
+}
+
+/// The first 4 characters and a fixed mask, so the length is not told either.
+pub fn redact(secret: &str) -> String {
+    let head: String = secret.chars().take(4).collect();
+    format!("{head}********")
+}
+
+pub fn fingerprint(rule: &str, secret: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(rule.as_bytes());
+    h.update(b"\0");
+    h.update(secret.as_bytes());
+    format!("sha256:{}", hex::encode(h.finalize()))
+}
+
+/// Shannon entropy in bits per character.
+pub fn entropy(s: &str) -> f64 {
+    let mut counts = [0usize; 256];
+    let n = s.len();
+    if n == 0 {
+        return 0.0;
+    }
+    for b in s.bytes() {
+        counts[b as usize] += 1;
+    }
+    counts.iter().filter(|&&c| c > 0).map(|&c| {
+        let p = c as f64 / n as f64;
+        -p * p.log2()
+    }).sum()
+}
+
 #[cfg(test)]
 mod tests {
     /// The obvious byte-by-byte version, to check the fast one against.
@@ -441,38 +476,4 @@ mod tests {
         let edge = [b"\0\0abcdefgh\0".as_slice(), b"abcdefg\0abcdefgh", &[b'x'; 64], &[b'x'; 70]].concat();
         assert_eq!(super::printable_strings(&edge), naive(&edge));
     }
-}
-
-fn line_of(bytes: &[u8], at: usize, binary: bool) -> Option<usize> {
-    (!binary).then(|| bytes[..at].iter().filter(|&&b| b == b'\n').count() + 1)
-}
-
-/// The first 4 characters and a fixed mask, so the length is not told either.
-pub fn redact(secret: &str) -> String {
-    let head: String = secret.chars().take(4).collect();
-    format!("{head}********")
-}
-
-pub fn fingerprint(rule: &str, secret: &str) -> String {
-    let mut h = Sha256::new();
-    h.update(rule.as_bytes());
-    h.update(b"\0");
-    h.update(secret.as_bytes());
-    format!("sha256:{}", hex::encode(h.finalize()))
-}
-
-/// Shannon entropy in bits per character.
-pub fn entropy(s: &str) -> f64 {
-    let mut counts = [0usize; 256];
-    let n = s.len();
-    if n == 0 {
-        return 0.0;
-    }
-    for b in s.bytes() {
-        counts[b as usize] += 1;
-    }
-    counts.iter().filter(|&&c| c > 0).map(|&c| {
-        let p = c as f64 / n as f64;
-        -p * p.log2()
-    }).sum()
 }
