@@ -195,6 +195,12 @@ fn secrets_malware_and_misconfiguration_in_every_format() {
     std::fs::write(&rules, "disable = [\"github-pat\"]\n").unwrap();
     let json: serde_json::Value = serde_json::from_str(&cli_ok(&["scan", &target, "--skip-db", "--scanners", "secret", "--secret-rules", rules.to_str().unwrap(), "--format", "json"])).unwrap();
     assert!(!pairs(&json["secrets"], "rule", "path").iter().any(|(r, _)| r == "github-pat"));
+    // A user YARA directory adds rules.
+    let yara = tmp.path().join("yara");
+    std::fs::create_dir_all(&yara).unwrap();
+    std::fs::write(yara.join("ours.yar"), "rule Our_Helper { meta: description = \"our helper\" strings: $a = \"exec id\" condition: $a }\n").unwrap();
+    let json: serde_json::Value = serde_json::from_str(&cli_ok(&["scan", &target, "--skip-db", "--scanners", "malware", "--malware-rules", yara.to_str().unwrap(), "--format", "json"])).unwrap();
+    assert!(pairs(&json["malware"], "rule", "path").contains(&("Our_Helper".into(), "usr/local/bin/helper".into())), "{}", json["malware"]);
     std::fs::write(&rules, "[[rule]]\nid = 5\n").unwrap();
     let out = cli(&["scan", &target, "--skip-db", "--secret-rules", rules.to_str().unwrap()]);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("rules.toml"));
