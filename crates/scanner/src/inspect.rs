@@ -97,25 +97,36 @@ impl Inspector {
         b
     }
 
-    /// Hands a file over; waits while more than `limit` bytes are waiting.
-    pub fn submit(&self, path: &str, bytes: Vec<u8>, layer: Option<String>) {
+    /// Hands a file over; waits while more than `limit` bytes are waiting. `false` when the
+    /// worker is gone (it panicked): nothing more can be inspected.
+    pub fn submit(&mut self, path: &str, bytes: Vec<u8>, layer: Option<String>) -> bool {
         let len = bytes.len() as u64;
         {
             let mut held = self.in_flight.bytes.lock().unwrap();
             while *held > 0 && *held + len > self.limit {
-                held = self.in_flight.freed.wait(held).unwrap();
+                if self.worker.as_ref().is_none_or(|w| w.is_finished()) {
+                    return false;
+                }
+                held = self.in_flight.freed.wait_timeout(held, std::time::Duration::from_millis(200)).unwrap().0;
             }
             *held += len;
         }
-        if let Some(tx) = &self.tx {
-            // The worker only stops when we drop the sender.
-            let _ = tx.send(Job { path: path.to_owned(), bytes, layer });
+        let sent = self.tx.as_ref().is_some_and(|tx| tx.send(Job { path: path.to_owned(), bytes, layer }).is_ok());
+        if !sent {
+            *self.in_flight.bytes.lock().unwrap() -= len;
         }
+        sent
     }
 
-    /// Waits for every file handed over, and returns what was found.
-    pub fn finish(mut self) -> Found {
+    /// Waits for every file handed over, and returns what was found; `Err` if the worker died.
+    pub fn finish(mut self) -> Result<Found, String> {
         drop(self.tx.take());
-        self.worker.take().map(|w| w.join().unwrap_or_default()).unwrap_or_default()
+        match self.worker.take() {
+            Some(w) => w.join().map_err(|p| {
+                let why = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| (*s).to_owned())).unwrap_or_default();
+                format!("secret and malware inspection stopped: {why}")
+            }),
+            None => Ok(Found::default()),
+        }
     }
 }

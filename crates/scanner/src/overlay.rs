@@ -40,6 +40,7 @@ pub struct Scanner {
     inspection: Inspection,
     /// The thread that scans file contents for secrets and malware, once there is work for it.
     inspector: Option<Inspector>,
+    inspection_failed: bool,
     secrets: Vec<SecretFinding>,
     malware: Vec<MalwareFinding>,
     misconfigurations: Vec<Misconfiguration>,
@@ -87,6 +88,7 @@ impl Scanner {
             stopped: false,
             inspection: Inspection::default(),
             inspector: None,
+            inspection_failed: false,
             secrets: Vec::new(),
             malware: Vec::new(),
             misconfigurations: Vec::new(),
@@ -134,7 +136,10 @@ impl Scanner {
         let inspector = self.inspector.get_or_insert_with(|| {
             Inspector::start(self.inspection.clone(), self.limits.max_binary_secrets, self.limits.max_inspect_file.max(32 << 20))
         });
-        inspector.submit(path, bytes, layer);
+        if !inspector.submit(path, bytes, layer) && !self.inspection_failed {
+            self.inspection_failed = true;
+            self.problem("unsupported", "secret and malware inspection stopped; the rest of the image is not searched", Some(path));
+        }
     }
 
     fn take_buffer(&mut self) -> Vec<u8> {
@@ -275,6 +280,9 @@ impl Scanner {
                         check_mode(&path, h.mode, false, Some(&digest), &mut self.misconfigurations);
                     }
                     let inspect = self.inspection.reads_contents() && h.size > 0 && h.size <= self.limits.max_inspect_file;
+                    if self.inspection.reads_contents() && h.size > self.limits.max_inspect_file {
+                        self.problem("file-too-large", format!("{} bytes, over the {}-byte limit; not searched for secrets or malware", h.size, self.limits.max_inspect_file), Some(&path));
+                    }
                     let mut wanted = detect::wanted(&path, h.mode, h.size);
                     if wanted.is_some() && h.size > self.limits.max_file {
                         self.problem("file-too-large", format!("{} bytes, over the {}-byte limit; not inspected", h.size, self.limits.max_file), Some(&path));
@@ -400,6 +408,9 @@ impl Scanner {
                         check_mode(&rel, mode, false, None, &mut self.misconfigurations);
                     }
                     let inspect = self.inspection.reads_contents() && meta.len() > 0 && meta.len() <= self.limits.max_inspect_file;
+                    if self.inspection.reads_contents() && meta.len() > self.limits.max_inspect_file {
+                        self.problem("file-too-large", format!("{} bytes, over the {}-byte limit; not searched for secrets or malware", meta.len(), self.limits.max_inspect_file), Some(&rel));
+                    }
                     let mut wanted = detect::wanted(&rel, mode, meta.len());
                     if wanted.is_some() && meta.len() > self.limits.max_file {
                         self.problem("file-too-large", format!("{} bytes, over the {}-byte limit; not inspected", meta.len(), self.limits.max_file), Some(&rel));
@@ -462,11 +473,15 @@ impl Scanner {
     /// The inventory of the final filesystem.
     pub fn finish(mut self) -> Inventory {
         if let Some(inspector) = self.inspector.take() {
-            let found = inspector.finish();
-            self.secrets.extend(found.secrets);
-            self.malware.extend(found.malware);
-            for (path, message) in found.problems {
-                self.problem("unreadable", message, Some(&path));
+            match inspector.finish() {
+                Ok(found) => {
+                    self.secrets.extend(found.secrets);
+                    self.malware.extend(found.malware);
+                    for (path, message) in found.problems {
+                        self.problem("unreadable", message, Some(&path));
+                    }
+                }
+                Err(e) => self.problem("unsupported", e, None),
             }
         }
         let mut os = None;
