@@ -404,3 +404,42 @@ fn db_update_downloads_osv_zips_from_a_mirror() {
     let again: serde_json::Value = serde_json::from_str(&cli_ok(&["db", "status", "--db", db_s, "--json"])).unwrap();
     assert_eq!(again["digest"], status["digest"]);
 }
+
+#[test]
+fn a_multi_arch_index_is_resolved_to_the_asked_platform() {
+    let tmp = tempfile::tempdir().unwrap();
+    let amd = test_support::ImageBuilder::new(11).layer(2, 100).arch("amd64").build();
+    let arm = test_support::ImageBuilder::new(12).layer(2, 100).arch("arm64").build();
+    let index = test_support::Index::new(vec![amd.clone(), arm.clone()]);
+    let layout = tmp.path().join("layout");
+    index.write_layout(&layout, "multi").unwrap();
+    let target = format!("{}:multi", layout.display());
+    for (platform, image) in [("linux/amd64", &amd), ("linux/arm64", &arm)] {
+        let json: serde_json::Value = serde_json::from_str(&cli_ok(&["scan", &target, "--skip-db", "--platform", platform, "--format", "json"])).unwrap();
+        assert_eq!(json["target"]["digest"], image.digest.to_string(), "{platform}");
+        let layers: Vec<String> = image.layers.iter().map(|l| l.digest.to_string()).collect();
+        assert_eq!(json["layers"], serde_json::json!(layers));
+    }
+    let out = cli(&["scan", &target, "--skip-db", "--platform", "linux/s390x"], &[], "");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("linux/s390x") && err.contains("linux/amd64") && err.contains("linux/arm64"), "{err}");
+}
+
+#[test]
+fn a_terminal_sees_a_progress_line_while_layers_are_read() {
+    // `script` gives customs a pseudo-terminal for stderr, as a person's shell would.
+    let tmp = tempfile::tempdir().unwrap();
+    let image = test_support::ImageBuilder::new(21).layer(3, 700_000).build();
+    let layout = tmp.path().join("layout");
+    image.write_layout(&layout, "big").unwrap();
+    let log = tmp.path().join("tty.log");
+    let command = format!("{} scan {}:big --skip-db --format json --output {}", customs().display(), layout.display(), tmp.path().join("r.json").display());
+    let out = Command::new("script").args(["-qefc", &command]).arg(&log).stdin(Stdio::null()).output().expect("script (bsdutils) runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let seen = std::fs::read_to_string(&log).unwrap();
+    assert!(seen.contains("layer 1/1") && seen.contains("MB"), "{seen:?}");
+    // Not on a pipe: the JSON on stdout stays clean and stderr quiet.
+    let out = cli(&["scan", &format!("{}:big", layout.display()), "--skip-db", "--format", "json"], &[], "");
+    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+}
