@@ -3,7 +3,8 @@
 # - from Debian's packages: skopeo, podman and buildah (real clients for the end-to-end tests),
 #   curl (HTTP/2 and TLS checks), openssl (generates the test certificates; none are committed),
 #   golang-go (builds a real Go binary for the scanner), rpm (rpmbuild and an rpmdb.sqlite
-#   written by rpm itself), clamav-daemon (a real clamd, given a test signature database) and
+#   written by rpm itself), db5.3-util (BerkeleyDB's db_load writes an rpm Packages file),
+#   clamav-daemon (a real clamd, given a test signature database) and
 #   debootstrap (a clean Debian bookworm, made once into target/test-bookworm, that must show no
 #   secrets and no malware);
 # - from PyPI, into target/test-venv: cyclonedx-python-lib and spdx-tools, which validate the
@@ -12,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for tool in skopeo podman buildah curl openssl go rpmbuild clamd debootstrap; do
+for tool in skopeo podman buildah curl openssl go rpmbuild db5.3_load clamd debootstrap; do
   command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -22,6 +23,7 @@ if [ ${#need[@]} -gt 0 ]; then
       go) pkgs+=(golang-go) ;;
       rpmbuild) pkgs+=(rpm) ;;
       clamd) pkgs+=(clamav-daemon) ;;
+      db5.3_load) pkgs+=(db5.3-util) ;;
       *) pkgs+=("$tool") ;;
     esac
   done

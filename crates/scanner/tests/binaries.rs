@@ -3,8 +3,11 @@
 //! `rpm --justdb` from a package `rpmbuild` made. cargo-auditable's section is checked on an ELF
 //! file written here (cargo-auditable is not in Debian's packages).
 //!
-//! The test command installs golang-go and rpm; without them these tests fail with a message
-//! saying so.
+//! A BerkeleyDB `Packages` file (RHEL/CentOS ≤ 8) is written by BerkeleyDB's own `db_load` from the
+//! headers of packages rpmbuild made.
+//!
+//! The test command installs golang-go, rpm and db5.3-util; without them these tests fail with a
+//! message saying so.
 
 mod common;
 use common::*;
@@ -183,4 +186,58 @@ fn rpmdb_sqlite_written_by_rpm() {
     let xz = inv.packages.iter().find(|p| p.name == "xz-libs").unwrap();
     assert_eq!(xz.version, "5.2.5-7.el9");
     assert_eq!(xz.license.as_deref(), Some("Apache-2.0"));
+}
+
+/// The main header of an .rpm file, as the rpm database stores it (without the 8-byte magic):
+/// lead (96 bytes), signature header (padded to 8), then the header.
+fn rpm_main_header(rpm: &[u8]) -> Vec<u8> {
+    let be32 = |at: usize| u32::from_be_bytes(rpm[at..at + 4].try_into().unwrap()) as usize;
+    let sig = 96;
+    assert_eq!(&rpm[sig..sig + 3], b"\x8e\xad\xe8", "signature header magic");
+    let sig_len = 16 + be32(sig + 8) * 16 + be32(sig + 12);
+    let main = sig + sig_len.div_ceil(8) * 8;
+    assert_eq!(&rpm[main..main + 3], b"\x8e\xad\xe8", "main header magic");
+    let len = 8 + be32(main + 8) * 16 + be32(main + 12);
+    rpm[main + 8..main + 8 + len].to_vec()
+}
+
+#[test]
+fn berkeleydb_packages_written_by_db_load() {
+    tool("rpmbuild");
+    tool("db5.3_load");
+    let dir = tempfile::tempdir().unwrap();
+    let mut pkgs = vec![rpm_package(dir.path(), "openssl-libs", Some(1), "1.0.2k", "25.el7_9"), rpm_package(dir.path(), "bash", None, "4.2.46", "35.el7_9")];
+    for i in 0..30 {
+        pkgs.push(rpm_package(dir.path(), &format!("filler{i}"), None, "1.0", "1.el7"));
+    }
+    // db_load's printable dump format: hex key and value lines.
+    let mut dump = String::from("VERSION=3\nformat=bytevalue\ntype=hash\nHEADER=END\n");
+    for (i, p) in pkgs.iter().enumerate() {
+        let header = rpm_main_header(&std::fs::read(p).unwrap());
+        let key: String = ((i + 1) as u32).to_le_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        let value: String = header.iter().map(|b| format!("{b:02x}")).collect();
+        dump.push_str(&format!(" {key}\n {value}\n"));
+    }
+    dump.push_str("DATA=END\n");
+    std::fs::write(dir.path().join("dump"), dump).unwrap();
+    let db = dir.path().join("Packages");
+    let out = Command::new("db5.3_load").arg("-f").arg(dir.path().join("dump")).arg(&db).output().unwrap();
+    assert!(out.status.success(), "db_load: {}", String::from_utf8_lossy(&out.stderr));
+    let layer = Layer::new()
+        .file("etc/os-release", b"NAME=\"CentOS Linux\"\nID=\"centos\"\nVERSION_ID=\"7\"\n")
+        .file("var/lib/rpm/Packages", &std::fs::read(&db).unwrap());
+    let inv = scan_layer(layer);
+    assert!(inv.problems.is_empty(), "{:#?}", inv.problems);
+    assert_eq!(inv.packages.len(), 32);
+    let ssl = inv.packages.iter().find(|p| p.name == "openssl-libs").unwrap();
+    assert_eq!(ssl.version, "1:1.0.2k-25.el7_9");
+    assert_eq!(ssl.purl, "pkg:rpm/centos/openssl-libs@1.0.2k-25.el7_9?arch=noarch&distro=centos-7&epoch=1");
+    // A damaged file (a page's entry count overwritten) is a problem, not a crash.
+    let mut broken = std::fs::read(&db).unwrap();
+    let page = u32::from_le_bytes(broken[20..24].try_into().unwrap()) as usize;
+    broken[page + 20] = 0xff;
+    broken[page + 21] = 0x7f;
+    let inv = scan_layer(Layer::new().file("var/lib/rpm/Packages", &broken));
+    assert_eq!(inv.problems.len(), 1, "{:#?}", inv.problems);
+    assert_eq!(inv.problems[0].code, "unparsable");
 }

@@ -70,7 +70,7 @@ pub(crate) fn parse(wanted: Wanted, path: &str, bytes: &[u8], limits: &Limits, o
         Wanted::DpkgStatus | Wanted::DpkgStatusD => system::dpkg(path, bytes, wanted == Wanted::DpkgStatusD, out),
         Wanted::Apk => system::apk(path, bytes, out),
         Wanted::RpmSqlite => system::rpm_sqlite(path, bytes, out, problems),
-        Wanted::RpmBerkeley => problems.push(("unsupported", "a BerkeleyDB rpm database (RHEL/CentOS 7 and older); only rpmdb.sqlite is read".into())),
+        Wanted::RpmBerkeley => system::rpm_berkeley(path, bytes, out, problems),
         Wanted::Python => lang::python(path, bytes, out),
         Wanted::Node => lang::node(path, bytes, out),
         Wanted::CargoLock => lang::cargo_lock(path, bytes, out, problems),

@@ -1,6 +1,7 @@
 //! Distribution package databases: dpkg's status file (and distroless `status.d/`), apk's
-//! `installed`, and rpm's `rpmdb.sqlite` (read by hand: a SQLite b-tree walk and rpm's header
-//! format; no SQLite library, and nothing written to disk).
+//! `installed`, and rpm's databases — `rpmdb.sqlite` (RHEL 9, Fedora 33+) and the BerkeleyDB hash
+//! file `Packages` (RHEL/CentOS ≤ 8, Amazon Linux 2) — read by hand: a SQLite b-tree walk, a
+//! BerkeleyDB hash-page walk, and rpm's header format; no database library, nothing written to disk.
 
 use super::Problems;
 use crate::{Ecosystem, Package, SourcePackage};
@@ -70,10 +71,20 @@ pub(super) fn apk(path: &str, bytes: &[u8], out: &mut Vec<Package>) {
 }
 
 pub(super) fn rpm_sqlite(path: &str, bytes: &[u8], out: &mut Vec<Package>, problems: &mut Problems) {
-    let rows = match sqlite::table_blobs(bytes, "Packages") {
-        Ok(rows) => rows,
-        Err(e) => return problems.push(("unparsable", format!("rpmdb.sqlite: {e}"))),
-    };
+    match sqlite::table_blobs(bytes, "Packages") {
+        Ok(rows) => rpm_headers(path, rows, out, problems),
+        Err(e) => problems.push(("unparsable", format!("rpmdb.sqlite: {e}"))),
+    }
+}
+
+pub(super) fn rpm_berkeley(path: &str, bytes: &[u8], out: &mut Vec<Package>, problems: &mut Problems) {
+    match bdb::hash_values(bytes) {
+        Ok(values) => rpm_headers(path, values, out, problems),
+        Err(e) => problems.push(("unparsable", format!("BerkeleyDB Packages: {e}"))),
+    }
+}
+
+fn rpm_headers(path: &str, rows: Vec<Vec<u8>>, out: &mut Vec<Package>, problems: &mut Problems) {
     for blob in rows {
         match rpm_header(&blob) {
             Some(h) if h.name != "gpg-pubkey" => {
@@ -146,6 +157,100 @@ fn rpm_header(b: &[u8]) -> Option<RpmHeader> {
     h.version = version?;
     h.release = release?;
     Some(h)
+}
+
+/// Just enough of BerkeleyDB's hash access method to list every value: a metadata page, hash pages
+/// (items laid out from the page's end: key, value, key, value; a value inline or in a chain of
+/// overflow pages). Either byte order.
+mod bdb {
+    const HASH_MAGIC: u32 = 0x0006_1561;
+    const P_HASH_UNSORTED: u8 = 2;
+    const P_OVERFLOW: u8 = 7;
+    const P_HASHMETA: u8 = 8;
+    const P_HASH: u8 = 13;
+    const H_KEYDATA: u8 = 1;
+    const H_OFFPAGE: u8 = 3;
+    const HEADER: usize = 26;
+
+    pub(super) fn hash_values(b: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+        if b.len() < 512 {
+            return Err("too short for a BerkeleyDB file".into());
+        }
+        let le = match (u32::from_le_bytes(b[12..16].try_into().unwrap()), u32::from_be_bytes(b[12..16].try_into().unwrap())) {
+            (HASH_MAGIC, _) => true,
+            (_, HASH_MAGIC) => false,
+            _ => return Err("not a BerkeleyDB hash database (wrong magic)".into()),
+        };
+        let u32_at = |p: &[u8], at: usize| -> u32 {
+            let a: [u8; 4] = p[at..at + 4].try_into().unwrap();
+            if le { u32::from_le_bytes(a) } else { u32::from_be_bytes(a) }
+        };
+        let u16_at = |p: &[u8], at: usize| -> usize {
+            let a: [u8; 2] = p[at..at + 2].try_into().unwrap();
+            (if le { u16::from_le_bytes(a) } else { u16::from_be_bytes(a) }) as usize
+        };
+        if b[25] != P_HASHMETA {
+            return Err(format!("page 0 has type {}, not hash metadata", b[25]));
+        }
+        let page_size = u32_at(b, 20) as usize;
+        if !(512..=65536).contains(&page_size) || !page_size.is_power_of_two() {
+            return Err(format!("bad page size {page_size}"));
+        }
+        let pages = b.len() / page_size;
+        let page = |n: usize| -> Option<&[u8]> { b.get(n * page_size..(n + 1) * page_size) };
+        let mut values = Vec::new();
+        for n in 1..pages {
+            let p = page(n).unwrap();
+            if p[25] != P_HASH && p[25] != P_HASH_UNSORTED {
+                continue;
+            }
+            let entries = u16_at(p, 20);
+            if HEADER + entries * 2 > page_size {
+                return Err(format!("page {n}: {entries} entries do not fit"));
+            }
+            let offset = |i: usize| u16_at(p, HEADER + i * 2);
+            // Values are the odd items.
+            for i in (1..entries).step_by(2) {
+                let at = offset(i);
+                let end = offset(i - 1);
+                if at >= page_size || end > page_size || end <= at {
+                    return Err(format!("page {n}: item {i} out of bounds"));
+                }
+                match p[at] {
+                    H_KEYDATA => values.push(p[at + 1..end].to_vec()),
+                    H_OFFPAGE => {
+                        if at + 12 > page_size {
+                            return Err(format!("page {n}: overflow reference out of bounds"));
+                        }
+                        let mut next = u32_at(p, at + 4) as usize;
+                        let total = u32_at(p, at + 8) as usize;
+                        if total > 64 << 20 {
+                            return Err(format!("page {n}: a value of {total} bytes"));
+                        }
+                        let mut value = Vec::with_capacity(total);
+                        let mut hops = 0;
+                        while value.len() < total {
+                            hops += 1;
+                            let o = page(next).filter(|o| o[25] == P_OVERFLOW && hops <= pages).ok_or_else(|| format!("page {n}: broken overflow chain at {next}"))?;
+                            let len = u16_at(o, 22).min(page_size - HEADER).min(total - value.len());
+                            value.extend_from_slice(&o[HEADER..HEADER + len]);
+                            next = u32_at(o, 16) as usize;
+                            if next == 0 {
+                                break;
+                            }
+                        }
+                        if value.len() != total {
+                            return Err(format!("page {n}: overflow chain ends at {} of {total} bytes", value.len()));
+                        }
+                        values.push(value);
+                    }
+                    // Duplicates and anything else hold no rpm headers.
+                    _ => {}
+                }
+            }
+        }
+        Ok(values)
+    }
 }
 
 /// Just enough of SQLite's file format to read one table's rows: the schema table on page 1,
