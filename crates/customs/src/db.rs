@@ -82,7 +82,7 @@ pub fn run(config: Config, command: DbCommand) -> anyhow::Result<()> {
             let dir = db_path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_owned();
             std::fs::create_dir_all(&dir)?;
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            let client = remote::Client::new(None, false)?;
+            let client = remote::Client::new(None, false, None)?;
             let mut failed = Vec::new();
             for eco in &ecosystems {
                 let zip_url = format!("{}/{}/all.zip", url.trim_end_matches('/'), eco.replace(' ', "%20"));

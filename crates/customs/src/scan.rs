@@ -58,9 +58,12 @@ pub struct ScanArgs {
     username: Option<String>,
     #[arg(long)]
     password_stdin: bool,
-    /// Talk plain HTTP to the registry (loopback hosts always do).
+    /// Talk plain HTTP to the registry (loopback hosts do unless --ca-file is given).
     #[arg(long)]
     plain_http: bool,
+    /// Trust these CA certificates (PEM) too, for a registry with a private CA.
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
     /// What to look for (comma-separated).
     #[arg(long, value_enum, value_delimiter = ',', default_value = "vuln,secret,malware,config")]
     scanners: Vec<Kind>,
@@ -171,6 +174,10 @@ pub fn run(config: Config, args: ScanArgs) -> anyhow::Result<u8> {
     let target = args.target.clone();
     let platform = args.platform.clone();
     let plain_http = args.plain_http;
+    let ca = match &args.ca_file {
+        Some(p) => Some(std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?),
+        None => None,
+    };
     let handle = rt.handle().clone();
     let (inventory, image) = rt.block_on(async move {
         tokio::task::spawn_blocking(move || -> anyhow::Result<(scanner::Inventory, Option<Image>)> {
@@ -188,7 +195,7 @@ pub fn run(config: Config, args: ScanArgs) -> anyhow::Result<u8> {
             } else if path.is_file() {
                 Some(source::docker_archive(&path).with_context(|| format!("{target}: not a docker save archive"))?)
             } else {
-                let client = std::sync::Arc::new(remote::Client::new(credentials, plain_http)?);
+                let client = std::sync::Arc::new(remote::Client::new(credentials, plain_http, ca.as_deref())?);
                 Some(source::registry(&handle, &target, client, &platform).with_context(|| format!("{target}: neither a path nor a reachable image"))?)
             };
             let mut image = image;

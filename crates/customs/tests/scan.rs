@@ -443,3 +443,52 @@ fn a_terminal_sees_a_progress_line_while_layers_are_read() {
     let out = cli(&["scan", &format!("{}:big", layout.display()), "--skip-db", "--format", "json"], &[], "");
     assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// A private CA (`dir/{name}-ca.crt`) and a server certificate it signed for 127.0.0.1 and
+/// localhost: (CA certificate, server certificate, server key).
+fn private_ca(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let p = |f: &str| dir.join(format!("{name}-{f}"));
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl").args(args).current_dir(dir).output().unwrap();
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let s = |p: PathBuf| p.to_str().unwrap().to_owned();
+    openssl(&["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj", &format!("/CN={name} test CA"), "-keyout", &s(p("ca.key")), "-out", &s(p("ca.crt"))]);
+    openssl(&["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-subj", "/CN=localhost", "-keyout", &s(p("server.key")), "-out", &s(p("server.csr"))]);
+    std::fs::write(p("ext"), "basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n").unwrap();
+    openssl(&["x509", "-req", "-in", &s(p("server.csr")), "-CA", &s(p("ca.crt")), "-CAkey", &s(p("ca.key")), "-CAcreateserial", "-days", "1", "-extfile", &s(p("ext")), "-out", &s(p("server.crt"))]);
+    (p("ca.crt"), p("server.crt"), p("server.key"))
+}
+
+#[test]
+fn a_registry_with_a_private_ca_is_scanned_over_https() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (ca, crt, key) = private_ca(tmp.path(), "ours");
+    let (other, _, _) = private_ca(tmp.path(), "other");
+    let server = ServerProcess::start_with(
+        customs(),
+        &tmp.path().join("data"),
+        &[("CUSTOMS_TLS__CERT_FILE", crt.to_str().unwrap()), ("CUSTOMS_TLS__KEY_FILE", key.to_str().unwrap())],
+    )
+    .unwrap();
+    assert_eq!(server.scheme, "https");
+    let image = test_support::ImageBuilder::new(31).layer(2, 1000).build();
+    let layout = tmp.path().join("layout");
+    image.write_layout(&layout, "v1").unwrap();
+    let certs = tmp.path().join("certs.d");
+    std::fs::create_dir_all(&certs).unwrap();
+    std::fs::copy(&ca, certs.join("ca.crt")).unwrap();
+    let dest = format!("{}/tls/app:v1", server.addr);
+    run("skopeo", &["--insecure-policy", "copy", "--quiet", "--dest-cert-dir", certs.to_str().unwrap(), &format!("oci:{}:v1", layout.display()), &format!("docker://{dest}")], None, &[]);
+    let json: serde_json::Value = serde_json::from_str(&cli_ok(&["scan", &dest, "--skip-db", "--ca-file", ca.to_str().unwrap(), "--format", "json"])).unwrap();
+    assert_eq!(json["target"]["digest"], image.digest.to_string());
+    // Another CA's certificate is not trusted for this server.
+    let out = cli(&["scan", &dest, "--skip-db", "--ca-file", other.to_str().unwrap()], &[], "");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+    let bad = tmp.path().join("not-a-cert.pem");
+    std::fs::write(&bad, "hello").unwrap();
+    let out = cli(&["scan", &dest, "--skip-db", "--ca-file", bad.to_str().unwrap()], &[], "");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("CA certificates"), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -1,8 +1,8 @@
 //! A client for other registries, as docker and skopeo talk to them: image references with Docker
 //! Hub's defaults, the token dance driven by `WWW-Authenticate` (Bearer with a token service, or
 //! Basic), manifests negotiated by `Accept`, blobs as streams, redirects to blob storage followed
-//! without the registry's credentials. HTTPS with the system's trust store; plain HTTP for loopback
-//! hosts or when asked.
+//! without the registry's credentials. HTTPS with the system's trust store plus any CA certificates
+//! given; plain HTTP for loopback hosts (unless CA certificates are given) or when asked.
 
 mod reference;
 
@@ -56,6 +56,8 @@ pub struct Client {
     http: Http<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>,
     credentials: Option<Credentials>,
     plain_http: bool,
+    /// CA certificates were given: loopback hosts speak HTTPS too.
+    extra_ca: bool,
     /// Bearer tokens by (host, scope).
     tokens: Mutex<HashMap<(String, String), String>>,
     timeout: Duration,
@@ -102,20 +104,40 @@ fn pct(s: &str) -> String {
 }
 
 impl Client {
-    pub fn new(credentials: Option<Credentials>, plain_http: bool) -> Result<Client, Error> {
+    /// `ca_pem`: more trusted CA certificates (PEM), for registries with a private CA.
+    pub fn new(credentials: Option<Credentials>, plain_http: bool, ca_pem: Option<&[u8]>) -> Result<Client, Error> {
+        use rustls::pki_types::{CertificateDer, pem::PemObject};
+        let mut roots = rustls::RootCertStore::empty();
+        let native = rustls_native_certs::load_native_certs();
+        roots.add_parsable_certificates(native.certs);
+        if let Some(pem) = ca_pem {
+            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem)
+                .collect::<Result<_, _>>()
+                .map_err(|e| Error::Invalid(format!("CA certificates: {e}")))?;
+            if certs.is_empty() {
+                return Err(Error::Invalid("CA certificates: no certificate in the file".into()));
+            }
+            for c in certs {
+                roots.add(c).map_err(|e| Error::Invalid(format!("CA certificates: {e}")))?;
+            }
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| Error::Invalid(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
         let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_native_roots()
-            .map_err(|e| Error::Invalid(format!("no system trust store: {e}")))?
+            .with_tls_config(tls)
             .https_or_http()
             .enable_http1()
             .enable_http2()
             .build();
         let http = Http::builder(TokioExecutor::new()).build(https);
-        Ok(Client { http, credentials, plain_http, tokens: Mutex::new(HashMap::new()), timeout: Duration::from_secs(60) })
+        Ok(Client { http, credentials, plain_http, extra_ca: ca_pem.is_some(), tokens: Mutex::new(HashMap::new()), timeout: Duration::from_secs(60) })
     }
 
     fn base(&self, r: &ImageRef) -> String {
-        let scheme = if self.plain_http || r.is_loopback() { "http" } else { "https" };
+        let scheme = if self.plain_http || (r.is_loopback() && !self.extra_ca) { "http" } else { "https" };
         format!("{scheme}://{}", r.registry)
     }
 
