@@ -35,8 +35,31 @@ pub struct Config {
     pub auth: Auth,
     /// The local advisory DB and where `customs db update` fetches OSV data.
     pub advisories: Advisories,
-    /// Secret, malware and ClamAV settings of `customs scan`.
+    /// Secret, malware and ClamAV settings of `customs scan` and of the inspection of pushes.
     pub scan: Scan,
+    /// Inspection of every image pushed: a persistent queue and its workers.
+    pub inspection: Inspection,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Inspection {
+    /// Inspect pushed images in the background (jobs are queued with the manifest either way).
+    pub enabled: bool,
+    /// Images inspected at once.
+    pub workers: usize,
+    /// A job not finished in this time is taken again (its worker is presumed dead).
+    pub lease_secs: u64,
+    /// Attempts before a job is failed for good (retries back off exponentially).
+    pub max_attempts: u32,
+    /// How often an idle worker looks for jobs.
+    pub poll_ms: u64,
+}
+
+impl Default for Inspection {
+    fn default() -> Self {
+        Inspection { enabled: true, workers: 1, lease_secs: 600, max_attempts: 5, poll_ms: 1000 }
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -367,6 +390,7 @@ impl Default for Config {
             auth: Auth::default(),
             advisories: Advisories::default(),
             scan: Scan::default(),
+            inspection: Inspection::default(),
         }
     }
 }

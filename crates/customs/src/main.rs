@@ -5,6 +5,7 @@ mod access;
 mod clamd;
 mod config;
 mod db;
+mod engines;
 mod scan;
 mod serve;
 mod source;

@@ -78,53 +78,6 @@ pub struct ScanArgs {
     clamd: Option<PathBuf>,
 }
 
-/// Secret, malware and ClamAV engines as the settings and flags ask.
-fn inspection(config: &Config, args: &ScanArgs) -> anyhow::Result<scanner::Inspection> {
-    let on = |k: Kind| args.scanners.contains(&k);
-    let mut insp = scanner::Inspection { misconfig: on(Kind::Config), ..Default::default() };
-    if on(Kind::Secret) {
-        let mut files = Vec::new();
-        for p in config.scan.secret_rules.iter().chain(&args.secret_rules) {
-            let text = std::fs::read_to_string(p).with_context(|| format!("cannot read secret rules {}", p.display()))?;
-            files.push(scanner::secrets::RuleFile::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?);
-        }
-        insp.secrets = Some(std::sync::Arc::new(scanner::secrets::SecretScanner::new(&files).map_err(anyhow::Error::msg)?));
-    }
-    if on(Kind::Malware) {
-        let mut rules = Vec::new();
-        for p in config.scan.malware_rules.iter().chain(&args.malware_rules) {
-            let mut paths = Vec::new();
-            if p.is_dir() {
-                for e in std::fs::read_dir(p).with_context(|| format!("cannot read {}", p.display()))? {
-                    let path = e?.path();
-                    if path.extension().is_some_and(|x| x == "yar" || x == "yara") {
-                        paths.push(path);
-                    }
-                }
-                paths.sort();
-            } else {
-                paths.push(p.clone());
-            }
-            for path in paths {
-                let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read YARA rules {}", path.display()))?;
-                rules.push((path.display().to_string(), text));
-            }
-        }
-        let mut hashes = Vec::new();
-        for p in &config.scan.malware_hashes {
-            hashes.push((p.display().to_string(), std::fs::read_to_string(p).with_context(|| format!("cannot read blocklist {}", p.display()))?));
-        }
-        insp.malware = Some(std::sync::Arc::new(scanner::malware::MalwareScanner::new(&rules, &hashes).map_err(anyhow::Error::msg)?));
-        let socket = args.clamd.clone().unwrap_or_else(|| config.scan.clamd_socket.clone());
-        if !socket.as_os_str().is_empty() {
-            let clamd = crate::clamd::Clamd { socket };
-            clamd.ping().map_err(anyhow::Error::msg)?;
-            insp.external.push(std::sync::Arc::new(clamd));
-        }
-    }
-    Ok(insp)
-}
-
 /// A layer reader that shows progress on a terminal.
 struct Progress<R> {
     inner: R,
@@ -169,7 +122,14 @@ pub fn run(config: Config, args: ScanArgs) -> anyhow::Result<u8> {
         _ => None,
     };
     let tty = std::io::stderr().is_terminal();
-    let insp = inspection(&config, &args)?;
+    let on = |k: Kind| args.scanners.contains(&k);
+    let insp = crate::engines::build(
+        &config,
+        &crate::engines::Wanted { secrets: on(Kind::Secret), malware: on(Kind::Malware), misconfig: on(Kind::Config) },
+        &args.secret_rules,
+        &args.malware_rules,
+        args.clamd.as_deref(),
+    )?;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     let target = args.target.clone();
     let platform = args.platform.clone();

@@ -63,6 +63,21 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     println!("customs data in {}", data.display());
 
     let janitor = tokio::spawn(upload_janitor(registry.clone(), stop_rx.clone()));
+    let inspectors = if config.inspection.enabled {
+        let engines = crate::engines::build(&config, &crate::engines::Wanted { secrets: true, malware: true, misconfig: true }, &[], &[], None)
+            .context("cannot load the inspection engines ([scan] settings)")?;
+        let settings = workers::InspectionSettings {
+            lease: Duration::from_secs(config.inspection.lease_secs.max(1)),
+            max_attempts: config.inspection.max_attempts.max(1),
+            poll: Duration::from_millis(config.inspection.poll_ms.max(10)),
+            advisory_db: config.advisory_db(),
+            limits: scanner::Limits::default(),
+        };
+        let worker = Arc::new(workers::InspectionWorker::new(registry.clone(), Meta(meta.clone()), engines, settings));
+        (0..config.inspection.workers.max(1)).map(|_| tokio::spawn(worker.clone().run(stop_rx.clone()))).collect()
+    } else {
+        Vec::new()
+    };
     let stats = Arc::new(api::ConnectionStats::default());
     let (auth, refresher) = if config.auth.enabled {
         let access = crate::access::open(&config, &data, Meta(meta.clone())).await?;
@@ -97,6 +112,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     let _ = stop_tx.send(true);
     let _ = janitor.await;
+    for w in inspectors {
+        let _ = w.await;
+    }
     if let Some(r) = refresher {
         let _ = r.await;
     }

@@ -3,8 +3,8 @@
 use oci::{Digest, Reference, RepoName, Tag, UploadId};
 
 use crate::{
-    AuditEntry, AuditQuery, Error, GrantRecord, IdentityKind, ManifestRecord, MetaStore, NewManifest, Page,
-    PrincipalRecord, UploadRecord,
+    AuditEntry, AuditQuery, Error, GrantRecord, IdentityKind, InspectionState, ManifestRecord, MetaStore, NewManifest,
+    Page, PrincipalRecord, StoredReport, UploadRecord,
 };
 
 /// Runs every check against `meta`, panicking on the first failure.
@@ -16,6 +16,7 @@ pub async fn run(meta: &dyn MetaStore) {
     uploads_advance_only_from_where_they_are(meta).await;
     principals_grants_and_changes(meta).await;
     audit_is_ordered_and_filtered(meta).await;
+    inspections_are_leased_retried_and_completed(meta).await;
 }
 
 fn repo(s: &str) -> RepoName {
@@ -63,6 +64,7 @@ async fn manifests_check_their_references(meta: &dyn MetaStore) {
         blobs: vec![(d("config"), 2), (d("layer"), 10)],
         children: vec![],
         tag: Some(tag("v1")),
+        inspect: false,
     };
     meta.link_blob(&r, &d("config"), 2).await.unwrap();
     let missing = meta.put_manifest(&r, &image).await.unwrap_err();
@@ -80,9 +82,9 @@ async fn manifests_check_their_references(meta: &dyn MetaStore) {
     assert_eq!(meta.manifest(&r, &Reference::Digest(d("image"))).await.unwrap(), Some(record("image")));
     assert_eq!(meta.manifest(&repo("conf/other"), &Reference::Digest(d("image"))).await.unwrap(), None);
 
-    let index = NewManifest { record: record("index"), blobs: vec![], children: vec![d("image")], tag: Some(tag("multi")) };
+    let index = NewManifest { record: record("index"), blobs: vec![], children: vec![d("image")], tag: Some(tag("multi")), inspect: false };
     meta.put_manifest(&r, &index).await.unwrap();
-    let orphan = NewManifest { record: record("orphan"), blobs: vec![], children: vec![d("nope")], tag: None };
+    let orphan = NewManifest { record: record("orphan"), blobs: vec![], children: vec![d("nope")], tag: None, inspect: true };
     assert!(matches!(meta.put_manifest(&r, &orphan).await, Err(Error::MissingReference(_))));
 
     // Moving a tag, deleting a tag, deleting a manifest with its tags.
@@ -101,7 +103,7 @@ async fn tags_and_catalog_page_in_order(meta: &dyn MetaStore) {
     let names = ["b", "a", "C", "a1", "_z"];
     meta.link_blob(&r, &d("c"), 1).await.unwrap();
     for n in names {
-        let m = NewManifest { record: record("t"), blobs: vec![(d("c"), 1)], children: vec![], tag: Some(tag(n)) };
+        let m = NewManifest { record: record("t"), blobs: vec![(d("c"), 1)], children: vec![], tag: Some(tag(n)), inspect: false };
         meta.put_manifest(&r, &m).await.unwrap();
     }
     let strings = |l: &crate::Listing<Tag>| l.entries.iter().map(|t| t.to_string()).collect::<Vec<_>>();
@@ -142,6 +144,7 @@ async fn referrers_follow_subjects(meta: &dyn MetaStore) {
             blobs: vec![(d("c"), 1)],
             children: vec![],
             tag: None,
+            inspect: false,
         };
         meta.put_manifest(&r, &m).await.unwrap();
     }
@@ -260,4 +263,46 @@ async fn audit_is_ordered_and_filtered(meta: &dyn MetaStore) {
     // Earlier changes of access were audited in their own transactions.
     let q = AuditQuery { action_prefix: Some("user".into()), ..all(0) };
     assert!(meta.audit(&q).await.unwrap().iter().any(|r| r.entry.action == "user.add" && r.entry.target == "ann"));
+}
+
+async fn inspections_are_leased_retried_and_completed(meta: &dyn MetaStore) {
+    let r = repo("conf/inspect");
+    meta.link_blob(&r, &d("ic"), 1).await.unwrap();
+    let image = |name: &str, inspect| NewManifest { record: record(name), blobs: vec![(d("ic"), 1)], children: vec![], tag: None, inspect };
+    // A refused manifest enqueues nothing; a stored one is queued in the same transaction.
+    let orphan = NewManifest { children: vec![d("nope")], ..image("i-orphan", true) };
+    assert!(meta.put_manifest(&r, &orphan).await.is_err());
+    assert_eq!(meta.inspection_state(&r, &d("i-orphan")).await.unwrap(), None);
+    meta.put_manifest(&r, &image("i-plain", false)).await.unwrap();
+    assert_eq!(meta.inspection_state(&r, &d("i-plain")).await.unwrap(), None);
+    meta.put_manifest(&r, &image("i-one", true)).await.unwrap();
+    meta.put_manifest(&r, &image("i-one", true)).await.unwrap();
+    assert_eq!(meta.inspection_state(&r, &d("i-one")).await.unwrap(), Some(InspectionState::Queued));
+
+    let now = 4_000_000_000_000; // later than any job's run_after
+    let job = meta.claim_inspection(now, 1000).await.unwrap().expect("a queued job");
+    assert_eq!((job.repo.as_str(), &job.digest, job.attempts), ("conf/inspect", &d("i-one"), 1));
+    assert_eq!(meta.inspection_state(&r, &d("i-one")).await.unwrap(), Some(InspectionState::Running));
+    assert_eq!(meta.claim_inspection(now + 10, 1000).await.unwrap(), None, "leased");
+    // The worker died: the lease runs out and the job is taken again.
+    let again = meta.claim_inspection(now + 1001, 1000).await.unwrap().expect("lease expired");
+    assert_eq!((again.id, again.attempts), (job.id, 2));
+    // A failure with a retry time: not due before it.
+    meta.fail_inspection(job.id, "layer unreadable", Some(now + 5000)).await.unwrap();
+    assert_eq!(meta.inspection_state(&r, &d("i-one")).await.unwrap(), Some(InspectionState::Queued));
+    assert_eq!(meta.claim_inspection(now + 4000, 1000).await.unwrap(), None);
+    let third = meta.claim_inspection(now + 5000, 1000).await.unwrap().expect("due again");
+    assert_eq!(third.attempts, 3);
+    let report = StoredReport { digest: d("i-one"), report: "{}".into(), db_version: "sha256:x".into(), inspected_at_ms: now, millis: 12 };
+    meta.complete_inspection(&report).await.unwrap();
+    assert_eq!(meta.inspection_state(&r, &d("i-one")).await.unwrap(), Some(InspectionState::Done));
+    assert_eq!(meta.inspection_report(&d("i-one")).await.unwrap(), Some(report));
+    assert_eq!(meta.inspection_report(&d("i-plain")).await.unwrap(), None);
+    assert_eq!(meta.claim_inspection(now + 100_000, 1000).await.unwrap(), None, "nothing left");
+    // Failed for good.
+    meta.put_manifest(&r, &image("i-two", true)).await.unwrap();
+    let job = meta.claim_inspection(now, 1000).await.unwrap().unwrap();
+    meta.fail_inspection(job.id, "manifest gone", None).await.unwrap();
+    assert_eq!(meta.inspection_state(&r, &d("i-two")).await.unwrap(), Some(InspectionState::Failed("manifest gone".into())));
+    assert_eq!(meta.claim_inspection(now + 100_000, 1000).await.unwrap(), None);
 }

@@ -48,6 +48,53 @@ pub struct NewManifest {
     /// Child manifests of an index.
     pub children: Vec<Digest>,
     pub tag: Option<Tag>,
+    /// Enqueue an inspection job for it, in the same transaction.
+    pub inspect: bool,
+}
+
+/// One inspection to do.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InspectionJob {
+    pub id: i64,
+    pub repo: RepoName,
+    pub digest: Digest,
+    /// Including this one.
+    pub attempts: u32,
+}
+
+/// Where an image's inspection stands.
+#[derive(Clone, Debug, PartialEq)]
+pub enum InspectionState {
+    Queued,
+    Running,
+    Done,
+    Failed(String),
+}
+
+/// An inspection's result, stored once per manifest digest.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredReport {
+    pub digest: Digest,
+    /// The `customs.report/v1` JSON.
+    pub report: String,
+    /// The advisory DB version it was matched against (empty: none).
+    pub db_version: String,
+    pub inspected_at_ms: i64,
+    pub millis: i64,
+}
+
+/// The inspection queue and its results. Jobs are leased: one whose lease expires (its worker died)
+/// is taken again.
+#[async_trait::async_trait]
+pub trait Inspections: Send + Sync {
+    /// Leases the oldest due job (queued and due, or running past its lease) until `now + lease`.
+    async fn claim_inspection(&self, now_ms: i64, lease_ms: i64) -> Result<Option<InspectionJob>>;
+    /// Stores the report and marks every job of its digest done, in one transaction.
+    async fn complete_inspection(&self, report: &StoredReport) -> Result<()>;
+    /// Records a failure: due again at `retry_at_ms`, or failed for good when `None`.
+    async fn fail_inspection(&self, job: i64, error: &str, retry_at_ms: Option<i64>) -> Result<()>;
+    async fn inspection_report(&self, digest: &Digest) -> Result<Option<StoredReport>>;
+    async fn inspection_state(&self, repo: &RepoName, digest: &Digest) -> Result<Option<InspectionState>>;
 }
 
 /// One page of a sorted listing: at most `n` entries after `last`.
@@ -143,8 +190,8 @@ pub trait UploadSessions: Send + Sync + 'static {
 }
 
 /// Every port of the records store.
-pub trait MetaStore: Repositories + UploadSessions + Identities {}
-impl<T: Repositories + UploadSessions + Identities> MetaStore for T {}
+pub trait MetaStore: Repositories + UploadSessions + Identities + Inspections {}
+impl<T: Repositories + UploadSessions + Identities + Inspections> MetaStore for T {}
 
 /// The handle the rest of the program holds.
 #[derive(Clone)]

@@ -74,7 +74,8 @@ impl Registry {
         self.precheck_references(repo, &blobs, &children).await?;
         // Bytes first, durable; then the records in one transaction.
         self.blobs.put(&digest, bytes).await?;
-        let result = self.meta.put_manifest(repo, &NewManifest { record, blobs, children, tag }).await;
+        let inspect = is_image(&manifest);
+        let result = self.meta.put_manifest(repo, &NewManifest { record, blobs, children, tag, inspect }).await;
         self.cache.invalidate(repo);
         result?;
         Ok(PutManifest { digest, subject: manifest.subject.map(|s| s.digest) })
@@ -169,4 +170,13 @@ fn artifact_type(m: &Manifest) -> Option<String> {
         ManifestKind::Image => m.effective_artifact_type().map(str::to_owned),
         ManifestKind::Index => m.artifact_type.clone(),
     }
+}
+
+/// An image to inspect: an image manifest whose config is an image config (not an artifact's).
+pub(crate) fn is_image(m: &Manifest) -> bool {
+    m.kind == oci::ManifestKind::Image
+        && m.artifact_type.is_none()
+        && m.config.as_ref().is_some_and(|c| {
+            matches!(c.media_type.as_str(), "application/vnd.oci.image.config.v1+json" | "application/vnd.docker.container.image.v1+json")
+        })
 }

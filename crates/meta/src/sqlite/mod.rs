@@ -15,9 +15,11 @@ use crate::{Error, Listing, ManifestRecord, NewManifest, Page, Repositories, Res
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/sqlite/0001_registry.sql")),
     (2, include_str!("../../migrations/sqlite/0002_access.sql")),
+    (3, include_str!("../../migrations/sqlite/0003_inspection.sql")),
 ];
 
 mod identities;
+mod inspections;
 
 pub struct SqliteMeta {
     pub(super) writer: SqlitePool,
@@ -164,6 +166,18 @@ impl Repositories for SqliteMeta {
         .execute(&mut *tx)
         .await
         .map_err(db)?;
+        if m.inspect {
+            sqlx::query(
+                "INSERT INTO inspection_jobs (repo, digest, state, attempts, run_after, created_at, updated_at)
+                 VALUES ($1, $2, 'queued', 0, $3, $3, $3) ON CONFLICT (repo, digest) DO NOTHING",
+            )
+            .bind(repo.as_str())
+            .bind(r.digest.to_string())
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
         let refs = m.blobs.iter().map(|(d, _)| (d, "blob")).chain(m.children.iter().map(|d| (d, "manifest")));
         for (target, kind) in refs {
             sqlx::query(

@@ -1,0 +1,153 @@
+//! Every push is inspected: a real `customs serve`, images pushed with skopeo, the inspection queue
+//! worked in the background, and the SBOM (CycloneDX) and the report attached to each image as OCI
+//! artifacts that the referrers API lists. Jobs are queued with the manifest, so an image pushed
+//! while no worker runs is inspected after a restart.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use test_support::{Blob, ServerProcess, write_oci_layout};
+
+fn customs() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_customs"))
+}
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../advisories/tests/data")
+}
+
+fn run(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program).args(args).output().unwrap_or_else(|e| panic!("{program}: {e}"));
+    assert!(out.status.success(), "{program} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn tar_gz(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut tar = tar::Builder::new(Vec::new());
+    for (path, data) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_mtime(0);
+        h.set_cksum();
+        tar.append_data(&mut h, path, *data).unwrap();
+    }
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&tar.into_inner().unwrap()).unwrap();
+    gz.finish().unwrap()
+}
+
+fn jar(group: &str, artifact: &str, version: &str) -> Vec<u8> {
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    zip.start_file(format!("META-INF/maven/{group}/{artifact}/pom.properties"), zip::write::SimpleFileOptions::default()).unwrap();
+    zip.write_all(format!("groupId={group}\nartifactId={artifact}\nversion={version}\n").as_bytes()).unwrap();
+    zip.finish().unwrap().into_inner()
+}
+
+/// An image with log4j-core 2.14.1 and a GitHub token generated here, as an OCI layout; its digest.
+fn image(dir: &Path, tag: &str, extra: &str) -> String {
+    let token: String = {
+        let mut x = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
+        (0..36)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"[(x % 62) as usize] as char
+            })
+            .collect()
+    };
+    let layer = tar_gz(&[
+        ("opt/app/log4j-core.jar", &jar("org.apache.logging.log4j", "log4j-core", "2.14.1")),
+        ("app/.env", format!("GITHUB_TOKEN=ghp_{token}\n").as_bytes()),
+        ("app/extra.txt", extra.as_bytes()),
+    ]);
+    let layers = vec![Blob::new("application/vnd.oci.image.layer.v1.tar+gzip", layer)];
+    let config = serde_json::json!({"architecture": "amd64", "os": "linux", "config": {"User": "app"}, "rootfs": {"type": "layers", "diff_ids": []}});
+    let config = Blob::new("application/vnd.oci.image.config.v1+json", serde_json::to_vec(&config).unwrap());
+    let manifest = serde_json::json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": config.descriptor(), "layers": layers.iter().map(Blob::descriptor).collect::<Vec<_>>(),
+    });
+    let manifest = bytes::Bytes::from(serde_json::to_vec(&manifest).unwrap());
+    write_oci_layout(dir, tag, ("application/vnd.oci.image.manifest.v1+json", &manifest), std::iter::once(&config).chain(&layers)).unwrap();
+    oci::Digest::sha256_of(&manifest).to_string()
+}
+
+fn get(url: &str, accept: &str) -> Option<Vec<u8>> {
+    let out = Command::new("curl").args(["-sf", "-H", &format!("Accept: {accept}"), url]).output().unwrap();
+    out.status.success().then_some(out.stdout)
+}
+
+/// The referrers of `digest`, polled until `n` are there.
+fn referrers(base: &str, repo: &str, digest: &str, n: usize) -> Vec<serde_json::Value> {
+    let started = Instant::now();
+    loop {
+        let body = get(&format!("{base}/v2/{repo}/referrers/{digest}"), "application/vnd.oci.image.index.v1+json").expect("referrers answer");
+        let index: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let list = index["manifests"].as_array().cloned().unwrap_or_default();
+        if list.len() >= n {
+            return list;
+        }
+        assert!(started.elapsed() < Duration::from_secs(90), "{n} referrers of {digest} did not appear: {index}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The one layer of the artifact of `artifact_type` among `list`.
+fn artifact(base: &str, repo: &str, list: &[serde_json::Value], artifact_type: &str) -> Vec<u8> {
+    let d = list.iter().find(|m| m["artifactType"] == artifact_type).unwrap_or_else(|| panic!("no {artifact_type} in {list:?}"));
+    let manifest = get(&format!("{base}/v2/{repo}/manifests/{}", d["digest"].as_str().unwrap()), "application/vnd.oci.image.manifest.v1+json").unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+    get(&format!("{base}/v2/{repo}/blobs/{}", manifest["layers"][0]["digest"].as_str().unwrap()), "*/*").unwrap()
+}
+
+#[test]
+fn every_push_is_inspected_and_its_sbom_and_report_are_referrers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    run(customs().to_str().unwrap(), &["db", "import", fixtures().to_str().unwrap(), "--data", data.to_str().unwrap()]);
+    let env = [("CUSTOMS_INSPECTION__POLL_MS", "100")];
+    let server = ServerProcess::start_with(customs(), &data, &env).unwrap();
+    let base = server.url();
+    let layout = tmp.path().join("layout");
+    let first = image(&layout, "one", "one");
+    run("skopeo", &["--insecure-policy", "copy", "--quiet", "--dest-tls-verify=false", &format!("oci:{}:one", layout.display()), &format!("docker://{}/team/app:1", server.addr)]);
+    let list = referrers(&base, "team/app", &first, 2);
+    assert_eq!(list.len(), 2, "an SBOM and a report, nothing else: {list:?}");
+    let report: serde_json::Value = serde_json::from_slice(&artifact(&base, "team/app", &list, "application/vnd.customs.report.v1+json")).unwrap();
+    assert_eq!(report["schema"], "customs.report/v1");
+    assert_eq!(report["target"]["digest"], first);
+    assert!(report["db"]["version"].as_str().unwrap().starts_with("sha256:"), "matched against the imported DB");
+    let log4shell = report["vulnerabilities"].as_array().unwrap().iter().find(|v| v["id"] == "CVE-2021-44228").expect("Log4Shell found");
+    assert_eq!(log4shell["purl"], "pkg:maven/org.apache.logging.log4j/log4j-core@2.14.1");
+    assert!(report["secrets"].as_array().unwrap().iter().any(|s| s["rule"] == "github-pat" && s["path"] == "app/.env"));
+    let sbom = artifact(&base, "team/app", &list, "application/vnd.cyclonedx+json");
+    let sbom_file = tmp.path().join("sbom.json");
+    std::fs::write(&sbom_file, &sbom).unwrap();
+    let python = std::env::var("SBOM_VALIDATOR_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/validate-sbom.py");
+    let out = Command::new(python).arg(script).arg("cyclonedx").arg(&sbom_file).output().unwrap();
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    // Tags are untouched by the attachments.
+    let tags: serde_json::Value = serde_json::from_slice(&get(&format!("{base}/v2/team/app/tags/list"), "*/*").unwrap()).unwrap();
+    assert_eq!(tags["tags"], serde_json::json!(["1"]));
+    assert!(server.stop());
+
+    // Pushed while no worker runs: the job waits in the records and is done after a restart.
+    let server = ServerProcess::start_with(customs(), &data, &[("CUSTOMS_INSPECTION__ENABLED", "false")]).unwrap();
+    let second = image(&layout, "two", "two");
+    run("skopeo", &["--insecure-policy", "copy", "--quiet", "--dest-tls-verify=false", &format!("oci:{}:two", layout.display()), &format!("docker://{}/team/app:2", server.addr)]);
+    std::thread::sleep(Duration::from_millis(500));
+    let index: serde_json::Value = serde_json::from_slice(&get(&format!("{}/v2/team/app/referrers/{second}", server.url()), "*/*").unwrap()).unwrap();
+    assert_eq!(index["manifests"], serde_json::json!([]), "not inspected while the workers are off");
+    assert!(server.stop());
+    let server = ServerProcess::start_with(customs(), &data, &env).unwrap();
+    let list = referrers(&server.url(), "team/app", &second, 2);
+    let report: serde_json::Value = serde_json::from_slice(&artifact(&server.url(), "team/app", &list, "application/vnd.customs.report.v1+json")).unwrap();
+    assert_eq!(report["target"]["digest"], second);
+    assert!(server.stop());
+}

@@ -1,0 +1,231 @@
+//! The inspection worker: takes a queued image (enqueued with its manifest), reads its layers from
+//! the blob store into the scanner on a blocking thread, matches the inventory against the advisory
+//! DB, stores the report, and attaches the SBOM (CycloneDX) and the report to the image as OCI
+//! artifacts whose `subject` is the image, so the referrers API lists them.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use meta::{InspectionJob, Meta, StoredReport};
+use oci::{Digest, Manifest, Reference, RepoName};
+use registry::Registry;
+use registry::inspect::{self, Target};
+
+/// The media types of what the worker attaches.
+pub const SBOM_ARTIFACT: &str = "application/vnd.cyclonedx+json";
+pub const REPORT_ARTIFACT: &str = "application/vnd.customs.report.v1+json";
+const EMPTY_CONFIG: &str = "application/vnd.oci.empty.v1+json";
+
+#[derive(Clone, Debug)]
+pub struct InspectionSettings {
+    /// How long a taken job is ours before another worker may take it.
+    pub lease: Duration,
+    /// Attempts before a job is failed for good.
+    pub max_attempts: u32,
+    /// How often to look for work when there was none.
+    pub poll: Duration,
+    /// The advisory DB file, re-read when it changes; absent: packages only.
+    pub advisory_db: PathBuf,
+    pub limits: scanner::Limits,
+}
+
+struct LoadedDb {
+    modified: Option<SystemTime>,
+    db: Option<Arc<advisories::Db>>,
+}
+
+pub struct InspectionWorker {
+    registry: Arc<Registry>,
+    meta: Meta,
+    engines: scanner::Inspection,
+    settings: InspectionSettings,
+    db: Mutex<LoadedDb>,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// A blob of the store as a blocking reader, for the scanner's thread.
+struct BlobReader {
+    rt: tokio::runtime::Handle,
+    stream: blobs::ByteStream,
+    buf: Bytes,
+}
+
+impl Read for BlobReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.buf.is_empty() {
+            match self.rt.block_on(self.stream.next()) {
+                None => return Ok(0),
+                Some(chunk) => self.buf = chunk?,
+            }
+        }
+        let n = out.len().min(self.buf.len());
+        out[..n].copy_from_slice(&self.buf[..n]);
+        bytes::Buf::advance(&mut self.buf, n);
+        Ok(n)
+    }
+}
+
+impl InspectionWorker {
+    pub fn new(registry: Arc<Registry>, meta: Meta, engines: scanner::Inspection, settings: InspectionSettings) -> InspectionWorker {
+        InspectionWorker { registry, meta, engines, settings, db: Mutex::new(LoadedDb { modified: None, db: None }) }
+    }
+
+    /// Works until `stop` turns true, finishing the job in hand.
+    pub async fn run(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            let worked = match self.run_once().await {
+                Ok(worked) => worked,
+                Err(e) => {
+                    tracing::warn!(error = %e, "inspection queue unavailable");
+                    false
+                }
+            };
+            if !worked {
+                tokio::select! {
+                    _ = tokio::time::sleep(self.settings.poll) => {}
+                    _ = stop.changed() => {}
+                }
+            }
+        }
+    }
+
+    /// Takes and finishes one due job; `Ok(false)` when there was none.
+    pub async fn run_once(&self) -> Result<bool, String> {
+        let Some(job) = self.meta.claim_inspection(now_ms(), self.settings.lease.as_millis() as i64).await.map_err(|e| e.to_string())? else {
+            return Ok(false);
+        };
+        let started = Instant::now();
+        match self.inspect(&job).await {
+            Ok(report) => {
+                tracing::info!(repo = %job.repo, digest = %job.digest, millis = started.elapsed().as_millis() as u64, "inspected");
+                self.meta.complete_inspection(&report).await.map_err(|e| e.to_string())?;
+            }
+            Err(e) => {
+                let retry = (job.attempts < self.settings.max_attempts).then(|| now_ms() + 1000 * (1i64 << job.attempts.min(10)));
+                tracing::warn!(repo = %job.repo, digest = %job.digest, attempts = job.attempts, error = %e, "inspection failed");
+                self.meta.fail_inspection(job.id, &e, retry).await.map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(true)
+    }
+
+    /// The advisory DB, re-read when its file changed.
+    fn advisory_db(&self) -> Option<Arc<advisories::Db>> {
+        let modified = std::fs::metadata(&self.settings.advisory_db).and_then(|m| m.modified()).ok();
+        let mut loaded = self.db.lock().unwrap();
+        if loaded.modified != modified || (loaded.db.is_none() && modified.is_some()) {
+            loaded.db = match advisories::Db::load(&self.settings.advisory_db) {
+                Ok(db) => Some(Arc::new(db)),
+                Err(advisories::Error::Missing(_)) => None,
+                Err(e) => {
+                    tracing::warn!(error = %e, "advisory DB unreadable; inspecting packages only");
+                    None
+                }
+            };
+            loaded.modified = modified;
+        }
+        loaded.db.clone()
+    }
+
+    async fn blob_stream(&self, repo: &RepoName, digest: &Digest) -> Result<blobs::ByteStream, String> {
+        let read = self.registry.get_blob(repo, digest, None).await.map_err(|e| format!("blob {digest}: {e}"))?;
+        match read.body {
+            blobs::BlobBody::Stream { stream, .. } => Ok(stream),
+            blobs::BlobBody::Redirect(_) => Err(format!("blob {digest} is only reachable by redirect")),
+        }
+    }
+
+    async fn inspect(&self, job: &InspectionJob) -> Result<StoredReport, String> {
+        let db = self.advisory_db();
+        let db_version = db.as_ref().map(|d| d.version().to_owned()).unwrap_or_default();
+        // The same bytes were inspected (in another repository) against this DB: reuse.
+        if let Some(existing) = self.meta.inspection_report(&job.digest).await.map_err(|e| e.to_string())?
+            && existing.db_version == db_version {
+                return Ok(existing);
+            }
+        let content = self.registry.get_manifest(&job.repo, &Reference::Digest(job.digest.clone())).await.map_err(|e| format!("manifest: {e}"))?;
+        let manifest = Manifest::parse(Some(&content.media_type), &content.bytes).map_err(|e| format!("manifest: {e}"))?;
+        let mut config = Vec::new();
+        if let Some(c) = &manifest.config {
+            let mut stream = self.blob_stream(&job.repo, &c.digest).await?;
+            while let Some(chunk) = stream.next().await {
+                config.extend_from_slice(&chunk.map_err(|e| e.to_string())?);
+                if config.len() > 8 << 20 {
+                    return Err("image config larger than 8 MiB".into());
+                }
+            }
+        }
+        let mut layers = Vec::new();
+        for l in &manifest.layers {
+            layers.push((l.digest.to_string(), self.blob_stream(&job.repo, &l.digest).await?));
+        }
+        let engines = self.engines.clone();
+        let limits = self.settings.limits.clone();
+        let rt = tokio::runtime::Handle::current();
+        let started = Instant::now();
+        let inventory = tokio::task::spawn_blocking(move || {
+            let mut s = scanner::Scanner::new(limits).with_inspection(engines);
+            for (digest, stream) in layers {
+                s.add_layer(&digest, BlobReader { rt: rt.clone(), stream, buf: Bytes::new() });
+            }
+            if !config.is_empty() {
+                s.add_config(&config);
+            }
+            s.finish()
+        })
+        .await
+        .map_err(|e| format!("scan: {e}"))?;
+        let millis = started.elapsed().as_millis() as i64;
+        let now = now_ms();
+        let target = Target { kind: "registry", name: format!("{}@{}", job.repo, job.digest), digest: Some(job.digest.to_string()) };
+        let report = inspect::report(inventory, db.as_deref(), target, (now / 1000) as u64);
+        let report_json = serde_json::to_string(&report.to_json()).map_err(|e| e.to_string())?;
+        let sbom = serde_json::to_vec(&report.to_cyclonedx(&uuid::Uuid::new_v4().to_string())).map_err(|e| e.to_string())?;
+        let subject = (content.media_type.as_str(), &job.digest, content.bytes.len());
+        self.attach(&job.repo, subject, SBOM_ARTIFACT, Bytes::from(sbom), &db_version).await?;
+        self.attach(&job.repo, subject, REPORT_ARTIFACT, Bytes::from(report_json.clone()), &db_version).await?;
+        Ok(StoredReport { digest: job.digest.clone(), report: report_json, db_version, inspected_at_ms: now, millis })
+    }
+
+    /// Pushes `bytes` as an artifact referring to the image.
+    async fn attach(&self, repo: &RepoName, subject: (&str, &Digest, usize), artifact_type: &str, bytes: Bytes, db_version: &str) -> Result<(), String> {
+        let push = |data: Bytes| async move {
+            let digest = Digest::sha256_of(&data);
+            let len = data.len() as u64;
+            let stream: blobs::ByteStream = futures::stream::once(async move { Ok::<_, std::io::Error>(data) }).boxed();
+            self.registry.upload_whole(repo, &digest, Some(len), stream).await.map_err(|e| format!("attaching {artifact_type}: {e}"))?;
+            Ok::<_, String>((digest, len))
+        };
+        let (config, config_len) = push(Bytes::from_static(b"{}")).await?;
+        let (layer, layer_len) = push(bytes).await?;
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": oci::media_type::OCI_MANIFEST,
+            "artifactType": artifact_type,
+            "config": { "mediaType": EMPTY_CONFIG, "digest": config.to_string(), "size": config_len },
+            "layers": [{ "mediaType": artifact_type, "digest": layer.to_string(), "size": layer_len }],
+            "subject": { "mediaType": subject.0, "digest": subject.1.to_string(), "size": subject.2 },
+            "annotations": {
+                "org.opencontainers.image.created": oci::rfc3339((now_ms() / 1000) as u64),
+                "dev.customs.advisory-db": db_version,
+            },
+        });
+        let bytes = Bytes::from(serde_json::to_vec(&manifest).map_err(|e| e.to_string())?);
+        let digest = Digest::sha256_of(&bytes);
+        self.registry
+            .put_manifest(repo, &Reference::Digest(digest), Some(oci::media_type::OCI_MANIFEST), bytes)
+            .await
+            .map_err(|e| format!("attaching {artifact_type}: {e}"))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,7 @@
+//! Named, cancellable background workers. Each runs until its stop signal and finishes the job in
+//! hand first; state lives in the records store, so a worker that dies loses nothing (its job's
+//! lease runs out and another takes it).
+
+pub mod inspection;
+
+pub use inspection::{InspectionSettings, InspectionWorker};
