@@ -6,6 +6,7 @@ mod clamd;
 mod config;
 mod db;
 mod engines;
+mod policy_cmd;
 mod scan;
 mod serve;
 mod source;
@@ -56,6 +57,11 @@ enum Command {
         args: ServeArgs,
         #[command(flatten)]
         scan: scan::ScanArgs,
+    },
+    /// Rego policies: test one on cases, evaluate one on evidence, show the shipped one.
+    Policy {
+        #[command(subcommand)]
+        command: policy_cmd::PolicyCommand,
     },
     /// The local advisory DB: import, update, status.
     Db {
@@ -130,6 +136,10 @@ fn main() -> std::process::ExitCode {
             args.load().and_then(|c| access::run(c, access::Command::Audit { after, limit, actor, action }))
         }
         Command::Db { args, command } => args.load().and_then(|c| db::run(c, command)),
+        Command::Policy { command } => match policy_cmd::run(command) {
+            Ok(code) => return std::process::ExitCode::from(code),
+            Err(e) => Err(e),
+        },
         Command::Scan { args, scan } => match args.load().and_then(|c| scan::run(c, scan)) {
             Ok(code) => return std::process::ExitCode::from(code),
             Err(e) => Err(e),

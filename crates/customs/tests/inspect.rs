@@ -279,3 +279,35 @@ fn a_clean_debian_bookworm_has_no_secrets_and_no_malware() {
     assert_eq!(json["secrets"], serde_json::json!([]), "secrets in a clean bookworm");
     assert_eq!(json["malware"], serde_json::json!([]), "malware in a clean bookworm");
 }
+
+#[test]
+fn policy_test_and_eval_from_the_cli() {
+    let cases = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policy/tests/cases");
+    let out = cli_ok(&["policy", "test", "paved-road", cases.to_str().unwrap()]);
+    assert!(out.contains("cases, 0 failed"), "{out}");
+    // A case the policy does not satisfy makes the command fail and says why.
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("wrong.json"), r#"{"input": {"malware": [{"rule": "X", "path": "p", "engine": "yara"}]}, "expect": {"allow": true}}"#).unwrap();
+    let out = cli(&["policy", "test", "paved-road", tmp.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("FAIL"));
+    // The evidence of a scan, judged: the planted image is denied, with its reasons.
+    let layout = tmp.path().join("layout");
+    build(&layout);
+    let report = tmp.path().join("report.json");
+    cli_ok(&["scan", &format!("{}:app", layout.display()), "--skip-db", "--format", "json", "--output", report.to_str().unwrap()]);
+    let out = cli(&["policy", "eval", "paved-road", report.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "denied");
+    let d: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let deny: Vec<&str> = d["deny"].as_array().unwrap().iter().map(|r| r.as_str().unwrap()).collect();
+    assert!(deny.iter().any(|r| r.starts_with("malware: EICAR_Test_File")), "{deny:?}");
+    assert!(deny.iter().any(|r| r.starts_with("secret: github-pat in app/.env")), "{deny:?}");
+    // A user's policy file, and a broken one.
+    let mine = tmp.path().join("mine.rego");
+    std::fs::write(&mine, "package customs\nimport rego.v1\ndeny contains \"no\" if input.target.kind == \"oci-layout\"\n").unwrap();
+    let out = cli(&["policy", "eval", mine.to_str().unwrap(), report.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"no\""));
+    std::fs::write(&mine, "package customs\ndeny contains x if {").unwrap();
+    let out = cli(&["policy", "eval", mine.to_str().unwrap(), report.to_str().unwrap()]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("mine.rego"));
+}
