@@ -157,7 +157,12 @@ fn registry_error(e: R, session: Option<(RepoName, UploadId)>) -> Mapped {
             ErrorCode::Unauthorized,
             vec![(header::WWW_AUTHENTICATE, BASIC_CHALLENGE.into())],
         ),
-        R::Denied(_) => (StatusCode::FORBIDDEN, ErrorCode::Denied, vec![]),
+        R::Denied(_) | R::Blocked(_) => (StatusCode::FORBIDDEN, ErrorCode::Denied, vec![]),
+        R::Pending { retry_after_secs } => (
+            StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::TooManyRequests,
+            vec![(header::RETRY_AFTER, retry_after_secs.to_string())],
+        ),
         R::LoginsLocked { retry_after_secs } => (
             StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::TooManyRequests,

@@ -39,6 +39,23 @@ pub struct Config {
     pub scan: Scan,
     /// Inspection of every image pushed: a persistent queue and its workers.
     pub inspection: Inspection,
+    /// The pull gate over inspection verdicts.
+    pub gate: Gate,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Gate {
+    /// Serve inspected images only once the policy allows them (needs `inspection.enabled`).
+    pub enabled: bool,
+    /// How long a pull waits for a pending verdict before 429 + Retry-After.
+    pub wait_secs: u64,
+}
+
+impl Default for Gate {
+    fn default() -> Self {
+        Gate { enabled: true, wait_secs: 10 }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -46,7 +63,7 @@ pub struct Config {
 pub struct Inspection {
     /// Inspect pushed images in the background (jobs are queued with the manifest either way).
     pub enabled: bool,
-    /// Images inspected at once.
+    /// Images inspected at once by this server (0: queue only; another replica inspects).
     pub workers: usize,
     /// A job not finished in this time is taken again (its worker is presumed dead).
     pub lease_secs: u64,
@@ -391,6 +408,7 @@ impl Default for Config {
             advisories: Advisories::default(),
             scan: Scan::default(),
             inspection: Inspection::default(),
+            gate: Gate::default(),
         }
     }
 }
@@ -416,6 +434,7 @@ impl Limits {
             upload_session_ttl: Duration::from_secs(self.upload_session_ttl_secs),
             manifest_cache_bytes: self.manifest_cache_bytes,
             manifest_cache_ttl: Duration::from_secs(self.manifest_cache_ttl_secs),
+            gate_wait: None,
         }
     }
 }

@@ -39,7 +39,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot open the records database in {}", data.display()))?;
     let meta = Arc::new(meta);
-    let registry = Arc::new(Registry::new(Blobs(Arc::new(blobs)), Meta(meta.clone()), config.limits.registry()));
+    let mut registry_config = config.limits.registry();
+    if config.gate.enabled {
+        if config.inspection.enabled {
+            registry_config.gate_wait = Some(Duration::from_secs(config.gate.wait_secs));
+        } else {
+            tracing::warn!("the pull gate is off: inspection is off (inspection.enabled = false)");
+        }
+    }
+    let registry = Arc::new(Registry::new(Blobs(Arc::new(blobs)), Meta(meta.clone()), registry_config));
 
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
@@ -59,8 +67,6 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         }
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
-    println!("customs listening on {scheme}://{addr}");
-    println!("customs data in {}", data.display());
 
     let janitor = tokio::spawn(upload_janitor(registry.clone(), stop_rx.clone()));
     let inspectors = if config.inspection.enabled {
@@ -72,9 +78,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             poll: Duration::from_millis(config.inspection.poll_ms.max(10)),
             advisory_db: config.advisory_db(),
             limits: scanner::Limits::default(),
+            policy: policy::Policy::paved_road(),
         };
         let worker = Arc::new(workers::InspectionWorker::new(registry.clone(), Meta(meta.clone()), engines, settings));
-        (0..config.inspection.workers.max(1)).map(|_| tokio::spawn(worker.clone().run(stop_rx.clone()))).collect()
+        (0..config.inspection.workers).map(|_| tokio::spawn(worker.clone().run(stop_rx.clone()))).collect()
     } else {
         Vec::new()
     };
@@ -100,6 +107,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         tls,
         stats,
     };
+    // Said only once everything is ready (the first admin, the engines), so that whoever waits for
+    // this line finds a complete server.
+    println!("customs listening on {scheme}://{addr}");
+    println!("customs data in {}", data.display());
     let signal = async {
         shutdown_signal().await;
         tracing::info!("shutting down: no new connections, draining requests");

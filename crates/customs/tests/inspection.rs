@@ -1,6 +1,8 @@
 //! Every push is inspected: a real `customs serve`, images pushed with skopeo, the inspection queue
 //! worked in the background, and the SBOM (CycloneDX) and the report attached to each image as OCI
-//! artifacts that the referrers API lists. Jobs are queued with the manifest, so an image pushed
+//! artifacts that the referrers API lists. The pull gate serves an image once the shipped policy
+//! allows it, refuses a blocked one naming the reasons (skopeo prints them), and answers 429 with
+//! Retry-After while a verdict is pending. Jobs are queued with the manifest, so an image pushed
 //! while no worker runs is inspected after a restart.
 
 use std::io::Write;
@@ -46,8 +48,9 @@ fn jar(group: &str, artifact: &str, version: &str) -> Vec<u8> {
     zip.finish().unwrap().into_inner()
 }
 
-/// An image with log4j-core 2.14.1 and a GitHub token generated here, as an OCI layout; its digest.
-fn image(dir: &Path, tag: &str, extra: &str) -> String {
+/// An image as an OCI layout; its digest. A `bad` one holds log4j-core 2.14.1 and a GitHub token
+/// generated here.
+fn image(dir: &Path, tag: &str, extra: &str, bad: bool) -> String {
     let token: String = {
         let mut x = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
         (0..36)
@@ -59,11 +62,14 @@ fn image(dir: &Path, tag: &str, extra: &str) -> String {
             })
             .collect()
     };
-    let layer = tar_gz(&[
-        ("opt/app/log4j-core.jar", &jar("org.apache.logging.log4j", "log4j-core", "2.14.1")),
-        ("app/.env", format!("GITHUB_TOKEN=ghp_{token}\n").as_bytes()),
-        ("app/extra.txt", extra.as_bytes()),
-    ]);
+    let log4j = jar("org.apache.logging.log4j", "log4j-core", "2.14.1");
+    let env = format!("GITHUB_TOKEN=ghp_{token}\n");
+    let mut files: Vec<(&str, &[u8])> = vec![("app/extra.txt", extra.as_bytes())];
+    if bad {
+        files.push(("opt/app/log4j-core.jar", &log4j));
+        files.push(("app/.env", env.as_bytes()));
+    }
+    let layer = tar_gz(&files);
     let layers = vec![Blob::new("application/vnd.oci.image.layer.v1.tar+gzip", layer)];
     let config = serde_json::json!({"architecture": "amd64", "os": "linux", "config": {"User": "app"}, "rootfs": {"type": "layers", "diff_ids": []}});
     let config = Blob::new("application/vnd.oci.image.config.v1+json", serde_json::to_vec(&config).unwrap());
@@ -74,6 +80,18 @@ fn image(dir: &Path, tag: &str, extra: &str) -> String {
     let manifest = bytes::Bytes::from(serde_json::to_vec(&manifest).unwrap());
     write_oci_layout(dir, tag, ("application/vnd.oci.image.manifest.v1+json", &manifest), std::iter::once(&config).chain(&layers)).unwrap();
     oci::Digest::sha256_of(&manifest).to_string()
+}
+
+/// Status, headers and body of a GET.
+fn fetch(url: &str) -> (u16, String, String) {
+    let out = Command::new("curl")
+        .args(["-s", "-D", "-", "-H", "Accept: application/vnd.oci.image.manifest.v1+json", url])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, head.to_ascii_lowercase(), body.to_owned())
 }
 
 fn get(url: &str, accept: &str) -> Option<Vec<u8>> {
@@ -114,7 +132,7 @@ fn every_push_is_inspected_and_its_sbom_and_report_are_referrers() {
     let server = ServerProcess::start_with(customs(), &data, &env).unwrap();
     let base = server.url();
     let layout = tmp.path().join("layout");
-    let first = image(&layout, "one", "one");
+    let first = image(&layout, "one", "one", true);
     run("skopeo", &["--insecure-policy", "copy", "--quiet", "--dest-tls-verify=false", &format!("oci:{}:one", layout.display()), &format!("docker://{}/team/app:1", server.addr)]);
     let list = referrers(&base, "team/app", &first, 2);
     assert_eq!(list.len(), 2, "an SBOM and a report, nothing else: {list:?}");
@@ -135,19 +153,45 @@ fn every_push_is_inspected_and_its_sbom_and_report_are_referrers() {
     // Tags are untouched by the attachments.
     let tags: serde_json::Value = serde_json::from_slice(&get(&format!("{base}/v2/team/app/tags/list"), "*/*").unwrap()).unwrap();
     assert_eq!(tags["tags"], serde_json::json!(["1"]));
+    // The gate: the shipped policy blocks a planted credential and a critical CVE with a fix.
+    let (status, _, body) = fetch(&format!("{base}/v2/team/app/manifests/1"));
+    assert_eq!(status, 403, "{body}");
+    let error: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(error["errors"][0]["code"], "DENIED");
+    let message = error["errors"][0]["message"].as_str().unwrap();
+    assert!(message.contains("blocked by policy paved-road.rego") && message.contains("secret: github-pat in app/.env"), "{message}");
+    assert!(message.contains("CVE-2021-44228"), "{message}");
+    let out = Command::new("skopeo").args(["inspect", "--tls-verify=false", &format!("docker://{}/team/app:1", server.addr)]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("blocked by policy"), "skopeo shows why: {}", String::from_utf8_lossy(&out.stderr));
+    // A clean image is served once judged: the pull waits for the verdict.
+    let clean = image(&layout, "clean", "clean", false);
+    run("skopeo", &["--insecure-policy", "copy", "--quiet", "--dest-tls-verify=false", &format!("oci:{}:clean", layout.display()), &format!("docker://{}/team/clean:1", server.addr)]);
+    let back = tmp.path().join("back");
+    run("skopeo", &["--insecure-policy", "copy", "--quiet", "--src-tls-verify=false", &format!("docker://{}/team/clean:1", server.addr), &format!("oci:{}:clean", back.display())]);
+    assert!(referrers(&base, "team/clean", &clean, 2).len() == 2);
     assert!(server.stop());
 
-    // Pushed while no worker runs: the job waits in the records and is done after a restart.
-    let server = ServerProcess::start_with(customs(), &data, &[("CUSTOMS_INSPECTION__ENABLED", "false")]).unwrap();
-    let second = image(&layout, "two", "two");
+    // Pushed while no worker runs here: the job waits in the records, a pull waits up to the gate's
+    // budget and gets 429 with Retry-After, and the image is judged after a restart.
+    let server = ServerProcess::start_with(customs(), &data, &[("CUSTOMS_INSPECTION__WORKERS", "0"), ("CUSTOMS_GATE__WAIT_SECS", "1")]).unwrap();
+    let second = image(&layout, "two", "two", false);
     run("skopeo", &["--insecure-policy", "copy", "--quiet", "--dest-tls-verify=false", &format!("oci:{}:two", layout.display()), &format!("docker://{}/team/app:2", server.addr)]);
     std::thread::sleep(Duration::from_millis(500));
     let index: serde_json::Value = serde_json::from_slice(&get(&format!("{}/v2/team/app/referrers/{second}", server.url()), "*/*").unwrap()).unwrap();
     assert_eq!(index["manifests"], serde_json::json!([]), "not inspected while the workers are off");
+    let started = Instant::now();
+    let (status, head, body) = fetch(&format!("{}/v2/team/app/manifests/2", server.url()));
+    assert_eq!(status, 429, "{body}");
+    assert!(head.contains("retry-after: 5"), "{head}");
+    assert!(started.elapsed() >= Duration::from_millis(900), "the pull waited for a verdict first");
+    assert!(body.contains("TOOMANYREQUESTS"), "{body}");
     assert!(server.stop());
     let server = ServerProcess::start_with(customs(), &data, &env).unwrap();
     let list = referrers(&server.url(), "team/app", &second, 2);
     let report: serde_json::Value = serde_json::from_slice(&artifact(&server.url(), "team/app", &list, "application/vnd.customs.report.v1+json")).unwrap();
     assert_eq!(report["target"]["digest"], second);
+    let (status, _, _) = fetch(&format!("{}/v2/team/app/manifests/2", server.url()));
+    assert_eq!(status, 200, "judged and allowed after the restart");
     assert!(server.stop());
 }

@@ -3,7 +3,7 @@
 use oci::{Digest, Reference, RepoName, Tag, UploadId};
 
 use crate::{
-    AuditEntry, AuditQuery, Error, GrantRecord, IdentityKind, InspectionState, ManifestRecord, MetaStore, NewManifest,
+    AuditEntry, AuditQuery, Error, GateState, GrantRecord, IdentityKind, InspectionState, ManifestRecord, MetaStore, NewManifest,
     Page, PrincipalRecord, StoredReport, UploadRecord,
 };
 
@@ -293,8 +293,28 @@ async fn inspections_are_leased_retried_and_completed(meta: &dyn MetaStore) {
     assert_eq!(meta.claim_inspection(now + 4000, 1000).await.unwrap(), None);
     let third = meta.claim_inspection(now + 5000, 1000).await.unwrap().expect("due again");
     assert_eq!(third.attempts, 3);
-    let report = StoredReport { digest: d("i-one"), report: "{}".into(), db_version: "sha256:x".into(), inspected_at_ms: now, millis: 12 };
+    assert_eq!(meta.gate_state(&r, &d("i-one")).await.unwrap(), GateState::Pending);
+    assert_eq!(meta.gate_state(&r, &d("i-plain")).await.unwrap(), GateState::Unjudged);
+    let report = StoredReport {
+        digest: d("i-one"),
+        report: "{}".into(),
+        db_version: "sha256:x".into(),
+        inspected_at_ms: now,
+        millis: 12,
+        allowed: false,
+        policy: "paved-road".into(),
+        reasons: vec!["malware: X in y (yara)".into()],
+    };
     meta.complete_inspection(&report).await.unwrap();
+    assert_eq!(
+        meta.gate_state(&r, &d("i-one")).await.unwrap(),
+        GateState::Blocked { policy: "paved-road".into(), reasons: vec!["malware: X in y (yara)".into()] }
+    );
+    // The verdict follows the digest into any repository.
+    assert!(matches!(meta.gate_state(&repo("conf/elsewhere"), &d("i-one")).await.unwrap(), GateState::Blocked { .. }));
+    meta.complete_inspection(&StoredReport { allowed: true, reasons: vec![], ..report.clone() }).await.unwrap();
+    assert_eq!(meta.gate_state(&r, &d("i-one")).await.unwrap(), GateState::Allowed);
+    let report = StoredReport { allowed: true, reasons: vec![], ..report };
     assert_eq!(meta.inspection_state(&r, &d("i-one")).await.unwrap(), Some(InspectionState::Done));
     assert_eq!(meta.inspection_report(&d("i-one")).await.unwrap(), Some(report));
     assert_eq!(meta.inspection_report(&d("i-plain")).await.unwrap(), None);
@@ -304,5 +324,6 @@ async fn inspections_are_leased_retried_and_completed(meta: &dyn MetaStore) {
     let job = meta.claim_inspection(now, 1000).await.unwrap().unwrap();
     meta.fail_inspection(job.id, "manifest gone", None).await.unwrap();
     assert_eq!(meta.inspection_state(&r, &d("i-two")).await.unwrap(), Some(InspectionState::Failed("manifest gone".into())));
+    assert_eq!(meta.gate_state(&r, &d("i-two")).await.unwrap(), GateState::Failed("manifest gone".into()));
     assert_eq!(meta.claim_inspection(now + 100_000, 1000).await.unwrap(), None);
 }

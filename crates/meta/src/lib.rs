@@ -81,6 +81,22 @@ pub struct StoredReport {
     pub db_version: String,
     pub inspected_at_ms: i64,
     pub millis: i64,
+    /// The policy's verdict: served, or refused for `reasons`.
+    pub allowed: bool,
+    pub policy: String,
+    pub reasons: Vec<String>,
+}
+
+/// What the gate says about pulling an image.
+#[derive(Clone, Debug, PartialEq)]
+pub enum GateState {
+    /// Not an image that is inspected (an index, an artifact), or stored before inspection existed.
+    Unjudged,
+    Pending,
+    Allowed,
+    Blocked { policy: String, reasons: Vec<String> },
+    /// Inspection gave up; the error says why.
+    Failed(String),
 }
 
 /// The inspection queue and its results. Jobs are leased: one whose lease expires (its worker died)
@@ -95,6 +111,8 @@ pub trait Inspections: Send + Sync {
     async fn fail_inspection(&self, job: i64, error: &str, retry_at_ms: Option<i64>) -> Result<()>;
     async fn inspection_report(&self, digest: &Digest) -> Result<Option<StoredReport>>;
     async fn inspection_state(&self, repo: &RepoName, digest: &Digest) -> Result<Option<InspectionState>>;
+    /// The verdict on `digest` (by any repository's inspection), else where its job stands.
+    async fn gate_state(&self, repo: &RepoName, digest: &Digest) -> Result<GateState>;
 }
 
 /// One page of a sorted listing: at most `n` entries after `last`.

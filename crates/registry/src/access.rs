@@ -180,6 +180,10 @@ impl Access {
     }
 
     async fn login(&self, key: [u8; 32], name: &str, secret: &str, client: Option<IpAddr>) -> Result<Arc<Principal>> {
+        // Catch up with access changes first (the CLI or another replica may have made this
+        // principal a moment ago): a token issued for what is read next must carry a version at
+        // least as new, or the next refresh would take it for one issued before the change.
+        self.refresh().await?;
         let record = self.meta.principal(name).await?;
         let verified = match &record {
             Some(r) if r.kind == IdentityKind::Robot => {

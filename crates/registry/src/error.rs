@@ -38,6 +38,12 @@ pub enum Error {
     SizeInvalid(String),
     #[error("too many open upload sessions (limit {limit}); retry later")]
     TooManyUploads { limit: u64 },
+    /// The image is still being inspected; it is served once judged.
+    #[error("the image is being inspected; retry in {retry_after_secs} s")]
+    Pending { retry_after_secs: u64 },
+    /// The policy refused the image.
+    #[error("{0}")]
+    Blocked(String),
     /// Storage or records failed; nothing was made visible. Retrying may work.
     #[error("{0}")]
     Unavailable(String),

@@ -15,6 +15,7 @@ mod access;
 mod cache;
 mod error;
 mod flight;
+mod gate;
 pub mod inspect;
 mod manifests;
 mod range;
@@ -52,6 +53,9 @@ pub struct RegistryConfig {
     pub manifest_cache_bytes: usize,
     /// How long a cached manifest lookup is trusted (matters when other replicas write).
     pub manifest_cache_ttl: Duration,
+    /// The pull gate: an image is served only once inspected and allowed, and a pull waits this
+    /// long for a pending verdict before 429. `None`: no gate (nothing is inspected here).
+    pub gate_wait: Option<Duration>,
 }
 
 impl Default for RegistryConfig {
@@ -62,6 +66,7 @@ impl Default for RegistryConfig {
             upload_session_ttl: Duration::from_secs(24 * 3600),
             manifest_cache_bytes: 64 * 1024 * 1024,
             manifest_cache_ttl: Duration::from_secs(5),
+            gate_wait: None,
         }
     }
 }
@@ -104,6 +109,9 @@ pub struct Registry {
     in_flight: InFlight,
     manifest_flight: SingleFlight<(RepoName, Reference), Result<Arc<ManifestContent>>>,
     blob_flight: SingleFlight<(RepoName, Digest), Result<u64>>,
+    /// Images the gate has already let through (bounded; verdicts of allowed images only change
+    /// by re-judging).
+    servable: gate::Servable,
 }
 
 impl Registry {
@@ -117,6 +125,7 @@ impl Registry {
             in_flight: InFlight::default(),
             manifest_flight: SingleFlight::new(),
             blob_flight: SingleFlight::new(),
+            servable: gate::Servable::default(),
         }
     }
 

@@ -31,6 +31,8 @@ pub struct InspectionSettings {
     /// The advisory DB file, re-read when it changes; absent: packages only.
     pub advisory_db: PathBuf,
     pub limits: scanner::Limits,
+    /// The policy that judges every report.
+    pub policy: policy::Policy,
 }
 
 struct LoadedDb {
@@ -148,11 +150,13 @@ impl InspectionWorker {
     async fn inspect(&self, job: &InspectionJob) -> Result<StoredReport, String> {
         let db = self.advisory_db();
         let db_version = db.as_ref().map(|d| d.version().to_owned()).unwrap_or_default();
-        // The same bytes were inspected (in another repository) against this DB: reuse.
+        // The same bytes were inspected (in another repository) against this DB and policy: reuse.
         if let Some(existing) = self.meta.inspection_report(&job.digest).await.map_err(|e| e.to_string())?
-            && existing.db_version == db_version {
-                return Ok(existing);
-            }
+            && existing.db_version == db_version
+            && existing.policy == self.settings.policy.name()
+        {
+            return Ok(existing);
+        }
         let content = self.registry.get_manifest(&job.repo, &Reference::Digest(job.digest.clone())).await.map_err(|e| format!("manifest: {e}"))?;
         let manifest = Manifest::parse(Some(&content.media_type), &content.bytes).map_err(|e| format!("manifest: {e}"))?;
         let mut config = Vec::new();
@@ -189,12 +193,24 @@ impl InspectionWorker {
         let now = now_ms();
         let target = Target { kind: "registry", name: format!("{}@{}", job.repo, job.digest), digest: Some(job.digest.to_string()) };
         let report = inspect::report(inventory, db.as_deref(), target, (now / 1000) as u64);
+        let mut evidence = report.to_json();
+        evidence["repository"] = serde_json::json!(job.repo.as_str());
+        let decision = self.settings.policy.evaluate(&evidence).map_err(|e| format!("policy: {e}"))?;
         let report_json = serde_json::to_string(&report.to_json()).map_err(|e| e.to_string())?;
         let sbom = serde_json::to_vec(&report.to_cyclonedx(&uuid::Uuid::new_v4().to_string())).map_err(|e| e.to_string())?;
         let subject = (content.media_type.as_str(), &job.digest, content.bytes.len());
         self.attach(&job.repo, subject, SBOM_ARTIFACT, Bytes::from(sbom), &db_version).await?;
         self.attach(&job.repo, subject, REPORT_ARTIFACT, Bytes::from(report_json.clone()), &db_version).await?;
-        Ok(StoredReport { digest: job.digest.clone(), report: report_json, db_version, inspected_at_ms: now, millis })
+        Ok(StoredReport {
+            digest: job.digest.clone(),
+            report: report_json,
+            db_version,
+            inspected_at_ms: now,
+            millis,
+            allowed: decision.allow,
+            policy: self.settings.policy.name().to_owned(),
+            reasons: decision.deny,
+        })
     }
 
     /// Pushes `bytes` as an artifact referring to the image.

@@ -7,7 +7,11 @@ use oci::{Digest, RepoName};
 use sqlx::Row;
 
 use super::{SqliteMeta, db, now_ms};
-use crate::{Error, InspectionJob, InspectionState, Inspections, Result, StoredReport};
+use crate::{Error, GateState, InspectionJob, InspectionState, Inspections, Result, StoredReport};
+
+fn reasons(json: &str) -> Result<Vec<String>> {
+    serde_json::from_str(json).map_err(|_| Error::Corrupt(format!("stored reasons {json:?} are not a JSON list")))
+}
 
 fn parse<T: FromStr>(s: &str, what: &str) -> Result<T> {
     s.parse().map_err(|_| Error::Corrupt(format!("stored {what} {s:?} does not parse")))
@@ -40,14 +44,19 @@ impl Inspections for SqliteMeta {
     async fn complete_inspection(&self, r: &StoredReport) -> Result<()> {
         let mut tx = self.writer.begin().await.map_err(db)?;
         sqlx::query(
-            "INSERT INTO inspection_reports (digest, report, db_version, inspected_at, millis) VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (digest) DO UPDATE SET report = $2, db_version = $3, inspected_at = $4, millis = $5",
+            "INSERT INTO inspection_reports (digest, report, db_version, inspected_at, millis, allowed, policy, reasons)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             ON CONFLICT (digest) DO UPDATE SET report = $2, db_version = $3, inspected_at = $4, millis = $5,
+                 allowed = $6, policy = $7, reasons = $8",
         )
         .bind(r.digest.to_string())
         .bind(&r.report)
         .bind(&r.db_version)
         .bind(r.inspected_at_ms)
         .bind(r.millis)
+        .bind(r.allowed)
+        .bind(&r.policy)
+        .bind(serde_json::to_string(&r.reasons).unwrap_or_else(|_| "[]".into()))
         .execute(&mut *tx)
         .await
         .map_err(db)?;
@@ -78,18 +87,44 @@ impl Inspections for SqliteMeta {
     }
 
     async fn inspection_report(&self, digest: &Digest) -> Result<Option<StoredReport>> {
-        let row = sqlx::query("SELECT report, db_version, inspected_at, millis FROM inspection_reports WHERE digest = $1")
+        let row = sqlx::query("SELECT report, db_version, inspected_at, millis, allowed, policy, reasons FROM inspection_reports WHERE digest = $1")
             .bind(digest.to_string())
             .fetch_optional(&self.reader)
             .await
             .map_err(db)?;
-        Ok(row.map(|row| StoredReport {
-            digest: digest.clone(),
-            report: row.get("report"),
-            db_version: row.get("db_version"),
-            inspected_at_ms: row.get("inspected_at"),
-            millis: row.get("millis"),
-        }))
+        row.map(|row| {
+            Ok(StoredReport {
+                digest: digest.clone(),
+                report: row.get("report"),
+                db_version: row.get("db_version"),
+                inspected_at_ms: row.get("inspected_at"),
+                millis: row.get("millis"),
+                allowed: row.get("allowed"),
+                policy: row.get("policy"),
+                reasons: reasons(row.get("reasons"))?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn gate_state(&self, repo: &RepoName, digest: &Digest) -> Result<GateState> {
+        let verdict = sqlx::query("SELECT allowed, policy, reasons FROM inspection_reports WHERE digest = $1")
+            .bind(digest.to_string())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(db)?;
+        if let Some(row) = verdict {
+            return Ok(if row.get::<bool, _>("allowed") {
+                GateState::Allowed
+            } else {
+                GateState::Blocked { policy: row.get("policy"), reasons: reasons(row.get("reasons"))? }
+            });
+        }
+        Ok(match self.inspection_state(repo, digest).await? {
+            None | Some(InspectionState::Done) => GateState::Unjudged,
+            Some(InspectionState::Queued | InspectionState::Running) => GateState::Pending,
+            Some(InspectionState::Failed(e)) => GateState::Failed(e),
+        })
     }
 
     async fn inspection_state(&self, repo: &RepoName, digest: &Digest) -> Result<Option<InspectionState>> {

@@ -16,6 +16,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/sqlite/0001_registry.sql")),
     (2, include_str!("../../migrations/sqlite/0002_access.sql")),
     (3, include_str!("../../migrations/sqlite/0003_inspection.sql")),
+    (4, include_str!("../../migrations/sqlite/0004_verdicts.sql")),
 ];
 
 mod identities;
