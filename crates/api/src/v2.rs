@@ -245,6 +245,8 @@ async fn handle(
                 let size = registry.stat_blob(&repo, &digest).await?;
                 return Ok(blob_headers(StatusCode::OK, &digest, &etag, size).body(Body::empty()).expect("valid response"));
             }
+            let bypass = app.authn.is_some() && proof.who.principal.is_admin();
+            registry.check_blob_gate(&repo, &digest, bypass).await?;
             let range = range_request(headers)?;
             let read = registry.get_blob(&repo, &digest, range).await?;
             if not_modified(headers, &etag) {

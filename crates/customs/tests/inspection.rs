@@ -161,6 +161,15 @@ fn every_push_is_inspected_and_its_sbom_and_report_are_referrers() {
     let message = error["errors"][0]["message"].as_str().unwrap();
     assert!(message.contains("blocked by policy paved-road.rego") && message.contains("secret: github-pat in app/.env"), "{message}");
     assert!(message.contains("CVE-2021-44228"), "{message}");
+    // Its blobs are not handed out by digest either (HEAD stays open for pushers).
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("blobs/sha256").join(first.trim_start_matches("sha256:"))).unwrap()).unwrap();
+    let layer = manifest["layers"][0]["digest"].as_str().unwrap();
+    let (status, _, body) = fetch(&format!("{base}/v2/team/app/blobs/{layer}"));
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("blocked by policy"), "{body}");
+    let head = Command::new("curl").args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-I", &format!("{base}/v2/team/app/blobs/{layer}")]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&head.stdout), "200");
     let out = Command::new("skopeo").args(["inspect", "--tls-verify=false", &format!("docker://{}/team/app:1", server.addr)]).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("blocked by policy"), "skopeo shows why: {}", String::from_utf8_lossy(&out.stderr));

@@ -294,6 +294,12 @@ async fn inspections_are_leased_retried_and_completed(meta: &dyn MetaStore) {
     let third = meta.claim_inspection(now + 5000, 1000).await.unwrap().expect("due again");
     assert_eq!(third.attempts, 3);
     assert_eq!(meta.gate_state(&r, &d("i-one")).await.unwrap(), GateState::Pending);
+    let mut users = meta.manifests_referencing(&r, &d("ic")).await.unwrap();
+    users.sort();
+    let mut want = vec![d("i-one"), d("i-plain")];
+    want.sort();
+    assert_eq!(users, want);
+    assert!(meta.manifests_referencing(&repo("conf/elsewhere"), &d("ic")).await.unwrap().is_empty());
     assert_eq!(meta.gate_state(&r, &d("i-plain")).await.unwrap(), GateState::Unjudged);
     let report = StoredReport {
         digest: d("i-one"),

@@ -188,6 +188,8 @@ pub trait Repositories: Send + Sync + 'static {
         subject: &Digest,
         artifact_type: Option<&str>,
     ) -> Result<Vec<ManifestRecord>>;
+    /// The manifests in `repo` that reference `target` (a blob, or a child manifest).
+    async fn manifests_referencing(&self, repo: &RepoName, target: &Digest) -> Result<Vec<Digest>>;
 }
 
 /// Upload sessions.

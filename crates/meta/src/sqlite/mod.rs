@@ -303,6 +303,16 @@ impl Repositories for SqliteMeta {
         .map_err(db)?;
         rows.iter().map(manifest_record).collect()
     }
+
+    async fn manifests_referencing(&self, repo: &RepoName, target: &Digest) -> Result<Vec<Digest>> {
+        let rows: Vec<String> = sqlx::query_scalar("SELECT manifest FROM manifest_refs WHERE repo = $1 AND target = $2 ORDER BY manifest")
+            .bind(repo.as_str())
+            .bind(target.to_string())
+            .fetch_all(&self.reader)
+            .await
+            .map_err(db)?;
+        rows.iter().map(|d| d.parse().map_err(|_| Error::Corrupt(format!("stored digest {d:?} does not parse")))).collect()
+    }
 }
 
 #[async_trait::async_trait]
