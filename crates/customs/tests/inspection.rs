@@ -204,3 +204,84 @@ fn every_push_is_inspected_and_its_sbom_and_report_are_referrers() {
     assert_eq!(status, 200, "judged and allowed after the restart");
     assert!(server.stop());
 }
+
+/// Copies `from` into `to`, leaving out the directories named in `skip`.
+fn copy_tree(from: &Path, to: &Path, skip: &[&str]) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if skip.contains(&name.as_str()) {
+            continue;
+        }
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &to.join(&name), skip);
+        } else {
+            std::fs::copy(e.path(), to.join(&name)).unwrap();
+        }
+    }
+}
+
+fn status_of(base: &str, path: &str) -> u16 {
+    fetch(&format!("{base}{path}")).0
+}
+
+#[test]
+fn new_advisories_rejudge_stored_images_without_reading_their_layers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    // Advisories without the Maven records first.
+    let partial = tmp.path().join("partial");
+    copy_tree(&fixtures(), &partial, &["Maven"]);
+    let customs_bin = customs().to_str().unwrap();
+    run(customs_bin, &["db", "import", partial.to_str().unwrap(), "--data", data.to_str().unwrap()]);
+    let server = ServerProcess::start_with(customs(), &data, &[("CUSTOMS_INSPECTION__POLL_MS", "100")]).unwrap();
+    let base = server.url();
+    // log4j-core 2.14.1, and no secret: only the advisories can block it.
+    let layout = tmp.path().join("layout");
+    let layer = tar_gz(&[("opt/app/log4j-core.jar", &jar("org.apache.logging.log4j", "log4j-core", "2.14.1"))]);
+    let layers = vec![Blob::new("application/vnd.oci.image.layer.v1.tar+gzip", layer)];
+    let config = serde_json::json!({"architecture": "amd64", "os": "linux", "config": {"User": "app"}, "rootfs": {"type": "layers", "diff_ids": []}});
+    let config = Blob::new("application/vnd.oci.image.config.v1+json", serde_json::to_vec(&config).unwrap());
+    let manifest = serde_json::json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": config.descriptor(), "layers": layers.iter().map(Blob::descriptor).collect::<Vec<_>>(),
+    });
+    let manifest = bytes::Bytes::from(serde_json::to_vec(&manifest).unwrap());
+    write_oci_layout(&layout, "log4j", ("application/vnd.oci.image.manifest.v1+json", &manifest), std::iter::once(&config).chain(&layers)).unwrap();
+    run("skopeo", &["--insecure-policy", "copy", "--quiet", "--dest-tls-verify=false", &format!("oci:{}:log4j", layout.display()), &format!("docker://{}/team/java:1", server.addr)]);
+    assert_eq!(status_of(&base, "/v2/team/java/manifests/1"), 200, "no Maven advisories yet: allowed");
+    // Take the layer away: re-judging must not need it.
+    let hex = layers[0].digest.hex().to_owned();
+    let stored = data.join("blobs/sha256").join(&hex[..2]).join(&hex);
+    assert!(stored.exists(), "the layer is stored at {}", stored.display());
+    std::fs::remove_file(&stored).unwrap();
+
+    let wait_for = |want: u16| {
+        let started = Instant::now();
+        loop {
+            let (status, _, body) = fetch(&format!("{base}/v2/team/java/manifests/1"));
+            if status == want {
+                return body;
+            }
+            assert!(started.elapsed() < Duration::from_secs(60), "still {status}, waiting for {want}: {body}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    // Log4Shell arrives: the stored image is blocked.
+    run(customs_bin, &["db", "import", fixtures().join("osv/Maven").to_str().unwrap(), "--data", data.to_str().unwrap()]);
+    let body = wait_for(403);
+    assert!(body.contains("CVE-2021-44228"), "{body}");
+    // The records are withdrawn: unblocked again.
+    let withdrawn = tmp.path().join("withdrawn");
+    std::fs::create_dir_all(&withdrawn).unwrap();
+    for f in std::fs::read_dir(fixtures().join("osv/Maven")).unwrap().flatten() {
+        let mut record: serde_json::Value = serde_json::from_slice(&std::fs::read(f.path()).unwrap()).unwrap();
+        record["withdrawn"] = serde_json::json!("2026-11-24T00:00:00Z");
+        std::fs::write(withdrawn.join(f.file_name()), serde_json::to_vec(&record).unwrap()).unwrap();
+    }
+    run(customs_bin, &["db", "import", withdrawn.to_str().unwrap(), "--data", data.to_str().unwrap()]);
+    wait_for(200);
+    assert!(!stored.exists(), "the layer was never needed again");
+    assert!(server.stop());
+}

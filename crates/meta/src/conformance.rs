@@ -321,6 +321,9 @@ async fn inspections_are_leased_retried_and_completed(meta: &dyn MetaStore) {
     meta.complete_inspection(&StoredReport { allowed: true, reasons: vec![], ..report.clone() }).await.unwrap();
     assert_eq!(meta.gate_state(&r, &d("i-one")).await.unwrap(), GateState::Allowed);
     let report = StoredReport { allowed: true, reasons: vec![], ..report };
+    assert!(meta.stale_reports("sha256:x", 10).await.unwrap().iter().all(|s| s.digest != d("i-one")));
+    let stale = meta.stale_reports("sha256:newer", 10).await.unwrap();
+    assert!(stale.iter().any(|s| s.digest == d("i-one") && s.db_version == "sha256:x"), "{stale:?}");
     assert_eq!(meta.inspection_state(&r, &d("i-one")).await.unwrap(), Some(InspectionState::Done));
     assert_eq!(meta.inspection_report(&d("i-one")).await.unwrap(), Some(report));
     assert_eq!(meta.inspection_report(&d("i-plain")).await.unwrap(), None);

@@ -113,6 +113,8 @@ pub trait Inspections: Send + Sync {
     async fn inspection_state(&self, repo: &RepoName, digest: &Digest) -> Result<Option<InspectionState>>;
     /// The verdict on `digest` (by any repository's inspection), else where its job stands.
     async fn gate_state(&self, repo: &RepoName, digest: &Digest) -> Result<GateState>;
+    /// Up to `limit` stored reports matched against another advisory DB version than `db_version`.
+    async fn stale_reports(&self, db_version: &str, limit: usize) -> Result<Vec<StoredReport>>;
 }
 
 /// One page of a sorted listing: at most `n` entries after `last`.

@@ -49,6 +49,11 @@ fn combined(states: Vec<GateState>) -> GateState {
 }
 
 impl Registry {
+    /// Drops every remembered "servable" answer: verdicts were judged again.
+    pub fn forget_verdicts(&self) {
+        self.servable.0.lock().unwrap().clear();
+    }
+
     /// Whether manifest `digest` may be pulled from `repo` now; `bypass` for those who may pull
     /// anything.
     pub async fn check_gate(&self, repo: &RepoName, digest: &Digest, bypass: bool) -> Result<()> {

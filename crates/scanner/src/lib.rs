@@ -22,7 +22,7 @@ mod tar;
 pub use os::Os;
 pub use overlay::{Inspection, Scanner};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Bounds on one scan.
 #[derive(Debug, Clone)]
@@ -50,7 +50,7 @@ impl Default for Limits {
 }
 
 /// The package ecosystems the scanner detects, named as purl types.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Ecosystem {
     Deb,
@@ -89,8 +89,8 @@ impl Ecosystem {
     }
 }
 
-/// One installed package.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// One installed package (read back from stored reports when advisories change).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Package {
     pub name: String,
     pub version: String,
@@ -109,7 +109,7 @@ pub struct Package {
     pub license: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SourcePackage {
     pub name: String,
     pub version: String,

@@ -1,9 +1,9 @@
 //! `/etc/os-release` (or `/usr/lib/os-release`): which distribution, and so which advisories apply
 //! to its packages.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Os {
     /// `ID`: debian, ubuntu, alpine, almalinux, rocky, rhel, …
     pub id: String,

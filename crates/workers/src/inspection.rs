@@ -46,6 +46,8 @@ pub struct InspectionWorker {
     engines: scanner::Inspection,
     settings: InspectionSettings,
     db: Mutex<LoadedDb>,
+    /// The advisory DB version every stored report was last re-judged against.
+    judged_against: tokio::sync::Mutex<Option<String>>,
 }
 
 fn now_ms() -> i64 {
@@ -76,7 +78,14 @@ impl Read for BlobReader {
 
 impl InspectionWorker {
     pub fn new(registry: Arc<Registry>, meta: Meta, engines: scanner::Inspection, settings: InspectionSettings) -> InspectionWorker {
-        InspectionWorker { registry, meta, engines, settings, db: Mutex::new(LoadedDb { modified: None, db: None }) }
+        InspectionWorker {
+            registry,
+            meta,
+            engines,
+            settings,
+            db: Mutex::new(LoadedDb { modified: None, db: None }),
+            judged_against: tokio::sync::Mutex::new(None),
+        }
     }
 
     /// Works until `stop` turns true, finishing the job in hand.
@@ -92,6 +101,9 @@ impl InspectionWorker {
                     false
                 }
             };
+            if !worked && let Err(e) = self.rejudge().await {
+                tracing::warn!(error = %e, "re-judging stopped");
+            }
             if !worked {
                 tokio::select! {
                     _ = tokio::time::sleep(self.settings.poll) => {}
@@ -119,6 +131,48 @@ impl InspectionWorker {
             }
         }
         Ok(true)
+    }
+
+    /// When the advisory DB changed, matches every stored report's packages again and judges it
+    /// again: no layer is read. Returns how many verdicts changed.
+    pub async fn rejudge(&self) -> Result<usize, String> {
+        let db = self.advisory_db();
+        let version = db.as_ref().map(|d| d.version().to_owned()).unwrap_or_default();
+        let mut judged = self.judged_against.lock().await;
+        if judged.as_deref() == Some(version.as_str()) {
+            return Ok(0);
+        }
+        let mut changed = 0;
+        loop {
+            let stale = self.meta.stale_reports(&version, 100).await.map_err(|e| e.to_string())?;
+            if stale.is_empty() {
+                break;
+            }
+            for old in stale {
+                let mut report = inspect::rematch(&old.report, db.as_deref())?;
+                let repository = report["target"]["name"].as_str().and_then(|n| n.split_once('@')).map(|(r, _)| r.to_owned()).unwrap_or_default();
+                let mut evidence = report.clone();
+                evidence["repository"] = serde_json::json!(repository);
+                let decision = self.settings.policy.evaluate(&evidence).map_err(|e| format!("policy: {e}"))?;
+                if decision.allow != old.allowed {
+                    changed += 1;
+                    tracing::info!(digest = %old.digest, allowed = decision.allow, reasons = ?decision.deny, "verdict changed by new advisories");
+                }
+                report["scanned_at"] = serde_json::json!(oci::rfc3339((now_ms() / 1000) as u64));
+                let new = StoredReport {
+                    report: serde_json::to_string(&report).map_err(|e| e.to_string())?,
+                    db_version: version.clone(),
+                    allowed: decision.allow,
+                    policy: self.settings.policy.name().to_owned(),
+                    reasons: decision.deny,
+                    ..old
+                };
+                self.meta.complete_inspection(&new).await.map_err(|e| e.to_string())?;
+                self.registry.forget_verdicts();
+            }
+        }
+        *judged = Some(version);
+        Ok(changed)
     }
 
     /// The advisory DB, re-read when its file changed.

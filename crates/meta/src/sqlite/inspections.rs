@@ -107,6 +107,32 @@ impl Inspections for SqliteMeta {
         .transpose()
     }
 
+    async fn stale_reports(&self, db_version: &str, limit: usize) -> Result<Vec<StoredReport>> {
+        let rows = sqlx::query(
+            "SELECT digest, report, db_version, inspected_at, millis, allowed, policy, reasons FROM inspection_reports
+             WHERE db_version <> $1 ORDER BY digest LIMIT $2",
+        )
+        .bind(db_version)
+        .bind(limit as i64)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|row| {
+                Ok(StoredReport {
+                    digest: parse(row.get::<&str, _>("digest"), "digest")?,
+                    report: row.get("report"),
+                    db_version: row.get("db_version"),
+                    inspected_at_ms: row.get("inspected_at"),
+                    millis: row.get("millis"),
+                    allowed: row.get("allowed"),
+                    policy: row.get("policy"),
+                    reasons: reasons(row.get("reasons"))?,
+                })
+            })
+            .collect()
+    }
+
     async fn gate_state(&self, repo: &RepoName, digest: &Digest) -> Result<GateState> {
         let verdict = sqlx::query("SELECT allowed, policy, reasons FROM inspection_reports WHERE digest = $1")
             .bind(digest.to_string())

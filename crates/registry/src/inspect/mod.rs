@@ -93,42 +93,12 @@ pub fn rating_of(s: FindingSeverity) -> Option<Rating> {
 
 /// Matches an inventory against the DB (when there is one) into a report.
 pub fn report(inventory: Inventory, db: Option<&Db>, target: Target, now_secs: u64) -> Report {
-    let mut vulnerabilities = Vec::new();
-    if let Some(db) = db {
-        for p in &inventory.packages {
-            let mut seen = std::collections::BTreeSet::new();
-            for (eco, name, version) in p.advisory_queries(inventory.os.as_ref()) {
-                for v in db.vulnerabilities(&eco, &name, &version) {
-                    if !seen.insert(v.id.clone()) {
-                        continue;
-                    }
-                    let sev = v.severity.as_ref();
-                    vulnerabilities.push(Finding {
-                        id: v.id,
-                        aliases: v.aliases,
-                        related: v.related,
-                        package: p.name.clone(),
-                        ecosystem: eco.clone(),
-                        purl: p.purl.clone(),
-                        installed_version: p.version.clone(),
-                        fixed_version: v.fixed_version,
-                        severity: sev.map_or(Rating::Unknown, |s| s.rating),
-                        cvss_score: sev.and_then(|s| s.score),
-                        cvss_vector: sev.and_then(|s| s.vector.clone()),
-                        title: v.summary,
-                        layer: p.layer.clone(),
-                        path: p.path.clone(),
-                    });
-                }
-            }
-        }
-    }
-    vulnerabilities.sort_by(|a, b| b.severity.cmp(&a.severity).then_with(|| a.id.cmp(&b.id)).then_with(|| a.purl.cmp(&b.purl)));
+    let vulnerabilities = db.map(|db| match_packages(&inventory.packages, inventory.os.as_ref(), db)).unwrap_or_default();
     Report {
         schema: SCHEMA,
         target,
         scanned_at: oci::rfc3339(now_secs),
-        db: db.map(|d| DbInfo { version: d.version().to_owned(), updated_at: oci::rfc3339(d.status().updated_at) }),
+        db: db.map(db_info),
         os: inventory.os,
         layers: inventory.layers,
         packages: inventory.packages,
@@ -138,6 +108,56 @@ pub fn report(inventory: Inventory, db: Option<&Db>, target: Target, now_secs: u
         malware: inventory.malware,
         misconfigurations: inventory.misconfigurations,
     }
+}
+
+fn db_info(d: &Db) -> DbInfo {
+    DbInfo { version: d.version().to_owned(), updated_at: oci::rfc3339(d.status().updated_at) }
+}
+
+/// The vulnerabilities of `packages`, most severe first.
+pub fn match_packages(packages: &[Package], os: Option<&Os>, db: &Db) -> Vec<Finding> {
+    let mut vulnerabilities = Vec::new();
+    for p in packages {
+        let mut seen = std::collections::BTreeSet::new();
+        for (eco, name, version) in p.advisory_queries(os) {
+            for v in db.vulnerabilities(&eco, &name, &version) {
+                if !seen.insert(v.id.clone()) {
+                    continue;
+                }
+                let sev = v.severity.as_ref();
+                vulnerabilities.push(Finding {
+                    id: v.id,
+                    aliases: v.aliases,
+                    related: v.related,
+                    package: p.name.clone(),
+                    ecosystem: eco.clone(),
+                    purl: p.purl.clone(),
+                    installed_version: p.version.clone(),
+                    fixed_version: v.fixed_version,
+                    severity: sev.map_or(Rating::Unknown, |s| s.rating),
+                    cvss_score: sev.and_then(|s| s.score),
+                    cvss_vector: sev.and_then(|s| s.vector.clone()),
+                    title: v.summary,
+                    layer: p.layer.clone(),
+                    path: p.path.clone(),
+                });
+            }
+        }
+    }
+    vulnerabilities.sort_by(|a, b| b.severity.cmp(&a.severity).then_with(|| a.id.cmp(&b.id)).then_with(|| a.purl.cmp(&b.purl)));
+    vulnerabilities
+}
+
+/// A stored report (its JSON) matched again against another DB: its packages and OS are read
+/// back, its `vulnerabilities` and `db` replaced; nothing else changes and no layer is read.
+pub fn rematch(report_json: &str, db: Option<&Db>) -> Result<serde_json::Value, String> {
+    let mut report: serde_json::Value = serde_json::from_str(report_json).map_err(|e| format!("stored report: {e}"))?;
+    let packages: Vec<Package> = serde_json::from_value(report["packages"].clone()).map_err(|e| format!("stored packages: {e}"))?;
+    let os: Option<Os> = serde_json::from_value(report["os"].clone()).map_err(|e| format!("stored os: {e}"))?;
+    let vulnerabilities = db.map(|db| match_packages(&packages, os.as_ref(), db)).unwrap_or_default();
+    report["vulnerabilities"] = serde_json::to_value(vulnerabilities).map_err(|e| e.to_string())?;
+    report["db"] = serde_json::to_value(db.map(db_info)).map_err(|e| e.to_string())?;
+    Ok(report)
 }
 
 impl Report {
