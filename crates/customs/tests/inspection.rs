@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use test_support::{Blob, ServerProcess, write_oci_layout};
+use test_support::ServerProcess;
 
 fn customs() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_customs"))
@@ -27,18 +27,8 @@ fn run(program: &str, args: &[&str]) -> String {
 }
 
 fn tar_gz(files: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut tar = tar::Builder::new(Vec::new());
-    for (path, data) in files {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        h.set_mtime(0);
-        h.set_cksum();
-        tar.append_data(&mut h, path, *data).unwrap();
-    }
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    gz.write_all(&tar.into_inner().unwrap()).unwrap();
-    gz.finish().unwrap()
+    let files: Vec<(&str, &[u8], u32)> = files.iter().map(|(p, d)| (*p, *d, 0o644)).collect();
+    test_support::layer_tar_gz(&files)
 }
 
 fn jar(group: &str, artifact: &str, version: &str) -> Vec<u8> {
@@ -70,16 +60,8 @@ fn image(dir: &Path, tag: &str, extra: &str, bad: bool) -> String {
         files.push(("app/.env", env.as_bytes()));
     }
     let layer = tar_gz(&files);
-    let layers = vec![Blob::new("application/vnd.oci.image.layer.v1.tar+gzip", layer)];
     let config = serde_json::json!({"architecture": "amd64", "os": "linux", "config": {"User": "app"}, "rootfs": {"type": "layers", "diff_ids": []}});
-    let config = Blob::new("application/vnd.oci.image.config.v1+json", serde_json::to_vec(&config).unwrap());
-    let manifest = serde_json::json!({
-        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": config.descriptor(), "layers": layers.iter().map(Blob::descriptor).collect::<Vec<_>>(),
-    });
-    let manifest = bytes::Bytes::from(serde_json::to_vec(&manifest).unwrap());
-    write_oci_layout(dir, tag, ("application/vnd.oci.image.manifest.v1+json", &manifest), std::iter::once(&config).chain(&layers)).unwrap();
-    oci::Digest::sha256_of(&manifest).to_string()
+    test_support::write_image(dir, tag, &config, vec![layer]).unwrap().to_string()
 }
 
 /// Status, headers and body of a GET.
@@ -240,19 +222,13 @@ fn new_advisories_rejudge_stored_images_without_reading_their_layers() {
     // log4j-core 2.14.1, and no secret: only the advisories can block it.
     let layout = tmp.path().join("layout");
     let layer = tar_gz(&[("opt/app/log4j-core.jar", &jar("org.apache.logging.log4j", "log4j-core", "2.14.1"))]);
-    let layers = vec![Blob::new("application/vnd.oci.image.layer.v1.tar+gzip", layer)];
+    let layer_digest = oci::Digest::sha256_of(&layer);
     let config = serde_json::json!({"architecture": "amd64", "os": "linux", "config": {"User": "app"}, "rootfs": {"type": "layers", "diff_ids": []}});
-    let config = Blob::new("application/vnd.oci.image.config.v1+json", serde_json::to_vec(&config).unwrap());
-    let manifest = serde_json::json!({
-        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": config.descriptor(), "layers": layers.iter().map(Blob::descriptor).collect::<Vec<_>>(),
-    });
-    let manifest = bytes::Bytes::from(serde_json::to_vec(&manifest).unwrap());
-    write_oci_layout(&layout, "log4j", ("application/vnd.oci.image.manifest.v1+json", &manifest), std::iter::once(&config).chain(&layers)).unwrap();
+    test_support::write_image(&layout, "log4j", &config, vec![layer]).unwrap();
     run("skopeo", &["--insecure-policy", "copy", "--quiet", "--dest-tls-verify=false", &format!("oci:{}:log4j", layout.display()), &format!("docker://{}/team/java:1", server.addr)]);
     assert_eq!(status_of(&base, "/v2/team/java/manifests/1"), 200, "no Maven advisories yet: allowed");
     // Take the layer away: re-judging must not need it.
-    let hex = layers[0].digest.hex().to_owned();
+    let hex = layer_digest.hex().to_owned();
     let stored = data.join("blobs/sha256").join(&hex[..2]).join(&hex);
     assert!(stored.exists(), "the layer is stored at {}", stored.display());
     std::fs::remove_file(&stored).unwrap();

@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use test_support::ServerProcess;
-use test_support::{Blob, write_oci_layout};
 
 fn customs() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_customs"))
@@ -51,18 +50,7 @@ fn run(program: &str, args: &[&str], dir: Option<&Path>, env: &[(&str, &str)]) -
 }
 
 fn tar_layer(files: &[(&str, &[u8], u32)]) -> Vec<u8> {
-    let mut tar = tar::Builder::new(Vec::new());
-    for (path, data, mode) in files {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(data.len() as u64);
-        h.set_mode(*mode);
-        h.set_mtime(0);
-        h.set_cksum();
-        tar.append_data(&mut h, path, *data).unwrap();
-    }
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    gz.write_all(&tar.into_inner().unwrap()).unwrap();
-    gz.finish().unwrap()
+    test_support::layer_tar_gz(files)
 }
 
 fn jar(entries: &[(&str, &[u8])]) -> Vec<u8> {
@@ -116,15 +104,8 @@ fn build_image(work: &Path, dir: &Path) {
     let lock = "version = 3\n\n[[package]]\nname = \"smallvec\"\nversion = \"1.6.0\"\nsource = \"registry+https://github.com/rust-lang/crates.io-index\"\n";
     let bin = go_binary(&work.join("go"));
     let tools = tar_layer(&[("src/tool/Cargo.lock", lock.as_bytes(), 0o644), ("usr/local/bin/app", &bin, 0o755)]);
-    let layers: Vec<Blob> = [base, langs, tools].into_iter().map(|l| Blob::new("application/vnd.oci.image.layer.v1.tar+gzip", l)).collect();
     let config = serde_json::json!({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}, "config": {}});
-    let config = Blob::new("application/vnd.oci.image.config.v1+json", serde_json::to_vec(&config).unwrap());
-    let manifest = serde_json::json!({
-        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": config.descriptor(), "layers": layers.iter().map(Blob::descriptor).collect::<Vec<_>>(),
-    });
-    let manifest = bytes::Bytes::from(serde_json::to_vec(&manifest).unwrap());
-    write_oci_layout(dir, "app", ("application/vnd.oci.image.manifest.v1+json", &manifest), std::iter::once(&config).chain(&layers)).unwrap();
+    test_support::write_image(dir, "app", &config, vec![base, langs, tools]).unwrap();
 }
 
 /// (package, vulnerability id) pairs in a JSON report.

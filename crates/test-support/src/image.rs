@@ -219,3 +219,33 @@ impl Rng {
         }
     }
 }
+
+/// A gzip'd tar layer of `(path, bytes, mode)` files, written as GNU tar writes them.
+pub fn layer_tar_gz(files: &[(&str, &[u8], u32)]) -> Vec<u8> {
+    let mut tar = tar::Builder::new(Vec::new());
+    for (path, data, mode) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(*mode);
+        header.set_mtime(0);
+        header.set_cksum();
+        tar.append_data(&mut header, path, *data).expect("tar");
+    }
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&tar.into_inner().expect("tar")).expect("gzip");
+    gz.finish().expect("gzip")
+}
+
+/// An OCI image of `layers` (gzip'd tars) and `config` (an image config's JSON), written into the
+/// layout at `dir` under `tag`; its manifest digest.
+pub fn write_image(dir: &Path, tag: &str, config: &serde_json::Value, layers: Vec<Vec<u8>>) -> anyhow::Result<Digest> {
+    let layers: Vec<Blob> = layers.into_iter().map(|l| Blob::new("application/vnd.oci.image.layer.v1.tar+gzip", l)).collect();
+    let config = Blob::new("application/vnd.oci.image.config.v1+json", serde_json::to_vec(config)?);
+    let manifest = json!({
+        "schemaVersion": 2, "mediaType": mt::OCI_MANIFEST,
+        "config": config.descriptor(), "layers": layers.iter().map(Blob::descriptor).collect::<Vec<_>>(),
+    });
+    let manifest = Bytes::from(serde_json::to_vec(&manifest)?);
+    write_oci_layout(dir, tag, (mt::OCI_MANIFEST, &manifest), std::iter::once(&config).chain(&layers))?;
+    Ok(Digest::sha256_of(&manifest))
+}

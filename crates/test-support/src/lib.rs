@@ -21,7 +21,7 @@ use http_body_util::BodyExt;
 use tower::ServiceExt;
 
 pub use client::Client;
-pub use image::{Blob, Image, ImageBuilder, Index, Rng, write_oci_layout};
+pub use image::{Blob, Image, ImageBuilder, Index, Rng, layer_tar_gz, write_image, write_oci_layout};
 pub use process::ServerProcess;
 
 /// The value of one series (`name{labels}` exactly as exposed) in Prometheus text.

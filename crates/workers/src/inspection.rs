@@ -18,7 +18,6 @@ use registry::inspect::{self, Target};
 /// The media types of what the worker attaches.
 pub const SBOM_ARTIFACT: &str = "application/vnd.cyclonedx+json";
 pub const REPORT_ARTIFACT: &str = "application/vnd.customs.report.v1+json";
-const EMPTY_CONFIG: &str = "application/vnd.oci.empty.v1+json";
 
 #[derive(Clone, Debug)]
 pub struct InspectionSettings {
@@ -282,7 +281,7 @@ impl InspectionWorker {
             "schemaVersion": 2,
             "mediaType": oci::media_type::OCI_MANIFEST,
             "artifactType": artifact_type,
-            "config": { "mediaType": EMPTY_CONFIG, "digest": config.to_string(), "size": config_len },
+            "config": { "mediaType": oci::media_type::OCI_EMPTY, "digest": config.to_string(), "size": config_len },
             "layers": [{ "mediaType": artifact_type, "digest": layer.to_string(), "size": layer_len }],
             "subject": { "mediaType": subject.0, "digest": subject.1.to_string(), "size": subject.2 },
             "annotations": {

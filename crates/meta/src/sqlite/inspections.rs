@@ -9,6 +9,19 @@ use sqlx::Row;
 use super::{SqliteMeta, db, now_ms};
 use crate::{Error, GateState, InspectionJob, InspectionState, Inspections, Result, StoredReport};
 
+fn stored_report(row: &sqlx::sqlite::SqliteRow, digest: Digest) -> Result<StoredReport> {
+    Ok(StoredReport {
+        digest,
+        report: row.get("report"),
+        db_version: row.get("db_version"),
+        inspected_at_ms: row.get("inspected_at"),
+        millis: row.get("millis"),
+        allowed: row.get("allowed"),
+        policy: row.get("policy"),
+        reasons: reasons(row.get("reasons"))?,
+    })
+}
+
 fn reasons(json: &str) -> Result<Vec<String>> {
     serde_json::from_str(json).map_err(|_| Error::Corrupt(format!("stored reasons {json:?} are not a JSON list")))
 }
@@ -92,19 +105,7 @@ impl Inspections for SqliteMeta {
             .fetch_optional(&self.reader)
             .await
             .map_err(db)?;
-        row.map(|row| {
-            Ok(StoredReport {
-                digest: digest.clone(),
-                report: row.get("report"),
-                db_version: row.get("db_version"),
-                inspected_at_ms: row.get("inspected_at"),
-                millis: row.get("millis"),
-                allowed: row.get("allowed"),
-                policy: row.get("policy"),
-                reasons: reasons(row.get("reasons"))?,
-            })
-        })
-        .transpose()
+        row.map(|row| stored_report(&row, digest.clone())).transpose()
     }
 
     async fn stale_reports(&self, db_version: &str, limit: usize) -> Result<Vec<StoredReport>> {
@@ -117,20 +118,7 @@ impl Inspections for SqliteMeta {
         .fetch_all(&self.reader)
         .await
         .map_err(db)?;
-        rows.iter()
-            .map(|row| {
-                Ok(StoredReport {
-                    digest: parse(row.get::<&str, _>("digest"), "digest")?,
-                    report: row.get("report"),
-                    db_version: row.get("db_version"),
-                    inspected_at_ms: row.get("inspected_at"),
-                    millis: row.get("millis"),
-                    allowed: row.get("allowed"),
-                    policy: row.get("policy"),
-                    reasons: reasons(row.get("reasons"))?,
-                })
-            })
-            .collect()
+        rows.iter().map(|row| stored_report(row, parse(row.get::<&str, _>("digest"), "digest")?)).collect()
     }
 
     async fn gate_state(&self, repo: &RepoName, digest: &Digest) -> Result<GateState> {
