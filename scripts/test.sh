@@ -7,6 +7,7 @@
 #   clamav-daemon (a real clamd, given a test signature database) and
 #   debootstrap (a clean Debian bookworm, made once into target/test-bookworm, that must show no
 #   secrets and no malware);
+# - from crates.io: cargo-auditable (builds a Rust binary whose dependencies the scanner reads);
 # - from PyPI, into target/test-venv: cyclonedx-python-lib and spdx-tools, which validate the
 #   SBOMs customs writes against their formats.
 set -euo pipefail
@@ -33,6 +34,8 @@ if [ ${#need[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
 fi
+
+command -v cargo-auditable >/dev/null 2>&1 || cargo install --quiet --locked cargo-auditable
 
 venv=target/test-venv
 if ! "$venv/bin/python" -c 'import cyclonedx.validation.json, spdx_tools' >/dev/null 2>&1; then

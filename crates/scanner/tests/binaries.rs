@@ -1,12 +1,12 @@
 //! Executables and rpm databases made by the real tools in the test: a Go binary built by `go
 //! build` (Go ≥ 1.18 build info, with a replaced dependency), and an rpmdb.sqlite written by
-//! `rpm --justdb` from a package `rpmbuild` made. cargo-auditable's section is checked on an ELF
-//! file written here (cargo-auditable is not in Debian's packages).
+//! `rpm --justdb` from a package `rpmbuild` made, and a Rust binary `cargo auditable` built (its
+//! section is also checked on hand-written ELF files, for the failure cases).
 //!
 //! A BerkeleyDB `Packages` file (RHEL/CentOS ≤ 8) is written by BerkeleyDB's own `db_load` from the
 //! headers of packages rpmbuild made.
 //!
-//! The test command installs golang-go, rpm and db5.3-util; without them these tests fail with a
+//! The test command installs golang-go, rpm, db5.3-util and cargo-auditable; without them these tests fail with a
 //! message saying so.
 
 mod common;
@@ -112,6 +112,30 @@ fn elf(sections: &[(&str, Vec<u8>)]) -> Vec<u8> {
     b[0x3c..0x3e].copy_from_slice(&shnum.to_le_bytes());
     b[0x3e..0x40].copy_from_slice(&(shnum - 1).to_le_bytes());
     b
+}
+
+#[test]
+fn a_binary_built_by_cargo_auditable() {
+    tool("cargo-auditable");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("src")).unwrap();
+    std::fs::write(
+        d.join("Cargo.toml"),
+        "[package]\nname = \"audited\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[dependencies]\nsmallvec = \"=1.6.0\"\n\n[workspace]\n",
+    )
+    .unwrap();
+    std::fs::write(d.join("src/main.rs"), "fn main() { let v: smallvec::SmallVec<[u8; 4]> = smallvec::smallvec![1, 2]; println!(\"{}\", v.len()); }\n").unwrap();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    // Its own target directory: the test's cargo holds the workspace's build lock.
+    let out = Command::new(cargo).args(["auditable", "build", "--quiet"]).current_dir(d).env("CARGO_TARGET_DIR", d.join("target")).output().unwrap();
+    assert!(out.status.success(), "cargo auditable build: {}", String::from_utf8_lossy(&out.stderr));
+    let bin = std::fs::read(d.join("target/debug/audited")).unwrap();
+    let inv = scan_layer(Layer::new().exe("usr/local/bin/audited", &bin));
+    assert!(inv.problems.is_empty(), "{:#?}", inv.problems);
+    let cargo: Vec<(&str, &str)> = inv.packages.iter().map(|p| (p.name.as_str(), p.version.as_str())).collect();
+    assert_eq!(cargo, vec![("smallvec", "1.6.0")], "the dependency, not the binary's own crate");
+    assert_eq!(inv.packages[0].purl, "pkg:cargo/smallvec@1.6.0");
 }
 
 #[test]
