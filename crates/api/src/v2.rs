@@ -147,6 +147,12 @@ fn reference_target(repo: &RepoName, reference: &oci::Reference) -> String {
     }
 }
 
+/// Admins may pull anything the gate holds back; with authentication off there are no admins,
+/// only pullers.
+fn gate_bypass(app: &App, proof: &Proof) -> bool {
+    app.authn.is_some() && proof.who.principal.is_admin()
+}
+
 async fn handle(
     app: &App,
     endpoint: Endpoint,
@@ -191,9 +197,7 @@ async fn handle(
         }
         Endpoint::GetManifest { repo, reference, head } => {
             let m = registry.get_manifest(&repo, &reference).await?;
-            // Admins may pull anything; with authentication off there are no admins, only pullers.
-            let bypass = app.authn.is_some() && proof.who.principal.is_admin();
-            registry.check_gate(&repo, &m.digest, bypass).await?;
+            registry.check_gate(&repo, &m.digest, gate_bypass(app, &proof)).await?;
             let etag = format!("\"{}\"", m.digest);
             let mut r = Response::builder()
                 .header(header::CONTENT_TYPE, &m.media_type)
@@ -245,8 +249,7 @@ async fn handle(
                 let size = registry.stat_blob(&repo, &digest).await?;
                 return Ok(blob_headers(StatusCode::OK, &digest, &etag, size).body(Body::empty()).expect("valid response"));
             }
-            let bypass = app.authn.is_some() && proof.who.principal.is_admin();
-            registry.check_blob_gate(&repo, &digest, bypass).await?;
+            registry.check_blob_gate(&repo, &digest, gate_bypass(app, &proof)).await?;
             let range = range_request(headers)?;
             let read = registry.get_blob(&repo, &digest, range).await?;
             if not_modified(headers, &etag) {

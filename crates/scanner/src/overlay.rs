@@ -275,33 +275,56 @@ impl Scanner {
                     }
                 }
                 Kind::File => {
-                    if self.inspection.misconfig {
-                        let digest = self.layers[layer].clone();
-                        check_mode(&path, h.mode, false, Some(&digest), &mut self.misconfigurations);
-                    }
-                    let inspect = self.inspection.reads_contents() && h.size > 0 && h.size <= self.limits.max_inspect_file;
-                    if self.inspection.reads_contents() && h.size > self.limits.max_inspect_file {
-                        self.problem("file-too-large", format!("{} bytes, over the {}-byte limit; not searched for secrets or malware", h.size, self.limits.max_inspect_file), Some(&path));
-                    }
-                    let mut wanted = detect::wanted(&path, h.mode, h.size);
-                    if wanted.is_some() && h.size > self.limits.max_file {
-                        self.problem("file-too-large", format!("{} bytes, over the {}-byte limit; not inspected", h.size, self.limits.max_file), Some(&path));
-                        wanted = None;
-                    }
-                    if inspect {
-                        let mut bytes = self.take_buffer();
-                        bytes.reserve_exact(h.size as usize);
-                        (&mut tar).take(h.size).read_to_end(&mut bytes)?;
-                        if let Some(w) = wanted
-                            && (w != Wanted::Binary || bytes.starts_with(b"\x7fELF")) {
-                                self.found(&path, w, &bytes, layer, old)?;
-                            }
-                        self.inspect(&path, bytes, layer);
-                    } else if let Some(w) = wanted {
-                        self.capture(&path, w, h.size, &mut tar, layer, old)?;
-                    }
+                    self.regular_file(&path, h.mode, h.size, layer, old, || Ok(&mut tar))?;
                 }
             }
+        }
+    }
+
+    /// A regular file, from a layer or a directory: its mode, the detectors that want it and the
+    /// inspection engines. `open` is called only when the contents are needed; `Ok(true)` when
+    /// they were read.
+    fn regular_file<R: Read>(
+        &mut self,
+        path: &str,
+        mode: u32,
+        size: u64,
+        layer: usize,
+        old: Option<File>,
+        open: impl FnOnce() -> io::Result<R>,
+    ) -> io::Result<bool> {
+        if self.inspection.misconfig {
+            let digest = self.layers[layer].clone();
+            check_mode(path, mode, false, Some(digest.as_str()).filter(|d| !d.is_empty()), &mut self.misconfigurations);
+        }
+        let reads = self.inspection.reads_contents();
+        let inspect = reads && size > 0 && size <= self.limits.max_inspect_file;
+        if reads && size > self.limits.max_inspect_file {
+            self.problem("file-too-large", format!("{size} bytes, over the {}-byte limit; not searched for secrets or malware", self.limits.max_inspect_file), Some(path));
+        }
+        let mut wanted = detect::wanted(path, mode, size);
+        if wanted.is_some() && size > self.limits.max_file {
+            self.problem("file-too-large", format!("{size} bytes, over the {}-byte limit; not inspected", self.limits.max_file), Some(path));
+            wanted = None;
+        }
+        if inspect {
+            let mut r = open()?;
+            let mut bytes = self.take_buffer();
+            bytes.reserve_exact(size as usize);
+            (&mut r).take(size).read_to_end(&mut bytes)?;
+            if let Some(w) = wanted
+                && (w != Wanted::Binary || bytes.starts_with(b"\x7fELF"))
+            {
+                self.found(path, w, &bytes, layer, old)?;
+            }
+            self.inspect(path, bytes, layer);
+            Ok(true)
+        } else if let Some(w) = wanted {
+            let mut r = open()?;
+            self.capture(path, w, size, &mut r, layer, old)?;
+            Ok(true)
+        } else {
+            Ok(false)
         }
     }
 
@@ -403,40 +426,14 @@ impl Scanner {
                     self.files.insert(rel, File { layer, captured: Captured::Symlink(target) });
                 } else if ft.is_file() {
                     use std::os::unix::fs::PermissionsExt;
-                    let mode = meta.permissions().mode();
-                    if self.inspection.misconfig {
-                        check_mode(&rel, mode, false, None, &mut self.misconfigurations);
-                    }
-                    let inspect = self.inspection.reads_contents() && meta.len() > 0 && meta.len() <= self.limits.max_inspect_file;
-                    if self.inspection.reads_contents() && meta.len() > self.limits.max_inspect_file {
-                        self.problem("file-too-large", format!("{} bytes, over the {}-byte limit; not searched for secrets or malware", meta.len(), self.limits.max_inspect_file), Some(&rel));
-                    }
-                    let mut wanted = detect::wanted(&rel, mode, meta.len());
-                    if wanted.is_some() && meta.len() > self.limits.max_file {
-                        self.problem("file-too-large", format!("{} bytes, over the {}-byte limit; not inspected", meta.len(), self.limits.max_file), Some(&rel));
-                        wanted = None;
-                    }
-                    if !inspect && wanted.is_none() {
-                        continue;
-                    }
-                    let result = std::fs::File::open(&p).and_then(|mut f| {
-                        if inspect {
-                            let mut bytes = self.take_buffer();
-                            (&mut f).take(self.limits.max_inspect_file).read_to_end(&mut bytes)?;
-                            if let Some(w) = wanted
-                                && (w != Wanted::Binary || bytes.starts_with(b"\x7fELF")) {
-                                    self.found(&rel, w, &bytes, layer, None)?;
-                                }
-                            self.inspect(&rel, bytes, layer);
-                            Ok(())
-                        } else {
-                            self.capture(&rel, wanted.unwrap(), meta.len(), &mut f, layer, None)
+                    match self.regular_file(&rel, meta.permissions().mode(), meta.len(), layer, None, || std::fs::File::open(&p)) {
+                        Ok(true) => self.bytes += meta.len(),
+                        Ok(false) => {}
+                        Err(e) => {
+                            self.problem("unreadable", format!("{e}"), Some(&rel));
+                            self.bytes += meta.len();
                         }
-                    });
-                    if let Err(e) = result {
-                        self.problem("unreadable", format!("{e}"), Some(&rel));
                     }
-                    self.bytes += meta.len();
                 }
             }
         }

@@ -184,22 +184,6 @@ fn malformed_package_files_do_not_stop_the_scan() {
     assert_eq!(c.iter().filter(|c| **c == "unparsable").count(), 4, "{:#?}", inv.problems);
 }
 
-/// A deterministic xorshift, so a failure names its iteration and reproduces.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
-
 /// Recomputes the checksum of the header block at `at`, so mutations reach past the check.
 fn fix_checksum(tar: &mut [u8], at: usize) {
     let block = &mut tar[at..at + 512];

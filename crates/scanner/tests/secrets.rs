@@ -2,19 +2,10 @@
 //! secret-looking is committed: rules carry templates), with a negative case each; real private
 //! keys from openssl; allowlists, user rule files, redaction and fingerprints.
 
+mod common;
+use common::Rng;
 use scanner::secrets::{RuleFile, SecretFinding, SecretScanner, fingerprint};
 use std::process::Command;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
 
 fn alphabet(class: &str) -> &'static str {
     match class {

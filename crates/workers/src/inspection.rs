@@ -246,10 +246,11 @@ impl InspectionWorker {
         let now = now_ms();
         let target = Target { kind: "registry", name: format!("{}@{}", job.repo, job.digest), digest: Some(job.digest.to_string()) };
         let report = inspect::report(inventory, db.as_deref(), target, (now / 1000) as u64);
-        let mut evidence = report.to_json();
+        let json = report.to_json();
+        let report_json = json.to_string();
+        let mut evidence = json;
         evidence["repository"] = serde_json::json!(job.repo.as_str());
         let decision = self.settings.policy.evaluate(&evidence).map_err(|e| format!("policy: {e}"))?;
-        let report_json = serde_json::to_string(&report.to_json()).map_err(|e| e.to_string())?;
         let sbom = serde_json::to_vec(&report.to_cyclonedx(&uuid::Uuid::new_v4().to_string())).map_err(|e| e.to_string())?;
         let subject = (content.media_type.as_str(), &job.digest, content.bytes.len());
         self.attach(&job.repo, subject, SBOM_ARTIFACT, Bytes::from(sbom), &db_version).await?;

@@ -137,3 +137,19 @@ pub fn jar(pom: Option<(&str, &str, &str)>, manifest: &str, nested: &[(&str, Vec
     }
     zip.finish().unwrap().into_inner()
 }
+
+/// A deterministic xorshift, so a failure names its iteration and reproduces.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
