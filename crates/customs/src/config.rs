@@ -48,14 +48,69 @@ pub struct Config {
 pub struct Gate {
     /// Serve inspected images only once the policy allows them (needs `inspection.enabled`).
     pub enabled: bool,
-    /// How long a pull waits for a pending verdict before 429 + Retry-After.
+    /// How long a pull waits for a pending verdict before 429 + Retry-After (and a push in
+    /// `reject` mode waits for its verdict).
     pub wait_secs: u64,
+    /// Where policies are found by name (`NAME.rego`); empty: `<data>/policies`.
+    pub policy_dir: PathBuf,
+    /// For repositories no `[[gate.namespaces]]` entry names: `paved-road` (shipped), a policy
+    /// name in `policy_dir`, or a `.rego` path.
+    pub policy: String,
+    /// `enforce`: failing images are not served; `audit`: verdicts are only recorded.
+    pub mode: GateMode,
+    /// `quarantine`: a failing push is kept and its pulls refused; `reject`: the push is refused.
+    pub push: PushMode,
+    /// PEM public keys (ECDSA P-256, Ed25519) whose cosign signatures count as verified.
+    pub keys: Vec<PathBuf>,
+    /// Rules per repository glob, the first that matches deciding (the same four settings).
+    pub namespaces: Vec<GateNamespace>,
 }
 
 impl Default for Gate {
     fn default() -> Self {
-        Gate { enabled: true, wait_secs: 10 }
+        Gate {
+            enabled: true,
+            wait_secs: 10,
+            policy_dir: PathBuf::new(),
+            policy: "paved-road".into(),
+            mode: GateMode::Enforce,
+            push: PushMode::Quarantine,
+            keys: Vec::new(),
+            namespaces: Vec::new(),
+        }
     }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GateNamespace {
+    /// A repository glob (`team/*`, `prod/**`).
+    pub repositories: String,
+    pub policy: String,
+    pub mode: GateMode,
+    pub push: PushMode,
+    pub keys: Vec<PathBuf>,
+}
+
+impl Default for GateNamespace {
+    fn default() -> Self {
+        let g = Gate::default();
+        GateNamespace { repositories: String::new(), policy: g.policy, mode: g.mode, push: g.push, keys: g.keys }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GateMode {
+    Enforce,
+    Audit,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PushMode {
+    Quarantine,
+    Reject,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -122,6 +177,11 @@ impl Config {
     /// The advisory DB file in effect.
     pub fn advisory_db(&self) -> PathBuf {
         if self.advisories.db.as_os_str().is_empty() { self.data.join("advisories.db") } else { self.advisories.db.clone() }
+    }
+
+    /// The directory policies are found in by name.
+    pub fn policy_dir(&self) -> PathBuf {
+        if self.gate.policy_dir.as_os_str().is_empty() { self.data.join("policies") } else { self.gate.policy_dir.clone() }
     }
 }
 

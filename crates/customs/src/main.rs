@@ -6,6 +6,7 @@ mod clamd;
 mod config;
 mod db;
 mod engines;
+mod gate;
 mod policy_cmd;
 mod scan;
 mod serve;

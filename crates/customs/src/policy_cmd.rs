@@ -14,12 +14,19 @@ pub enum PolicyCommand {
     Show,
 }
 
-fn load(policy: &str) -> anyhow::Result<policy::Policy> {
+/// `paved-road`, a `.rego` path, or (with `dir`) a policy name there (`NAME` for `dir/NAME.rego`).
+pub fn load(policy: &str, dir: Option<&Path>) -> anyhow::Result<policy::Policy> {
     if policy == "paved-road" {
         return Ok(policy::Policy::paved_road());
     }
-    let text = std::fs::read_to_string(policy).with_context(|| format!("cannot read policy {policy} (a .rego file, or `paved-road`)"))?;
-    policy::Policy::new(policy, &text).map_err(anyhow::Error::msg)
+    let path = match dir {
+        Some(dir) if !policy.ends_with(".rego") && !policy.contains('/') => dir.join(format!("{policy}.rego")),
+        Some(dir) => dir.join(policy),
+        None => PathBuf::from(policy),
+    };
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read policy {} (a .rego file, or `paved-road`)", path.display()))?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| policy.to_owned());
+    policy::Policy::new(&name, &text).map_err(anyhow::Error::msg)
 }
 
 fn cases(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
@@ -46,7 +53,7 @@ pub fn run(command: PolicyCommand) -> anyhow::Result<u8> {
             Ok(0)
         }
         PolicyCommand::Test { policy, cases: dir } => {
-            let p = load(&policy)?;
+            let p = load(&policy, None)?;
             let mut failed = 0;
             let files = cases(&dir)?;
             for f in &files {
@@ -63,7 +70,7 @@ pub fn run(command: PolicyCommand) -> anyhow::Result<u8> {
             Ok(u8::from(failed > 0))
         }
         PolicyCommand::Eval { policy, input } => {
-            let p = load(&policy)?;
+            let p = load(&policy, None)?;
             let evidence: serde_json::Value = serde_json::from_slice(&std::fs::read(&input).with_context(|| format!("cannot read {}", input.display()))?)
                 .with_context(|| format!("{}: not JSON", input.display()))?;
             let d = p.evaluate(&evidence).map_err(anyhow::Error::msg)?;

@@ -47,7 +47,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             tracing::warn!("the pull gate is off: inspection is off (inspection.enabled = false)");
         }
     }
-    let registry = Arc::new(Registry::new(Blobs(Arc::new(blobs)), Meta(meta.clone()), registry_config));
+    let rules = crate::gate::rules(&config)?;
+    let registry = Arc::new(Registry::new(Blobs(Arc::new(blobs)), Meta(meta.clone()), registry_config).with_gate_rules(rules));
 
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
@@ -78,7 +79,6 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             poll: Duration::from_millis(config.inspection.poll_ms.max(10)),
             advisory_db: config.advisory_db(),
             limits: scanner::Limits::default(),
-            policy: policy::Policy::paved_road(),
         };
         let worker = Arc::new(workers::InspectionWorker::new(registry.clone(), Meta(meta.clone()), engines, settings));
         (0..config.inspection.workers).map(|_| tokio::spawn(worker.clone().run(stop_rx.clone()))).collect()

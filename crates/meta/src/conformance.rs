@@ -4,7 +4,7 @@ use oci::{Digest, Reference, RepoName, Tag, UploadId};
 
 use crate::{
     AuditEntry, AuditQuery, Error, GateState, GrantRecord, IdentityKind, InspectionState, ManifestRecord, MetaStore, NewManifest,
-    Page, PrincipalRecord, StoredReport, UploadRecord,
+    Page, PrincipalRecord, StoredReport, UploadRecord, Component, ImageVulnerability, NewWaiver, PackageQuery, ReportIndex, Verdict,
 };
 
 /// Runs every check against `meta`, panicking on the first failure.
@@ -301,33 +301,113 @@ async fn inspections_are_leased_retried_and_completed(meta: &dyn MetaStore) {
     assert_eq!(users, want);
     assert!(meta.manifests_referencing(&repo("conf/elsewhere"), &d("ic")).await.unwrap().is_empty());
     assert_eq!(meta.gate_state(&r, &d("i-plain")).await.unwrap(), GateState::Unjudged);
-    let report = StoredReport {
+    let report = StoredReport { digest: d("i-one"), report: "{}".into(), db_version: "sha256:x".into(), inspected_at_ms: now, millis: 12 };
+    let index = ReportIndex {
+        components: vec![Component {
+            ecosystem: "maven".into(),
+            name: "org.apache.logging.log4j:log4j-core".into(),
+            version: "2.14.1".into(),
+            purl: "pkg:maven/org.apache.logging.log4j/log4j-core@2.14.1".into(),
+            layer: Some(d("ic").to_string()),
+        }],
+        vulnerabilities: ["CVE-2021-44228", "GHSA-jfh8-c2jp-5v3q"]
+            .map(|id| ImageVulnerability {
+                id: id.into(),
+                canonical: "CVE-2021-44228".into(),
+                package: "org.apache.logging.log4j:log4j-core".into(),
+                version: "2.14.1".into(),
+                severity: "CRITICAL".into(),
+                fixed: Some("2.15.0".into()),
+            })
+            .to_vec(),
+    };
+    let blocked = Verdict {
+        repo: r.clone(),
         digest: d("i-one"),
-        report: "{}".into(),
-        db_version: "sha256:x".into(),
-        inspected_at_ms: now,
-        millis: 12,
         allowed: false,
+        enforced: true,
         policy: "paved-road".into(),
         reasons: vec!["malware: X in y (yara)".into()],
+        warnings: vec!["misconfiguration: root".into()],
+        basis: "b1".into(),
+        judged_at_ms: now,
     };
-    meta.complete_inspection(&report).await.unwrap();
+    assert_eq!(meta.record_verdict(Some((&report, &index)), &blocked).await.unwrap(), None);
     assert_eq!(
         meta.gate_state(&r, &d("i-one")).await.unwrap(),
         GateState::Blocked { policy: "paved-road".into(), reasons: vec!["malware: X in y (yara)".into()] }
     );
-    // The verdict follows the digest into any repository.
-    assert!(matches!(meta.gate_state(&repo("conf/elsewhere"), &d("i-one")).await.unwrap(), GateState::Blocked { .. }));
-    meta.complete_inspection(&StoredReport { allowed: true, reasons: vec![], ..report.clone() }).await.unwrap();
-    assert_eq!(meta.gate_state(&r, &d("i-one")).await.unwrap(), GateState::Allowed);
-    let report = StoredReport { allowed: true, reasons: vec![], ..report };
-    assert!(meta.stale_reports("sha256:x", 10).await.unwrap().iter().all(|s| s.digest != d("i-one")));
-    let stale = meta.stale_reports("sha256:newer", 10).await.unwrap();
-    assert!(stale.iter().any(|s| s.digest == d("i-one") && s.db_version == "sha256:x"), "{stale:?}");
+    assert_eq!(meta.verdict(&r, &d("i-one")).await.unwrap().as_ref(), Some(&blocked));
     assert_eq!(meta.inspection_state(&r, &d("i-one")).await.unwrap(), Some(InspectionState::Done));
-    assert_eq!(meta.inspection_report(&d("i-one")).await.unwrap(), Some(report));
+    // Verdicts are per repository: another repository holding the same bytes has its own.
+    assert_eq!(meta.gate_state(&repo("conf/elsewhere"), &d("i-one")).await.unwrap(), GateState::Unjudged);
+    // An index is judged through its children.
+    meta.put_manifest(&r, &NewManifest { record: record("i-index"), blobs: vec![], children: vec![d("i-one"), d("i-plain")], tag: Some(tag("multi")), inspect: false })
+        .await
+        .unwrap();
+    match meta.gate_state(&r, &d("i-index")).await.unwrap() {
+        GateState::Blocked { reasons, .. } => assert_eq!(reasons, [format!("{}: malware: X in y (yara)", d("i-one"))]),
+        other => panic!("an index with a blocked child: {other:?}"),
+    }
+    // Audit mode: recorded, served.
+    let audited = Verdict { enforced: false, basis: "b2".into(), ..blocked.clone() };
+    assert_eq!(meta.record_verdict(None, &audited).await.unwrap(), Some(blocked.clone()));
+    assert_eq!(meta.gate_state(&r, &d("i-one")).await.unwrap(), GateState::Allowed);
+    assert_eq!(meta.gate_state(&r, &d("i-index")).await.unwrap(), GateState::Allowed);
+    assert_eq!(meta.inspection_report(&d("i-one")).await.unwrap(), Some(report.clone()), "no report given: the stored one stays");
     assert_eq!(meta.inspection_report(&d("i-plain")).await.unwrap(), None);
+    // Judged on another basis: stale; asked to be judged again: stale whatever the basis.
+    assert!(meta.stale_verdicts("b2", 10).await.unwrap().iter().all(|v| v.digest != d("i-one")));
+    assert_eq!(meta.stale_verdicts("b3", 10).await.unwrap(), vec![audited.clone()]);
+    meta.rejudge_verdict(&r, &d("i-one")).await.unwrap();
+    assert_eq!(meta.stale_verdicts("b2", 10).await.unwrap(), vec![Verdict { basis: String::new(), ..audited.clone() }]);
     assert_eq!(meta.claim_inspection(now + 100_000, 1000).await.unwrap(), None, "nothing left");
+
+    // Queries: by any id of a vulnerability, with the image's tags; by purl with or without a version.
+    meta.put_manifest(&r, &NewManifest { tag: Some(tag("v1")), ..image("i-one", true) }).await.unwrap();
+    let found = meta.images_with_vulnerability("GHSA-jfh8-c2jp-5v3q", 10).await.unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!((found[0].repo.as_str(), &found[0].digest, found[0].tags.as_slice()), ("conf/inspect", &d("i-one"), &["v1".to_owned()][..]));
+    assert_eq!((found[0].found.canonical.as_str(), found[0].found.fixed.as_deref()), ("CVE-2021-44228", Some("2.15.0")));
+    assert!(meta.images_with_vulnerability("CVE-2000-0001", 10).await.unwrap().is_empty());
+    let by = |purl: &str| PackageQuery { purl: Some(purl.into()), ..PackageQuery::default() };
+    for q in [
+        by("pkg:maven/org.apache.logging.log4j/log4j-core"),
+        by("pkg:maven/org.apache.logging.log4j/log4j-core@2.14.1"),
+        PackageQuery { ecosystem: Some("maven".into()), name: Some("org.apache.logging.log4j:log4j-core".into()), purl: None },
+    ] {
+        let found = meta.images_with_package(&q, 10).await.unwrap();
+        assert_eq!(found.len(), 1, "{q:?}: {found:?}");
+        assert_eq!(found[0].found, index.components[0]);
+    }
+    for q in [by("pkg:maven/org.apache.logging.log4j/log4j-core@2.17.0"), by("pkg:maven/org.apache.logging.log4j/log4j-cor")] {
+        assert!(meta.images_with_package(&q, 10).await.unwrap().is_empty(), "{q:?}");
+    }
+    // A re-matched report replaces the rows.
+    let rematched = StoredReport { db_version: "sha256:y".into(), ..report.clone() };
+    meta.record_verdict(Some((&rematched, &ReportIndex { components: index.components.clone(), vulnerabilities: vec![] })), &audited).await.unwrap();
+    assert!(meta.images_with_vulnerability("CVE-2021-44228", 10).await.unwrap().is_empty());
+    assert_eq!(meta.images_with_package(&by("pkg:maven/org.apache.logging.log4j/log4j-core"), 10).await.unwrap().len(), 1);
+
+    // Waivers.
+    let w = meta
+        .add_waiver(&NewWaiver { finding: "CVE-2021-44228".into(), repositories: "conf/**".into(), reason: "not reachable".into(), expires_at_ms: now, created_by: "ann".into() })
+        .await
+        .unwrap();
+    let second = meta
+        .add_waiver(&NewWaiver { finding: "root-user".into(), repositories: "*".into(), reason: "legacy".into(), expires_at_ms: now + 1, created_by: "bob".into() })
+        .await
+        .unwrap();
+    assert!(second.id > w.id);
+    assert_eq!(meta.waivers().await.unwrap(), vec![w.clone(), second.clone()]);
+    assert!(meta.remove_waiver(w.id).await.unwrap());
+    assert!(!meta.remove_waiver(w.id).await.unwrap());
+    assert_eq!(meta.waivers().await.unwrap(), vec![second]);
+    // Deleting the manifest forgets its job and verdict.
+    assert!(meta.delete_manifest(&r, &d("i-index")).await.unwrap());
+    assert!(meta.delete_manifest(&r, &d("i-one")).await.unwrap());
+    assert_eq!(meta.verdict(&r, &d("i-one")).await.unwrap(), None);
+    assert_eq!(meta.inspection_state(&r, &d("i-one")).await.unwrap(), None);
     // Failed for good.
     meta.put_manifest(&r, &image("i-two", true)).await.unwrap();
     let job = meta.claim_inspection(now, 1000).await.unwrap().unwrap();

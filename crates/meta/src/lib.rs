@@ -4,6 +4,9 @@
 //!   referrers; the catalog and tag listings.
 //! - [`UploadSessions`]: upload sessions that survive restarts (offset and running hash state).
 //! - [`Identities`]: users, robots, grants, the access change log and the append-only audit log.
+//! - [`Inspections`]: the inspection queue, reports by digest and verdicts by repository.
+//! - [`Findings`]: what inspections found, queried across images, and the waivers that set
+//!   findings aside.
 //! - [`SqliteMeta`] is the embedded adapter; PostgreSQL follows behind the same ports.
 //! - [`conformance`] is the suite every adapter passes.
 //!
@@ -15,6 +18,7 @@
 
 pub mod conformance;
 mod identities;
+mod inspections;
 mod sqlite;
 
 use std::sync::Arc;
@@ -23,6 +27,10 @@ use oci::{Digest, Reference, RepoName, Tag, UploadId};
 
 pub use identities::{
     AccessChanges, AuditEntry, AuditQuery, AuditRecord, GrantRecord, IdentityKind, Identities, PrincipalRecord,
+};
+pub use inspections::{
+    Component, Findings, GateState, ImageMatch, ImageVulnerability, InspectionJob, InspectionState, Inspections, NewWaiver,
+    PackageQuery, ReportIndex, StoredReport, Verdict, Waiver,
 };
 pub use sqlite::SqliteMeta;
 
@@ -50,71 +58,6 @@ pub struct NewManifest {
     pub tag: Option<Tag>,
     /// Enqueue an inspection job for it, in the same transaction.
     pub inspect: bool,
-}
-
-/// One inspection to do.
-#[derive(Clone, Debug, PartialEq)]
-pub struct InspectionJob {
-    pub id: i64,
-    pub repo: RepoName,
-    pub digest: Digest,
-    /// Including this one.
-    pub attempts: u32,
-}
-
-/// Where an image's inspection stands.
-#[derive(Clone, Debug, PartialEq)]
-pub enum InspectionState {
-    Queued,
-    Running,
-    Done,
-    Failed(String),
-}
-
-/// An inspection's result, stored once per manifest digest.
-#[derive(Clone, Debug, PartialEq)]
-pub struct StoredReport {
-    pub digest: Digest,
-    /// The `customs.report/v1` JSON.
-    pub report: String,
-    /// The advisory DB version it was matched against (empty: none).
-    pub db_version: String,
-    pub inspected_at_ms: i64,
-    pub millis: i64,
-    /// The policy's verdict: served, or refused for `reasons`.
-    pub allowed: bool,
-    pub policy: String,
-    pub reasons: Vec<String>,
-}
-
-/// What the gate says about pulling an image.
-#[derive(Clone, Debug, PartialEq)]
-pub enum GateState {
-    /// Not an image that is inspected (an index, an artifact), or stored before inspection existed.
-    Unjudged,
-    Pending,
-    Allowed,
-    Blocked { policy: String, reasons: Vec<String> },
-    /// Inspection gave up; the error says why.
-    Failed(String),
-}
-
-/// The inspection queue and its results. Jobs are leased: one whose lease expires (its worker died)
-/// is taken again.
-#[async_trait::async_trait]
-pub trait Inspections: Send + Sync {
-    /// Leases the oldest due job (queued and due, or running past its lease) until `now + lease`.
-    async fn claim_inspection(&self, now_ms: i64, lease_ms: i64) -> Result<Option<InspectionJob>>;
-    /// Stores the report and marks every job of its digest done, in one transaction.
-    async fn complete_inspection(&self, report: &StoredReport) -> Result<()>;
-    /// Records a failure: due again at `retry_at_ms`, or failed for good when `None`.
-    async fn fail_inspection(&self, job: i64, error: &str, retry_at_ms: Option<i64>) -> Result<()>;
-    async fn inspection_report(&self, digest: &Digest) -> Result<Option<StoredReport>>;
-    async fn inspection_state(&self, repo: &RepoName, digest: &Digest) -> Result<Option<InspectionState>>;
-    /// The verdict on `digest` (by any repository's inspection), else where its job stands.
-    async fn gate_state(&self, repo: &RepoName, digest: &Digest) -> Result<GateState>;
-    /// Up to `limit` stored reports matched against another advisory DB version than `db_version`.
-    async fn stale_reports(&self, db_version: &str, limit: usize) -> Result<Vec<StoredReport>>;
 }
 
 /// One page of a sorted listing: at most `n` entries after `last`.
@@ -190,6 +133,8 @@ pub trait Repositories: Send + Sync + 'static {
         subject: &Digest,
         artifact_type: Option<&str>,
     ) -> Result<Vec<ManifestRecord>>;
+    /// The tags in `repo` that point at `digest`, sorted.
+    async fn tags_of(&self, repo: &RepoName, digest: &Digest) -> Result<Vec<String>>;
     /// The manifests in `repo` that reference `target` (a blob, or a child manifest).
     async fn manifests_referencing(&self, repo: &RepoName, target: &Digest) -> Result<Vec<Digest>>;
 }
@@ -212,8 +157,8 @@ pub trait UploadSessions: Send + Sync + 'static {
 }
 
 /// Every port of the records store.
-pub trait MetaStore: Repositories + UploadSessions + Identities + Inspections {}
-impl<T: Repositories + UploadSessions + Identities + Inspections> MetaStore for T {}
+pub trait MetaStore: Repositories + UploadSessions + Identities + Inspections + Findings {}
+impl<T: Repositories + UploadSessions + Identities + Inspections + Findings> MetaStore for T {}
 
 /// The handle the rest of the program holds.
 #[derive(Clone)]

@@ -19,4 +19,4 @@ pub use digest::{Algorithm, Digest, DigestError, DigestHasher};
 pub use error_code::ErrorCode;
 pub use manifest::{Descriptor, Manifest, ManifestError, ManifestKind};
 pub use name::{NameError, Reference, ReferenceError, RepoName, Tag, UploadId};
-pub use time::rfc3339;
+pub use time::{parse_rfc3339, rfc3339};

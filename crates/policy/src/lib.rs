@@ -22,6 +22,7 @@ pub struct Decision {
 #[derive(Clone)]
 pub struct Policy {
     name: String,
+    source: String,
     engine: regorus::Engine,
 }
 
@@ -56,7 +57,7 @@ impl Policy {
         if package != "data.customs" {
             return Err(format!("{name}: the policy must be `package customs`, not {package}"));
         }
-        Ok(Policy { name: name.to_owned(), engine })
+        Ok(Policy { name: name.to_owned(), source: rego.to_owned(), engine })
     }
 
     pub fn paved_road() -> Policy {
@@ -65,6 +66,11 @@ impl Policy {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The Rego text: what a change of policy is detected by.
+    pub fn source(&self) -> &str {
+        &self.source
     }
 
     /// Evaluates the policy on `input` (an image's evidence).

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use meta::GateState;
 use oci::{Digest, RepoName};
 
-use crate::{Error, Registry, Result};
+use crate::{Error, PushMode, Registry, Result};
 
 const CACHE_TTL: Duration = Duration::from_secs(60);
 const CACHE_MAX: usize = 10_000;
@@ -87,26 +87,71 @@ impl Registry {
         if self.servable.contains(&key) {
             return Ok(());
         }
-        let started = Instant::now();
-        loop {
-            match state(repo.clone(), digest.clone()).await? {
-                GateState::Unjudged | GateState::Allowed => {
-                    self.servable.insert(key);
-                    return Ok(());
+        match self.settled(repo, digest, wait, state).await? {
+            GateState::Unjudged | GateState::Allowed => {
+                self.servable.insert(key);
+                Ok(())
+            }
+            GateState::Pending => Err(Error::Pending { retry_after_secs: 5 }),
+            refused => Err(refusal(refused)),
+        }
+    }
+
+    /// Whether pushes to `repo` that fail are refused rather than quarantined.
+    pub(crate) fn rejects_failing_pushes(&self, repo: &RepoName) -> bool {
+        self.config.gate_wait.is_some() && self.gate_rules().rule_for(repo).push == PushMode::Reject
+    }
+
+    /// Waits (within the gate's budget) for the verdict on a pushed image; refuses the push if it
+    /// fails, removing the manifest unless it was there before. A verdict not ready in time
+    /// leaves the push quarantined: its pulls wait for the verdict.
+    pub(crate) async fn push_gate(&self, repo: &RepoName, digest: &Digest, existed: bool) -> Result<()> {
+        let wait = self.config.gate_wait.unwrap_or_default();
+        let state = self
+            .settled(repo, digest, wait, |r, d| async move { self.meta.gate_state(&r, &d).await.map_err(|e| Error::Unavailable(e.to_string())) })
+            .await?;
+        match state {
+            GateState::Unjudged | GateState::Allowed => Ok(()),
+            GateState::Pending => {
+                tracing::warn!(%repo, %digest, "no verdict within the gate's budget: the push stays quarantined");
+                Ok(())
+            }
+            refused => {
+                if !existed {
+                    self.meta.delete_manifest(repo, digest).await?;
+                    self.cache.invalidate(repo);
                 }
-                GateState::Blocked { policy, reasons } => {
-                    let shown: Vec<&str> = reasons.iter().take(3).map(String::as_str).collect();
-                    let more = if reasons.len() > 3 { format!(" (and {} more)", reasons.len() - 3) } else { String::new() };
-                    return Err(Error::Blocked(format!("blocked by policy {policy}: {}{more}", shown.join("; "))));
-                }
-                GateState::Failed(e) => return Err(Error::Blocked(format!("not served: its inspection failed ({e})"))),
-                GateState::Pending => {
-                    if started.elapsed() >= wait {
-                        return Err(Error::Pending { retry_after_secs: 5 });
-                    }
-                    tokio::time::sleep(Duration::from_millis(100).min(wait.saturating_sub(started.elapsed()))).await;
-                }
+                Err(refusal(refused))
             }
         }
+    }
+
+    /// The state once it is no longer pending, or still pending after `wait`.
+    async fn settled<F, Fut>(&self, repo: &RepoName, digest: &Digest, wait: Duration, state: F) -> Result<GateState>
+    where
+        F: Fn(RepoName, Digest) -> Fut,
+        Fut: std::future::Future<Output = Result<GateState>>,
+    {
+        let started = Instant::now();
+        loop {
+            let now = state(repo.clone(), digest.clone()).await?;
+            if now != GateState::Pending || started.elapsed() >= wait {
+                return Ok(now);
+            }
+            tokio::time::sleep(Duration::from_millis(100).min(wait.saturating_sub(started.elapsed()))).await;
+        }
+    }
+}
+
+/// The DENIED error for a blocked or failed image: the policy and its first reasons.
+fn refusal(state: GateState) -> Error {
+    match state {
+        GateState::Blocked { policy, reasons } => {
+            let shown: Vec<&str> = reasons.iter().take(3).map(String::as_str).collect();
+            let more = if reasons.len() > 3 { format!(" (and {} more)", reasons.len() - 3) } else { String::new() };
+            Error::Blocked(format!("blocked by policy {policy}: {}{more}", shown.join("; ")))
+        }
+        GateState::Failed(e) => Error::Blocked(format!("not served: its inspection failed ({e})")),
+        other => Error::Unavailable(format!("not a refusal: {other:?}")),
     }
 }

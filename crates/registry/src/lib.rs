@@ -17,6 +17,8 @@ mod error;
 mod flight;
 mod gate;
 pub mod inspect;
+mod judge;
+pub mod signatures;
 mod manifests;
 mod range;
 mod uploads;
@@ -30,6 +32,7 @@ use oci::{Digest, Reference, RepoName, Tag};
 
 pub use access::{Access, AccessConfig, Actor, IssuedToken, NewRobot, PrincipalInfo};
 pub use error::Error;
+pub use judge::{Basis, GateRules, Mode, NamespaceRule, PushMode, index as report_index};
 pub use manifests::{ManifestContent, PutManifest};
 pub use range::RangeRequest;
 pub use uploads::{MountResult, UploadStatus};
@@ -112,6 +115,7 @@ pub struct Registry {
     /// Images the gate has already let through (bounded; verdicts of allowed images only change
     /// by re-judging).
     servable: gate::Servable,
+    gate_rules: GateRules,
 }
 
 impl Registry {
@@ -126,7 +130,14 @@ impl Registry {
             manifest_flight: SingleFlight::new(),
             blob_flight: SingleFlight::new(),
             servable: gate::Servable::default(),
+            gate_rules: GateRules::paved_road(),
         }
+    }
+
+    /// Judges with `rules` instead of the paved road everywhere.
+    pub fn with_gate_rules(mut self, rules: GateRules) -> Registry {
+        self.gate_rules = rules;
+        self
     }
 
     pub fn config(&self) -> &RegistryConfig {

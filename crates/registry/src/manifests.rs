@@ -7,7 +7,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use meta::{ManifestRecord, NewManifest};
-use oci::{Descriptor, Digest, Manifest, ManifestError, ManifestKind, Reference, RepoName, media_type};
+use oci::{Descriptor, Digest, Manifest, ManifestError, ManifestKind, Reference, RepoName, Tag, media_type};
 
 use crate::{BlobBody, Error, Registry, Result};
 
@@ -75,9 +75,23 @@ impl Registry {
         // Bytes first, durable; then the records in one transaction.
         self.blobs.put(&digest, bytes).await?;
         let inspect = is_image(&manifest);
-        let result = self.meta.put_manifest(repo, &NewManifest { record, blobs, children, tag, inspect }).await;
+        let signed = signed_image(&manifest, tag.as_ref());
+        let new = NewManifest { record, blobs, children, tag, inspect };
+        if inspect && self.rejects_failing_pushes(repo) {
+            // Reject mode: the tag moves only once the image passes.
+            let existed = self.meta.manifest(repo, &Reference::Digest(digest.clone())).await?.is_some();
+            let result = self.meta.put_manifest(repo, &NewManifest { tag: None, ..new.clone() }).await;
+            self.cache.invalidate(repo);
+            result?;
+            self.push_gate(repo, &digest, existed).await?;
+        }
+        let result = self.meta.put_manifest(repo, &new).await;
         self.cache.invalidate(repo);
         result?;
+        if let Some(image) = signed {
+            // A signature arrived: its image is judged again with it.
+            self.meta.rejudge_verdict(repo, &image).await?;
+        }
         Ok(PutManifest { digest, subject: manifest.subject.map(|s| s.digest) })
     }
 
@@ -179,4 +193,15 @@ pub(crate) fn is_image(m: &Manifest) -> bool {
         && m.config.as_ref().is_some_and(|c| {
             matches!(c.media_type.as_str(), "application/vnd.oci.image.config.v1+json" | "application/vnd.docker.container.image.v1+json")
         })
+}
+
+/// The image a cosign signature manifest signs: by its `sha256-<hex>.sig` tag, or its subject
+/// when it is a signature referrer.
+fn signed_image(manifest: &Manifest, tag: Option<&Tag>) -> Option<Digest> {
+    if let Some(image) = tag.and_then(crate::signatures::signed_by_tag) {
+        return Some(image);
+    }
+    let is_signature = manifest.artifact_type.as_deref() == Some(crate::signatures::SIGNATURE_ARTIFACT)
+        || manifest.layers.iter().any(|l| l.media_type == crate::signatures::SIMPLE_SIGNING);
+    manifest.subject.as_ref().filter(|_| is_signature).map(|s| s.digest.clone())
 }

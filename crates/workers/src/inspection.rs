@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use futures::StreamExt;
-use meta::{InspectionJob, Meta, StoredReport};
+use meta::{InspectionJob, Meta, StoredReport, Verdict};
 use oci::{Digest, Manifest, Reference, RepoName};
 use registry::Registry;
 use registry::inspect::{self, Target};
@@ -30,8 +30,6 @@ pub struct InspectionSettings {
     /// The advisory DB file, re-read when it changes; absent: packages only.
     pub advisory_db: PathBuf,
     pub limits: scanner::Limits,
-    /// The policy that judges every report.
-    pub policy: policy::Policy,
 }
 
 struct LoadedDb {
@@ -45,8 +43,8 @@ pub struct InspectionWorker {
     engines: scanner::Inspection,
     settings: InspectionSettings,
     db: Mutex<LoadedDb>,
-    /// The advisory DB version every stored report was last re-judged against.
-    judged_against: tokio::sync::Mutex<Option<String>>,
+    /// One re-judging at a time among this process's workers.
+    rejudging: tokio::sync::Mutex<()>,
 }
 
 fn now_ms() -> i64 {
@@ -83,7 +81,7 @@ impl InspectionWorker {
             engines,
             settings,
             db: Mutex::new(LoadedDb { modified: None, db: None }),
-            judged_against: tokio::sync::Mutex::new(None),
+            rejudging: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -119,9 +117,8 @@ impl InspectionWorker {
         };
         let started = Instant::now();
         match self.inspect(&job).await {
-            Ok(report) => {
-                tracing::info!(repo = %job.repo, digest = %job.digest, millis = started.elapsed().as_millis() as u64, "inspected");
-                self.meta.complete_inspection(&report).await.map_err(|e| e.to_string())?;
+            Ok(verdict) => {
+                tracing::info!(repo = %job.repo, digest = %job.digest, millis = started.elapsed().as_millis() as u64, allowed = verdict.allowed, "inspected");
             }
             Err(e) => {
                 let retry = (job.attempts < self.settings.max_attempts).then(|| now_ms() + 1000 * (1i64 << job.attempts.min(10)));
@@ -132,45 +129,53 @@ impl InspectionWorker {
         Ok(true)
     }
 
-    /// When the advisory DB changed, matches every stored report's packages again and judges it
-    /// again: no layer is read. Returns how many verdicts changed.
+    /// When what verdicts rest on changed (the advisory DB, a waiver; a signature arrived), judges
+    /// the stored images again: a report whose DB is outdated has its packages matched again, and
+    /// no layer is read. Returns how many verdicts changed.
     pub async fn rejudge(&self) -> Result<usize, String> {
         let db = self.advisory_db();
-        let version = db.as_ref().map(|d| d.version().to_owned()).unwrap_or_default();
-        let mut judged = self.judged_against.lock().await;
-        if judged.as_deref() == Some(version.as_str()) {
-            return Ok(0);
-        }
+        let db_version = db.as_ref().map(|d| d.version().to_owned()).unwrap_or_default();
+        let basis = self.registry.basis(&db_version, now_ms()).await.map_err(|e| e.to_string())?;
+        let _one = self.rejudging.lock().await;
         let mut changed = 0;
+        // The report of the digest in hand: verdicts come sorted by digest.
+        let mut current: Option<(meta::StoredReport, serde_json::Value, bool)> = None;
         loop {
-            let stale = self.meta.stale_reports(&version, 100).await.map_err(|e| e.to_string())?;
-            if stale.is_empty() {
+            let stale = self.meta.stale_verdicts(&basis.fingerprint, 500).await.map_err(|e| e.to_string())?;
+            let batch = stale.len();
+            let mut skipped = 0;
+            for old in stale {
+                if current.as_ref().is_none_or(|(r, _, _)| r.digest != old.digest) {
+                    let Some(stored) = self.meta.inspection_report(&old.digest).await.map_err(|e| e.to_string())? else {
+                        // No report to judge on (it is being inspected): the job will judge it.
+                        skipped += 1;
+                        continue;
+                    };
+                    current = Some(if stored.db_version == db_version {
+                        let report = serde_json::from_str(&stored.report).map_err(|e| format!("stored report: {e}"))?;
+                        (stored, report, false)
+                    } else {
+                        let mut report = inspect::rematch(&stored.report, db.as_deref())?;
+                        report["scanned_at"] = serde_json::json!(oci::rfc3339((now_ms() / 1000) as u64));
+                        let stored = meta::StoredReport { report: report.to_string(), db_version: db_version.clone(), ..stored };
+                        (stored, report, true)
+                    });
+                }
+                let (stored, report, rematched) = current.as_mut().expect("set above");
+                let verdict = self.registry.judge(&old.repo, &old.digest, report, &basis, now_ms()).await.map_err(|e| e.to_string())?;
+                let index = rematched.then(|| registry::report_index(report));
+                self.registry.record_verdict(index.as_ref().map(|i| (&*stored, i)), &verdict).await.map_err(|e| e.to_string())?;
+                // The re-matched report is stored once per digest.
+                *rematched = false;
+                if verdict.serves() != old.serves() || verdict.reasons != old.reasons {
+                    changed += 1;
+                    tracing::info!(repo = %old.repo, digest = %old.digest, allowed = verdict.allowed, reasons = ?verdict.reasons, "verdict changed");
+                }
+            }
+            if batch == 0 || skipped == batch {
                 break;
             }
-            for old in stale {
-                let mut report = inspect::rematch(&old.report, db.as_deref())?;
-                let repository = report["target"]["name"].as_str().and_then(|n| n.split_once('@')).map(|(r, _)| r.to_owned()).unwrap_or_default();
-                let mut evidence = report.clone();
-                evidence["repository"] = serde_json::json!(repository);
-                let decision = self.settings.policy.evaluate(&evidence).map_err(|e| format!("policy: {e}"))?;
-                if decision.allow != old.allowed {
-                    changed += 1;
-                    tracing::info!(digest = %old.digest, allowed = decision.allow, reasons = ?decision.deny, "verdict changed by new advisories");
-                }
-                report["scanned_at"] = serde_json::json!(oci::rfc3339((now_ms() / 1000) as u64));
-                let new = StoredReport {
-                    report: serde_json::to_string(&report).map_err(|e| e.to_string())?,
-                    db_version: version.clone(),
-                    allowed: decision.allow,
-                    policy: self.settings.policy.name().to_owned(),
-                    reasons: decision.deny,
-                    ..old
-                };
-                self.meta.complete_inspection(&new).await.map_err(|e| e.to_string())?;
-                self.registry.forget_verdicts();
-            }
         }
-        *judged = Some(version);
         Ok(changed)
     }
 
@@ -200,15 +205,20 @@ impl InspectionWorker {
         }
     }
 
-    async fn inspect(&self, job: &InspectionJob) -> Result<StoredReport, String> {
+    /// Inspects (or reuses the report of the same bytes under the same DB), judges and records.
+    async fn inspect(&self, job: &InspectionJob) -> Result<Verdict, String> {
         let db = self.advisory_db();
         let db_version = db.as_ref().map(|d| d.version().to_owned()).unwrap_or_default();
-        // The same bytes were inspected (in another repository) against this DB and policy: reuse.
+        let basis = self.registry.basis(&db_version, now_ms()).await.map_err(|e| e.to_string())?;
+        // The same bytes were inspected (in another repository, or before a restart) against this
+        // DB: judge that report for this repository.
         if let Some(existing) = self.meta.inspection_report(&job.digest).await.map_err(|e| e.to_string())?
             && existing.db_version == db_version
-            && existing.policy == self.settings.policy.name()
         {
-            return Ok(existing);
+            let report: serde_json::Value = serde_json::from_str(&existing.report).map_err(|e| format!("stored report: {e}"))?;
+            let verdict = self.registry.judge(&job.repo, &job.digest, &report, &basis, now_ms()).await.map_err(|e| e.to_string())?;
+            self.registry.record_verdict(None, &verdict).await.map_err(|e| e.to_string())?;
+            return Ok(verdict);
         }
         let content = self.registry.get_manifest(&job.repo, &Reference::Digest(job.digest.clone())).await.map_err(|e| format!("manifest: {e}"))?;
         let manifest = Manifest::parse(Some(&content.media_type), &content.bytes).map_err(|e| format!("manifest: {e}"))?;
@@ -248,23 +258,14 @@ impl InspectionWorker {
         let report = inspect::report(inventory, db.as_deref(), target, (now / 1000) as u64);
         let json = report.to_json();
         let report_json = json.to_string();
-        let mut evidence = json;
-        evidence["repository"] = serde_json::json!(job.repo.as_str());
-        let decision = self.settings.policy.evaluate(&evidence).map_err(|e| format!("policy: {e}"))?;
+        let verdict = self.registry.judge(&job.repo, &job.digest, &json, &basis, now).await.map_err(|e| e.to_string())?;
         let sbom = serde_json::to_vec(&report.to_cyclonedx(&uuid::Uuid::new_v4().to_string())).map_err(|e| e.to_string())?;
         let subject = (content.media_type.as_str(), &job.digest, content.bytes.len());
         self.attach(&job.repo, subject, SBOM_ARTIFACT, Bytes::from(sbom), &db_version).await?;
         self.attach(&job.repo, subject, REPORT_ARTIFACT, Bytes::from(report_json.clone()), &db_version).await?;
-        Ok(StoredReport {
-            digest: job.digest.clone(),
-            report: report_json,
-            db_version,
-            inspected_at_ms: now,
-            millis,
-            allowed: decision.allow,
-            policy: self.settings.policy.name().to_owned(),
-            reasons: decision.deny,
-        })
+        let stored = StoredReport { digest: job.digest.clone(), report: report_json, db_version, inspected_at_ms: now, millis };
+        self.registry.record_verdict(Some((&stored, &registry::report_index(&json))), &verdict).await.map_err(|e| e.to_string())?;
+        Ok(verdict)
     }
 
     /// Pushes `bytes` as an artifact referring to the image.

@@ -1,33 +1,24 @@
-//! [`Inspections`] on SQLite. One writer connection serialises claims, so the claim is a plain
-//! `UPDATE … WHERE id = (SELECT …) RETURNING`; PostgreSQL will add `FOR UPDATE SKIP LOCKED`.
+//! [`Inspections`] and [`Findings`] on SQLite. One writer connection serialises claims, so the
+//! claim is a plain `UPDATE … WHERE id = (SELECT …) RETURNING`; PostgreSQL will add
+//! `FOR UPDATE SKIP LOCKED`.
 
+use std::collections::BTreeMap;
 use std::str::FromStr;
 
 use oci::{Digest, RepoName};
 use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
 
 use super::{SqliteMeta, db, now_ms};
-use crate::{Error, GateState, InspectionJob, InspectionState, Inspections, Result, StoredReport};
+use crate::{
+    Repositories, Component, Error, Findings, GateState, ImageMatch, ImageVulnerability, InspectionJob, InspectionState, Inspections,
+    NewWaiver, PackageQuery, ReportIndex, Result, StoredReport, Verdict, Waiver,
+};
 
-fn stored_report(row: &sqlx::sqlite::SqliteRow, digest: Digest) -> Result<StoredReport> {
-    Ok(StoredReport {
-        digest,
-        report: row.get("report"),
-        db_version: row.get("db_version"),
-        inspected_at_ms: row.get("inspected_at"),
-        millis: row.get("millis"),
-        allowed: row.get("allowed"),
-        policy: row.get("policy"),
-        reasons: reasons(row.get("reasons"))?,
-    })
-}
-
-fn reasons(json: &str) -> Result<Vec<String>> {
-    serde_json::from_str(json).map_err(|_| Error::Corrupt(format!("stored reasons {json:?} are not a JSON list")))
-}
-
-fn parse<T: FromStr>(s: &str, what: &str) -> Result<T> {
-    s.parse().map_err(|_| Error::Corrupt(format!("stored {what} {s:?} does not parse")))
+macro_rules! verdict_columns {
+    () => {
+        "repo, digest, allowed, enforced, policy, reasons, warnings, basis, judged_at"
+    };
 }
 
 #[async_trait::async_trait]
@@ -54,32 +45,89 @@ impl Inspections for SqliteMeta {
         }))
     }
 
-    async fn complete_inspection(&self, r: &StoredReport) -> Result<()> {
+    async fn record_verdict(&self, report: Option<(&StoredReport, &ReportIndex)>, v: &Verdict) -> Result<Option<Verdict>> {
         let mut tx = self.writer.begin().await.map_err(db)?;
-        sqlx::query(
-            "INSERT INTO inspection_reports (digest, report, db_version, inspected_at, millis, allowed, policy, reasons)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-             ON CONFLICT (digest) DO UPDATE SET report = $2, db_version = $3, inspected_at = $4, millis = $5,
-                 allowed = $6, policy = $7, reasons = $8",
-        )
-        .bind(r.digest.to_string())
-        .bind(&r.report)
-        .bind(&r.db_version)
-        .bind(r.inspected_at_ms)
-        .bind(r.millis)
-        .bind(r.allowed)
-        .bind(&r.policy)
-        .bind(serde_json::to_string(&r.reasons).unwrap_or_else(|_| "[]".into()))
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
-        sqlx::query("UPDATE inspection_jobs SET state = 'done', lease_until = NULL, last_error = NULL, updated_at = $1 WHERE digest = $2")
-            .bind(now_ms())
-            .bind(r.digest.to_string())
+        if let Some((r, index)) = report {
+            let digest = r.digest.to_string();
+            sqlx::query(
+                "INSERT INTO inspection_reports (digest, report, db_version, inspected_at, millis) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (digest) DO UPDATE SET report = $2, db_version = $3, inspected_at = $4, millis = $5",
+            )
+            .bind(&digest)
+            .bind(&r.report)
+            .bind(&r.db_version)
+            .bind(r.inspected_at_ms)
+            .bind(r.millis)
             .execute(&mut *tx)
             .await
             .map_err(db)?;
-        tx.commit().await.map_err(db)
+            for sql in ["DELETE FROM components WHERE digest = $1", "DELETE FROM image_vulnerabilities WHERE digest = $1"] {
+                sqlx::query(sql).bind(&digest).execute(&mut *tx).await.map_err(db)?;
+            }
+            for c in &index.components {
+                sqlx::query("INSERT INTO components (digest, ecosystem, name, version, purl, layer) VALUES ($1, $2, $3, $4, $5, $6)")
+                    .bind(&digest)
+                    .bind(&c.ecosystem)
+                    .bind(&c.name)
+                    .bind(&c.version)
+                    .bind(&c.purl)
+                    .bind(&c.layer)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
+            }
+            for f in &index.vulnerabilities {
+                sqlx::query(
+                    "INSERT INTO image_vulnerabilities (digest, vuln, canonical, package, version, severity, fixed)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(&digest)
+                .bind(&f.id)
+                .bind(&f.canonical)
+                .bind(&f.package)
+                .bind(&f.version)
+                .bind(&f.severity)
+                .bind(&f.fixed)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            }
+        }
+        let old = sqlx::query(concat!("SELECT ", verdict_columns!(), " FROM verdicts WHERE repo = $1 AND digest = $2"))
+            .bind(v.repo.as_str())
+            .bind(v.digest.to_string())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db)?
+            .map(|row| verdict(&row))
+            .transpose()?;
+        sqlx::query(concat!("INSERT INTO verdicts (", verdict_columns!(), ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+             ON CONFLICT (repo, digest) DO UPDATE SET allowed = $3, enforced = $4, policy = $5, reasons = $6,
+                 warnings = $7, basis = $8, judged_at = $9"))
+        .bind(v.repo.as_str())
+        .bind(v.digest.to_string())
+        .bind(v.allowed)
+        .bind(v.enforced)
+        .bind(&v.policy)
+        .bind(json_list(&v.reasons))
+        .bind(json_list(&v.warnings))
+        .bind(&v.basis)
+        .bind(v.judged_at_ms)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        sqlx::query(
+            "UPDATE inspection_jobs SET state = 'done', lease_until = NULL, last_error = NULL, updated_at = $1
+             WHERE repo = $2 AND digest = $3",
+        )
+        .bind(now_ms())
+        .bind(v.repo.as_str())
+        .bind(v.digest.to_string())
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(old)
     }
 
     async fn fail_inspection(&self, job: i64, error: &str, retry_at: Option<i64>) -> Result<()> {
@@ -100,45 +148,18 @@ impl Inspections for SqliteMeta {
     }
 
     async fn inspection_report(&self, digest: &Digest) -> Result<Option<StoredReport>> {
-        let row = sqlx::query("SELECT report, db_version, inspected_at, millis, allowed, policy, reasons FROM inspection_reports WHERE digest = $1")
+        let row = sqlx::query("SELECT report, db_version, inspected_at, millis FROM inspection_reports WHERE digest = $1")
             .bind(digest.to_string())
             .fetch_optional(&self.reader)
             .await
             .map_err(db)?;
-        row.map(|row| stored_report(&row, digest.clone())).transpose()
-    }
-
-    async fn stale_reports(&self, db_version: &str, limit: usize) -> Result<Vec<StoredReport>> {
-        let rows = sqlx::query(
-            "SELECT digest, report, db_version, inspected_at, millis, allowed, policy, reasons FROM inspection_reports
-             WHERE db_version <> $1 ORDER BY digest LIMIT $2",
-        )
-        .bind(db_version)
-        .bind(limit as i64)
-        .fetch_all(&self.reader)
-        .await
-        .map_err(db)?;
-        rows.iter().map(|row| stored_report(row, parse(row.get::<&str, _>("digest"), "digest")?)).collect()
-    }
-
-    async fn gate_state(&self, repo: &RepoName, digest: &Digest) -> Result<GateState> {
-        let verdict = sqlx::query("SELECT allowed, policy, reasons FROM inspection_reports WHERE digest = $1")
-            .bind(digest.to_string())
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(db)?;
-        if let Some(row) = verdict {
-            return Ok(if row.get::<bool, _>("allowed") {
-                GateState::Allowed
-            } else {
-                GateState::Blocked { policy: row.get("policy"), reasons: reasons(row.get("reasons"))? }
-            });
-        }
-        Ok(match self.inspection_state(repo, digest).await? {
-            None | Some(InspectionState::Done) => GateState::Unjudged,
-            Some(InspectionState::Queued | InspectionState::Running) => GateState::Pending,
-            Some(InspectionState::Failed(e)) => GateState::Failed(e),
-        })
+        Ok(row.map(|row| StoredReport {
+            digest: digest.clone(),
+            report: row.get("report"),
+            db_version: row.get("db_version"),
+            inspected_at_ms: row.get("inspected_at"),
+            millis: row.get("millis"),
+        }))
     }
 
     async fn inspection_state(&self, repo: &RepoName, digest: &Digest) -> Result<Option<InspectionState>> {
@@ -157,4 +178,255 @@ impl Inspections for SqliteMeta {
             other => return Err(Error::Corrupt(format!("inspection state {other:?}"))),
         }))
     }
+
+    async fn verdict(&self, repo: &RepoName, digest: &Digest) -> Result<Option<Verdict>> {
+        sqlx::query(concat!("SELECT ", verdict_columns!(), " FROM verdicts WHERE repo = $1 AND digest = $2"))
+            .bind(repo.as_str())
+            .bind(digest.to_string())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(db)?
+            .map(|row| verdict(&row))
+            .transpose()
+    }
+
+    async fn gate_state(&self, repo: &RepoName, digest: &Digest) -> Result<GateState> {
+        let own = self.own_gate_state(repo, digest).await?;
+        if own != GateState::Unjudged {
+            return Ok(own);
+        }
+        // An index: judged through the images it lists.
+        let children: Vec<String> = sqlx::query_scalar("SELECT target FROM manifest_refs WHERE repo = $1 AND manifest = $2 AND kind = 'manifest'")
+            .bind(repo.as_str())
+            .bind(digest.to_string())
+            .fetch_all(&self.reader)
+            .await
+            .map_err(db)?;
+        let mut strictest = GateState::Unjudged;
+        for child in children {
+            let child_digest: Digest = parse(&child, "digest")?;
+            let state = match self.own_gate_state(repo, &child_digest).await? {
+                GateState::Blocked { policy, reasons } => {
+                    GateState::Blocked { policy, reasons: reasons.into_iter().map(|r| format!("{child}: {r}")).collect() }
+                }
+                other => other,
+            };
+            if strictness(&state) > strictness(&strictest) {
+                strictest = state;
+            }
+        }
+        Ok(strictest)
+    }
+
+    async fn stale_verdicts(&self, basis: &str, limit: usize) -> Result<Vec<Verdict>> {
+        let rows = sqlx::query(concat!("SELECT ", verdict_columns!(), " FROM verdicts WHERE basis <> $1 ORDER BY digest, repo LIMIT $2"))
+            .bind(basis)
+            .bind(limit as i64)
+            .fetch_all(&self.reader)
+            .await
+            .map_err(db)?;
+        rows.iter().map(verdict).collect()
+    }
+
+    async fn rejudge_verdict(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
+        sqlx::query("UPDATE verdicts SET basis = '' WHERE repo = $1 AND digest = $2")
+            .bind(repo.as_str())
+            .bind(digest.to_string())
+            .execute(&self.writer)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+}
+
+impl SqliteMeta {
+    /// The gate state of `digest` itself: its verdict, else its job.
+    async fn own_gate_state(&self, repo: &RepoName, digest: &Digest) -> Result<GateState> {
+        if let Some(v) = self.verdict(repo, digest).await? {
+            return Ok(if v.serves() { GateState::Allowed } else { GateState::Blocked { policy: v.policy, reasons: v.reasons } });
+        }
+        Ok(match self.inspection_state(repo, digest).await? {
+            None | Some(InspectionState::Done) => GateState::Unjudged,
+            Some(InspectionState::Queued | InspectionState::Running) => GateState::Pending,
+            Some(InspectionState::Failed(e)) => GateState::Failed(e),
+        })
+    }
+
+    async fn image_matches<T>(&self, rows: Vec<(String, String, T)>) -> Result<Vec<ImageMatch<T>>> {
+        let mut tags: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+        let mut out = Vec::with_capacity(rows.len());
+        for (repo, digest, found) in rows {
+            let (repo_name, digest_value): (RepoName, Digest) = (parse(&repo, "repository")?, parse(&digest, "digest")?);
+            let t = match tags.get(&(repo.clone(), digest.clone())) {
+                Some(t) => t.clone(),
+                None => {
+                    let t = self.tags_of(&repo_name, &digest_value).await?;
+                    tags.insert((repo, digest), t.clone());
+                    t
+                }
+            };
+            out.push(ImageMatch { repo: repo_name, digest: digest_value, tags: t, found });
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait::async_trait]
+impl Findings for SqliteMeta {
+    async fn images_with_vulnerability(&self, id: &str, limit: usize) -> Result<Vec<ImageMatch<ImageVulnerability>>> {
+        // An image holds the vulnerability once per id it goes by; the same canonical id through
+        // two aliases is one finding.
+        let rows = sqlx::query(
+            "SELECT DISTINCT m.repo, v.digest, v.canonical, v.package, v.version, v.severity, v.fixed
+             FROM image_vulnerabilities v JOIN manifests m ON m.digest = v.digest
+             WHERE v.vuln = $1 ORDER BY m.repo, v.digest, v.package LIMIT $2",
+        )
+        .bind(id)
+        .bind(limit as i64)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db)?;
+        let rows = rows
+            .iter()
+            .map(|r| {
+                let found = ImageVulnerability {
+                    id: id.to_owned(),
+                    canonical: r.get("canonical"),
+                    package: r.get("package"),
+                    version: r.get("version"),
+                    severity: r.get("severity"),
+                    fixed: r.get("fixed"),
+                };
+                (r.get::<String, _>("repo"), r.get::<String, _>("digest"), found)
+            })
+            .collect();
+        self.image_matches(rows).await
+    }
+
+    async fn images_with_package(&self, q: &PackageQuery, limit: usize) -> Result<Vec<ImageMatch<Component>>> {
+        // A purl without a version matches every version of it.
+        let (purl_exact, purl_prefix) = match &q.purl {
+            Some(p) if p.contains('@') => (Some(p.clone()), None),
+            Some(p) => (None, Some(format!("{p}@"))),
+            None => (None, None),
+        };
+        let rows = sqlx::query(
+            "SELECT DISTINCT m.repo, c.digest, c.ecosystem, c.name, c.version, c.purl, c.layer
+             FROM components c JOIN manifests m ON m.digest = c.digest
+             WHERE ($1 IS NULL OR c.purl = $1 OR c.purl LIKE $1 || '?%')
+               AND ($2 IS NULL OR substr(c.purl, 1, length($2)) = $2)
+               AND ($3 IS NULL OR c.ecosystem = $3)
+               AND ($4 IS NULL OR c.name = $4)
+             ORDER BY m.repo, c.digest, c.name, c.version LIMIT $5",
+        )
+        .bind(purl_exact)
+        .bind(purl_prefix)
+        .bind(&q.ecosystem)
+        .bind(&q.name)
+        .bind(limit as i64)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db)?;
+        let rows = rows
+            .iter()
+            .map(|r| {
+                let found = Component {
+                    ecosystem: r.get("ecosystem"),
+                    name: r.get("name"),
+                    version: r.get("version"),
+                    purl: r.get("purl"),
+                    layer: r.get("layer"),
+                };
+                (r.get::<String, _>("repo"), r.get::<String, _>("digest"), found)
+            })
+            .collect();
+        self.image_matches(rows).await
+    }
+
+    async fn add_waiver(&self, w: &NewWaiver) -> Result<Waiver> {
+        let now = now_ms();
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO waivers (finding, repositories, reason, expires_at, created_at, created_by)
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+        )
+        .bind(&w.finding)
+        .bind(&w.repositories)
+        .bind(&w.reason)
+        .bind(w.expires_at_ms)
+        .bind(now)
+        .bind(&w.created_by)
+        .fetch_one(&self.writer)
+        .await
+        .map_err(db)?;
+        Ok(Waiver {
+            id,
+            finding: w.finding.clone(),
+            repositories: w.repositories.clone(),
+            reason: w.reason.clone(),
+            expires_at_ms: w.expires_at_ms,
+            created_at_ms: now,
+            created_by: w.created_by.clone(),
+        })
+    }
+
+    async fn waivers(&self) -> Result<Vec<Waiver>> {
+        let rows = sqlx::query("SELECT id, finding, repositories, reason, expires_at, created_at, created_by FROM waivers ORDER BY id")
+            .fetch_all(&self.reader)
+            .await
+            .map_err(db)?;
+        Ok(rows
+            .iter()
+            .map(|r| Waiver {
+                id: r.get("id"),
+                finding: r.get("finding"),
+                repositories: r.get("repositories"),
+                reason: r.get("reason"),
+                expires_at_ms: r.get("expires_at"),
+                created_at_ms: r.get("created_at"),
+                created_by: r.get("created_by"),
+            })
+            .collect())
+    }
+
+    async fn remove_waiver(&self, id: i64) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM waivers WHERE id = $1").bind(id).execute(&self.writer).await.map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
+}
+
+/// How strongly a state refuses: the strictest child decides an index's state.
+fn strictness(s: &GateState) -> u8 {
+    match s {
+        GateState::Unjudged => 0,
+        GateState::Allowed => 1,
+        GateState::Pending => 2,
+        GateState::Blocked { .. } => 3,
+        GateState::Failed(_) => 4,
+    }
+}
+
+fn verdict(row: &SqliteRow) -> Result<Verdict> {
+    Ok(Verdict {
+        repo: parse(row.get::<&str, _>("repo"), "repository")?,
+        digest: parse(row.get::<&str, _>("digest"), "digest")?,
+        allowed: row.get("allowed"),
+        enforced: row.get("enforced"),
+        policy: row.get("policy"),
+        reasons: list(row.get("reasons"))?,
+        warnings: list(row.get("warnings"))?,
+        basis: row.get("basis"),
+        judged_at_ms: row.get("judged_at"),
+    })
+}
+
+fn json_list(items: &[String]) -> String {
+    serde_json::to_string(items).unwrap_or_else(|_| "[]".into())
+}
+
+fn list(json: &str) -> Result<Vec<String>> {
+    serde_json::from_str(json).map_err(|_| Error::Corrupt(format!("stored list {json:?} is not a JSON list of strings")))
+}
+
+fn parse<T: FromStr>(s: &str, what: &str) -> Result<T> {
+    s.parse().map_err(|_| Error::Corrupt(format!("stored {what} {s:?} does not parse")))
 }

@@ -17,6 +17,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("../../migrations/sqlite/0002_access.sql")),
     (3, include_str!("../../migrations/sqlite/0003_inspection.sql")),
     (4, include_str!("../../migrations/sqlite/0004_verdicts.sql")),
+    (5, include_str!("../../migrations/sqlite/0005_judgements.sql")),
 ];
 
 mod identities;
@@ -237,6 +238,8 @@ impl Repositories for SqliteMeta {
         for sql in [
             "DELETE FROM tags WHERE repo = $1 AND digest = $2",
             "DELETE FROM manifest_refs WHERE repo = $1 AND manifest = $2",
+            "DELETE FROM inspection_jobs WHERE repo = $1 AND digest = $2",
+            "DELETE FROM verdicts WHERE repo = $1 AND digest = $2",
         ] {
             sqlx::query(sql).bind(repo.as_str()).bind(digest.to_string()).execute(&mut *tx).await.map_err(db)?;
         }
@@ -302,6 +305,15 @@ impl Repositories for SqliteMeta {
         .await
         .map_err(db)?;
         rows.iter().map(manifest_record).collect()
+    }
+
+    async fn tags_of(&self, repo: &RepoName, digest: &Digest) -> Result<Vec<String>> {
+        sqlx::query_scalar("SELECT name FROM tags WHERE repo = $1 AND digest = $2 ORDER BY name")
+            .bind(repo.as_str())
+            .bind(digest.to_string())
+            .fetch_all(&self.reader)
+            .await
+            .map_err(db)
     }
 
     async fn manifests_referencing(&self, repo: &RepoName, target: &Digest) -> Result<Vec<Digest>> {

@@ -1,0 +1,184 @@
+//! The records of the gate: the inspection queue, each image's report (by digest: the same bytes
+//! have the same facts everywhere), each repository's verdict on it, the components and
+//! vulnerabilities that queries look up, and waivers.
+
+use oci::{Digest, RepoName};
+
+use crate::Result;
+
+/// One inspection to do.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InspectionJob {
+    pub id: i64,
+    pub repo: RepoName,
+    pub digest: Digest,
+    /// Including this one.
+    pub attempts: u32,
+}
+
+/// Where an image's inspection stands.
+#[derive(Clone, Debug, PartialEq)]
+pub enum InspectionState {
+    Queued,
+    Running,
+    Done,
+    Failed(String),
+}
+
+/// An inspection's result, stored once per manifest digest.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredReport {
+    pub digest: Digest,
+    /// The `customs.report/v1` JSON.
+    pub report: String,
+    /// The advisory DB version it was matched against (empty: none).
+    pub db_version: String,
+    pub inspected_at_ms: i64,
+    pub millis: i64,
+}
+
+/// A report's rows for queries, written with it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ReportIndex {
+    pub components: Vec<Component>,
+    pub vulnerabilities: Vec<ImageVulnerability>,
+}
+
+/// One package of an image.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Component {
+    pub ecosystem: String,
+    pub name: String,
+    pub version: String,
+    pub purl: String,
+    pub layer: Option<String>,
+}
+
+/// One vulnerability of an image, under one of its ids.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ImageVulnerability {
+    /// The id this row is found by: the CVE, or one of its aliases.
+    pub id: String,
+    /// The id the report names it by.
+    pub canonical: String,
+    pub package: String,
+    pub version: String,
+    pub severity: String,
+    pub fixed: Option<String>,
+}
+
+/// A repository's judgement of one image.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Verdict {
+    pub repo: RepoName,
+    pub digest: Digest,
+    /// What the policy decided.
+    pub allowed: bool,
+    /// `false` in audit mode: recorded and reported, never refused.
+    pub enforced: bool,
+    pub policy: String,
+    pub reasons: Vec<String>,
+    pub warnings: Vec<String>,
+    /// The fingerprint of what it was judged on; another basis means "judge again".
+    pub basis: String,
+    pub judged_at_ms: i64,
+}
+
+impl Verdict {
+    /// Whether the gate serves the image.
+    pub fn serves(&self) -> bool {
+        self.allowed || !self.enforced
+    }
+}
+
+/// What the gate says about pulling an image.
+#[derive(Clone, Debug, PartialEq)]
+pub enum GateState {
+    /// Not an image that is inspected (an artifact, an index of artifacts), or stored before
+    /// inspection existed.
+    Unjudged,
+    Pending,
+    Allowed,
+    Blocked { policy: String, reasons: Vec<String> },
+    /// Inspection gave up; the error says why.
+    Failed(String),
+}
+
+/// The inspection queue, reports and verdicts. Jobs are leased: one whose lease expires (its
+/// worker died) is taken again.
+#[async_trait::async_trait]
+pub trait Inspections: Send + Sync {
+    /// Leases the oldest due job (queued and due, or running past its lease) until `now + lease`.
+    async fn claim_inspection(&self, now_ms: i64, lease_ms: i64) -> Result<Option<InspectionJob>>;
+    /// Stores the verdict (with a new or re-matched report and its rows, when given) and marks
+    /// the job of its repository and digest done, in one transaction. Returns the verdict it
+    /// replaced.
+    async fn record_verdict(&self, report: Option<(&StoredReport, &ReportIndex)>, verdict: &Verdict) -> Result<Option<Verdict>>;
+    /// Records a failure: due again at `retry_at_ms`, or failed for good when `None`.
+    async fn fail_inspection(&self, job: i64, error: &str, retry_at_ms: Option<i64>) -> Result<()>;
+    async fn inspection_report(&self, digest: &Digest) -> Result<Option<StoredReport>>;
+    async fn inspection_state(&self, repo: &RepoName, digest: &Digest) -> Result<Option<InspectionState>>;
+    async fn verdict(&self, repo: &RepoName, digest: &Digest) -> Result<Option<Verdict>>;
+    /// `repo`'s verdict on `digest`, else where its job stands; an index that is neither is
+    /// judged through its children (the strictest child's state).
+    async fn gate_state(&self, repo: &RepoName, digest: &Digest) -> Result<GateState>;
+    /// Up to `limit` verdicts judged on another basis than `basis`, by digest.
+    async fn stale_verdicts(&self, basis: &str, limit: usize) -> Result<Vec<Verdict>>;
+    /// Asks for `repo`'s verdict on `digest` to be judged again (a signature arrived).
+    async fn rejudge_verdict(&self, repo: &RepoName, digest: &Digest) -> Result<()>;
+}
+
+/// An image found by a query: where it is stored, its tags, and what matched.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ImageMatch<T> {
+    pub repo: RepoName,
+    pub digest: Digest,
+    pub tags: Vec<String>,
+    pub found: T,
+}
+
+/// Which packages to look for: every given field must match.
+#[derive(Clone, Debug, Default)]
+pub struct PackageQuery {
+    /// A purl, exact; without `@version`, any version of it.
+    pub purl: Option<String>,
+    pub ecosystem: Option<String>,
+    pub name: Option<String>,
+}
+
+/// A finding set aside.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Waiver {
+    pub id: i64,
+    /// A vulnerability id (CVE or alias), a secret's fingerprint, or a misconfiguration id.
+    pub finding: String,
+    /// A repository glob.
+    pub repositories: String,
+    pub reason: String,
+    pub expires_at_ms: i64,
+    pub created_at_ms: i64,
+    pub created_by: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct NewWaiver {
+    pub finding: String,
+    pub repositories: String,
+    pub reason: String,
+    pub expires_at_ms: i64,
+    pub created_by: String,
+}
+
+/// Queries across every inspected image, and waivers.
+#[async_trait::async_trait]
+pub trait Findings: Send + Sync {
+    /// Every stored image (in every repository holding it) with a vulnerability known by `id`
+    /// (its CVE or any alias).
+    async fn images_with_vulnerability(&self, id: &str, limit: usize) -> Result<Vec<ImageMatch<ImageVulnerability>>>;
+    /// Every stored image holding a package that matches.
+    async fn images_with_package(&self, query: &PackageQuery, limit: usize) -> Result<Vec<ImageMatch<Component>>>;
+    async fn add_waiver(&self, waiver: &NewWaiver) -> Result<Waiver>;
+    /// Every waiver, expired ones included, by id.
+    async fn waivers(&self) -> Result<Vec<Waiver>>;
+    async fn remove_waiver(&self, id: i64) -> Result<bool>;
+}
