@@ -48,15 +48,7 @@ fn need(endpoint: &Endpoint) -> Need<'_> {
 /// tokens without the scope get a challenge for the scope (401), a principal that proved who it
 /// is with a password gets DENIED (403).
 pub(crate) fn authorize(who: Who, endpoint: &Endpoint, mount_from: Option<&RepoName>) -> Result<Proof, ApiError> {
-    let refuse = |who: &Who, scope: Option<String>| match who.via {
-        Via::Anonymous => ApiError::Unauthorized { message: "authentication required".into(), error: None, scope },
-        Via::Bearer => ApiError::Unauthorized {
-            message: "the token does not grant this".into(),
-            error: Some("insufficient_scope"),
-            scope,
-        },
-        Via::Basic | Via::Open => ApiError::Denied(format!("{} may not do this", who.name())),
-    };
+    let refuse = refusal;
     match need(endpoint) {
         Need::Authenticated { scope } => {
             if who.via == Via::Anonymous {
@@ -72,6 +64,16 @@ pub(crate) fn authorize(who: Who, endpoint: &Endpoint, mount_from: Option<&RepoN
     }
     let mount_from = mount_from.is_some_and(|from| who.principal.may(Action::Pull, from));
     Ok(Proof { who, mount_from })
+}
+
+/// The refusal for `who`: a challenge (for `scope`) to anonymous callers and to tokens, DENIED to
+/// a principal that proved who it is with a password.
+pub(crate) fn refusal(who: &Who, scope: Option<String>) -> ApiError {
+    match who.via {
+        Via::Anonymous => ApiError::Unauthorized { message: "authentication required".into(), error: None, scope },
+        Via::Bearer => ApiError::Unauthorized { message: "the token does not grant this".into(), error: Some("insufficient_scope"), scope },
+        Via::Basic | Via::Open => ApiError::Denied(format!("{} may not do this", who.name())),
+    }
 }
 
 /// Decides a management endpoint: `whoami` for anyone who proved who they are, a password

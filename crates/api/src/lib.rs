@@ -14,6 +14,7 @@ mod admission;
 mod authn;
 mod authorize;
 mod endpoint;
+mod findings;
 mod manage;
 mod prom;
 mod error;
@@ -129,6 +130,11 @@ pub fn build(services: Services, limits: &HttpLimits) -> Router {
     });
     Router::new()
         .route("/token", get(token::token).post(token::token))
+        .route("/api/v1/images/{*rest}", any(findings::dispatch))
+        .route("/api/v1/vulnerabilities/{*rest}", any(findings::dispatch))
+        .route("/api/v1/packages", any(findings::dispatch))
+        .route("/api/v1/waivers", any(findings::dispatch))
+        .route("/api/v1/waivers/{*rest}", any(findings::dispatch))
         .route("/api/v1/{*rest}", any(manage::dispatch))
         .route("/v2", any(v2::dispatch))
         .route("/v2/", any(v2::dispatch))

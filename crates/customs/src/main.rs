@@ -8,6 +8,7 @@ mod db;
 mod engines;
 mod gate;
 mod policy_cmd;
+mod query;
 mod scan;
 mod serve;
 mod source;
@@ -70,6 +71,20 @@ enum Command {
         args: ServeArgs,
         #[command(subcommand)]
         command: db::DbCommand,
+    },
+    /// Ask across every inspected image: by vulnerability, by package, or one image's report.
+    Query {
+        #[command(flatten)]
+        args: ServeArgs,
+        #[command(subcommand)]
+        command: query::QueryCommand,
+    },
+    /// Waivers: findings set aside for some repositories until a date.
+    Waiver {
+        #[command(flatten)]
+        args: ServeArgs,
+        #[command(subcommand)]
+        command: query::WaiverCommand,
     },
     /// Print the audit log: id, time, actor, action, target, client, detail.
     Audit {
@@ -136,6 +151,8 @@ fn main() -> std::process::ExitCode {
         Command::Audit { args, after, limit, actor, action } => {
             args.load().and_then(|c| access::run(c, access::Command::Audit { after, limit, actor, action }))
         }
+        Command::Query { args, command } => args.load().and_then(|c| query::run(c, query::Command::Query(command))),
+        Command::Waiver { args, command } => args.load().and_then(|c| query::run(c, query::Command::Waiver(command))),
         Command::Db { args, command } => args.load().and_then(|c| db::run(c, command)),
         Command::Policy { command } => match policy_cmd::run(command) {
             Ok(code) => return std::process::ExitCode::from(code),

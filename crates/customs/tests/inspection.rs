@@ -248,6 +248,18 @@ fn new_advisories_rejudge_stored_images_without_reading_their_layers() {
     run(customs_bin, &["db", "import", fixtures().join("osv/Maven").to_str().unwrap(), "--data", data.to_str().unwrap()]);
     let body = wait_for(403);
     assert!(body.contains("CVE-2021-44228"), "{body}");
+    // Which images does Log4Shell hit? Asked by an alias, answered with repository and tags.
+    let hits = |id: &str| -> serde_json::Value {
+        let (status, _, body) = fetch(&format!("{base}/api/v1/vulnerabilities/{id}/images"));
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["images"].clone()
+    };
+    let images = hits("GHSA-jfh8-c2jp-5v3q");
+    assert_eq!(images.as_array().map(Vec::len), Some(1), "{images}");
+    assert_eq!((images[0]["repository"].as_str(), &images[0]["tags"], images[0]["id"].as_str()), (Some("team/java"), &serde_json::json!(["1"]), Some("CVE-2021-44228")));
+    assert_eq!(images[0]["fixed_version"], "2.15.0");
+    let cli = run(customs_bin, &["query", "vuln", "CVE-2021-44228", "--data", data.to_str().unwrap()]);
+    assert!(cli.contains("team/java@") && cli.contains("(1)") && cli.contains("fixed in 2.15.0"), "{cli}");
     // The records are withdrawn: unblocked again.
     let withdrawn = tmp.path().join("withdrawn");
     std::fs::create_dir_all(&withdrawn).unwrap();
@@ -258,6 +270,7 @@ fn new_advisories_rejudge_stored_images_without_reading_their_layers() {
     }
     run(customs_bin, &["db", "import", withdrawn.to_str().unwrap(), "--data", data.to_str().unwrap()]);
     wait_for(200);
+    assert_eq!(hits("CVE-2021-44228"), serde_json::json!([]), "re-matched: the rows follow the report");
     assert!(!stored.exists(), "the layer was never needed again");
     assert!(server.stop());
 }

@@ -375,12 +375,17 @@ async fn inspections_are_leased_retried_and_completed(meta: &dyn MetaStore) {
         by("pkg:maven/org.apache.logging.log4j/log4j-core"),
         by("pkg:maven/org.apache.logging.log4j/log4j-core@2.14.1"),
         PackageQuery { ecosystem: Some("maven".into()), name: Some("org.apache.logging.log4j:log4j-core".into()), purl: None },
+        PackageQuery { name: Some("log4j-core".into()), ..PackageQuery::default() },
     ] {
         let found = meta.images_with_package(&q, 10).await.unwrap();
         assert_eq!(found.len(), 1, "{q:?}: {found:?}");
         assert_eq!(found[0].found, index.components[0]);
     }
-    for q in [by("pkg:maven/org.apache.logging.log4j/log4j-core@2.17.0"), by("pkg:maven/org.apache.logging.log4j/log4j-cor")] {
+    for q in [
+        by("pkg:maven/org.apache.logging.log4j/log4j-core@2.17.0"),
+        by("pkg:maven/org.apache.logging.log4j/log4j-cor"),
+        PackageQuery { name: Some("j-core".into()), ..PackageQuery::default() },
+    ] {
         assert!(meta.images_with_package(&q, 10).await.unwrap().is_empty(), "{q:?}");
     }
     // A re-matched report replaces the rows.

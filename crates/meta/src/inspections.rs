@@ -143,6 +143,7 @@ pub struct PackageQuery {
     /// A purl, exact; without `@version`, any version of it.
     pub purl: Option<String>,
     pub ecosystem: Option<String>,
+    /// The name; for Maven, the artifact id alone also matches (`log4j-core`).
     pub name: Option<String>,
 }
 

@@ -14,6 +14,7 @@
 mod access;
 mod cache;
 mod error;
+mod findings;
 mod flight;
 mod gate;
 pub mod inspect;
@@ -32,6 +33,7 @@ use oci::{Digest, Reference, RepoName, Tag};
 
 pub use access::{Access, AccessConfig, Actor, IssuedToken, NewRobot, PrincipalInfo};
 pub use error::Error;
+pub use findings::{MAX_MATCHES, VersionFilter};
 pub use judge::{Basis, GateRules, Mode, NamespaceRule, PushMode, index as report_index};
 pub use manifests::{ManifestContent, PutManifest};
 pub use range::RangeRequest;

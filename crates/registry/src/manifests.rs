@@ -193,6 +193,8 @@ pub(crate) fn is_image(m: &Manifest) -> bool {
         && m.config.as_ref().is_some_and(|c| {
             matches!(c.media_type.as_str(), "application/vnd.oci.image.config.v1+json" | "application/vnd.docker.container.image.v1+json")
         })
+        // Filesystem layers: a cosign signature has an image config but a JSON payload as its layer.
+        && m.layers.iter().all(|l| l.media_type.starts_with("application/vnd.oci.image.layer.") || l.media_type.starts_with("application/vnd.docker.image.rootfs."))
 }
 
 /// The image a cosign signature manifest signs: by its `sha256-<hex>.sig` tag, or its subject

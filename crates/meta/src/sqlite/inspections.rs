@@ -316,7 +316,7 @@ impl Findings for SqliteMeta {
              WHERE ($1 IS NULL OR c.purl = $1 OR c.purl LIKE $1 || '?%')
                AND ($2 IS NULL OR substr(c.purl, 1, length($2)) = $2)
                AND ($3 IS NULL OR c.ecosystem = $3)
-               AND ($4 IS NULL OR c.name = $4)
+               AND ($4 IS NULL OR c.name = $4 OR substr(c.name, -length($4) - 1) = ':' || $4)
              ORDER BY m.repo, c.digest, c.name, c.version LIMIT $5",
         )
         .bind(purl_exact)
