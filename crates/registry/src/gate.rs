@@ -1,9 +1,11 @@
-//! The pull gate: an inspected image is served only once its verdict allows it. A pull of a pending
-//! image waits for the verdict up to `gate_wait`, then gets 429 with `Retry-After`; a blocked one
-//! gets DENIED naming the policy and its first reasons. Manifests that are not inspected (indexes,
-//! whose children are gated one by one; artifacts; manifests from before inspection) pass. A blob
-//! is served by GET only if some manifest of the repository that references it may be served (or
-//! none references it yet); HEAD stays open, since pushers ask it before uploading.
+//! The pull gate and the push gate. A pull of an inspected image is served only once its
+//! repository's verdict allows it (or its namespace only audits); a pull of a pending image waits
+//! for the verdict up to `gate_wait`, then gets 429 with `Retry-After`; a blocked one gets DENIED
+//! naming the policy and its first reasons. An index is judged through its children (meta's
+//! `gate_state`); artifacts and manifests from before inspection pass. A blob is served by GET only
+//! if some manifest of the repository that references it may be served (or none references it
+//! yet); HEAD stays open, since pushers ask it before uploading. In a `reject` namespace a push
+//! waits for its verdict and is refused if it fails.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
