@@ -4,7 +4,7 @@ use oci::{Digest, Reference, RepoName, Tag, UploadId};
 
 use crate::{
     AuditEntry, AuditQuery, Error, GateState, GrantRecord, IdentityKind, InspectionState, ManifestRecord, MetaStore, NewManifest,
-    Page, PrincipalRecord, StoredReport, UploadRecord, Component, ImageVulnerability, NewWaiver, PackageQuery, ReportIndex, Verdict,
+    Page, PrincipalRecord, StoredReport, UploadRecord, Component, ImageVulnerability, NewWaiver, PackageQuery, ReportIndex, Verdict, VerdictWrite,
 };
 
 /// Runs every check against `meta`, panicking on the first failure.
@@ -303,13 +303,13 @@ async fn inspections_are_leased_retried_and_completed(meta: &dyn MetaStore) {
     assert_eq!(meta.gate_state(&r, &d("i-plain")).await.unwrap(), GateState::Unjudged);
     let report = StoredReport { digest: d("i-one"), report: "{}".into(), db_version: "sha256:x".into(), inspected_at_ms: now, millis: 12 };
     let index = ReportIndex {
-        components: vec![Component {
+        components: Some(vec![Component {
             ecosystem: "maven".into(),
             name: "org.apache.logging.log4j:log4j-core".into(),
             version: "2.14.1".into(),
             purl: "pkg:maven/org.apache.logging.log4j/log4j-core@2.14.1".into(),
             layer: Some(d("ic").to_string()),
-        }],
+        }]),
         vulnerabilities: ["CVE-2021-44228", "GHSA-jfh8-c2jp-5v3q"]
             .map(|id| ImageVulnerability {
                 id: id.into(),
@@ -379,7 +379,7 @@ async fn inspections_are_leased_retried_and_completed(meta: &dyn MetaStore) {
     ] {
         let found = meta.images_with_package(&q, 10).await.unwrap();
         assert_eq!(found.len(), 1, "{q:?}: {found:?}");
-        assert_eq!(found[0].found, index.components[0]);
+        assert_eq!(Some(&found[0].found), index.components.as_ref().and_then(|c| c.first()));
     }
     for q in [
         by("pkg:maven/org.apache.logging.log4j/log4j-core@2.17.0"),
@@ -390,9 +390,17 @@ async fn inspections_are_leased_retried_and_completed(meta: &dyn MetaStore) {
     }
     // A re-matched report replaces the rows.
     let rematched = StoredReport { db_version: "sha256:y".into(), ..report.clone() };
-    meta.record_verdict(Some((&rematched, &ReportIndex { components: index.components.clone(), vulnerabilities: vec![] })), &audited).await.unwrap();
+    meta.record_verdict(Some((&rematched, &ReportIndex { components: None, vulnerabilities: vec![] })), &audited).await.unwrap();
     assert!(meta.images_with_vulnerability("CVE-2021-44228", 10).await.unwrap().is_empty());
     assert_eq!(meta.images_with_package(&by("pkg:maven/org.apache.logging.log4j/log4j-core"), 10).await.unwrap().len(), 1);
+
+    // In bulk: verdicts and their audit entries in one transaction.
+    let rejudged = Verdict { allowed: true, reasons: vec![], basis: "b4".into(), ..audited.clone() };
+    let entry = audit("customs", "gate.allowed", "conf/inspect@i-one");
+    meta.record_verdicts(&[VerdictWrite { report: None, verdict: &rejudged }], std::slice::from_ref(&entry)).await.unwrap();
+    assert_eq!(meta.verdict(&r, &d("i-one")).await.unwrap(), Some(rejudged));
+    let q = AuditQuery { action_prefix: Some("gate".into()), ..AuditQuery { after_id: 0, limit: 100, actor: None, action_prefix: None } };
+    assert!(meta.audit(&q).await.unwrap().iter().any(|a| a.entry == entry));
 
     // Waivers.
     let w = meta

@@ -40,7 +40,8 @@ pub struct StoredReport {
 /// A report's rows for queries, written with it.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ReportIndex {
-    pub components: Vec<Component>,
+    /// `None`: unchanged (a report matched again against a newer DB has the same packages).
+    pub components: Option<Vec<Component>>,
     pub vulnerabilities: Vec<ImageVulnerability>,
 }
 
@@ -91,6 +92,13 @@ impl Verdict {
     }
 }
 
+/// One verdict to store, with the report (and its rows) it was judged on when that is new.
+#[derive(Clone, Copy, Debug)]
+pub struct VerdictWrite<'a> {
+    pub report: Option<(&'a StoredReport, &'a ReportIndex)>,
+    pub verdict: &'a Verdict,
+}
+
 /// What the gate says about pulling an image.
 #[derive(Clone, Debug, PartialEq)]
 pub enum GateState {
@@ -114,6 +122,9 @@ pub trait Inspections: Send + Sync {
     /// the job of its repository and digest done, in one transaction. Returns the verdict it
     /// replaced.
     async fn record_verdict(&self, report: Option<(&StoredReport, &ReportIndex)>, verdict: &Verdict) -> Result<Option<Verdict>>;
+    /// Stores many verdicts (each with its re-matched report when given) and appends `audit`, in
+    /// one transaction: how stored verdicts are judged again in bulk.
+    async fn record_verdicts(&self, writes: &[VerdictWrite<'_>], audit: &[crate::AuditEntry]) -> Result<()>;
     /// Records a failure: due again at `retry_at_ms`, or failed for good when `None`.
     async fn fail_inspection(&self, job: i64, error: &str, retry_at_ms: Option<i64>) -> Result<()>;
     async fn inspection_report(&self, digest: &Digest) -> Result<Option<StoredReport>>;

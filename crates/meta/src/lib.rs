@@ -30,7 +30,7 @@ pub use identities::{
 };
 pub use inspections::{
     Component, Findings, GateState, ImageMatch, ImageVulnerability, InspectionJob, InspectionState, Inspections, NewWaiver,
-    PackageQuery, ReportIndex, StoredReport, Verdict, Waiver,
+    PackageQuery, ReportIndex, StoredReport, Verdict, VerdictWrite, Waiver,
 };
 pub use sqlite::SqliteMeta;
 

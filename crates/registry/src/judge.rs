@@ -99,9 +99,9 @@ pub struct Basis {
 /// The rows queries read, from a report.
 pub fn index(report: &serde_json::Value) -> ReportIndex {
     let s = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
-    let mut index = ReportIndex::default();
+    let mut index = ReportIndex { components: Some(Vec::new()), vulnerabilities: Vec::new() };
     for p in report["packages"].as_array().into_iter().flatten() {
-        index.components.push(meta::Component {
+        index.components.get_or_insert_default().push(meta::Component {
             ecosystem: s(&p["ecosystem"]),
             name: s(&p["name"]),
             version: s(&p["version"]),
@@ -124,6 +124,30 @@ pub fn index(report: &serde_json::Value) -> ReportIndex {
         }
     }
     index
+}
+
+/// The audit entry of a verdict that is new or changed; `None` when it did not change.
+fn verdict_audit(verdict: &Verdict, old: Option<&Verdict>) -> Option<meta::AuditEntry> {
+    let changed = old.is_none_or(|o| o.serves() != verdict.serves() || o.allowed != verdict.allowed);
+    if !changed {
+        return None;
+    }
+    let action = match (verdict.allowed, verdict.enforced) {
+        (true, _) => "gate.allowed",
+        (false, true) => "gate.blocked",
+        (false, false) => "gate.audit-failed",
+    };
+    let detail = serde_json::json!({
+        "policy": verdict.policy, "reasons": verdict.reasons, "warnings": verdict.warnings,
+        "previous": old.map(|o| if o.allowed { "allowed" } else { "blocked" }),
+    });
+    Some(meta::AuditEntry {
+        actor: "customs".into(),
+        action: action.into(),
+        target: format!("{}@{}", verdict.repo, verdict.digest),
+        client: None,
+        detail: Some(detail.to_string()),
+    })
 }
 
 /// Moves the findings a waiver covers out of the evidence into `waived`.
@@ -217,34 +241,29 @@ impl Registry {
         })
     }
 
-    /// Stores a verdict (with its report when new or re-matched). A first verdict and every
-    /// change of one is written to the audit log; remembered "servable" answers are dropped.
+    /// Stores a verdict (with its report when new). A first verdict and every change of one is
+    /// written to the audit log; remembered "servable" answers are dropped.
     pub async fn record_verdict(&self, report: Option<(&StoredReport, &ReportIndex)>, verdict: &Verdict) -> Result<Option<Verdict>> {
         let old = self.meta.record_verdict(report, verdict).await?;
-        let changed = old.as_ref().is_none_or(|o| o.serves() != verdict.serves() || o.allowed != verdict.allowed);
-        if changed {
-            let action = match (verdict.allowed, verdict.enforced) {
-                (true, _) => "gate.allowed",
-                (false, true) => "gate.blocked",
-                (false, false) => "gate.audit-failed",
-            };
-            let detail = serde_json::json!({
-                "policy": verdict.policy, "reasons": verdict.reasons, "warnings": verdict.warnings,
-                "previous": old.as_ref().map(|o| if o.allowed { "allowed" } else { "blocked" }),
-            });
-            let entry = meta::AuditEntry {
-                actor: "customs".into(),
-                action: action.into(),
-                target: format!("{}@{}", verdict.repo, verdict.digest),
-                client: None,
-                detail: Some(detail.to_string()),
-            };
+        if let Some(entry) = verdict_audit(verdict, old.as_ref()) {
             if let Err(e) = self.meta.append_audit(&entry).await {
                 tracing::error!(error = %e, "cannot append a verdict to the audit log");
             }
             self.forget_verdicts();
         }
         Ok(old)
+    }
+
+    /// Stores verdicts judged again (`old`: the one each replaces) and the audit entries of those
+    /// that changed, in one transaction.
+    pub async fn record_verdicts(&self, writes: &[(meta::VerdictWrite<'_>, &Verdict)]) -> Result<()> {
+        let audit: Vec<meta::AuditEntry> = writes.iter().filter_map(|(w, old)| verdict_audit(w.verdict, Some(old))).collect();
+        let verdicts: Vec<meta::VerdictWrite<'_>> = writes.iter().map(|(w, _)| *w).collect();
+        self.meta.record_verdicts(&verdicts, &audit).await?;
+        if !audit.is_empty() {
+            self.forget_verdicts();
+        }
+        Ok(())
     }
 
     /// The image config of manifest `digest`, at most 8 MiB; `Null` for anything else.
@@ -308,7 +327,7 @@ mod tests {
             "vulnerabilities": [{"id": "CVE-2021-44228", "aliases": ["GHSA-jfh8-c2jp-5v3q"], "package": "log4j-core", "installed_version": "2.14.1", "severity": "CRITICAL", "fixed_version": "2.15.0"}],
         });
         let i = index(&report);
-        assert_eq!(i.components.len(), 1);
+        assert_eq!(i.components.map(|c| c.len()), Some(1));
         let ids: Vec<(&str, &str)> = i.vulnerabilities.iter().map(|v| (v.id.as_str(), v.canonical.as_str())).collect();
         assert_eq!(ids, [("CVE-2021-44228", "CVE-2021-44228"), ("GHSA-jfh8-c2jp-5v3q", "CVE-2021-44228")]);
     }

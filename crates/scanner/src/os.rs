@@ -9,9 +9,9 @@ pub struct Os {
     pub id: String,
     /// `VERSION_ID`: 12, 22.04, 3.19.1, 9.3, …
     pub version: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub codename: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub pretty_name: String,
 }
 
@@ -53,5 +53,20 @@ impl Os {
     /// The purl `distro` qualifier: `debian-12`, `alpine-3.19.1`.
     pub fn purl_distro(&self) -> String {
         format!("{}-{}", self.id, self.version)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Os;
+
+    #[test]
+    fn an_os_without_codename_or_pretty_name_reads_back_as_it_was_written() {
+        // A stored report is read back to be matched again: fields skipped when empty must read
+        // back as empty.
+        let os = Os { id: "alpine".into(), version: "3.19.1".into(), codename: String::new(), pretty_name: String::new() };
+        let json = serde_json::to_string(&os).unwrap();
+        assert_eq!(json, r#"{"id":"alpine","version":"3.19.1"}"#);
+        assert_eq!(serde_json::from_str::<Os>(&json).unwrap(), os);
     }
 }

@@ -32,6 +32,14 @@ pub struct InspectionSettings {
     pub limits: scanner::Limits,
 }
 
+/// The report being judged again, for every repository that holds its digest.
+struct Current {
+    stored: StoredReport,
+    report: serde_json::Value,
+    /// Matched against a newer DB and not stored yet.
+    rematched: bool,
+}
+
 struct LoadedDb {
     modified: Option<SystemTime>,
     db: Option<Arc<advisories::Db>>,
@@ -139,44 +147,80 @@ impl InspectionWorker {
         let _one = self.rejudging.lock().await;
         let mut changed = 0;
         // The report of the digest in hand: verdicts come sorted by digest.
-        let mut current: Option<(meta::StoredReport, serde_json::Value, bool)> = None;
+        let mut current: Option<Current> = None;
         loop {
             let stale = self.meta.stale_verdicts(&basis.fingerprint, 500).await.map_err(|e| e.to_string())?;
             let batch = stale.len();
             let mut skipped = 0;
-            for old in stale {
-                if current.as_ref().is_none_or(|(r, _, _)| r.digest != old.digest) {
-                    let Some(stored) = self.meta.inspection_report(&old.digest).await.map_err(|e| e.to_string())? else {
-                        // No report to judge on (it is being inspected): the job will judge it.
+            // Judged one by one, written together: one transaction per batch.
+            let mut judged: Vec<(Option<StoredReport>, meta::ReportIndex, Verdict)> = Vec::with_capacity(batch);
+            for old in &stale {
+                match self.rejudge_one(old, &mut current, db.as_deref(), &basis).await {
+                    Ok(Some(j)) => judged.push(j),
+                    // No report to judge on (it is being inspected): the job will judge it.
+                    Ok(None) => skipped += 1,
+                    Err(e) => {
+                        // One bad record must not stop the others; it stays stale and is logged.
+                        tracing::warn!(repo = %old.repo, digest = %old.digest, error = %e, "cannot judge again");
                         skipped += 1;
-                        continue;
-                    };
-                    current = Some(if stored.db_version == db_version {
-                        let report = serde_json::from_str(&stored.report).map_err(|e| format!("stored report: {e}"))?;
-                        (stored, report, false)
-                    } else {
-                        let mut report = inspect::rematch(&stored.report, db.as_deref())?;
-                        report["scanned_at"] = serde_json::json!(oci::rfc3339((now_ms() / 1000) as u64));
-                        let stored = meta::StoredReport { report: report.to_string(), db_version: db_version.clone(), ..stored };
-                        (stored, report, true)
-                    });
-                }
-                let (stored, report, rematched) = current.as_mut().expect("set above");
-                let verdict = self.registry.judge(&old.repo, &old.digest, report, &basis, now_ms()).await.map_err(|e| e.to_string())?;
-                let index = rematched.then(|| registry::report_index(report));
-                self.registry.record_verdict(index.as_ref().map(|i| (&*stored, i)), &verdict).await.map_err(|e| e.to_string())?;
-                // The re-matched report is stored once per digest.
-                *rematched = false;
-                if verdict.serves() != old.serves() || verdict.reasons != old.reasons {
-                    changed += 1;
-                    tracing::info!(repo = %old.repo, digest = %old.digest, allowed = verdict.allowed, reasons = ?verdict.reasons, "verdict changed");
+                    }
                 }
             }
+            let olds: std::collections::HashMap<(&oci::RepoName, &oci::Digest), &Verdict> = stale.iter().map(|v| ((&v.repo, &v.digest), v)).collect();
+            let writes: Vec<(meta::VerdictWrite<'_>, &Verdict)> = judged
+                .iter()
+                .map(|(report, index, verdict)| {
+                    let old = olds[&(&verdict.repo, &verdict.digest)];
+                    if verdict.serves() != old.serves() || verdict.reasons != old.reasons {
+                        changed += 1;
+                        tracing::info!(repo = %verdict.repo, digest = %verdict.digest, allowed = verdict.allowed, reasons = ?verdict.reasons, "verdict changed");
+                    }
+                    (meta::VerdictWrite { report: report.as_ref().map(|r| (r, index)), verdict }, old)
+                })
+                .collect();
+            self.registry.record_verdicts(&writes).await.map_err(|e| e.to_string())?;
             if batch == 0 || skipped == batch {
                 break;
             }
         }
         Ok(changed)
+    }
+
+    /// Judges one stale verdict again: the new verdict, with the re-matched report (and its
+    /// vulnerability rows) the first time its digest comes up; `None` when there is no report.
+    async fn rejudge_one(
+        &self,
+        old: &Verdict,
+        current: &mut Option<Current>,
+        db: Option<&advisories::Db>,
+        basis: &registry::Basis,
+    ) -> Result<Option<(Option<StoredReport>, meta::ReportIndex, Verdict)>, String> {
+        if current.as_ref().is_none_or(|c| c.stored.digest != old.digest) {
+            *current = None;
+            let Some(stored) = self.meta.inspection_report(&old.digest).await.map_err(|e| e.to_string())? else {
+                return Ok(None);
+            };
+            *current = Some(if stored.db_version == basis.db_version {
+                let report = serde_json::from_str(&stored.report).map_err(|e| format!("stored report: {e}"))?;
+                Current { stored, report, rematched: false }
+            } else {
+                let mut report = inspect::rematch(&stored.report, db)?;
+                report["scanned_at"] = serde_json::json!(oci::rfc3339((now_ms() / 1000) as u64));
+                let stored = StoredReport { report: report.to_string(), db_version: basis.db_version.clone(), ..stored };
+                Current { stored, report, rematched: true }
+            });
+        }
+        let c = current.as_mut().expect("set above");
+        let verdict = self.registry.judge(&old.repo, &old.digest, &c.report, basis, now_ms()).await.map_err(|e| e.to_string())?;
+        // Re-matched: the same packages, new vulnerability rows; stored once per digest.
+        let write = if c.rematched {
+            c.rematched = false;
+            let index = meta::ReportIndex { components: None, ..registry::report_index(&c.report) };
+            (Some(c.stored.clone()), index, verdict)
+        } else {
+            (None, meta::ReportIndex::default(), verdict)
+        };
+        Ok(Some(write))
     }
 
     /// The advisory DB, re-read when its file changed.

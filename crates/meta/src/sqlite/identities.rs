@@ -219,7 +219,7 @@ async fn changed(tx: &mut Transaction<'_, Sqlite>, principal: &str, audit: &Audi
     audit_in(tx, audit).await
 }
 
-async fn audit_in(tx: &mut Transaction<'_, Sqlite>, e: &AuditEntry) -> Result<()> {
+pub(super) async fn audit_in(tx: &mut Transaction<'_, Sqlite>, e: &AuditEntry) -> Result<()> {
     sqlx::query("INSERT INTO audit (at, actor, action, target, client, detail) VALUES ($1, $2, $3, $4, $5, $6)")
         .bind(now_ms())
         .bind(&e.actor)

@@ -12,8 +12,11 @@ use sqlx::sqlite::SqliteRow;
 use super::{SqliteMeta, db, now_ms};
 use crate::{
     Repositories, Component, Error, Findings, GateState, ImageMatch, ImageVulnerability, InspectionJob, InspectionState, Inspections,
-    NewWaiver, PackageQuery, ReportIndex, Result, StoredReport, Verdict, Waiver,
+    NewWaiver, PackageQuery, ReportIndex, Result, StoredReport, Verdict, VerdictWrite, Waiver,
 };
+
+/// Rows per multi-row INSERT (7 parameters each, far below SQLite's limit).
+const ROWS_PER_INSERT: usize = 500;
 
 macro_rules! verdict_columns {
     () => {
@@ -47,87 +50,20 @@ impl Inspections for SqliteMeta {
 
     async fn record_verdict(&self, report: Option<(&StoredReport, &ReportIndex)>, v: &Verdict) -> Result<Option<Verdict>> {
         let mut tx = self.writer.begin().await.map_err(db)?;
-        if let Some((r, index)) = report {
-            let digest = r.digest.to_string();
-            sqlx::query(
-                "INSERT INTO inspection_reports (digest, report, db_version, inspected_at, millis) VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT (digest) DO UPDATE SET report = $2, db_version = $3, inspected_at = $4, millis = $5",
-            )
-            .bind(&digest)
-            .bind(&r.report)
-            .bind(&r.db_version)
-            .bind(r.inspected_at_ms)
-            .bind(r.millis)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-            for sql in ["DELETE FROM components WHERE digest = $1", "DELETE FROM image_vulnerabilities WHERE digest = $1"] {
-                sqlx::query(sql).bind(&digest).execute(&mut *tx).await.map_err(db)?;
-            }
-            for c in &index.components {
-                sqlx::query("INSERT INTO components (digest, ecosystem, name, version, purl, layer) VALUES ($1, $2, $3, $4, $5, $6)")
-                    .bind(&digest)
-                    .bind(&c.ecosystem)
-                    .bind(&c.name)
-                    .bind(&c.version)
-                    .bind(&c.purl)
-                    .bind(&c.layer)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db)?;
-            }
-            for f in &index.vulnerabilities {
-                sqlx::query(
-                    "INSERT INTO image_vulnerabilities (digest, vuln, canonical, package, version, severity, fixed)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                )
-                .bind(&digest)
-                .bind(&f.id)
-                .bind(&f.canonical)
-                .bind(&f.package)
-                .bind(&f.version)
-                .bind(&f.severity)
-                .bind(&f.fixed)
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
-            }
-        }
-        let old = sqlx::query(concat!("SELECT ", verdict_columns!(), " FROM verdicts WHERE repo = $1 AND digest = $2"))
-            .bind(v.repo.as_str())
-            .bind(v.digest.to_string())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db)?
-            .map(|row| verdict(&row))
-            .transpose()?;
-        sqlx::query(concat!("INSERT INTO verdicts (", verdict_columns!(), ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-             ON CONFLICT (repo, digest) DO UPDATE SET allowed = $3, enforced = $4, policy = $5, reasons = $6,
-                 warnings = $7, basis = $8, judged_at = $9"))
-        .bind(v.repo.as_str())
-        .bind(v.digest.to_string())
-        .bind(v.allowed)
-        .bind(v.enforced)
-        .bind(&v.policy)
-        .bind(json_list(&v.reasons))
-        .bind(json_list(&v.warnings))
-        .bind(&v.basis)
-        .bind(v.judged_at_ms)
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
-        sqlx::query(
-            "UPDATE inspection_jobs SET state = 'done', lease_until = NULL, last_error = NULL, updated_at = $1
-             WHERE repo = $2 AND digest = $3",
-        )
-        .bind(now_ms())
-        .bind(v.repo.as_str())
-        .bind(v.digest.to_string())
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
+        let old = write_verdict(&mut tx, report, v).await?;
         tx.commit().await.map_err(db)?;
         Ok(old)
+    }
+
+    async fn record_verdicts(&self, writes: &[VerdictWrite<'_>], audit: &[crate::AuditEntry]) -> Result<()> {
+        let mut tx = self.writer.begin().await.map_err(db)?;
+        for w in writes {
+            write_verdict(&mut tx, w.report, w.verdict).await?;
+        }
+        for entry in audit {
+            super::identities::audit_in(&mut tx, entry).await?;
+        }
+        tx.commit().await.map_err(db)
     }
 
     async fn fail_inspection(&self, job: i64, error: &str, retry_at: Option<i64>) -> Result<()> {
@@ -393,6 +329,79 @@ impl Findings for SqliteMeta {
         Ok(done.rows_affected() > 0)
     }
 }
+
+/// Writes one verdict (and its report and rows, when given) in `tx`; the verdict it replaced.
+async fn write_verdict(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, report: Option<(&StoredReport, &ReportIndex)>, v: &Verdict) -> Result<Option<Verdict>> {
+        if let Some((r, index)) = report {
+            let digest = r.digest.to_string();
+            sqlx::query(
+                "INSERT INTO inspection_reports (digest, report, db_version, inspected_at, millis) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (digest) DO UPDATE SET report = $2, db_version = $3, inspected_at = $4, millis = $5",
+            )
+            .bind(&digest)
+            .bind(&r.report)
+            .bind(&r.db_version)
+            .bind(r.inspected_at_ms)
+            .bind(r.millis)
+            .execute(&mut **tx)
+            .await
+            .map_err(db)?;
+            // Rows go in many per statement: each statement is a round trip to SQLite's thread.
+            if let Some(components) = &index.components {
+                sqlx::query("DELETE FROM components WHERE digest = $1").bind(&digest).execute(&mut **tx).await.map_err(db)?;
+                for chunk in components.chunks(ROWS_PER_INSERT) {
+                    let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("INSERT INTO components (digest, ecosystem, name, version, purl, layer) ");
+                    q.push_values(chunk, |mut row, c| {
+                        row.push_bind(&digest).push_bind(&c.ecosystem).push_bind(&c.name).push_bind(&c.version).push_bind(&c.purl).push_bind(&c.layer);
+                    });
+                    q.build().execute(&mut **tx).await.map_err(db)?;
+                }
+            }
+            sqlx::query("DELETE FROM image_vulnerabilities WHERE digest = $1").bind(&digest).execute(&mut **tx).await.map_err(db)?;
+            for chunk in index.vulnerabilities.chunks(ROWS_PER_INSERT) {
+                let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("INSERT INTO image_vulnerabilities (digest, vuln, canonical, package, version, severity, fixed) ");
+                q.push_values(chunk, |mut row, f| {
+                    row.push_bind(&digest).push_bind(&f.id).push_bind(&f.canonical).push_bind(&f.package).push_bind(&f.version).push_bind(&f.severity).push_bind(&f.fixed);
+                });
+                q.build().execute(&mut **tx).await.map_err(db)?;
+            }
+        }
+        let old = sqlx::query(concat!("SELECT ", verdict_columns!(), " FROM verdicts WHERE repo = $1 AND digest = $2"))
+            .bind(v.repo.as_str())
+            .bind(v.digest.to_string())
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(db)?
+            .map(|row| verdict(&row))
+            .transpose()?;
+        sqlx::query(concat!("INSERT INTO verdicts (", verdict_columns!(), ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+             ON CONFLICT (repo, digest) DO UPDATE SET allowed = $3, enforced = $4, policy = $5, reasons = $6,
+                 warnings = $7, basis = $8, judged_at = $9"))
+        .bind(v.repo.as_str())
+        .bind(v.digest.to_string())
+        .bind(v.allowed)
+        .bind(v.enforced)
+        .bind(&v.policy)
+        .bind(json_list(&v.reasons))
+        .bind(json_list(&v.warnings))
+        .bind(&v.basis)
+        .bind(v.judged_at_ms)
+        .execute(&mut **tx)
+        .await
+        .map_err(db)?;
+        sqlx::query(
+            "UPDATE inspection_jobs SET state = 'done', lease_until = NULL, last_error = NULL, updated_at = $1
+             WHERE repo = $2 AND digest = $3",
+        )
+        .bind(now_ms())
+        .bind(v.repo.as_str())
+        .bind(v.digest.to_string())
+        .execute(&mut **tx)
+        .await
+        .map_err(db)?;
+        Ok(old)
+    }
+
 
 /// How strongly a state refuses: the strictest child decides an index's state.
 fn strictness(s: &GateState) -> u8 {
