@@ -137,18 +137,27 @@ pub enum Command {
     Audit { after: i64, limit: usize, actor: Option<String>, action: Option<String> },
 }
 
+/// The records of the data directory, for a CLI command (the server may be running).
+pub async fn open_records(config: &Config) -> anyhow::Result<Arc<SqliteMeta>> {
+    let path = config.data.join("meta.db");
+    if !path.exists() {
+        bail!("no records at {} (is --data right? start `customs serve` once first)", path.display());
+    }
+    Ok(Arc::new(SqliteMeta::open(&path).await.with_context(|| format!("cannot open {}", path.display()))?))
+}
+
+/// How the audit log names whoever runs a CLI command.
+pub fn cli_actor_name() -> String {
+    format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()))
+}
+
 pub fn run(config: Config, command: Command) -> anyhow::Result<()> {
     tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async move {
-        let path = config.data.join("meta.db");
-        if !path.exists() {
-            bail!("no records at {} (is --data right? start `customs serve` once first)", path.display());
-        }
-        let meta = Arc::new(SqliteMeta::open(&path).await.with_context(|| format!("cannot open {}", path.display()))?);
+        let meta = open_records(&config).await?;
         // The CLI issues no tokens: a throwaway key serves.
         let keys = TokenKeys::from_pem(&TokenKeys::generate_pem())?;
         let access = Access::new(Meta(meta.clone()), keys, config.auth.access()).await?;
-        let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
-        let actor_name = format!("cli:{user}");
+        let actor_name = cli_actor_name();
         let actor = Actor { name: &actor_name, client: None };
         let result = command_on(&access, &actor, command).await;
         meta.close().await;

@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use blobs::{Blobs, FsBlobStore};
-use meta::{ImageMatch, Meta, NewWaiver, PackageQuery, SqliteMeta};
+use meta::{ImageMatch, Meta, NewWaiver, PackageQuery};
 use oci::{Digest, RepoName};
 use registry::{Actor, Registry, VersionFilter};
 
@@ -63,15 +63,10 @@ pub enum Command {
 
 pub fn run(config: Config, command: Command) -> anyhow::Result<()> {
     tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async move {
-        let path = config.data.join("meta.db");
-        if !path.exists() {
-            bail!("no records at {} (is --data right? start `customs serve` once first)", path.display());
-        }
-        let meta = Arc::new(SqliteMeta::open(&path).await.with_context(|| format!("cannot open {}", path.display()))?);
+        let meta = crate::access::open_records(&config).await?;
         let blobs = FsBlobStore::open(&config.data).with_context(|| format!("cannot open {}", config.data.display()))?;
         let registry = Registry::new(Blobs(Arc::new(blobs)), Meta(meta.clone()), config.limits.registry());
-        let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
-        let actor_name = format!("cli:{user}");
+        let actor_name = crate::access::cli_actor_name();
         let actor = Actor { name: &actor_name, client: None };
         let result = command_on(&registry, &actor, command).await;
         meta.close().await;
