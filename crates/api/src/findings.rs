@@ -16,11 +16,10 @@ use registry::{Actor, VersionFilter};
 use serde::Deserialize;
 
 use crate::App;
-use crate::admission::RouteClass;
 use crate::authn::Via;
 use crate::error::ApiError;
 use crate::telemetry::Held;
-use crate::v2::{Query, json, observe};
+use crate::v2::{Query, json};
 
 const MAX_BODY_BYTES: usize = 64 * 1024;
 
@@ -65,13 +64,7 @@ impl Endpoint {
 }
 
 pub(crate) async fn dispatch(State(app): State<Arc<App>>, request: Request) -> Response {
-    observe(&app, RouteClass::Api, request, |app, client, request| async move {
-        match admitted(&app, client, request).await {
-            (Ok(response), held) => (response, held),
-            (Err(e), held) => (e.into_response(), held),
-        }
-    })
-    .await
+    crate::manage::respond(&app, request, |app, client, request| async move { admitted(&app, client, request).await }).await
 }
 
 async fn admitted(app: &App, client: Option<IpAddr>, request: Request) -> (Result<Response, ApiError>, Held) {
@@ -80,24 +73,9 @@ async fn admitted(app: &App, client: Option<IpAddr>, request: Request) -> (Resul
         Ok(e) => e,
         Err(e) => return (Err(e), Held::default()),
     };
-    let who = match &app.authn {
-        None => crate::authn::open(),
-        Some(authn) => match authn.authenticate(request.headers(), client, &app.admission).await {
-            Ok(who) => who,
-            Err(e) => return (Err(app.challenge(e, request.headers(), secure)), Held::default()),
-        },
-    };
-    let held = match app.admit(RouteClass::Api, who.rate_key(client)).await {
-        Ok(held) => held,
-        Err(e) => return (Err(e), Held::default()),
-    };
-    // Changing waivers is decided on stored grants: a token's scopes never make an admin.
-    let principal = match (&app.authn, who.via) {
-        (Some(authn), Via::Bearer) => match authn.access.stored_grants(&who.principal).await {
-            Ok(p) => p,
-            Err(e) => return (Err(e.into()), held),
-        },
-        _ => who.principal.clone(),
+    let (who, principal, held) = match crate::manage::identify(app, client, request.headers(), secure).await {
+        Ok(found) => found,
+        Err((e, held)) => return (Err(e), held),
     };
     let refused = match &endpoint {
         Endpoint::Report { repo, .. } if !who.principal.may(Action::Pull, repo) => {

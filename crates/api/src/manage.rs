@@ -79,13 +79,49 @@ impl Manage {
 }
 
 pub(crate) async fn dispatch(State(app): State<Arc<App>>, request: Request) -> Response {
-    observe(&app, RouteClass::Api, request, |app, client, request| async move {
-        match admitted(&app, client, request).await {
+    respond(&app, request, |app, client, request| async move { admitted(&app, client, request).await }).await
+}
+
+/// Serves one `/api/v1` request: observed as API-class work, its error (if any) as the response.
+pub(crate) async fn respond<F, Fut>(app: &Arc<App>, request: Request, admitted: F) -> Response
+where
+    F: FnOnce(Arc<App>, Option<IpAddr>, Request) -> Fut,
+    Fut: std::future::Future<Output = (Result<Response, ApiError>, Held)>,
+{
+    observe(app, RouteClass::Api, request, |app, client, request| async move {
+        match admitted(app, client, request).await {
             (Ok(response), held) => (response, held),
             (Err(e), held) => (e.into_response(), held),
         }
     })
     .await
+}
+
+/// The caller of an `/api/v1` request, admitted as API-class work: who it proved to be (anyone,
+/// when authentication is off) and its stored grants, on which management is decided (a token
+/// carries only repository scopes; they never make an admin).
+pub(crate) async fn identify(
+    app: &App,
+    client: Option<IpAddr>,
+    headers: &http::HeaderMap,
+    secure: bool,
+) -> Result<(crate::authn::Who, Arc<auth::Principal>, Held), (ApiError, Held)> {
+    let who = match &app.authn {
+        None => crate::authn::open(),
+        Some(authn) => match authn.authenticate(headers, client, &app.admission).await {
+            Ok(who) => who,
+            Err(e) => return Err((app.challenge(e, headers, secure), Held::default())),
+        },
+    };
+    let held = app.admit(RouteClass::Api, who.rate_key(client)).await.map_err(|e| (e, Held::default()))?;
+    let principal = match (&app.authn, who.via) {
+        (Some(authn), Via::Bearer) => match authn.access.stored_grants(&who.principal).await {
+            Ok(p) => p,
+            Err(e) => return Err((e.into(), held)),
+        },
+        _ => who.principal.clone(),
+    };
+    Ok((who, principal, held))
 }
 
 async fn admitted(app: &App, client: Option<IpAddr>, request: Request) -> (Result<Response, ApiError>, Held) {
@@ -97,21 +133,9 @@ async fn admitted(app: &App, client: Option<IpAddr>, request: Request) -> (Resul
         Ok(e) => e,
         Err(e) => return (Err(e), Held::default()),
     };
-    let who = match authn.authenticate(request.headers(), client, &app.admission).await {
-        Ok(who) => who,
-        Err(e) => return (Err(app.challenge(e, request.headers(), secure)), Held::default()),
-    };
-    let held = match app.admit(RouteClass::Api, who.rate_key(client)).await {
-        Ok(held) => held,
-        Err(e) => return (Err(e), Held::default()),
-    };
-    // A token carries only repository scopes; management is decided on the stored grants.
-    let principal = match who.via {
-        Via::Bearer => match authn.access.stored_grants(&who.principal).await {
-            Ok(p) => p,
-            Err(e) => return (Err(e.into()), held),
-        },
-        _ => who.principal.clone(),
+    let (who, principal, held) = match identify(app, client, request.headers(), secure).await {
+        Ok(found) => found,
+        Err((e, held)) => return (Err(e), held),
     };
     if let Err(e) = authorize_manage(&who, &principal, &endpoint) {
         return (Err(app.challenge(e, request.headers(), secure)), held);
