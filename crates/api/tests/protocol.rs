@@ -683,3 +683,49 @@ async fn abandoned_sessions_are_purged() {
     assert_error(&reg.get(&session).await, StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN");
     assert!(!part.exists(), "the janitor removes the temporary bytes too");
 }
+
+/// The gate's `/api/v1` endpoints answer bad input with a clear error and keep nothing of it.
+#[tokio::test]
+async fn gate_endpoints_refuse_bad_input_and_keep_nothing() {
+    let reg = TestRegistry::new().await;
+    let waiver = |body: &str| reg.call(Method::POST, "/api/v1/waivers", &[("content-type", "application/json")], Bytes::copy_from_slice(body.as_bytes()));
+    for (body, why) in [
+        ("not json", "not JSON"),
+        (r#"{"finding": "CVE-1"}"#, "no reason or expiry"),
+        (r#"{"finding": "CVE-1", "reason": "r", "expires": "someday"}"#, "an expiry that is not a date"),
+        (r#"{"finding": "CVE-1", "reason": "r", "expires": "2099-01-01", "repositories": "Team//**"}"#, "a bad glob"),
+        (r#"{"finding": " ", "reason": "r", "expires": "2099-01-01"}"#, "an empty finding"),
+        (r#"{"finding": "CVE-1", "reason": "r", "expires": "2099-01-01", "extra": 1}"#, "an unknown field"),
+    ] {
+        let r = waiver(body).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{why}: {:?}", r.body);
+        assert!(!r.error_code().is_empty(), "{why}: an error body");
+    }
+    let r = reg.get("/api/v1/waivers").await;
+    assert_eq!(r.json()["waivers"], json!([]), "nothing kept");
+    let r = waiver(r#"{"finding": "CVE-1", "reason": "accepted", "expires": "2099-01-01"}"#).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    assert_eq!(r.json()["repositories"], "**");
+
+    assert_eq!(reg.delete("/api/v1/waivers/999").await.status, StatusCode::NOT_FOUND);
+    assert_eq!(reg.delete("/api/v1/waivers/x").await.status, StatusCode::BAD_REQUEST);
+    assert_eq!(reg.call(Method::PUT, "/api/v1/waivers", &[], Body::empty()).await.status, StatusCode::METHOD_NOT_ALLOWED);
+    for (path, status) in [
+        ("/api/v1/packages", StatusCode::BAD_REQUEST),
+        ("/api/v1/packages?name=x&range=2.0", StatusCode::BAD_REQUEST),
+        ("/api/v1/packages?name=x&version=1&range=%3C2", StatusCode::BAD_REQUEST),
+        ("/api/v1/images/team/app/sha256:zz/report", StatusCode::BAD_REQUEST),
+        ("/api/v1/images/Team/app/sha256:0000000000000000000000000000000000000000000000000000000000000000/report", StatusCode::BAD_REQUEST),
+        ("/api/v1/images/team/app/sha256:0000000000000000000000000000000000000000000000000000000000000000/report", StatusCode::NOT_FOUND),
+    ] {
+        let r = reg.get(path).await;
+        assert_eq!(r.status, status, "{path}: {:?}", r.body);
+    }
+    let r = reg.get("/api/v1/vulnerabilities/CVE-2021-44228/images").await;
+    assert_eq!((r.status, r.json()["images"].clone()), (StatusCode::OK, json!([])));
+    // An image stored but not inspected yet: its report is not there, said so.
+    let image = ImageBuilder::new(7).layer(1, 64).build();
+    reg.push_image("team/app", &image, "1").await;
+    let r = reg.get(&format!("/api/v1/images/team/app/{}/report", image.digest)).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{:?}", r.body);
+}
