@@ -150,6 +150,11 @@ impl Db {
         &self.file.digest
     }
 
+    /// When the newest advisory was modified (seconds since the epoch); cheap, unlike [`Db::status`].
+    pub fn updated_at(&self) -> u64 {
+        self.file.updated_at
+    }
+
     pub fn advisories(&self) -> &[Advisory] {
         &self.file.advisories
     }

@@ -76,7 +76,10 @@ impl Db {
                 let mut aliases: Vec<String> = Vec::new();
                 let mut related: Vec<String> = Vec::new();
                 for h in &hits {
-                    for a in std::iter::once(&h.advisory.id).chain(&h.advisory.aliases) {
+                    // An advisory naming several CVEs (a DSA fixing ten) is an alias of each, but
+                    // they are not aliases of one another (`DEBIAN-CVE-x` belongs to `CVE-x`).
+                    let own = |a: &String| !a.contains("CVE-") || a.ends_with(id.as_str());
+                    for a in std::iter::once(&h.advisory.id).chain(h.advisory.aliases.iter().filter(|a| own(a))) {
                         if *a != id && !aliases.contains(a) {
                             aliases.push(a.clone());
                         }

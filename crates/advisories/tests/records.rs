@@ -136,6 +136,9 @@ fn go_crates_almalinux_debian_alpine() {
     let v = db.vulnerabilities("Debian:11", "openssl", "1.1.1n-0+deb11u3");
     let dsa = v.iter().find(|v| v.aliases.contains(&"DSA-5343-1".to_owned())).expect("DSA-5343-1 matches");
     assert!(dsa.id.starts_with("CVE-"));
+    // DSA-5343-1 fixes several CVEs: each is its own vulnerability, none an alias of another.
+    assert!(v.iter().filter(|v| v.aliases.contains(&"DSA-5343-1".to_owned())).count() > 1);
+    assert!(dsa.aliases.iter().all(|a| !a.contains("CVE-") || a.ends_with(dsa.id.as_str())), "{:?}", dsa.aliases);
     assert_eq!(dsa.fixed_version.as_deref(), Some("1.1.1n-0+deb11u4"));
     assert!(ids(&db, "Debian:11", "openssl", "1.1.1n-0+deb11u4").iter().all(|i| i != &dsa.id));
     // Alpine secdb: version → CVE lists.

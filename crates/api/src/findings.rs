@@ -117,9 +117,7 @@ async fn handle(app: &App, endpoint: Endpoint, principal: &auth::Principal, acto
     let visible = |repo: &RepoName| principal.may(Action::Pull, repo);
     match endpoint {
         Endpoint::Report { repo, digest } => {
-            let (stored, verdict) = registry.image_report(&repo, &digest).await?;
-            let report: serde_json::Value =
-                serde_json::from_str(&stored.report).map_err(|e| ApiError::from(registry::Error::Unavailable(format!("stored report: {e}"))))?;
+            let registry::ImageReport { report, inspected_at_ms, millis, verdict } = registry.image_report(&repo, &digest).await?;
             let verdict = verdict.map(|v| {
                 serde_json::json!({
                     "served": v.serves(), "allowed": v.allowed, "enforced": v.enforced, "policy": v.policy,
@@ -128,7 +126,7 @@ async fn handle(app: &App, endpoint: Endpoint, principal: &auth::Principal, acto
             });
             Ok(ok(serde_json::json!({
                 "repository": repo.as_str(), "digest": digest.to_string(), "verdict": verdict,
-                "inspected_at": oci::rfc3339((stored.inspected_at_ms / 1000) as u64), "inspection_millis": stored.millis,
+                "inspected_at": oci::rfc3339((inspected_at_ms / 1000) as u64), "inspection_millis": millis,
                 "report": report,
             })))
         }

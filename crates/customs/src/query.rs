@@ -105,8 +105,7 @@ async fn command_on(registry: &Registry, actor: &Actor<'_>, command: Command) ->
         Command::Query(QueryCommand::Report { image }) => {
             let (repo, digest) = image.split_once('@').context("give the image as REPO@DIGEST")?;
             let (repo, digest): (RepoName, Digest) = (repo.parse()?, digest.parse()?);
-            let (stored, verdict) = registry.image_report(&repo, &digest).await?;
-            let mut out: serde_json::Value = serde_json::from_str(&stored.report)?;
+            let registry::ImageReport { report: mut out, verdict, .. } = registry.image_report(&repo, &digest).await?;
             if let Some(v) = verdict {
                 out["verdict"] = serde_json::json!({ "served": v.serves(), "allowed": v.allowed, "policy": v.policy, "reasons": v.reasons, "warnings": v.warnings });
             }

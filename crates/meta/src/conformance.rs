@@ -4,7 +4,7 @@ use oci::{Digest, Reference, RepoName, Tag, UploadId};
 
 use crate::{
     AuditEntry, AuditQuery, Error, GateState, GrantRecord, IdentityKind, InspectionState, ManifestRecord, MetaStore, NewManifest,
-    Page, PrincipalRecord, StoredReport, UploadRecord, Component, ImageVulnerability, NewWaiver, PackageQuery, ReportIndex, Verdict, VerdictWrite,
+    Page, PrincipalRecord, StoredReport, UploadRecord, Component, ImageVulnerability, NewWaiver, PackageQuery, ReportIndex, Verdict, VerdictWrite, Matches, ReportFacts, VerdictBatch,
 };
 
 /// Runs every check against `meta`, panicking on the first failure.
@@ -301,7 +301,9 @@ async fn inspections_are_leased_retried_and_completed(meta: &dyn MetaStore) {
     assert_eq!(users, want);
     assert!(meta.manifests_referencing(&repo("conf/elsewhere"), &d("ic")).await.unwrap().is_empty());
     assert_eq!(meta.gate_state(&r, &d("i-plain")).await.unwrap(), GateState::Unjudged);
-    let report = StoredReport { digest: d("i-one"), report: "{}".into(), db_version: "sha256:x".into(), inspected_at_ms: now, millis: 12 };
+    let full = serde_json::json!({ "schema": "customs.report/v1", "packages": [], "db": { "version": "sha256:x" }, "vulnerabilities": [{ "id": "CVE-2021-44228" }] });
+    let report = StoredReport::from_report(&d("i-one"), &full, "sha256:x", now, 12);
+    assert_eq!(report.to_json().unwrap(), full, "split and assembled again");
     let index = ReportIndex {
         components: Some(vec![Component {
             ecosystem: "maven".into(),
@@ -388,19 +390,34 @@ async fn inspections_are_leased_retried_and_completed(meta: &dyn MetaStore) {
     ] {
         assert!(meta.images_with_package(&q, 10).await.unwrap().is_empty(), "{q:?}");
     }
+    // What re-matching reads: the facts and which matches are stored, for many digests at once.
+    let facts = meta.report_facts(&[d("i-one"), d("i-plain")]).await.unwrap();
+    assert_eq!(facts, vec![ReportFacts { digest: d("i-one"), facts: report.facts.clone(), db_version: "sha256:x".into(), matches_digest: report.matches.digest.clone(), inspected_at_ms: now, millis: 12 }]);
     // A re-matched report replaces the rows.
-    let rematched = StoredReport { db_version: "sha256:y".into(), ..report.clone() };
+    let rematched = StoredReport { matches: Matches::new("sha256:y", &serde_json::json!({ "version": "sha256:y" }), "[]".into()), ..report.clone() };
     meta.record_verdict(Some((&rematched, &ReportIndex { components: None, vulnerabilities: vec![] })), &audited).await.unwrap();
     assert!(meta.images_with_vulnerability("CVE-2021-44228", 10).await.unwrap().is_empty());
     assert_eq!(meta.images_with_package(&by("pkg:maven/org.apache.logging.log4j/log4j-core"), 10).await.unwrap().len(), 1);
+    assert_eq!(meta.inspection_report(&d("i-one")).await.unwrap().unwrap().to_json().unwrap()["vulnerabilities"], serde_json::json!([]));
 
     // In bulk: verdicts and their audit entries in one transaction.
     let rejudged = Verdict { allowed: true, reasons: vec![], basis: "b4".into(), ..audited.clone() };
     let entry = audit("customs", "gate.allowed", "conf/inspect@i-one");
-    meta.record_verdicts(&[VerdictWrite { report: None, verdict: &rejudged }], std::slice::from_ref(&entry)).await.unwrap();
-    assert_eq!(meta.verdict(&r, &d("i-one")).await.unwrap(), Some(rejudged));
+    let judged = [VerdictWrite { report: None, verdict: &rejudged }];
+    let batch = VerdictBatch { judged: &judged, carried: &[], basis: "b4", restamped: &[], db_version: "", db: "", audit: std::slice::from_ref(&entry) };
+    meta.record_verdicts(&batch).await.unwrap();
+    assert_eq!(meta.verdict(&r, &d("i-one")).await.unwrap(), Some(rejudged.clone()));
     let q = AuditQuery { action_prefix: Some("gate".into()), ..AuditQuery { after_id: 0, limit: 100, actor: None, action_prefix: None } };
     assert!(meta.audit(&q).await.unwrap().iter().any(|a| a.entry == entry));
+    // A verdict carried to a new basis, its report restamped with the new DB: nothing else changes.
+    let z = serde_json::json!({ "version": "sha256:z" }).to_string();
+    let one = d("i-one");
+    let batch = VerdictBatch { judged: &[], carried: &[(&r, &one)], basis: "b5", restamped: &[&one], db_version: "sha256:z", db: &z, audit: &[] };
+    meta.record_verdicts(&batch).await.unwrap();
+    assert_eq!(meta.verdict(&r, &d("i-one")).await.unwrap(), Some(Verdict { basis: "b5".into(), ..rejudged }));
+    let restamped = meta.inspection_report(&d("i-one")).await.unwrap().unwrap();
+    assert_eq!((restamped.matches.db_version.as_str(), restamped.matches.db.as_str()), ("sha256:z", z.as_str()));
+    assert_eq!((&restamped.facts, &restamped.matches.vulnerabilities, &restamped.matches.digest), (&rematched.facts, &rematched.matches.vulnerabilities, &rematched.matches.digest));
 
     // Waivers.
     let w = meta

@@ -25,14 +25,75 @@ pub enum InspectionState {
     Failed(String),
 }
 
-/// An inspection's result, stored once per manifest digest.
+/// An inspection's result, stored once per manifest digest, in two parts: what the layers showed
+/// (written once) and what the advisory DB said of it (written again when a newer DB says
+/// something else).
 #[derive(Clone, Debug, PartialEq)]
 pub struct StoredReport {
     pub digest: Digest,
-    /// The `customs.report/v1` JSON.
-    pub report: String,
-    /// The advisory DB version it was matched against (empty: none).
+    /// The `customs.report/v1` JSON without `db` and `vulnerabilities`.
+    pub facts: String,
+    pub matches: Matches,
+    pub inspected_at_ms: i64,
+    pub millis: i64,
+}
+
+/// A report's matches against one advisory DB.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Matches {
+    /// The advisory DB version (empty: none).
     pub db_version: String,
+    /// The report's `db` (a JSON object, or `null`).
+    pub db: String,
+    /// The report's `vulnerabilities` (a JSON array).
+    pub vulnerabilities: String,
+    /// The sha256 of `vulnerabilities`: whether a new match changed anything, without reading them.
+    pub digest: String,
+}
+
+impl Matches {
+    pub fn new(db_version: &str, db: &serde_json::Value, vulnerabilities: String) -> Matches {
+        Matches { db_version: db_version.to_owned(), db: db.to_string(), digest: Digest::sha256_of(vulnerabilities.as_bytes()).to_string(), vulnerabilities }
+    }
+}
+
+impl StoredReport {
+    /// Splits a `customs.report/v1` JSON into what is stored.
+    pub fn from_report(digest: &Digest, report: &serde_json::Value, db_version: &str, inspected_at_ms: i64, millis: i64) -> StoredReport {
+        let mut facts = report.clone();
+        let (mut db, mut vulnerabilities) = (serde_json::Value::Null, serde_json::Value::Array(Vec::new()));
+        if let Some(o) = facts.as_object_mut() {
+            db = o.remove("db").unwrap_or_default();
+            vulnerabilities = o.remove("vulnerabilities").unwrap_or(vulnerabilities);
+        }
+        StoredReport {
+            digest: digest.clone(),
+            facts: facts.to_string(),
+            matches: Matches::new(db_version, &db, vulnerabilities.to_string()),
+            inspected_at_ms,
+            millis,
+        }
+    }
+
+    /// The whole `customs.report/v1` JSON.
+    pub fn to_json(&self) -> std::result::Result<serde_json::Value, String> {
+        let broken = |e: serde_json::Error| format!("stored report of {}: {e}", self.digest);
+        let mut report: serde_json::Value = serde_json::from_str(&self.facts).map_err(broken)?;
+        report["db"] = serde_json::from_str(&self.matches.db).map_err(broken)?;
+        report["vulnerabilities"] = serde_json::from_str(&self.matches.vulnerabilities).map_err(broken)?;
+        Ok(report)
+    }
+}
+
+/// What re-matching reads of a stored report: its facts and which matches it holds, not the
+/// matches themselves.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReportFacts {
+    pub digest: Digest,
+    pub facts: String,
+    pub db_version: String,
+    /// [`Matches::digest`].
+    pub matches_digest: String,
     pub inspected_at_ms: i64,
     pub millis: i64,
 }
@@ -99,6 +160,23 @@ pub struct VerdictWrite<'a> {
     pub verdict: &'a Verdict,
 }
 
+/// The outcome of judging stored images again, written in one transaction.
+#[derive(Clone, Copy, Debug)]
+pub struct VerdictBatch<'a> {
+    /// Verdicts judged anew, each with its report when that was matched again with new results.
+    pub judged: &'a [VerdictWrite<'a>],
+    /// Verdicts that stand on `basis` as they are: only the advisory DB changed, and it changed
+    /// nothing in their image's matches.
+    pub carried: &'a [(&'a RepoName, &'a Digest)],
+    pub basis: &'a str,
+    /// Reports matched again with the same vulnerabilities: only their DB stamp changes.
+    pub restamped: &'a [&'a Digest],
+    /// The stamp: [`Matches::db_version`] and [`Matches::db`].
+    pub db_version: &'a str,
+    pub db: &'a str,
+    pub audit: &'a [crate::AuditEntry],
+}
+
 /// What the gate says about pulling an image.
 #[derive(Clone, Debug, PartialEq)]
 pub enum GateState {
@@ -122,12 +200,14 @@ pub trait Inspections: Send + Sync {
     /// the job of its repository and digest done, in one transaction. Returns the verdict it
     /// replaced.
     async fn record_verdict(&self, report: Option<(&StoredReport, &ReportIndex)>, verdict: &Verdict) -> Result<Option<Verdict>>;
-    /// Stores many verdicts (each with its re-matched report when given) and appends `audit`, in
-    /// one transaction: how stored verdicts are judged again in bulk.
-    async fn record_verdicts(&self, writes: &[VerdictWrite<'_>], audit: &[crate::AuditEntry]) -> Result<()>;
+    /// Stores what judging again decided, in one transaction: how stored images are judged again
+    /// in bulk.
+    async fn record_verdicts(&self, batch: &VerdictBatch<'_>) -> Result<()>;
     /// Records a failure: due again at `retry_at_ms`, or failed for good when `None`.
     async fn fail_inspection(&self, job: i64, error: &str, retry_at_ms: Option<i64>) -> Result<()>;
     async fn inspection_report(&self, digest: &Digest) -> Result<Option<StoredReport>>;
+    /// The facts of the stored reports of `digests` (those that have one), for matching again.
+    async fn report_facts(&self, digests: &[Digest]) -> Result<Vec<ReportFacts>>;
     async fn inspection_state(&self, repo: &RepoName, digest: &Digest) -> Result<Option<InspectionState>>;
     async fn verdict(&self, repo: &RepoName, digest: &Digest) -> Result<Option<Verdict>>;
     /// `repo`'s verdict on `digest`, else where its job stands; an index that is neither is

@@ -29,8 +29,8 @@ pub use identities::{
     AccessChanges, AuditEntry, AuditQuery, AuditRecord, GrantRecord, IdentityKind, Identities, PrincipalRecord,
 };
 pub use inspections::{
-    Component, Findings, GateState, ImageMatch, ImageVulnerability, InspectionJob, InspectionState, Inspections, NewWaiver,
-    PackageQuery, ReportIndex, StoredReport, Verdict, VerdictWrite, Waiver,
+    Component, Findings, GateState, ImageMatch, ImageVulnerability, InspectionJob, InspectionState, Inspections, Matches, NewWaiver,
+    PackageQuery, ReportFacts, ReportIndex, StoredReport, Verdict, VerdictBatch, VerdictWrite, Waiver,
 };
 pub use sqlite::SqliteMeta;
 

@@ -57,6 +57,8 @@ impl Policy {
         if package != "data.customs" {
             return Err(format!("{name}: the policy must be `package customs`, not {package}"));
         }
+        // Analysed and scheduled once here, not in every clone that evaluates.
+        engine.eval_query("data.customs".to_owned(), false).map_err(|e| format!("{name}: {e}"))?;
         Ok(Policy { name: name.to_owned(), source: rego.to_owned(), engine })
     }
 
@@ -76,7 +78,7 @@ impl Policy {
     /// Evaluates the policy on `input` (an image's evidence).
     pub fn evaluate(&self, input: &serde_json::Value) -> Result<Decision, String> {
         let mut engine = self.engine.clone();
-        let input = regorus::Value::from_json_str(&input.to_string()).map_err(|e| format!("input: {e}"))?;
+        let input = <regorus::Value as Deserialize>::deserialize(input).map_err(|e| format!("input: {e}"))?;
         engine.set_input(input);
         let mut query = |path: &str| -> Result<regorus::Value, String> {
             let results = engine.eval_query(path.to_owned(), false).map_err(|e| format!("{}: {e}", self.name))?;

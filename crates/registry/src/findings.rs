@@ -5,7 +5,7 @@ use std::cmp::Ordering;
 
 use advisories::Scheme;
 use auth::RepoGlob;
-use meta::{Component, ImageMatch, ImageVulnerability, NewWaiver, PackageQuery, StoredReport, Verdict, Waiver};
+use meta::{Component, ImageMatch, ImageVulnerability, NewWaiver, PackageQuery, Verdict, Waiver};
 use oci::{Digest, RepoName};
 
 use crate::access::Actor;
@@ -87,14 +87,27 @@ fn scheme_of(ecosystem: &str) -> Option<Scheme> {
     })
 }
 
+/// An image's inspection report, as served.
+#[derive(Clone, Debug)]
+pub struct ImageReport {
+    /// The `customs.report/v1` JSON.
+    pub report: serde_json::Value,
+    pub inspected_at_ms: i64,
+    /// How long the inspection took.
+    pub millis: i64,
+    /// The repository's verdict on it.
+    pub verdict: Option<Verdict>,
+}
+
 impl Registry {
     /// `repo`'s inspection report of `digest` and its verdict there.
-    pub async fn image_report(&self, repo: &RepoName, digest: &Digest) -> Result<(StoredReport, Option<Verdict>)> {
+    pub async fn image_report(&self, repo: &RepoName, digest: &Digest) -> Result<ImageReport> {
         let reference = oci::Reference::Digest(digest.clone());
         self.meta.manifest(repo, &reference).await?.ok_or(Error::ManifestUnknown(reference))?;
-        let report = self.meta.inspection_report(digest).await?.ok_or_else(|| Error::NotFound(format!("{digest} has not been inspected yet")))?;
+        let stored = self.meta.inspection_report(digest).await?.ok_or_else(|| Error::NotFound(format!("{digest} has not been inspected yet")))?;
+        let report = stored.to_json().map_err(Error::Unavailable)?;
         let verdict = self.meta.verdict(repo, digest).await?;
-        Ok((report, verdict))
+        Ok(ImageReport { report, inspected_at_ms: stored.inspected_at_ms, millis: stored.millis, verdict })
     }
 
     pub async fn images_with_vulnerability(&self, id: &str) -> Result<Vec<ImageMatch<ImageVulnerability>>> {

@@ -93,7 +93,17 @@ pub struct Basis {
     pub db_version: String,
     /// The waivers in force.
     pub waivers: Vec<Waiver>,
+    /// `RULES/DB`: a digest of the gate rules and waivers, and one of the advisory DB version.
     pub fingerprint: String,
+}
+
+impl Basis {
+    /// Whether a verdict judged on `old` differs from this basis in the advisory DB alone: then,
+    /// if the DB changed nothing in its image's matches, it stands as it is.
+    pub fn only_db_changed(&self, old: &str) -> bool {
+        let rules = |f: &str| f.split_once('/').map(|(rules, _)| rules.to_owned());
+        old != self.fingerprint && rules(old).is_some() && rules(old) == rules(&self.fingerprint)
+    }
 }
 
 /// The rows queries read, from a report.
@@ -200,11 +210,13 @@ impl Registry {
     /// The basis verdicts are judged on now, given the advisory DB version in use.
     pub async fn basis(&self, db_version: &str, now_ms: i64) -> Result<Basis> {
         let waivers: Vec<Waiver> = self.meta.waivers().await?.into_iter().filter(|w| w.expires_at_ms > now_ms).collect();
-        let mut all = format!("{db_version}\0{}", self.gate_rules.fingerprint());
+        let mut rules = self.gate_rules.fingerprint().to_owned();
         for w in &waivers {
-            all.push_str(&format!("\0{}\0{}\0{}\0{}", w.id, w.finding, w.repositories, w.expires_at_ms));
+            rules.push_str(&format!("\0{}\0{}\0{}\0{}", w.id, w.finding, w.repositories, w.expires_at_ms));
         }
-        Ok(Basis { db_version: db_version.to_owned(), waivers, fingerprint: Digest::sha256_of(all.as_bytes()).to_string() })
+        let short = |s: &str| Digest::sha256_of(s.as_bytes()).hex()[..32].to_owned();
+        let fingerprint = format!("{}/{}", short(&rules), short(db_version));
+        Ok(Basis { db_version: db_version.to_owned(), waivers, fingerprint })
     }
 
     /// Judges the image `digest` of `repo` on its `report` (the `customs.report/v1` JSON).
@@ -254,12 +266,11 @@ impl Registry {
         Ok(old)
     }
 
-    /// Stores verdicts judged again (`old`: the one each replaces) and the audit entries of those
-    /// that changed, in one transaction.
-    pub async fn record_verdicts(&self, writes: &[(meta::VerdictWrite<'_>, &Verdict)]) -> Result<()> {
-        let audit: Vec<meta::AuditEntry> = writes.iter().filter_map(|(w, old)| verdict_audit(w.verdict, Some(old))).collect();
-        let verdicts: Vec<meta::VerdictWrite<'_>> = writes.iter().map(|(w, _)| *w).collect();
-        self.meta.record_verdicts(&verdicts, &audit).await?;
+    /// Stores what judging again decided (`olds`: the verdict each judged one replaces) and the
+    /// audit entries of the verdicts that changed, in one transaction.
+    pub async fn record_verdicts(&self, batch: meta::VerdictBatch<'_>, olds: &[&Verdict]) -> Result<()> {
+        let audit: Vec<meta::AuditEntry> = batch.judged.iter().zip(olds).filter_map(|(w, old)| verdict_audit(w.verdict, Some(old))).collect();
+        self.meta.record_verdicts(&meta::VerdictBatch { audit: &audit, ..batch }).await?;
         if !audit.is_empty() {
             self.forget_verdicts();
         }

@@ -33,7 +33,7 @@ use oci::{Digest, Reference, RepoName, Tag};
 
 pub use access::{Access, AccessConfig, Actor, IssuedToken, NewRobot, PrincipalInfo};
 pub use error::Error;
-pub use findings::{MAX_MATCHES, VersionFilter};
+pub use findings::{ImageReport, MAX_MATCHES, VersionFilter};
 pub use judge::{Basis, GateRules, Mode, NamespaceRule, PushMode, index as report_index};
 pub use manifests::{ManifestContent, PutManifest};
 pub use range::RangeRequest;

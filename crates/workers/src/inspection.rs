@@ -32,12 +32,32 @@ pub struct InspectionSettings {
     pub limits: scanner::Limits,
 }
 
-/// The report being judged again, for every repository that holds its digest.
+/// What one round of re-judging did.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Rejudged {
+    /// Verdicts judged again by the policy.
+    pub verdicts: usize,
+    /// Of which changed (served or not, or other reasons).
+    pub changed: usize,
+    /// Time spent re-matching reports and evaluating policy.
+    pub judging: Duration,
+    /// Time spent storing reports and verdicts.
+    pub writing: Duration,
+    /// Verdicts that stand unchanged on the new basis: the new DB changed nothing in their image's matches.
+    pub carried: usize,
+}
+
+/// The report in hand while judging again, for every repository that holds its digest.
 struct Current {
-    stored: StoredReport,
-    report: serde_json::Value,
-    /// Matched against a newer DB and not stored yet.
-    rematched: bool,
+    digest: Digest,
+    /// The whole report, once built.
+    report: Option<serde_json::Value>,
+    /// Matched again with the same vulnerabilities: the report as restamped, to build the whole
+    /// report from when a verdict must be judged anyway.
+    restamped: Option<StoredReport>,
+    unchanged: bool,
+    /// Matched again with new vulnerabilities: the report to store.
+    write: Option<(StoredReport, meta::ReportIndex)>,
 }
 
 struct LoadedDb {
@@ -138,89 +158,149 @@ impl InspectionWorker {
     }
 
     /// When what verdicts rest on changed (the advisory DB, a waiver; a signature arrived), judges
-    /// the stored images again: a report whose DB is outdated has its packages matched again, and
-    /// no layer is read. Returns how many verdicts changed.
-    pub async fn rejudge(&self) -> Result<usize, String> {
+    /// the stored images again, no layer read: a report whose DB is outdated has its packages
+    /// matched again (each distinct package once per round); when that changes its
+    /// vulnerabilities, it is stored anew and its verdicts judged by the policy; when it does not,
+    /// the report is only restamped with the DB, and verdicts that differ from the current basis
+    /// in the DB alone stand as they are.
+    pub async fn rejudge(&self) -> Result<Rejudged, String> {
         let db = self.advisory_db();
         let db_version = db.as_ref().map(|d| d.version().to_owned()).unwrap_or_default();
         let basis = self.registry.basis(&db_version, now_ms()).await.map_err(|e| e.to_string())?;
         let _one = self.rejudging.lock().await;
-        let mut changed = 0;
-        // The report of the digest in hand: verdicts come sorted by digest.
+        let mut matcher = db.as_deref().map(inspect::Matcher::new);
+        let db_info = matcher.as_ref().map(|m| m.db_info()).unwrap_or_default().to_string();
+        let mut done = Rejudged::default();
+        // The digest in hand: verdicts come sorted by digest, and may span batches.
         let mut current: Option<Current> = None;
         loop {
             let stale = self.meta.stale_verdicts(&basis.fingerprint, 500).await.map_err(|e| e.to_string())?;
-            let batch = stale.len();
+            let started = Instant::now();
+            let mut wanted: Vec<Digest> = stale.iter().map(|v| v.digest.clone()).filter(|d| current.as_ref().is_none_or(|c| &c.digest != d)).collect();
+            wanted.dedup();
+            let mut facts: std::collections::HashMap<Digest, meta::ReportFacts> =
+                self.meta.report_facts(&wanted).await.map_err(|e| e.to_string())?.into_iter().map(|f| (f.digest.clone(), f)).collect();
+            let mut judged: Vec<(Verdict, &Verdict)> = Vec::new();
+            let mut reports: std::collections::HashMap<Digest, (StoredReport, meta::ReportIndex)> = std::collections::HashMap::new();
+            let mut carried: Vec<(&RepoName, &Digest)> = Vec::new();
+            let mut restamped: Vec<Digest> = Vec::new();
             let mut skipped = 0;
-            // Judged one by one, written together: one transaction per batch.
-            let mut judged: Vec<(Option<StoredReport>, meta::ReportIndex, Verdict)> = Vec::with_capacity(batch);
             for old in &stale {
-                match self.rejudge_one(old, &mut current, db.as_deref(), &basis).await {
-                    Ok(Some(j)) => judged.push(j),
-                    // No report to judge on (it is being inspected): the job will judge it.
-                    Ok(None) => skipped += 1,
+                if current.as_ref().is_none_or(|c| c.digest != old.digest) {
+                    current = match facts.remove(&old.digest) {
+                        // No report to judge on (it is being inspected): the job will judge it.
+                        None => None,
+                        Some(f) => match self.matched(f, matcher.as_mut(), &basis, &db_info).await {
+                            Ok(c) => Some(c),
+                            Err(e) => {
+                                // One bad record must not stop the others; it stays stale and is logged.
+                                tracing::warn!(digest = %old.digest, error = %e, "cannot match again");
+                                None
+                            }
+                        },
+                    };
+                    if let Some(c) = current.as_mut() {
+                        if c.unchanged {
+                            restamped.push(c.digest.clone());
+                        } else if let Some(report) = c.write.take() {
+                            reports.insert(c.digest.clone(), report);
+                        }
+                    }
+                }
+                let Some(c) = current.as_mut() else {
+                    skipped += 1;
+                    continue;
+                };
+                if c.unchanged && basis.only_db_changed(&old.basis) {
+                    carried.push((&old.repo, &old.digest));
+                    continue;
+                }
+                match self.judge_again(old, c, &basis).await {
+                    Ok(verdict) => judged.push((verdict, old)),
                     Err(e) => {
-                        // One bad record must not stop the others; it stays stale and is logged.
                         tracing::warn!(repo = %old.repo, digest = %old.digest, error = %e, "cannot judge again");
                         skipped += 1;
                     }
                 }
             }
-            let olds: std::collections::HashMap<(&oci::RepoName, &oci::Digest), &Verdict> = stale.iter().map(|v| ((&v.repo, &v.digest), v)).collect();
-            let writes: Vec<(meta::VerdictWrite<'_>, &Verdict)> = judged
-                .iter()
-                .map(|(report, index, verdict)| {
-                    let old = olds[&(&verdict.repo, &verdict.digest)];
-                    if verdict.serves() != old.serves() || verdict.reasons != old.reasons {
-                        changed += 1;
-                        tracing::info!(repo = %verdict.repo, digest = %verdict.digest, allowed = verdict.allowed, reasons = ?verdict.reasons, "verdict changed");
-                    }
-                    (meta::VerdictWrite { report: report.as_ref().map(|r| (r, index)), verdict }, old)
-                })
-                .collect();
-            self.registry.record_verdicts(&writes).await.map_err(|e| e.to_string())?;
-            if batch == 0 || skipped == batch {
+            done.judging += started.elapsed();
+            let started = Instant::now();
+            // Each new report goes with the first verdict judged on it (none judged: it stays
+            // stale and is matched again next round).
+            let mut writes = Vec::with_capacity(judged.len());
+            let mut olds = Vec::with_capacity(judged.len());
+            for (verdict, old) in &judged {
+                let report = reports.remove(&verdict.digest);
+                writes.push((report, verdict));
+                olds.push(*old);
+                if verdict.serves() != old.serves() || verdict.reasons != old.reasons {
+                    done.changed += 1;
+                    tracing::info!(repo = %verdict.repo, digest = %verdict.digest, allowed = verdict.allowed, reasons = ?verdict.reasons, "verdict changed");
+                }
+            }
+            let writes: Vec<meta::VerdictWrite<'_>> =
+                writes.iter().map(|(report, verdict)| meta::VerdictWrite { report: report.as_ref().map(|(r, i)| (r, i)), verdict }).collect();
+            let restamped_refs: Vec<&Digest> = restamped.iter().collect();
+            let batch = meta::VerdictBatch {
+                judged: &writes,
+                carried: &carried,
+                basis: &basis.fingerprint,
+                restamped: &restamped_refs,
+                db_version: &basis.db_version,
+                db: &db_info,
+                audit: &[],
+            };
+            self.registry.record_verdicts(batch, &olds).await.map_err(|e| e.to_string())?;
+            done.writing += started.elapsed();
+            done.verdicts += judged.len();
+            done.carried += carried.len();
+            if stale.is_empty() || skipped == stale.len() {
                 break;
             }
         }
-        Ok(changed)
+        if done.verdicts + done.carried > 0 {
+            tracing::info!(
+                judged = done.verdicts,
+                carried = done.carried,
+                changed = done.changed,
+                judging_ms = done.judging.as_millis() as u64,
+                writing_ms = done.writing.as_millis() as u64,
+                "judged again"
+            );
+        }
+        Ok(done)
     }
 
-    /// Judges one stale verdict again: the new verdict, with the re-matched report (and its
-    /// vulnerability rows) the first time its digest comes up; `None` when there is no report.
-    async fn rejudge_one(
-        &self,
-        old: &Verdict,
-        current: &mut Option<Current>,
-        db: Option<&advisories::Db>,
-        basis: &registry::Basis,
-    ) -> Result<Option<(Option<StoredReport>, meta::ReportIndex, Verdict)>, String> {
-        if current.as_ref().is_none_or(|c| c.stored.digest != old.digest) {
-            *current = None;
-            let Some(stored) = self.meta.inspection_report(&old.digest).await.map_err(|e| e.to_string())? else {
-                return Ok(None);
-            };
-            *current = Some(if stored.db_version == basis.db_version {
-                let report = serde_json::from_str(&stored.report).map_err(|e| format!("stored report: {e}"))?;
-                Current { stored, report, rematched: false }
-            } else {
-                let mut report = inspect::rematch(&stored.report, db)?;
-                report["scanned_at"] = serde_json::json!(oci::rfc3339((now_ms() / 1000) as u64));
-                let stored = StoredReport { report: report.to_string(), db_version: basis.db_version.clone(), ..stored };
-                Current { stored, report, rematched: true }
-            });
+    /// The report of `facts`, matched again when its DB is not the basis's.
+    async fn matched(&self, facts: meta::ReportFacts, matcher: Option<&mut inspect::Matcher<'_>>, basis: &registry::Basis, db_info: &str) -> Result<Current, String> {
+        if facts.db_version == basis.db_version {
+            // Matched against this DB already (inspected since, or judged in another repository).
+            let stored = self.meta.inspection_report(&facts.digest).await.map_err(|e| e.to_string())?.ok_or("the report is gone")?;
+            return Ok(Current { digest: facts.digest, report: Some(stored.to_json()?), restamped: None, unchanged: false, write: None });
         }
-        let c = current.as_mut().expect("set above");
-        let verdict = self.registry.judge(&old.repo, &old.digest, &c.report, basis, now_ms()).await.map_err(|e| e.to_string())?;
-        // Re-matched: the same packages, new vulnerability rows; stored once per digest.
-        let write = if c.rematched {
-            c.rematched = false;
-            let index = meta::ReportIndex { components: None, ..registry::report_index(&c.report) };
-            (Some(c.stored.clone()), index, verdict)
-        } else {
-            (None, meta::ReportIndex::default(), verdict)
-        };
-        Ok(Some(write))
+        let inventory = inspect::StoredInventory::parse(&facts.facts)?;
+        let vulnerabilities = matcher.map(|m| m.vulnerabilities(&inventory.packages, inventory.os.as_ref())).unwrap_or_default();
+        let vulnerabilities = serde_json::to_string(&vulnerabilities).map_err(|e| e.to_string())?;
+        let matches = meta::Matches { db: db_info.to_owned(), ..meta::Matches::new(&basis.db_version, &serde_json::Value::Null, vulnerabilities) };
+        let unchanged = matches.digest == facts.matches_digest;
+        let stored = StoredReport { digest: facts.digest.clone(), facts: facts.facts, matches, inspected_at_ms: facts.inspected_at_ms, millis: facts.millis };
+        if unchanged {
+            // Built into a report only if a verdict must be judged anyway.
+            return Ok(Current { digest: facts.digest, report: None, restamped: Some(stored), unchanged, write: None });
+        }
+        let report = stored.to_json()?;
+        // The same packages, new vulnerability rows.
+        let index = meta::ReportIndex { components: None, ..registry::report_index(&report) };
+        Ok(Current { digest: facts.digest, report: Some(report), restamped: None, unchanged, write: Some((stored, index)) })
+    }
+
+    /// Judges `old`'s repository's image again on the report in hand.
+    async fn judge_again(&self, old: &Verdict, c: &mut Current, basis: &registry::Basis) -> Result<Verdict, String> {
+        if c.report.is_none() {
+            c.report = Some(c.restamped.as_ref().ok_or("no report in hand")?.to_json()?);
+        }
+        let report = c.report.as_ref().expect("set above");
+        self.registry.judge(&old.repo, &old.digest, report, basis, now_ms()).await.map_err(|e| e.to_string())
     }
 
     /// The advisory DB, re-read when its file changed.
@@ -257,9 +337,9 @@ impl InspectionWorker {
         // The same bytes were inspected (in another repository, or before a restart) against this
         // DB: judge that report for this repository.
         if let Some(existing) = self.meta.inspection_report(&job.digest).await.map_err(|e| e.to_string())?
-            && existing.db_version == db_version
+            && existing.matches.db_version == db_version
         {
-            let report: serde_json::Value = serde_json::from_str(&existing.report).map_err(|e| format!("stored report: {e}"))?;
+            let report = existing.to_json()?;
             let verdict = self.registry.judge(&job.repo, &job.digest, &report, &basis, now_ms()).await.map_err(|e| e.to_string())?;
             self.registry.record_verdict(None, &verdict).await.map_err(|e| e.to_string())?;
             return Ok(verdict);
@@ -301,13 +381,12 @@ impl InspectionWorker {
         let target = Target { kind: "registry", name: format!("{}@{}", job.repo, job.digest), digest: Some(job.digest.to_string()) };
         let report = inspect::report(inventory, db.as_deref(), target, (now / 1000) as u64);
         let json = report.to_json();
-        let report_json = json.to_string();
         let verdict = self.registry.judge(&job.repo, &job.digest, &json, &basis, now).await.map_err(|e| e.to_string())?;
         let sbom = serde_json::to_vec(&report.to_cyclonedx(&uuid::Uuid::new_v4().to_string())).map_err(|e| e.to_string())?;
         let subject = (content.media_type.as_str(), &job.digest, content.bytes.len());
         self.attach(&job.repo, subject, SBOM_ARTIFACT, Bytes::from(sbom), &db_version).await?;
-        self.attach(&job.repo, subject, REPORT_ARTIFACT, Bytes::from(report_json.clone()), &db_version).await?;
-        let stored = StoredReport { digest: job.digest.clone(), report: report_json, db_version, inspected_at_ms: now, millis };
+        self.attach(&job.repo, subject, REPORT_ARTIFACT, Bytes::from(json.to_string()), &db_version).await?;
+        let stored = StoredReport::from_report(&job.digest, &json, &db_version, now, millis);
         self.registry.record_verdict(Some((&stored, &registry::report_index(&json))), &verdict).await.map_err(|e| e.to_string())?;
         Ok(verdict)
     }

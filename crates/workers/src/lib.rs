@@ -4,4 +4,4 @@
 
 pub mod inspection;
 
-pub use inspection::{InspectionSettings, InspectionWorker};
+pub use inspection::{InspectionSettings, InspectionWorker, Rejudged};

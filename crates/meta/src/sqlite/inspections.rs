@@ -11,8 +11,8 @@ use sqlx::sqlite::SqliteRow;
 
 use super::{SqliteMeta, db, now_ms};
 use crate::{
-    Repositories, Component, Error, Findings, GateState, ImageMatch, ImageVulnerability, InspectionJob, InspectionState, Inspections,
-    NewWaiver, PackageQuery, ReportIndex, Result, StoredReport, Verdict, VerdictWrite, Waiver,
+    Component, Error, Findings, GateState, ImageMatch, ImageVulnerability, InspectionJob, InspectionState, Inspections, Matches,
+    NewWaiver, PackageQuery, ReportFacts, ReportIndex, Repositories, Result, StoredReport, Verdict, VerdictBatch, Waiver,
 };
 
 /// Rows per multi-row INSERT (7 parameters each, far below SQLite's limit).
@@ -50,17 +50,37 @@ impl Inspections for SqliteMeta {
 
     async fn record_verdict(&self, report: Option<(&StoredReport, &ReportIndex)>, v: &Verdict) -> Result<Option<Verdict>> {
         let mut tx = self.writer.begin().await.map_err(db)?;
-        let old = write_verdict(&mut tx, report, v).await?;
+        let old = write_verdict(&mut tx, report, v, true).await?;
         tx.commit().await.map_err(db)?;
         Ok(old)
     }
 
-    async fn record_verdicts(&self, writes: &[VerdictWrite<'_>], audit: &[crate::AuditEntry]) -> Result<()> {
+    async fn record_verdicts(&self, batch: &VerdictBatch<'_>) -> Result<()> {
         let mut tx = self.writer.begin().await.map_err(db)?;
-        for w in writes {
-            write_verdict(&mut tx, w.report, w.verdict).await?;
+        for w in batch.judged {
+            write_verdict(&mut tx, w.report, w.verdict, false).await?;
         }
-        for entry in audit {
+        for chunk in batch.carried.chunks(ROWS_PER_INSERT) {
+            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("UPDATE verdicts SET basis = ");
+            q.push_bind(batch.basis).push(" WHERE (repo, digest) IN (VALUES ");
+            let mut keys = q.separated(", ");
+            for (repo, digest) in chunk {
+                keys.push("(").push_bind_unseparated(repo.as_str()).push_unseparated(", ").push_bind_unseparated(digest.to_string()).push_unseparated(")");
+            }
+            q.push(")");
+            q.build().execute(&mut *tx).await.map_err(db)?;
+        }
+        for chunk in batch.restamped.chunks(ROWS_PER_INSERT) {
+            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("UPDATE inspection_reports SET db_version = ");
+            q.push_bind(batch.db_version).push(", db = ").push_bind(batch.db).push(" WHERE digest IN (");
+            let mut digests = q.separated(", ");
+            for digest in chunk {
+                digests.push_bind(digest.to_string());
+            }
+            q.push(")");
+            q.build().execute(&mut *tx).await.map_err(db)?;
+        }
+        for entry in batch.audit {
             super::identities::audit_in(&mut tx, entry).await?;
         }
         tx.commit().await.map_err(db)
@@ -84,18 +104,48 @@ impl Inspections for SqliteMeta {
     }
 
     async fn inspection_report(&self, digest: &Digest) -> Result<Option<StoredReport>> {
-        let row = sqlx::query("SELECT report, db_version, inspected_at, millis FROM inspection_reports WHERE digest = $1")
-            .bind(digest.to_string())
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(db)?;
+        let row = sqlx::query(
+            "SELECT report, db_version, db, vulnerabilities, vulnerabilities_digest, inspected_at, millis FROM inspection_reports WHERE digest = $1",
+        )
+        .bind(digest.to_string())
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(db)?;
         Ok(row.map(|row| StoredReport {
             digest: digest.clone(),
-            report: row.get("report"),
-            db_version: row.get("db_version"),
+            facts: row.get("report"),
+            matches: Matches {
+                db_version: row.get("db_version"),
+                db: row.get("db"),
+                vulnerabilities: row.get("vulnerabilities"),
+                digest: row.get("vulnerabilities_digest"),
+            },
             inspected_at_ms: row.get("inspected_at"),
             millis: row.get("millis"),
         }))
+    }
+
+    async fn report_facts(&self, digests: &[Digest]) -> Result<Vec<ReportFacts>> {
+        let mut out = Vec::with_capacity(digests.len());
+        for chunk in digests.chunks(ROWS_PER_INSERT) {
+            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("SELECT digest, report, db_version, vulnerabilities_digest, inspected_at, millis FROM inspection_reports WHERE digest IN (");
+            let mut list = q.separated(", ");
+            for d in chunk {
+                list.push_bind(d.to_string());
+            }
+            q.push(")");
+            for row in q.build().fetch_all(&self.reader).await.map_err(db)? {
+                out.push(ReportFacts {
+                    digest: parse(row.get::<&str, _>("digest"), "digest")?,
+                    facts: row.get("report"),
+                    db_version: row.get("db_version"),
+                    matches_digest: row.get("vulnerabilities_digest"),
+                    inspected_at_ms: row.get("inspected_at"),
+                    millis: row.get("millis"),
+                });
+            }
+        }
+        Ok(out)
     }
 
     async fn inspection_state(&self, repo: &RepoName, digest: &Digest) -> Result<Option<InspectionState>> {
@@ -330,17 +380,24 @@ impl Findings for SqliteMeta {
     }
 }
 
-/// Writes one verdict (and its report and rows, when given) in `tx`; the verdict it replaced.
-async fn write_verdict(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, report: Option<(&StoredReport, &ReportIndex)>, v: &Verdict) -> Result<Option<Verdict>> {
+/// Writes one verdict (and its report and rows, when given) in `tx`. `inspected`: it ends an
+/// inspection, whose job is marked done; and the verdict it replaced is returned (judging again
+/// knows it already).
+async fn write_verdict(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, report: Option<(&StoredReport, &ReportIndex)>, v: &Verdict, inspected: bool) -> Result<Option<Verdict>> {
         if let Some((r, index)) = report {
             let digest = r.digest.to_string();
             sqlx::query(
-                "INSERT INTO inspection_reports (digest, report, db_version, inspected_at, millis) VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT (digest) DO UPDATE SET report = $2, db_version = $3, inspected_at = $4, millis = $5",
+                "INSERT INTO inspection_reports (digest, report, db_version, db, vulnerabilities, vulnerabilities_digest, inspected_at, millis)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                 ON CONFLICT (digest) DO UPDATE SET report = $2, db_version = $3, db = $4, vulnerabilities = $5,
+                     vulnerabilities_digest = $6, inspected_at = $7, millis = $8",
             )
             .bind(&digest)
-            .bind(&r.report)
-            .bind(&r.db_version)
+            .bind(&r.facts)
+            .bind(&r.matches.db_version)
+            .bind(&r.matches.db)
+            .bind(&r.matches.vulnerabilities)
+            .bind(&r.matches.digest)
             .bind(r.inspected_at_ms)
             .bind(r.millis)
             .execute(&mut **tx)
@@ -366,14 +423,18 @@ async fn write_verdict(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, report: Opt
                 q.build().execute(&mut **tx).await.map_err(db)?;
             }
         }
-        let old = sqlx::query(concat!("SELECT ", verdict_columns!(), " FROM verdicts WHERE repo = $1 AND digest = $2"))
-            .bind(v.repo.as_str())
-            .bind(v.digest.to_string())
-            .fetch_optional(&mut **tx)
-            .await
-            .map_err(db)?
-            .map(|row| verdict(&row))
-            .transpose()?;
+        let old = if inspected {
+            sqlx::query(concat!("SELECT ", verdict_columns!(), " FROM verdicts WHERE repo = $1 AND digest = $2"))
+                .bind(v.repo.as_str())
+                .bind(v.digest.to_string())
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(db)?
+                .map(|row| verdict(&row))
+                .transpose()?
+        } else {
+            None
+        };
         sqlx::query(concat!("INSERT INTO verdicts (", verdict_columns!(), ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
              ON CONFLICT (repo, digest) DO UPDATE SET allowed = $3, enforced = $4, policy = $5, reasons = $6,
                  warnings = $7, basis = $8, judged_at = $9"))
@@ -389,16 +450,18 @@ async fn write_verdict(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, report: Opt
         .execute(&mut **tx)
         .await
         .map_err(db)?;
-        sqlx::query(
-            "UPDATE inspection_jobs SET state = 'done', lease_until = NULL, last_error = NULL, updated_at = $1
-             WHERE repo = $2 AND digest = $3",
-        )
-        .bind(now_ms())
-        .bind(v.repo.as_str())
-        .bind(v.digest.to_string())
-        .execute(&mut **tx)
-        .await
-        .map_err(db)?;
+        if inspected {
+            sqlx::query(
+                "UPDATE inspection_jobs SET state = 'done', lease_until = NULL, last_error = NULL, updated_at = $1
+                 WHERE repo = $2 AND digest = $3",
+            )
+            .bind(now_ms())
+            .bind(v.repo.as_str())
+            .bind(v.digest.to_string())
+            .execute(&mut **tx)
+            .await
+            .map_err(db)?;
+        }
         Ok(old)
     }
 

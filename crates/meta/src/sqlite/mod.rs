@@ -18,6 +18,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../../migrations/sqlite/0003_inspection.sql")),
     (4, include_str!("../../migrations/sqlite/0004_verdicts.sql")),
     (5, include_str!("../../migrations/sqlite/0005_judgements.sql")),
+    (6, include_str!("../../migrations/sqlite/0006_matches.sql")),
 ];
 
 mod identities;
@@ -500,6 +501,39 @@ mod tests {
         // Reopening applies no migration twice and keeps what was written.
         let again = SqliteMeta::open(&dir.path().join("meta.db")).await.unwrap();
         assert!(!again.repositories(&Page { n: 10, last: None }).await.unwrap().entries.is_empty());
+    }
+
+    #[tokio::test]
+    async fn reports_stored_whole_are_split_by_the_migration() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.db");
+        let whole = serde_json::json!({
+            "schema": "customs.report/v1", "packages": [{ "name": "openssl" }],
+            "db": { "version": "sha256:x", "updated_at": "2026-11-24T00:00:00Z" },
+            "vulnerabilities": [{ "id": "CVE-2023-0286", "aliases": ["DSA-5343-1"] }],
+        });
+        {
+            // A records file as the release before this change left it.
+            let pool = SqlitePool::connect_with(SqliteConnectOptions::new().filename(&path).create_if_missing(true)).await.unwrap();
+            sqlx::query("CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)").execute(&pool).await.unwrap();
+            for &(version, sql) in &MIGRATIONS[..5] {
+                sqlx::raw_sql(sql).execute(&pool).await.unwrap();
+                sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, 0)").bind(version).execute(&pool).await.unwrap();
+            }
+            sqlx::query("INSERT INTO inspection_reports (digest, report, db_version, inspected_at, millis) VALUES ('sha256:aa', $1, 'sha256:x', 1, 2)")
+                .bind(whole.to_string())
+                .execute(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+        }
+        let meta = SqliteMeta::open(&path).await.unwrap();
+        let digest: Digest = format!("sha256:{}", "a".repeat(64)).parse().unwrap();
+        sqlx::query("UPDATE inspection_reports SET digest = $1").bind(digest.to_string()).execute(&meta.writer).await.unwrap();
+        let stored = crate::Inspections::inspection_report(&meta, &digest).await.unwrap().unwrap();
+        assert_eq!(stored.to_json().unwrap(), whole, "the same report, read back from its two parts");
+        assert!(!stored.facts.contains("CVE-2023-0286"), "{}", stored.facts);
+        assert_eq!(stored.matches.digest, "", "unknown: the next re-match stores its matches again");
     }
 
     #[tokio::test]

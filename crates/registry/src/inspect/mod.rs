@@ -111,53 +111,94 @@ pub fn report(inventory: Inventory, db: Option<&Db>, target: Target, now_secs: u
 }
 
 fn db_info(d: &Db) -> DbInfo {
-    DbInfo { version: d.version().to_owned(), updated_at: oci::rfc3339(d.status().updated_at) }
+    DbInfo { version: d.version().to_owned(), updated_at: oci::rfc3339(d.updated_at()) }
 }
 
 /// The vulnerabilities of `packages`, most severe first.
 pub fn match_packages(packages: &[Package], os: Option<&Os>, db: &Db) -> Vec<Finding> {
-    let mut vulnerabilities = Vec::new();
-    for p in packages {
-        let mut seen = std::collections::BTreeSet::new();
-        for (eco, name, version) in p.advisory_queries(os) {
-            for v in db.vulnerabilities(&eco, &name, &version) {
-                if !seen.insert(v.id.clone()) {
-                    continue;
-                }
-                let sev = v.severity.as_ref();
-                vulnerabilities.push(Finding {
-                    id: v.id,
-                    aliases: v.aliases,
-                    related: v.related,
-                    package: p.name.clone(),
-                    ecosystem: eco.clone(),
-                    purl: p.purl.clone(),
-                    installed_version: p.version.clone(),
-                    fixed_version: v.fixed_version,
-                    severity: sev.map_or(Rating::Unknown, |s| s.rating),
-                    cvss_score: sev.and_then(|s| s.score),
-                    cvss_vector: sev.and_then(|s| s.vector.clone()),
-                    title: v.summary,
-                    layer: p.layer.clone(),
-                    path: p.path.clone(),
-                });
-            }
-        }
-    }
-    vulnerabilities.sort_by(|a, b| b.severity.cmp(&a.severity).then_with(|| a.id.cmp(&b.id)).then_with(|| a.purl.cmp(&b.purl)));
-    vulnerabilities
+    Matcher::new(db).vulnerabilities(packages, os)
 }
 
-/// A stored report (its JSON) matched again against another DB: its packages and OS are read
-/// back, its `vulnerabilities` and `db` replaced; nothing else changes and no layer is read.
-pub fn rematch(report_json: &str, db: Option<&Db>) -> Result<serde_json::Value, String> {
-    let mut report: serde_json::Value = serde_json::from_str(report_json).map_err(|e| format!("stored report: {e}"))?;
-    let packages: Vec<Package> = serde_json::from_value(report["packages"].clone()).map_err(|e| format!("stored packages: {e}"))?;
-    let os: Option<Os> = serde_json::from_value(report["os"].clone()).map_err(|e| format!("stored os: {e}"))?;
-    let vulnerabilities = db.map(|db| match_packages(&packages, os.as_ref(), db)).unwrap_or_default();
-    report["vulnerabilities"] = serde_json::to_value(vulnerabilities).map_err(|e| e.to_string())?;
-    report["db"] = serde_json::to_value(db.map(db_info)).map_err(|e| e.to_string())?;
-    Ok(report)
+/// Matches packages against one DB, remembering each question's answer: stored images share most
+/// of their packages, so matching many of them again asks each question once. The memory is
+/// bounded: past [`Matcher::MAX_ANSWERS`] answers it starts over.
+pub struct Matcher<'a> {
+    db: &'a Db,
+    answers: std::collections::HashMap<(String, String, String), Vec<advisories::Vulnerability>>,
+}
+
+impl<'a> Matcher<'a> {
+    pub const MAX_ANSWERS: usize = 200_000;
+
+    pub fn new(db: &'a Db) -> Matcher<'a> {
+        Matcher { db, answers: std::collections::HashMap::new() }
+    }
+
+    pub fn db(&self) -> &'a Db {
+        self.db
+    }
+
+    /// The vulnerabilities of `packages`, most severe first.
+    pub fn vulnerabilities(&mut self, packages: &[Package], os: Option<&Os>) -> Vec<Finding> {
+        let mut vulnerabilities = Vec::new();
+        for p in packages {
+            let mut seen = std::collections::BTreeSet::new();
+            for query in p.advisory_queries(os) {
+                if !self.answers.contains_key(&query) {
+                    if self.answers.len() >= Self::MAX_ANSWERS {
+                        self.answers.clear();
+                    }
+                    let answer = self.db.vulnerabilities(&query.0, &query.1, &query.2);
+                    self.answers.insert(query.clone(), answer);
+                }
+                for v in &self.answers[&query] {
+                    if !seen.insert(v.id.clone()) {
+                        continue;
+                    }
+                    let sev = v.severity.as_ref();
+                    vulnerabilities.push(Finding {
+                        id: v.id.clone(),
+                        aliases: v.aliases.clone(),
+                        related: v.related.clone(),
+                        package: p.name.clone(),
+                        ecosystem: query.0.clone(),
+                        purl: p.purl.clone(),
+                        installed_version: p.version.clone(),
+                        fixed_version: v.fixed_version.clone(),
+                        severity: sev.map_or(Rating::Unknown, |s| s.rating),
+                        cvss_score: sev.and_then(|s| s.score),
+                        cvss_vector: sev.and_then(|s| s.vector.clone()),
+                        title: v.summary.clone(),
+                        layer: p.layer.clone(),
+                        path: p.path.clone(),
+                    });
+                }
+            }
+        }
+        vulnerabilities.sort_by(|a, b| b.severity.cmp(&a.severity).then_with(|| a.id.cmp(&b.id)).then_with(|| a.purl.cmp(&b.purl)));
+        vulnerabilities
+    }
+
+    /// The `db` of a report matched here.
+    pub fn db_info(&self) -> serde_json::Value {
+        serde_json::to_value(db_info(self.db)).expect("serializes")
+    }
+}
+
+/// What matching reads of a stored report: its packages and OS.
+#[derive(serde::Deserialize)]
+pub struct StoredInventory {
+    #[serde(default)]
+    pub packages: Vec<Package>,
+    #[serde(default)]
+    pub os: Option<Os>,
+}
+
+impl StoredInventory {
+    /// Reads the packages and OS of a stored report (or its facts), skipping everything else.
+    pub fn parse(report_json: &str) -> Result<StoredInventory, String> {
+        serde_json::from_str(report_json).map_err(|e| format!("stored report: {e}"))
+    }
 }
 
 impl Report {
