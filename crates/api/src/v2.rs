@@ -118,14 +118,19 @@ async fn admitted(
         Err(_) if cut.load(Ordering::Relaxed) => ApiError::BodyTooSlow.into_response(),
         Err(e) => e.into_response(),
     };
-    if let (Some(authn), Some((action, target))) = (&app.authn, audit)
+    // Audited with authentication off too (as `anonymous`): webhooks are fed from the log.
+    if let Some((action, target)) = audit
         && response.status().is_success()
     {
         let target = match response.headers().get(DOCKER_CONTENT_DIGEST).and_then(|d| d.to_str().ok()) {
             Some(digest) if !target.contains('@') => format!("{target}@{digest}"),
             _ => target,
         };
-        authn.access.audit(registry::Actor { name: actor.name(), client }, action, &target, None).await;
+        let actor = registry::Actor { name: actor.name(), client };
+        match &app.authn {
+            Some(authn) => authn.access.audit(actor, action, &target, None).await,
+            None => app.registry.audit(actor, action, &target, None).await,
+        }
     }
     (response, held)
 }

@@ -41,6 +41,47 @@ pub struct Config {
     pub inspection: Inspection,
     /// The pull gate over inspection verdicts.
     pub gate: Gate,
+    /// Where events (pushed, inspected, blocked, unblocked) are POSTed as CloudEvents.
+    pub webhooks: Vec<Webhook>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Webhook {
+    /// Names the webhook's place in the event log: renaming it starts it afresh.
+    pub name: String,
+    pub url: String,
+    /// The environment variable holding the HMAC-SHA256 key of the `X-Customs-Signature-256`
+    /// header (never the key itself in this file). Empty: unsigned.
+    pub secret_env: String,
+    /// Of `pushed`, `inspected`, `blocked`, `unblocked`; empty: all.
+    pub events: Vec<String>,
+    /// Only images in repositories this glob names; empty: all.
+    pub repositories: String,
+    /// Attempts at one event before it is given up (and recorded); retries back off
+    /// exponentially from `retry_secs` to at most five minutes, later events waiting.
+    pub max_attempts: u32,
+    pub retry_secs: u64,
+    /// More trusted CA certificates (PEM) for the receiver.
+    pub ca_file: PathBuf,
+    /// The CloudEvents `source` of the events.
+    pub source: String,
+}
+
+impl Default for Webhook {
+    fn default() -> Self {
+        Webhook {
+            name: String::new(),
+            url: String::new(),
+            secret_env: String::new(),
+            events: Vec::new(),
+            repositories: String::new(),
+            max_attempts: 10,
+            retry_secs: 1,
+            ca_file: PathBuf::new(),
+            source: "/customs".into(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -469,6 +510,7 @@ impl Default for Config {
             scan: Scan::default(),
             inspection: Inspection::default(),
             gate: Gate::default(),
+            webhooks: Vec::new(),
         }
     }
 }

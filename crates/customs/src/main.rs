@@ -12,6 +12,7 @@ mod query;
 mod scan;
 mod serve;
 mod source;
+mod webhooks;
 
 use std::path::PathBuf;
 

@@ -85,6 +85,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     } else {
         Vec::new()
     };
+    let hooks = match crate::webhooks::worker(&config, Meta(meta.clone()))? {
+        Some(worker) => Some(tokio::spawn(worker.run(stop_rx.clone()))),
+        None => None,
+    };
     let stats = Arc::new(api::ConnectionStats::default());
     let (auth, refresher) = if config.auth.enabled {
         let access = crate::access::open(&config, &data, Meta(meta.clone())).await?;
@@ -123,7 +127,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     let _ = stop_tx.send(true);
     let _ = janitor.await;
-    for w in inspectors {
+    for w in inspectors.into_iter().chain(hooks) {
         let _ = w.await;
     }
     if let Some(r) = refresher {

@@ -4,7 +4,9 @@
 //! signature admits an image signed with a configured key (Ed25519 or ECDSA P-256) and refuses
 //! one signed with another; a `reject` namespace refuses the push itself; an `audit` namespace
 //! records the failure and serves; an index is judged through its children; and the queries
-//! find images by package. Every verdict is in the audit log.
+//! find images by package. Every verdict is in the audit log, and a webhook receiver (a plain
+//! HTTP server of the test's own) is sent the team's events as signed CloudEvents, the first
+//! delivery retried after a 500.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -41,6 +43,57 @@ fn wait_for(url: &str, want: u16) -> String {
         assert!(started.elapsed() < Duration::from_secs(90), "{url}: still {status}, waiting for {want}: {body}");
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// One request a webhook receiver got: its headers (lower-cased names) and body, and the status
+/// it was answered with.
+#[derive(Clone, Debug)]
+struct Delivery {
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    status: u16,
+}
+
+/// A webhook receiver on 127.0.0.1: answers the first request 500, then 200; keeps every request.
+fn receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Delivery>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Delivery>::new()));
+    let kept = got.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                let mut headers = Vec::new();
+                loop {
+                    let mut h = String::new();
+                    reader.read_line(&mut h).unwrap();
+                    let h = h.trim_end();
+                    if h.is_empty() {
+                        break;
+                    }
+                    let (k, v) = h.split_once(':').unwrap();
+                    headers.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
+                }
+                let len: usize = headers.iter().find(|(k, _)| k == "content-length").map_or(0, |(_, v)| v.parse().unwrap());
+                let mut body = vec![0; len];
+                reader.read_exact(&mut body).unwrap();
+                let mut all = kept.lock().unwrap();
+                let status = if all.is_empty() { 500 } else { 200 };
+                all.push(Delivery { headers, body, status });
+                drop(all);
+                let reason = if status == 200 { "OK" } else { "Internal Server Error" };
+                let _ = write!(stream, "HTTP/1.1 {status} {reason}\r\ncontent-length: 0\r\n\r\n");
+            }
+        }
+    });
+    (url, got)
 }
 
 fn pkg_jar() -> Vec<u8> {
@@ -159,10 +212,23 @@ fn the_gate_waives_verifies_rejects_audits_and_answers_queries() {
     let (ec_private, ec_public) = keypair(&keys, "release-p256", true);
     let (rogue_private, _) = keypair(&keys, "rogue", false);
     let config = tmp.join("customs.toml");
+    let (hook_url, deliveries) = receiver();
+    // The webhook's key, made here and handed over in the environment as an operator would.
+    let hook_key = {
+        let mut b = [0u8; 16];
+        std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom").unwrap(), &mut b).unwrap();
+        b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+    };
     std::fs::write(
         &config,
         format!(
-            r#"[gate]
+            r#"[[webhooks]]
+name = "ci"
+url = "{hook_url}"
+secret_env = "HOOK_KEY_OF_THE_TEST"
+repositories = "team/**"
+
+[gate]
 policy_dir = "{}"
 
 [[gate.namespaces]]
@@ -185,7 +251,12 @@ mode = "audit"
     )
     .unwrap();
     let config_path = config.to_str().unwrap();
-    let server = ServerProcess::start_with(customs(), &data, &[("CUSTOMS_CONFIG", config_path), ("CUSTOMS_INSPECTION__POLL_MS", "100")]).unwrap();
+    let server = ServerProcess::start_with(
+        customs(),
+        &data,
+        &[("CUSTOMS_CONFIG", config_path), ("CUSTOMS_INSPECTION__POLL_MS", "100"), ("HOOK_KEY_OF_THE_TEST", &hook_key)],
+    )
+    .unwrap();
     let (base, addr) = (server.url(), server.addr.clone());
     let layout = tmp.join("layout");
     // A private key, generated here: never a committed one.
@@ -234,6 +305,42 @@ mode = "audit"
     run("skopeo", &["--insecure-policy", "copy", "--quiet", "--src-tls-verify=false", &format!("docker://{addr}/team/keyed:1"), &format!("oci:{}:keyed", back.display())]);
     let listed = run(customs().to_str().unwrap(), &["waiver", "list", "--data", data_arg]);
     assert!(listed.contains("a test key, rotated") && listed.contains("team/**"), "{listed}");
+    // The webhook heard the keyed image pushed, inspected, blocked and unblocked, in that order.
+    let subject = format!("team/keyed@{keyed}");
+    let events_for = |subject: &str| -> Vec<(String, serde_json::Value, Delivery)> {
+        let all = deliveries.lock().unwrap().clone();
+        all.into_iter()
+            .filter(|d| d.status == 200)
+            .map(|d| {
+                let e: serde_json::Value = serde_json::from_slice(&d.body).unwrap();
+                (e["type"].as_str().unwrap().to_owned(), e, d)
+            })
+            .filter(|(_, e, _)| e["subject"] == subject)
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while events_for(&subject).len() < 4 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let events = events_for(&subject);
+    let kinds: Vec<&str> = events.iter().map(|(k, _, _)| k.as_str()).collect();
+    assert_eq!(kinds, ["dev.customs.image.pushed", "dev.customs.image.inspected", "dev.customs.image.blocked", "dev.customs.image.unblocked"]);
+    let (_, pushed_event, delivery) = &events[0];
+    assert_eq!((pushed_event["specversion"].as_str(), pushed_event["data"]["tag"].as_str()), (Some("1.0"), Some("1")), "{pushed_event}");
+    assert!(events[2].1["data"]["reasons"].to_string().contains("private-key-pkcs8"), "{}", events[2].1);
+    assert!(delivery.headers.contains(&("content-type".into(), "application/cloudevents+json".into())));
+    // Signed: openssl computes the same HMAC-SHA256 of the body with the key.
+    let body_file = tmp.join("event.json");
+    std::fs::write(&body_file, &delivery.body).unwrap();
+    let mac = run("openssl", &["dgst", "-sha256", "-hmac", &hook_key, "-r", body_file.to_str().unwrap()]);
+    let signature = delivery.headers.iter().find(|(k, _)| k == "x-customs-signature-256").map(|(_, v)| v.clone()).expect("a signature header");
+    assert_eq!(signature, format!("sha256={}", mac.split_whitespace().next().unwrap()));
+    // The first attempt was answered 500 and the same event delivered again; other namespaces are not the webhook's.
+    let all = deliveries.lock().unwrap().clone();
+    assert_eq!(all[0].status, 500);
+    let id = |d: &Delivery| serde_json::from_slice::<serde_json::Value>(&d.body).unwrap()["id"].clone();
+    assert_eq!(id(&all[0]), id(&all[1]), "retried after the 500");
+    assert!(all.iter().all(|d| serde_json::from_slice::<serde_json::Value>(&d.body).unwrap()["subject"].as_str().unwrap().starts_with("team/")));
 
     // 3. Queries: which images contain log4j-core 2.14?
     let (status, body) = get(&format!("{base}/api/v1/packages?name=log4j-core&version=2.14"));

@@ -4,7 +4,7 @@ use oci::{Digest, Reference, RepoName, Tag, UploadId};
 
 use crate::{
     AuditEntry, AuditQuery, Error, GateState, GrantRecord, IdentityKind, InspectionState, ManifestRecord, MetaStore, NewManifest,
-    Page, PrincipalRecord, StoredReport, UploadRecord, Component, ImageVulnerability, NewWaiver, PackageQuery, ReportIndex, Verdict, VerdictWrite, Matches, ReportFacts, VerdictBatch,
+    Page, PrincipalRecord, StoredReport, UploadRecord, Component, ImageVulnerability, NewWaiver, PackageQuery, ReportIndex, Verdict, VerdictWrite, Matches, ReportFacts, VerdictBatch, WebhookCursor, WebhookFailure,
 };
 
 /// Runs every check against `meta`, panicking on the first failure.
@@ -17,6 +17,25 @@ pub async fn run(meta: &dyn MetaStore) {
     principals_grants_and_changes(meta).await;
     audit_is_ordered_and_filtered(meta).await;
     inspections_are_leased_retried_and_completed(meta).await;
+    webhook_cursors_and_failures(meta).await;
+}
+
+async fn webhook_cursors_and_failures(meta: &dyn MetaStore) {
+    assert_eq!(meta.webhook_cursor("ci").await.unwrap(), None);
+    meta.append_audit(&audit("ann", "push", "conf/hooks:v1@sha256:00")).await.unwrap();
+    let head = meta.audit_head().await.unwrap();
+    assert!(head > 0);
+    let log = meta.audit(&AuditQuery { after_id: head - 1, limit: 10, actor: None, action_prefix: None }).await.unwrap();
+    assert_eq!(log.last().map(|r| r.id), Some(head), "the head is the newest entry");
+    let waiting = WebhookCursor { after_id: head - 1, attempts: 2, next_at_ms: 5_000, last_error: Some("503 from the receiver".into()) };
+    meta.save_webhook_cursor("ci", &waiting, None).await.unwrap();
+    assert_eq!(meta.webhook_cursor("ci").await.unwrap(), Some(waiting));
+    assert_eq!(meta.webhook_cursor("other").await.unwrap(), None, "per webhook");
+    let failure = WebhookFailure { hook: "ci".into(), audit_id: head, error: "503 from the receiver".into(), at_ms: 6_000 };
+    let past = WebhookCursor { after_id: head, ..WebhookCursor::default() };
+    meta.save_webhook_cursor("ci", &past, Some(&failure)).await.unwrap();
+    assert_eq!(meta.webhook_cursor("ci").await.unwrap(), Some(past));
+    assert_eq!(meta.webhook_failures(10).await.unwrap(), vec![failure]);
 }
 
 fn repo(s: &str) -> RepoName {

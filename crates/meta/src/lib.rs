@@ -20,6 +20,7 @@ pub mod conformance;
 mod identities;
 mod inspections;
 mod sqlite;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -33,6 +34,7 @@ pub use inspections::{
     PackageQuery, ReportFacts, ReportIndex, StoredReport, Verdict, VerdictBatch, VerdictWrite, Waiver,
 };
 pub use sqlite::SqliteMeta;
+pub use webhooks::{WebhookCursor, WebhookFailure, Webhooks};
 
 /// The stored facts of one manifest in one repository (its bytes live in `blobs`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -157,8 +159,8 @@ pub trait UploadSessions: Send + Sync + 'static {
 }
 
 /// Every port of the records store.
-pub trait MetaStore: Repositories + UploadSessions + Identities + Inspections + Findings {}
-impl<T: Repositories + UploadSessions + Identities + Inspections + Findings> MetaStore for T {}
+pub trait MetaStore: Repositories + UploadSessions + Identities + Inspections + Findings + Webhooks {}
+impl<T: Repositories + UploadSessions + Identities + Inspections + Findings + Webhooks> MetaStore for T {}
 
 /// The handle the rest of the program holds.
 #[derive(Clone)]

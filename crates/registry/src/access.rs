@@ -471,9 +471,7 @@ impl Access {
 
     /// Appends to the audit log. A failure is logged, not returned: the audited act happened.
     pub async fn audit(&self, actor: Actor<'_>, action: &str, target: &str, detail: Option<&str>) {
-        if let Err(e) = self.meta.append_audit(&entry(&actor, action, target, detail)).await {
-            tracing::error!(error = %e, action, "cannot append to the audit log");
-        }
+        append_audit(&self.meta, &entry(&actor, action, target, detail)).await;
     }
 
     fn credential_key(&self, name: &str, secret: &str) -> [u8; 32] {
@@ -545,7 +543,14 @@ fn new_record(actor: &Actor<'_>, name: &str, kind: IdentityKind, secret: String,
     PrincipalRecord { name: name.into(), kind, secret, expires_at_ms, description, created_at_ms: now_ms(), created_by: actor.name.into() }
 }
 
-fn entry(actor: &Actor<'_>, action: &str, target: &str, detail: Option<&str>) -> AuditEntry {
+/// Appends `entry`, logging a failure: the audited act happened either way.
+pub(crate) async fn append_audit(meta: &meta::Meta, entry: &AuditEntry) {
+    if let Err(e) = meta.append_audit(entry).await {
+        tracing::error!(error = %e, action = %entry.action, "cannot append to the audit log");
+    }
+}
+
+pub(crate) fn entry(actor: &Actor<'_>, action: &str, target: &str, detail: Option<&str>) -> AuditEntry {
     AuditEntry {
         actor: actor.name.into(),
         action: action.into(),

@@ -253,14 +253,18 @@ impl Registry {
         })
     }
 
+    /// Appends to the audit log (what webhooks are fed from) with authentication off; see
+    /// [`crate::Access::audit`] for when it is on.
+    pub async fn audit(&self, actor: crate::Actor<'_>, action: &str, target: &str, detail: Option<&str>) {
+        crate::access::append_audit(&self.meta, &crate::access::entry(&actor, action, target, detail)).await;
+    }
+
     /// Stores a verdict (with its report when new). A first verdict and every change of one is
     /// written to the audit log; remembered "servable" answers are dropped.
     pub async fn record_verdict(&self, report: Option<(&StoredReport, &ReportIndex)>, verdict: &Verdict) -> Result<Option<Verdict>> {
         let old = self.meta.record_verdict(report, verdict).await?;
         if let Some(entry) = verdict_audit(verdict, old.as_ref()) {
-            if let Err(e) = self.meta.append_audit(&entry).await {
-                tracing::error!(error = %e, "cannot append a verdict to the audit log");
-            }
+            crate::access::append_audit(&self.meta, &entry).await;
             self.forget_verdicts();
         }
         Ok(old)

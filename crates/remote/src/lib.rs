@@ -4,8 +4,10 @@
 //! without the registry's credentials. HTTPS with the system's trust store plus any CA certificates
 //! given; plain HTTP for loopback hosts (unless CA certificates are given) or when asked.
 
+mod post;
 mod reference;
 
+pub use post::Poster;
 pub use reference::{ImageRef, ReferenceError};
 
 use base64::Engine as _;
@@ -103,36 +105,40 @@ fn pct(s: &str) -> String {
     out
 }
 
+/// HTTPS (and plain HTTP) with the system's roots and `ca_pem`'s CA certificates.
+fn connector(ca_pem: Option<&[u8]>) -> Result<hyper_rustls::HttpsConnector<HttpConnector>, Error> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    roots.add_parsable_certificates(native.certs);
+    if let Some(pem) = ca_pem {
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem)
+            .collect::<Result<_, _>>()
+            .map_err(|e| Error::Invalid(format!("CA certificates: {e}")))?;
+        if certs.is_empty() {
+            return Err(Error::Invalid("CA certificates: no certificate in the file".into()));
+        }
+        for c in certs {
+            roots.add(c).map_err(|e| Error::Invalid(format!("CA certificates: {e}")))?;
+        }
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Invalid(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .build())
+}
+
 impl Client {
     /// `ca_pem`: more trusted CA certificates (PEM), for registries with a private CA.
     pub fn new(credentials: Option<Credentials>, plain_http: bool, ca_pem: Option<&[u8]>) -> Result<Client, Error> {
-        use rustls::pki_types::{CertificateDer, pem::PemObject};
-        let mut roots = rustls::RootCertStore::empty();
-        let native = rustls_native_certs::load_native_certs();
-        roots.add_parsable_certificates(native.certs);
-        if let Some(pem) = ca_pem {
-            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem)
-                .collect::<Result<_, _>>()
-                .map_err(|e| Error::Invalid(format!("CA certificates: {e}")))?;
-            if certs.is_empty() {
-                return Err(Error::Invalid("CA certificates: no certificate in the file".into()));
-            }
-            for c in certs {
-                roots.add(c).map_err(|e| Error::Invalid(format!("CA certificates: {e}")))?;
-            }
-        }
-        let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| Error::Invalid(e.to_string()))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .build();
-        let http = Http::builder(TokioExecutor::new()).build(https);
+        let http = Http::builder(TokioExecutor::new()).build(connector(ca_pem)?);
         Ok(Client { http, credentials, plain_http, extra_ca: ca_pem.is_some(), tokens: Mutex::new(HashMap::new()), timeout: Duration::from_secs(60) })
     }
 

@@ -3,5 +3,7 @@
 //! lease runs out and another takes it).
 
 pub mod inspection;
+pub mod webhooks;
 
 pub use inspection::{InspectionSettings, InspectionWorker, Rejudged};
+pub use webhooks::{Webhook, WebhookSettings, WebhookWorker};

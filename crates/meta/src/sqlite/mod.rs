@@ -19,10 +19,12 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("../../migrations/sqlite/0004_verdicts.sql")),
     (5, include_str!("../../migrations/sqlite/0005_judgements.sql")),
     (6, include_str!("../../migrations/sqlite/0006_matches.sql")),
+    (7, include_str!("../../migrations/sqlite/0007_webhooks.sql")),
 ];
 
 mod identities;
 mod inspections;
+mod webhooks;
 
 pub struct SqliteMeta {
     pub(super) writer: SqlitePool,
