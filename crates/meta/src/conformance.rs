@@ -413,7 +413,7 @@ async fn inspections_are_leased_retried_and_completed(meta: &dyn MetaStore) {
     let facts = meta.report_facts(&[d("i-one"), d("i-plain")]).await.unwrap();
     assert_eq!(facts, vec![ReportFacts { digest: d("i-one"), facts: report.facts.clone(), db_version: "sha256:x".into(), matches_digest: report.matches.digest.clone(), inspected_at_ms: now, millis: 12 }]);
     // A re-matched report replaces the rows.
-    let rematched = StoredReport { matches: Matches::new("sha256:y", &serde_json::json!({ "version": "sha256:y" }), "[]".into()), ..report.clone() };
+    let rematched = StoredReport { matches: Matches::new("sha256:y", serde_json::json!({ "version": "sha256:y" }).to_string(), "[]".into()), ..report.clone() };
     meta.record_verdict(Some((&rematched, &ReportIndex { components: None, vulnerabilities: vec![] })), &audited).await.unwrap();
     assert!(meta.images_with_vulnerability("CVE-2021-44228", 10).await.unwrap().is_empty());
     assert_eq!(meta.images_with_package(&by("pkg:maven/org.apache.logging.log4j/log4j-core"), 10).await.unwrap().len(), 1);

@@ -52,8 +52,9 @@ pub struct Matches {
 }
 
 impl Matches {
-    pub fn new(db_version: &str, db: &serde_json::Value, vulnerabilities: String) -> Matches {
-        Matches { db_version: db_version.to_owned(), db: db.to_string(), digest: Digest::sha256_of(vulnerabilities.as_bytes()).to_string(), vulnerabilities }
+    /// `db`: the report's `db` as JSON text.
+    pub fn new(db_version: &str, db: String, vulnerabilities: String) -> Matches {
+        Matches { db_version: db_version.to_owned(), db, digest: Digest::sha256_of(vulnerabilities.as_bytes()).to_string(), vulnerabilities }
     }
 }
 
@@ -69,7 +70,7 @@ impl StoredReport {
         StoredReport {
             digest: digest.clone(),
             facts: facts.to_string(),
-            matches: Matches::new(db_version, &db, vulnerabilities.to_string()),
+            matches: Matches::new(db_version, db.to_string(), vulnerabilities.to_string()),
             inspected_at_ms,
             millis,
         }

@@ -253,10 +253,7 @@ impl Client {
             resp = self.send(Method::GET, &current, &h).await?;
         }
         if !resp.status().is_success() {
-            let status = resp.status();
-            let body = small_body(&current, resp.into_body()).await.unwrap_or_default();
-            let detail = String::from_utf8_lossy(&body[..body.len().min(300)]).trim().to_owned();
-            return Err(Error::Status { url: current, status, detail: if detail.is_empty() { String::new() } else { format!(": {detail}") } });
+            return Err(status_error(current, resp).await);
         }
         Ok(resp)
     }
@@ -288,6 +285,14 @@ fn resolve(base: &str, loc: &str) -> String {
     }
     let origin_end = base.find("://").map(|i| i + 3).and_then(|s| base[s..].find('/').map(|j| s + j)).unwrap_or(base.len());
     if loc.starts_with('/') { format!("{}{loc}", &base[..origin_end]) } else { format!("{}/{loc}", base.rsplit_once('/').map_or(base, |(b, _)| b)) }
+}
+
+/// The error for an answer that is not a success, with the start of what the server said.
+async fn status_error(url: String, resp: http::Response<Incoming>) -> Error {
+    let status = resp.status();
+    let body = small_body(&url, resp.into_body()).await.unwrap_or_default();
+    let detail = String::from_utf8_lossy(&body[..body.len().min(300)]).trim().to_owned();
+    Error::Status { url, status, detail: if detail.is_empty() { String::new() } else { format!(": {detail}") } }
 }
 
 async fn small_body(url: &str, body: Incoming) -> Result<Bytes, Error> {

@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 use http::{HeaderMap, Request, StatusCode, Uri, header};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper_util::client::legacy::{Client as Http, connect::HttpConnector};
 use hyper_util::rt::TokioExecutor;
 use std::time::Duration;
@@ -21,8 +21,8 @@ impl Poster {
         Ok(Poster { http: Http::builder(TokioExecutor::new()).build(crate::connector(ca_pem)?), timeout })
     }
 
-    /// POSTs `body` with `headers`; the status, with the first 200 bytes of the answer for errors.
-    /// A status that is not 2xx is an [`Error::Status`].
+    /// POSTs `body` with `headers`; the status. A status that is not 2xx is an [`Error::Status`]
+    /// with the start of the answer.
     pub async fn post(&self, url: &str, headers: &HeaderMap, body: Bytes) -> Result<StatusCode, Error> {
         let err = |reason: String| Error::Request { url: url.to_owned(), reason };
         let uri: Uri = url.parse().map_err(|e| err(format!("bad URL: {e}")))?;
@@ -34,22 +34,10 @@ impl Poster {
         let req = req.body(Full::new(body)).map_err(|e| err(e.to_string()))?;
         let exchange = async {
             let response = self.http.request(req).await.map_err(|e| err(e.to_string()))?;
-            let status = response.status();
-            if status.is_success() {
-                return Ok(status);
+            if response.status().is_success() {
+                return Ok(response.status());
             }
-            // A little of what the receiver said, for the operator; never more.
-            let mut said = Vec::new();
-            let mut body = response.into_body();
-            while said.len() < 200 {
-                match body.frame().await {
-                    Some(Ok(frame)) => said.extend_from_slice(frame.data_ref().map_or(&[][..], |d| &d[..])),
-                    _ => break,
-                }
-            }
-            said.truncate(200);
-            let said = String::from_utf8_lossy(&said).trim().to_owned();
-            Err(Error::Status { url: url.to_owned(), status, detail: if said.is_empty() { String::new() } else { format!(": {said}") } })
+            Err(crate::status_error(url.to_owned(), response).await)
         };
         match tokio::time::timeout(self.timeout, exchange).await {
             Ok(answer) => answer,

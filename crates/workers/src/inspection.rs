@@ -13,6 +13,8 @@ use futures::StreamExt;
 use meta::{InspectionJob, Meta, StoredReport, Verdict};
 use oci::{Digest, Manifest, Reference, RepoName};
 use registry::Registry;
+
+use crate::now_ms;
 use registry::inspect::{self, Target};
 
 /// The media types of what the worker attaches.
@@ -75,9 +77,6 @@ pub struct InspectionWorker {
     rejudging: tokio::sync::Mutex<()>,
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
 
 /// A blob of the store as a blocking reader, for the scanner's thread.
 struct BlobReader {
@@ -281,7 +280,7 @@ impl InspectionWorker {
         let inventory = inspect::StoredInventory::parse(&facts.facts)?;
         let vulnerabilities = matcher.map(|m| m.vulnerabilities(&inventory.packages, inventory.os.as_ref())).unwrap_or_default();
         let vulnerabilities = serde_json::to_string(&vulnerabilities).map_err(|e| e.to_string())?;
-        let matches = meta::Matches { db: db_info.to_owned(), ..meta::Matches::new(&basis.db_version, &serde_json::Value::Null, vulnerabilities) };
+        let matches = meta::Matches::new(&basis.db_version, db_info.to_owned(), vulnerabilities);
         let unchanged = matches.digest == facts.matches_digest;
         let stored = StoredReport { digest: facts.digest.clone(), facts: facts.facts, matches, inspected_at_ms: facts.inspected_at_ms, millis: facts.millis };
         if unchanged {

@@ -12,6 +12,8 @@ use bytes::Bytes;
 use meta::{AuditQuery, AuditRecord, Meta, WebhookCursor, WebhookFailure};
 use oci::RepoName;
 
+use crate::now_ms;
+
 /// The kinds of events, by the name used in the configuration.
 pub const EVENT_KINDS: [&str; 4] = ["pushed", "inspected", "blocked", "unblocked"];
 
@@ -131,10 +133,6 @@ pub struct WebhookWorker {
     poster: remote::Poster,
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
-
 impl WebhookWorker {
     pub fn new(meta: Meta, hooks: Vec<Webhook>, settings: WebhookSettings, poster: remote::Poster) -> WebhookWorker {
         WebhookWorker { meta, hooks, settings, poster }
@@ -203,13 +201,13 @@ impl WebhookWorker {
                     return Ok(false);
                 }
             }
+            // Saved after each delivery (a restart does not send it again), and once past entries
+            // that were not this webhook's.
+            let delivered = !events.is_empty();
             cursor = WebhookCursor { after_id: record.id, ..WebhookCursor::default() };
-            if !events.is_empty() {
+            if delivered || record.id == records.last().map_or(0, |r| r.id) {
                 self.meta.save_webhook_cursor(&hook.name, &cursor, None).await.map_err(m)?;
             }
-        }
-        if let Some(last) = records.last() {
-            self.meta.save_webhook_cursor(&hook.name, &WebhookCursor { after_id: last.id, ..WebhookCursor::default() }, None).await.map_err(m)?;
         }
         Ok(records.len() == 100)
     }
