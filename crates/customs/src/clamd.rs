@@ -13,21 +13,32 @@ pub struct Clamd {
 impl Clamd {
     /// Checks that clamd answers `PING` before a scan relies on it.
     pub fn ping(&self) -> Result<(), String> {
-        let mut s = UnixStream::connect(&self.socket).map_err(|e| format!("clamd at {}: {e}", self.socket.display()))?;
-        s.set_read_timeout(Some(Duration::from_secs(10))).ok();
-        s.write_all(b"zPING\0").map_err(|e| e.to_string())?;
-        let mut reply = Vec::new();
-        s.read_to_end(&mut reply).map_err(|e| e.to_string())?;
-        match String::from_utf8_lossy(&reply).trim_end_matches('\0').trim() {
+        match self.ask("PING")?.as_str() {
             "PONG" => Ok(()),
             other => Err(format!("clamd answered {other:?} to PING")),
         }
+    }
+
+    /// One short command (`zPING`, `zVERSION`) and its answer.
+    fn ask(&self, command: &str) -> Result<String, String> {
+        let mut s = UnixStream::connect(&self.socket).map_err(|e| format!("clamd at {}: {e}", self.socket.display()))?;
+        s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+        s.write_all(format!("z{command}\0").as_bytes()).map_err(|e| e.to_string())?;
+        let mut reply = Vec::new();
+        s.read_to_end(&mut reply).map_err(|e| e.to_string())?;
+        Ok(String::from_utf8_lossy(&reply).trim_end_matches('\0').trim().to_owned())
     }
 }
 
 impl scanner::malware::FileCheck for Clamd {
     fn engine(&self) -> &'static str {
         "clamav"
+    }
+
+    /// `ClamAV 1.0.7/27472/Sun Nov 22 09:31:02 2026`: the engine, and the signatures' version.
+    fn version(&self) -> Result<String, String> {
+        let v = self.ask("VERSION")?;
+        if v.starts_with("ClamAV ") { Ok(v) } else { Err(format!("clamd answered {v:?} to VERSION")) }
     }
 
     fn check(&self, bytes: &[u8]) -> Result<Option<String>, String> {

@@ -129,7 +129,8 @@ pub fn run(config: Config, args: ScanArgs) -> anyhow::Result<u8> {
         &args.secret_rules,
         &args.malware_rules,
         args.clamd.as_deref(),
-    )?;
+    )?
+    .inspection;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     let target = args.target.clone();
     let platform = args.platform.clone();

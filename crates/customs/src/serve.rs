@@ -79,8 +79,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             poll: Duration::from_millis(config.inspection.poll_ms.max(10)),
             advisory_db: config.advisory_db(),
             limits: scanner::Limits::default(),
+            engines: engines.fingerprint,
         };
-        let worker = Arc::new(workers::InspectionWorker::new(registry.clone(), Meta(meta.clone()), engines, settings));
+        let worker = Arc::new(workers::InspectionWorker::new(registry.clone(), Meta(meta.clone()), engines.inspection, settings));
         (0..config.inspection.workers).map(|_| tokio::spawn(worker.clone().run(stop_rx.clone()))).collect()
     } else {
         Vec::new()

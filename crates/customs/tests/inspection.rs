@@ -38,20 +38,23 @@ fn jar(group: &str, artifact: &str, version: &str) -> Vec<u8> {
     zip.finish().unwrap().into_inner()
 }
 
+/// 36 random characters, the body of a GitHub token generated here.
+fn token() -> String {
+    let mut x = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
+    (0..36)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"[(x % 62) as usize] as char
+        })
+        .collect()
+}
+
 /// An image as an OCI layout; its digest. A `bad` one holds log4j-core 2.14.1 and a GitHub token
 /// generated here.
 fn image(dir: &Path, tag: &str, extra: &str, bad: bool) -> String {
-    let token: String = {
-        let mut x = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
-        (0..36)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"[(x % 62) as usize] as char
-            })
-            .collect()
-    };
+    let token = token();
     let log4j = jar("org.apache.logging.log4j", "log4j-core", "2.14.1");
     let env = format!("GITHUB_TOKEN=ghp_{token}\n");
     let mut files: Vec<(&str, &[u8])> = vec![("app/extra.txt", extra.as_bytes())];
@@ -272,5 +275,52 @@ fn new_advisories_rejudge_stored_images_without_reading_their_layers() {
     wait_for(200);
     assert_eq!(hits("CVE-2021-44228"), serde_json::json!([]), "re-matched: the rows follow the report");
     assert!(!stored.exists(), "the layer was never needed again");
+    assert!(server.stop());
+}
+
+#[test]
+fn layers_inspected_before_are_not_read_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let server = ServerProcess::start_with(customs(), &data, &[("CUSTOMS_INSPECTION__POLL_MS", "100")]).unwrap();
+    let base = server.url();
+    let layout = tmp.path().join("layout");
+    // A shared base layer with a package and a planted token; each image adds its own.
+    let env = format!("GITHUB_TOKEN=ghp_{}\n", token());
+    let shared = tar_gz(&[("usr/lib/node_modules/left-pad/package.json", br#"{"name":"left-pad","version":"1.3.0"}"#), ("etc/app.env", env.as_bytes())]);
+    let shared_digest = oci::Digest::sha256_of(&shared).to_string();
+    let config = serde_json::json!({"architecture": "amd64", "os": "linux", "config": {"User": "app"}, "rootfs": {"type": "layers", "diff_ids": []}});
+    let own = |name: &str| tar_gz(&[(&format!("srv/{name}/node_modules/{name}/package.json"), format!(r#"{{"name":"{name}","version":"2.0.0"}}"#).as_bytes())]);
+    let first = test_support::write_image(&layout, "first", &config, vec![shared.clone(), own("alpha")]).unwrap().to_string();
+    let second = test_support::write_image(&layout, "second", &config, vec![shared.clone(), own("beta")]).unwrap().to_string();
+    let push = |tag: &str, to: &str| run("skopeo", &["--insecure-policy", "copy", "--quiet", "--dest-tls-verify=false", &format!("oci:{}:{tag}", layout.display()), &format!("docker://{}/team/app:{to}", server.addr)]);
+    let report_of = |digest: &str| -> serde_json::Value {
+        let list = referrers(&base, "team/app", digest, 2);
+        serde_json::from_slice(&artifact(&base, "team/app", &list, "application/vnd.customs.report.v1+json")).unwrap()
+    };
+    push("first", "1");
+    let report = report_of(&first);
+    let packages = |r: &serde_json::Value| -> Vec<(String, String)> {
+        r["packages"].as_array().unwrap().iter().map(|p| (p["name"].as_str().unwrap().to_owned(), p["layer"].as_str().unwrap_or("").to_owned())).collect()
+    };
+    assert!(packages(&report).contains(&("left-pad".to_owned(), shared_digest.clone())), "{report}");
+
+    // Spoil the stored bytes of the shared layer (same length, so the push finds it there): a
+    // read of it now finds nothing but a broken gzip stream.
+    let hex = shared_digest.trim_start_matches("sha256:");
+    let stored = data.join("blobs/sha256").join(&hex[..2]).join(hex);
+    assert_eq!(std::fs::read(&stored).unwrap(), shared, "the layer is stored at {}", stored.display());
+    std::fs::write(&stored, vec![0u8; shared.len()]).unwrap();
+    push("second", "2");
+    let report = report_of(&second);
+    // Everything the shared layer holds is there, from its record: it was not read.
+    let found = packages(&report);
+    assert!(found.contains(&("left-pad".to_owned(), shared_digest.clone())), "{found:?}");
+    assert!(found.iter().any(|(name, _)| name == "beta"), "the new layer was read: {found:?}");
+    assert_eq!(report["problems"], serde_json::json!([]), "nothing unreadable");
+    let secret = report["secrets"].as_array().unwrap().iter().find(|s| s["rule"] == "github-pat").expect("the shared layer's token, from its record");
+    assert_eq!((secret["path"].as_str(), secret["layer"].as_str()), (Some("etc/app.env"), Some(shared_digest.as_str())));
+    assert_eq!(report["layers"][0], shared_digest);
     assert!(server.stop());
 }

@@ -464,4 +464,17 @@ async fn inspections_are_leased_retried_and_completed(meta: &dyn MetaStore) {
     assert_eq!(meta.inspection_state(&r, &d("i-two")).await.unwrap(), Some(InspectionState::Failed("manifest gone".into())));
     assert_eq!(meta.gate_state(&r, &d("i-two")).await.unwrap(), GateState::Failed("manifest gone".into()));
     assert_eq!(meta.claim_inspection(now + 100_000, 1000).await.unwrap(), None);
+
+    // Layer records: found by layer and engines; the first record of a layer stays.
+    let (l1, l2, l3) = (d("layer-1"), d("layer-2"), d("layer-3"));
+    meta.save_layer_records("e1", &[(l1.clone(), b"one".to_vec()), (l2.clone(), vec![0, 159, 146, 150])]).await.unwrap();
+    meta.save_layer_records("e1", &[(l1.clone(), b"again".to_vec())]).await.unwrap();
+    meta.save_layer_records("e2", &[(l1.clone(), b"other engines".to_vec())]).await.unwrap();
+    let mut found = meta.layer_records("e1", &[l1.clone(), l2.clone(), l3.clone()]).await.unwrap();
+    found.sort();
+    let mut want = vec![(l1.clone(), b"one".to_vec()), (l2, vec![0, 159, 146, 150])];
+    want.sort();
+    assert_eq!(found, want, "binary records, the first kept, none for a layer never seen");
+    assert_eq!(meta.layer_records("e2", &[l1.clone()]).await.unwrap(), vec![(l1, b"other engines".to_vec())]);
+    assert_eq!(meta.layer_records("e3", &[l3]).await.unwrap(), vec![]);
 }

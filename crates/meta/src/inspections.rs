@@ -218,6 +218,11 @@ pub trait Inspections: Send + Sync {
     async fn stale_verdicts(&self, basis: &str, limit: usize) -> Result<Vec<Verdict>>;
     /// Asks for `repo`'s verdict on `digest` to be judged again (a signature arrived).
     async fn rejudge_verdict(&self, repo: &RepoName, digest: &Digest) -> Result<()>;
+    /// The stored records of those of `layers` that were inspected by `engines` (what looked: the
+    /// scanner, its rules and limits), as (layer, record).
+    async fn layer_records(&self, engines: &str, layers: &[Digest]) -> Result<Vec<(Digest, Vec<u8>)>>;
+    /// Keeps what `engines` saw of each layer; a layer already kept keeps its first record.
+    async fn save_layer_records(&self, engines: &str, records: &[(Digest, Vec<u8>)]) -> Result<()>;
 }
 
 /// An image found by a query: where it is stored, its tags, and what matched.

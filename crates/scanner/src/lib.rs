@@ -17,10 +17,12 @@ mod layer;
 mod os;
 mod overlay;
 pub mod purl;
+mod record;
 mod tar;
 
 pub use os::Os;
 pub use overlay::{Inspection, Scanner};
+pub use record::LayerRecord;
 
 use serde::{Deserialize, Serialize};
 
@@ -157,12 +159,12 @@ impl Package {
 }
 
 /// Something the scan could not read, or refused to: never fatal, always reported.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Problem {
     /// A stable code: `path-traversal`, `absolute-path`, `device-file`, `hardlink-missing`,
     /// `symlink-loop`, `file-too-large`, `image-too-large`, `too-many-entries`, `layer-unreadable`,
     /// `extension-header`, `sparse-file`, `unparsable`, `unsupported`.
-    pub code: &'static str,
+    pub code: std::borrow::Cow<'static, str>,
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub layer: Option<String>,

@@ -4,14 +4,15 @@
 
 use crate::secrets::Severity;
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Misconfiguration {
-    pub id: &'static str,
-    pub title: &'static str,
+    pub id: Cow<'static, str>,
+    pub title: Cow<'static, str>,
     pub severity: Severity,
     pub detail: String,
-    pub fix: &'static str,
+    pub fix: Cow<'static, str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -55,7 +56,7 @@ pub struct History {
 }
 
 fn finding(id: &'static str, title: &'static str, severity: Severity, detail: String, fix: &'static str) -> Misconfiguration {
-    Misconfiguration { id, title, severity, detail, fix, path: None, layer: None }
+    Misconfiguration { id: id.into(), title: title.into(), severity, detail, fix: fix.into(), path: None, layer: None }
 }
 
 const SECRET_NAMES: &[&str] = &["PASSWORD", "PASSWD", "SECRET", "TOKEN", "API_KEY", "APIKEY", "ACCESS_KEY", "PRIVATE_KEY", "CREDENTIAL"];
@@ -129,11 +130,11 @@ pub fn check_mode(path: &str, mode: u32, is_dir: bool, layer: Option<&str>, out:
     if !is_dir && mode & 0o6000 != 0 && !USUAL_SETID.contains(&path) {
         let (id, title) = if mode & 0o4000 != 0 { ("setuid-file", "setuid file added by the image") } else { ("setgid-file", "setgid file added by the image") };
         out.push(Misconfiguration {
-            id,
-            title,
+            id: id.into(),
+            title: title.into(),
             severity: Severity::Medium,
             detail: format!("{path} has mode {:o}", mode & 0o7777),
-            fix: "Remove the set-id bit (chmod u-s,g-s) unless the program needs it and is meant to be in the image.",
+            fix: "Remove the set-id bit (chmod u-s,g-s) unless the program needs it and is meant to be in the image.".into(),
             path: Some(path.to_owned()),
             layer: layer.map(str::to_owned),
         });
@@ -141,11 +142,11 @@ pub fn check_mode(path: &str, mode: u32, is_dir: bool, layer: Option<&str>, out:
     let sticky_dir = is_dir && mode & 0o1000 != 0;
     if mode & 0o002 != 0 && !sticky_dir && SYSTEM_DIRS.iter().any(|d| path.starts_with(d)) && !path.starts_with("usr/local/") {
         out.push(Misconfiguration {
-            id: "world-writable",
-            title: "World-writable file in a system path",
+            id: "world-writable".into(),
+            title: "World-writable file in a system path".into(),
             severity: Severity::Medium,
             detail: format!("{path} has mode {:o}", mode & 0o7777),
-            fix: "chmod o-w it; nothing outside /tmp-like sticky directories should be writable by everyone.",
+            fix: "chmod o-w it; nothing outside /tmp-like sticky directories should be writable by everyone.".into(),
             path: Some(path.to_owned()),
             layer: layer.map(str::to_owned),
         });

@@ -9,6 +9,7 @@ use crate::layer::{decompress, is_budget, Budget};
 use crate::tar::{Kind, TarReader};
 use crate::malware::{FileCheck, MalwareFinding, MalwareScanner};
 use crate::misconfig::{ImageConfig, Misconfiguration, check_config, check_mode};
+use crate::record::{Found, LayerRecord, Op};
 use crate::secrets::{SecretFinding, SecretScanner};
 use crate::{Inventory, Limits, Os, Package, Problem};
 use std::sync::Arc;
@@ -44,6 +45,13 @@ pub struct Scanner {
     secrets: Vec<SecretFinding>,
     malware: Vec<MalwareFinding>,
     misconfigurations: Vec<Misconfiguration>,
+    /// Whether to keep what each layer read shows, for [`Scanner::finish_recorded`].
+    recording: bool,
+    /// The changes of the layer being read, while it can still be recorded.
+    ops: Option<Vec<Op>>,
+    /// Per layer, in order: its record (secrets and malware filled in at the end), when it can
+    /// stand for the layer.
+    records: Vec<Option<LayerRecord>>,
 }
 
 /// What else to look for besides packages. All off by default.
@@ -61,6 +69,9 @@ impl Inspection {
         self.secrets.is_some() || self.malware.is_some() || !self.external.is_empty()
     }
 }
+
+/// Problems kept per image.
+const MAX_PROBLEMS: usize = 1000;
 
 /// A cleaned, root-relative path, or why the entry is refused.
 fn clean(raw: &str) -> Result<(String, bool), &'static str> {
@@ -92,7 +103,17 @@ impl Scanner {
             secrets: Vec::new(),
             malware: Vec::new(),
             misconfigurations: Vec::new(),
+            recording: false,
+            ops: None,
+            records: Vec::new(),
         }
+    }
+
+    /// Keeps a record of each layer read, so that later scans of images that share it need not
+    /// read it ([`Scanner::add_recorded_layer`]).
+    pub fn recording(mut self) -> Scanner {
+        self.recording = true;
+        self
     }
 
     /// Also look for secrets, malware and misconfiguration.
@@ -147,11 +168,11 @@ impl Scanner {
     }
 
     fn problem(&mut self, code: &'static str, message: impl Into<String>, path: Option<&str>) {
-        if self.problems.len() >= 1000 {
+        if self.problems.len() >= MAX_PROBLEMS {
             return;
         }
         let layer = self.layers.last().cloned().filter(|l| !l.is_empty());
-        self.problems.push(Problem { code, message: message.into(), layer, path: path.map(str::to_owned) });
+        self.problems.push(Problem { code: code.into(), message: message.into(), layer, path: path.map(str::to_owned) });
     }
 
     /// Reads one layer (compressed or not) to its end. Problems are recorded; nothing is fatal.
@@ -159,9 +180,12 @@ impl Scanner {
     pub fn add_layer(&mut self, digest: &str, reader: impl Read) {
         self.layers.push(digest.to_owned());
         if self.stopped {
+            self.records.push(None);
             self.problem("image-too-large", "not read: an earlier layer reached a limit", None);
             return;
         }
+        let (problems, misconfigurations, bytes, entries) = (self.problems.len(), self.misconfigurations.len(), self.bytes, self.entries);
+        self.ops = self.recording.then(Vec::new);
         let budget = self.limits.max_image.saturating_sub(self.bytes);
         let result = decompress(reader).and_then(|r| {
             let mut counted = Budget { inner: r, used: 0, budget };
@@ -169,12 +193,111 @@ impl Scanner {
             self.bytes += counted.used;
             out
         });
+        let ops = self.ops.take();
         if let Err(e) = result {
+            self.records.push(None);
             if is_budget(&e) {
                 self.stopped = true;
                 self.problem("image-too-large", format!("uncompressed size passed the {}-byte limit; the rest of the image is not inspected", self.limits.max_image), None);
             } else if e.kind() != io::ErrorKind::Interrupted {
                 self.problem("layer-unreadable", format!("layer unreadable past this point: {e}"), None);
+            }
+            return;
+        }
+        // A layer read whole stands for itself wherever it appears; one cut short (by an error
+        // that may not recur, or by this image's limits), or past the problem cap, does not.
+        let record = ops.filter(|_| self.problems.len() < MAX_PROBLEMS).map(|ops| LayerRecord {
+            digest: digest.to_owned(),
+            ops,
+            problems: self.problems[problems..].to_vec(),
+            secrets: Vec::new(),
+            malware: Vec::new(),
+            misconfigurations: self.misconfigurations[misconfigurations..].to_vec(),
+            bytes: self.bytes - bytes,
+            entries: self.entries - entries,
+        });
+        self.records.push(record);
+    }
+
+    /// A layer inspected before (by this scanner version, with the same engines and limits):
+    /// applied from its record instead of being read.
+    pub fn add_recorded_layer(&mut self, record: LayerRecord) {
+        self.layers.push(record.digest.clone());
+        self.records.push(None);
+        if self.stopped {
+            self.problem("image-too-large", "not read: an earlier layer reached a limit", None);
+            return;
+        }
+        let layer = self.layers.len() - 1;
+        self.bytes += record.bytes;
+        self.entries += record.entries;
+        for op in record.ops {
+            self.apply(op, layer);
+        }
+        for p in record.problems {
+            if self.problems.len() < MAX_PROBLEMS {
+                self.problems.push(p);
+            }
+        }
+        self.misconfigurations.extend(record.misconfigurations);
+        self.secrets.extend(record.secrets);
+        self.malware.extend(record.malware);
+        if self.bytes > self.limits.max_image || self.entries > self.limits.max_entries {
+            self.stopped = true;
+            self.problem("image-too-large", "the image's layers passed its size or entry limit; the rest of the image is not inspected", None);
+        }
+    }
+
+    /// Records (when recording) and applies one change of the layer being read.
+    fn step(&mut self, op: Op, layer: usize) {
+        if let Some(ops) = &mut self.ops {
+            if ops.len() < LayerRecord::MAX_OPS {
+                ops.push(op.clone());
+            } else {
+                self.ops = None;
+            }
+        }
+        self.apply(op, layer);
+    }
+
+    /// One change of layer `layer` to the files detectors read.
+    fn apply(&mut self, op: Op, layer: usize) {
+        match op {
+            Op::Whiteout(path) => self.remove_below(&path, layer, true),
+            Op::Opaque(dir) => self.remove_below(&dir, layer, false),
+            Op::Hide(path) => {
+                self.files.remove(&path);
+                self.remove_below(&path, layer, false);
+            }
+            Op::Put(path, found) => {
+                let old = self.files.remove(&path);
+                self.remove_below(&path, layer, false);
+                let captured = match found {
+                    Found::OsRelease(text) => Captured::OsRelease(text),
+                    Found::Symlink(target) => Captured::Symlink(target),
+                    Found::Packages(packages) => {
+                        let old: Vec<(Package, usize)> = match old {
+                            Some(File { captured: Captured::Packages(p), .. }) => p,
+                            _ => Vec::new(),
+                        };
+                        let listed: Vec<(Package, usize)> = packages
+                            .into_iter()
+                            .map(|p| {
+                                let since = old
+                                    .iter()
+                                    .find(|(o, _)| o.ecosystem == p.ecosystem && o.name == p.name && o.version == p.version && o.path == p.path)
+                                    .map(|(_, s)| *s)
+                                    .unwrap_or(layer);
+                                (p, since)
+                            })
+                            .collect();
+                        if listed.is_empty() {
+                            return;
+                        }
+                        Captured::Packages(listed)
+                    }
+                };
+                self.files.insert(path, File { layer, captured });
             }
         }
     }
@@ -215,84 +338,77 @@ impl Scanner {
             let (dir, base) = path.rsplit_once('/').unwrap_or(("", &path));
             if let Some(hidden) = base.strip_prefix(".wh.") {
                 if hidden == ".wh..opq" {
-                    self.remove_below(dir, layer, false);
+                    self.step(Op::Opaque(dir.to_owned()), layer);
                 } else {
                     let target = if dir.is_empty() { hidden.to_owned() } else { format!("{dir}/{hidden}") };
-                    self.remove_below(&target, layer, true);
+                    self.step(Op::Whiteout(target), layer);
                 }
                 continue;
             }
-            let old = match h.kind {
-                Kind::Dir => None,
-                _ => {
-                    // A non-directory hides whatever lower layers had at and below this path.
-                    let old = self.files.remove(&path);
-                    self.remove_below(&path, layer, false);
-                    old
-                }
-            };
-            match h.kind {
+            // A non-directory hides whatever lower layers had at and below this path; what a
+            // detector found in it then stands there.
+            let found = match h.kind {
                 Kind::Dir => {
                     if self.inspection.misconfig {
                         let digest = self.layers[layer].clone();
                         check_mode(&path, h.mode, true, Some(&digest), &mut self.misconfigurations);
                     }
+                    continue;
                 }
-                Kind::Fifo => {}
-                Kind::Device => self.problem("device-file", "a device node in a layer", Some(&path)),
-                Kind::Sparse => self.problem("sparse-file", "a GNU sparse file; not inspected", Some(&path)),
+                Kind::Fifo => None,
+                Kind::Device => {
+                    self.problem("device-file", "a device node in a layer", Some(&path));
+                    None
+                }
+                Kind::Sparse => {
+                    self.problem("sparse-file", "a GNU sparse file; not inspected", Some(&path));
+                    None
+                }
                 Kind::Other(t) => {
                     if !t.is_ascii_alphanumeric() {
                         self.problem("unsupported", format!("unknown entry type {t:#x}; skipped"), Some(&path));
                     }
+                    None
                 }
                 // Every symlink is kept (path and target only), so resolving one can tell a
                 // loop from a link to nowhere.
-                Kind::Symlink => {
-                    self.files.insert(path, File { layer, captured: Captured::Symlink(h.link) });
-                }
-                Kind::Hardlink => {
-                    let target = match clean(&h.link) {
-                        Ok((t, _)) => t,
-                        Err(code) => {
-                            self.problem(code, format!("hard link to {:?} escapes the root", h.link), Some(&path));
-                            continue;
-                        }
-                    };
-                    if !seen.contains(&target) {
-                        self.problem("hardlink-missing", format!("hard link to {target:?}, which this layer does not hold"), Some(&path));
-                        continue;
-                    }
-                    if let Some(f) = self.files.get(&target) {
-                        let captured = match &f.captured {
-                            Captured::Packages(p) => Captured::Packages(
-                                p.iter().map(|(pkg, _)| (Package { path: path.clone(), ..pkg.clone() }, layer)).collect(),
-                            ),
-                            Captured::OsRelease(t) => Captured::OsRelease(t.clone()),
-                            Captured::Symlink(t) => Captured::Symlink(t.clone()),
-                        };
-                        self.files.insert(path, File { layer, captured });
-                    }
-                }
-                Kind::File => {
-                    self.regular_file(&path, h.mode, h.size, layer, old, || Ok(&mut tar))?;
-                }
-            }
+                Kind::Symlink => Some(Found::Symlink(h.link)),
+                Kind::Hardlink => self.hardlink(&path, &h.link, &seen),
+                Kind::File => self.regular_file(&path, h.mode, h.size, layer, || Ok(&mut tar))?.1,
+            };
+            let op = match found {
+                Some(found) => Op::Put(path, found),
+                None => Op::Hide(path),
+            };
+            self.step(op, layer);
         }
     }
 
+    /// What a hard link to `link` (earlier in the same layer) finds at `path`.
+    fn hardlink(&mut self, path: &str, link: &str, seen: &HashSet<String>) -> Option<Found> {
+        let target = match clean(link) {
+            Ok((t, _)) => t,
+            Err(code) => {
+                self.problem(code, format!("hard link to {link:?} escapes the root"), Some(path));
+                return None;
+            }
+        };
+        if !seen.contains(&target) {
+            self.problem("hardlink-missing", format!("hard link to {target:?}, which this layer does not hold"), Some(path));
+            return None;
+        }
+        // What this layer put at the target: it hid whatever lower layers had there.
+        Some(match &self.files.get(&target)?.captured {
+            Captured::Packages(p) => Found::Packages(p.iter().map(|(pkg, _)| Package { path: path.to_owned(), ..pkg.clone() }).collect()),
+            Captured::OsRelease(t) => Found::OsRelease(t.clone()),
+            Captured::Symlink(t) => Found::Symlink(t.clone()),
+        })
+    }
+
     /// A regular file, from a layer or a directory: its mode, the detectors that want it and the
-    /// inspection engines. `open` is called only when the contents are needed; `Ok(true)` when
-    /// they were read.
-    fn regular_file<R: Read>(
-        &mut self,
-        path: &str,
-        mode: u32,
-        size: u64,
-        layer: usize,
-        old: Option<File>,
-        open: impl FnOnce() -> io::Result<R>,
-    ) -> io::Result<bool> {
+    /// inspection engines. `open` is called only when the contents are needed; whether they
+    /// were read, and what a detector found.
+    fn regular_file<R: Read>(&mut self, path: &str, mode: u32, size: u64, layer: usize, open: impl FnOnce() -> io::Result<R>) -> io::Result<(bool, Option<Found>)> {
         if self.inspection.misconfig {
             let digest = self.layers[layer].clone();
             check_mode(path, mode, false, Some(digest.as_str()).filter(|d| !d.is_empty()), &mut self.misconfigurations);
@@ -312,46 +428,40 @@ impl Scanner {
             let mut bytes = self.take_buffer();
             bytes.reserve_exact(size as usize);
             (&mut r).take(size).read_to_end(&mut bytes)?;
-            if let Some(w) = wanted
-                && (w != Wanted::Binary || bytes.starts_with(b"\x7fELF"))
-            {
-                self.found(path, w, &bytes, layer, old)?;
-            }
+            let found = wanted.filter(|w| *w != Wanted::Binary || bytes.starts_with(b"\x7fELF")).and_then(|w| self.found(path, w, &bytes));
             self.inspect(path, bytes, layer);
-            Ok(true)
+            Ok((true, found))
         } else if let Some(w) = wanted {
             let mut r = open()?;
-            self.capture(path, w, size, &mut r, layer, old)?;
-            Ok(true)
+            Ok((true, self.capture(path, w, size, &mut r)?))
         } else {
-            Ok(false)
+            Ok((false, None))
         }
     }
 
     /// Reads a wanted file and records what its detector found.
-    fn capture(&mut self, path: &str, wanted: Wanted, size: u64, r: &mut dyn Read, layer: usize, old: Option<File>) -> io::Result<()> {
+    fn capture(&mut self, path: &str, wanted: Wanted, size: u64, r: &mut dyn Read) -> io::Result<Option<Found>> {
         if let Wanted::Binary = wanted {
             // Only ELF files are read whole.
             let mut magic = [0u8; 4];
             let n = read_up_to(r, &mut magic)?;
             if n < 4 || magic != *b"\x7fELF" {
-                return Ok(());
+                return Ok(None);
             }
             let mut bytes = Vec::with_capacity(size.min(self.limits.max_file) as usize);
             bytes.extend_from_slice(&magic);
             r.take(size - 4).read_to_end(&mut bytes)?;
-            return self.found(path, wanted, &bytes, layer, old);
+            return Ok(self.found(path, wanted, &bytes));
         }
         let mut bytes = Vec::with_capacity(size.min(1 << 20) as usize);
         r.take(size).read_to_end(&mut bytes)?;
-        self.found(path, wanted, &bytes, layer, old)
+        Ok(self.found(path, wanted, &bytes))
     }
 
-    fn found(&mut self, path: &str, wanted: Wanted, bytes: &[u8], layer: usize, old: Option<File>) -> io::Result<()> {
+    /// What the detector that wanted the file finds in it.
+    fn found(&mut self, path: &str, wanted: Wanted, bytes: &[u8]) -> Option<Found> {
         if let Wanted::OsRelease = wanted {
-            let text = String::from_utf8_lossy(bytes).into_owned();
-            self.files.insert(path.to_owned(), File { layer, captured: Captured::OsRelease(text) });
-            return Ok(());
+            return Some(Found::OsRelease(String::from_utf8_lossy(bytes).into_owned()));
         }
         let mut packages = Vec::new();
         let mut problems = Vec::new();
@@ -359,25 +469,7 @@ impl Scanner {
         for (code, msg) in problems {
             self.problem(code, msg, Some(path));
         }
-        let old: Vec<(Package, usize)> = match old {
-            Some(File { captured: Captured::Packages(p), .. }) => p,
-            _ => Vec::new(),
-        };
-        let listed: Vec<(Package, usize)> = packages
-            .into_iter()
-            .map(|p| {
-                let since = old
-                    .iter()
-                    .find(|(o, _)| o.ecosystem == p.ecosystem && o.name == p.name && o.version == p.version && o.path == p.path)
-                    .map(|(_, s)| *s)
-                    .unwrap_or(layer);
-                (p, since)
-            })
-            .collect();
-        if !listed.is_empty() {
-            self.files.insert(path.to_owned(), File { layer, captured: Captured::Packages(listed) });
-        }
-        Ok(())
+        Some(Found::Packages(packages))
     }
 
     /// Removes what lower layers put at `path` (when `itself`) and below it.
@@ -402,6 +494,7 @@ impl Scanner {
     /// Scans a directory as a root filesystem (like `trivy rootfs`), without following symlinks.
     pub fn add_dir(&mut self, root: &Path) {
         self.layers.push(String::new());
+        self.records.push(None);
         let layer = self.layers.len() - 1;
         let mut stack = vec![root.to_path_buf()];
         while let Some(dir) = stack.pop() {
@@ -423,12 +516,18 @@ impl Scanner {
                     stack.push(p);
                 } else if ft.is_symlink() {
                     let target = std::fs::read_link(&p).map(|t| t.to_string_lossy().into_owned()).unwrap_or_default();
-                    self.files.insert(rel, File { layer, captured: Captured::Symlink(target) });
+                    self.apply(Op::Put(rel, Found::Symlink(target)), layer);
                 } else if ft.is_file() {
                     use std::os::unix::fs::PermissionsExt;
-                    match self.regular_file(&rel, meta.permissions().mode(), meta.len(), layer, None, || std::fs::File::open(&p)) {
-                        Ok(true) => self.bytes += meta.len(),
-                        Ok(false) => {}
+                    match self.regular_file(&rel, meta.permissions().mode(), meta.len(), layer, || std::fs::File::open(&p)) {
+                        Ok((read, found)) => {
+                            if read {
+                                self.bytes += meta.len();
+                            }
+                            if let Some(found) = found {
+                                self.apply(Op::Put(rel, found), layer);
+                            }
+                        }
                         Err(e) => {
                             self.problem("unreadable", format!("{e}"), Some(&rel));
                             self.bytes += meta.len();
@@ -468,19 +567,52 @@ impl Scanner {
     }
 
     /// The inventory of the final filesystem.
-    pub fn finish(mut self) -> Inventory {
+    pub fn finish(self) -> Inventory {
+        self.finish_recorded().0
+    }
+
+    /// The inventory, and (when [`Scanner::recording`]) the record of each layer read whole, to
+    /// be applied in place of reading it again.
+    pub fn finish_recorded(mut self) -> (Inventory, Vec<LayerRecord>) {
+        let mut records = std::mem::take(&mut self.records);
         if let Some(inspector) = self.inspector.take() {
             match inspector.finish() {
                 Ok(found) => {
+                    // Each layer read keeps what was found in its files.
+                    for f in &found.secrets {
+                        if let Some(r) = records.iter_mut().flatten().find(|r| Some(&r.digest) == f.layer.as_ref()) {
+                            r.secrets.push(f.clone());
+                        }
+                    }
+                    for f in &found.malware {
+                        if let Some(r) = records.iter_mut().flatten().find(|r| Some(&r.digest) == f.layer.as_ref()) {
+                            r.malware.push(f.clone());
+                        }
+                    }
+                    // A file an engine could not check leaves its layer unsettled; which one is
+                    // not known, so no layer is recorded.
+                    if !found.problems.is_empty() {
+                        records.clear();
+                    }
                     self.secrets.extend(found.secrets);
                     self.malware.extend(found.malware);
                     for (path, message) in found.problems {
                         self.problem("unreadable", message, Some(&path));
                     }
                 }
-                Err(e) => self.problem("unsupported", e, None),
+                Err(e) => {
+                    records.clear();
+                    self.problem("unsupported", e, None);
+                }
             }
         }
+        if self.inspection_failed {
+            records.clear();
+        }
+        // A layer twice in one image: its findings cannot be told apart.
+        let records: Vec<LayerRecord> = records.into_iter().flatten().collect();
+        let once = |d: &str| self.layers.iter().filter(|l| l.as_str() == d).count() == 1;
+        let records = records.into_iter().filter(|r| once(&r.digest)).collect();
         let mut os = None;
         for candidate in ["etc/os-release", "usr/lib/os-release"] {
             match self.resolve(candidate) {
@@ -508,7 +640,11 @@ impl Scanner {
         }
         packages.sort_by(|a, b| (a.ecosystem, &a.name, &a.version, &a.path).cmp(&(b.ecosystem, &b.name, &b.version, &b.path)));
         packages.dedup_by(|a, b| a.ecosystem == b.ecosystem && a.name == b.name && a.version == b.version && a.path == b.path);
-        Inventory {
+        // In layer order (the image config's first), however each layer was seen.
+        let position = |layer: &Option<String>| layer.as_ref().map_or(0, |d| 1 + self.layers.iter().position(|l| l == d).unwrap_or(0));
+        self.secrets.sort_by_key(|f| position(&f.layer));
+        self.malware.sort_by_key(|f| position(&f.layer));
+        let inventory = Inventory {
             os,
             packages,
             problems: self.problems,
@@ -518,7 +654,8 @@ impl Scanner {
             secrets: self.secrets,
             malware: self.malware,
             misconfigurations: self.misconfigurations,
-        }
+        };
+        (inventory, records)
     }
 }
 

@@ -115,7 +115,7 @@ struct Rule {
 }
 
 /// A secret found.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SecretFinding {
     pub rule: String,
     pub title: String,

@@ -18,8 +18,8 @@ fn scan(layers: &[Vec<u8>]) -> Inventory {
     scan_with(Limits::default(), layers)
 }
 
-fn codes(inv: &Inventory) -> Vec<&'static str> {
-    inv.problems.iter().map(|p| p.code).collect()
+fn codes(inv: &Inventory) -> Vec<&str> {
+    inv.problems.iter().map(|p| p.code.as_ref()).collect()
 }
 
 fn npm(name: &str) -> Vec<u8> {

@@ -1,7 +1,8 @@
 //! The inspection worker: takes a queued image (enqueued with its manifest), reads its layers from
-//! the blob store into the scanner on a blocking thread, matches the inventory against the advisory
-//! DB, stores the report, and attaches the SBOM (CycloneDX) and the report to the image as OCI
-//! artifacts whose `subject` is the image, so the referrers API lists them.
+//! the blob store into the scanner on a blocking thread — a layer inspected before by the same
+//! scanner and engines is applied from its record instead of being read — matches the inventory
+//! against the advisory DB, stores the report, and attaches the SBOM (CycloneDX) and the report
+//! to the image as OCI artifacts whose `subject` is the image, so the referrers API lists them.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -32,6 +33,9 @@ pub struct InspectionSettings {
     /// The advisory DB file, re-read when it changes; absent: packages only.
     pub advisory_db: PathBuf,
     pub limits: scanner::Limits,
+    /// What identifies the engines (which ran, their rules): layer records are kept and found
+    /// under it, with the scanner's version, the limits and external engines' signatures.
+    pub engines: String,
 }
 
 /// What one round of re-judging did.
@@ -77,6 +81,12 @@ pub struct InspectionWorker {
     rejudging: tokio::sync::Mutex<()>,
 }
 
+
+/// A layer of the image being inspected: read from the store, or applied from its record.
+enum Layer {
+    Read(String, blobs::ByteStream),
+    Recorded(scanner::LayerRecord),
+}
 
 /// A blob of the store as a blocking reader, for the scanner's thread.
 struct BlobReader {
@@ -355,27 +365,56 @@ impl InspectionWorker {
                 }
             }
         }
+        let records_key = self.records_key();
+        let mut recorded = self.layer_records(records_key.as_deref(), &manifest.layers).await;
         let mut layers = Vec::new();
+        let (mut read, mut reused) = (0, 0);
         for l in &manifest.layers {
-            layers.push((l.digest.to_string(), self.blob_stream(&job.repo, &l.digest).await?));
+            match recorded.remove(&l.digest) {
+                Some(record) => {
+                    reused += 1;
+                    layers.push(Layer::Recorded(record));
+                }
+                None => {
+                    read += 1;
+                    layers.push(Layer::Read(l.digest.to_string(), self.blob_stream(&job.repo, &l.digest).await?));
+                }
+            }
         }
         let engines = self.engines.clone();
         let limits = self.settings.limits.clone();
         let rt = tokio::runtime::Handle::current();
         let started = Instant::now();
-        let inventory = tokio::task::spawn_blocking(move || {
+        let recording = records_key.is_some();
+        let (inventory, records) = tokio::task::spawn_blocking(move || {
             let mut s = scanner::Scanner::new(limits).with_inspection(engines);
-            for (digest, stream) in layers {
-                s.add_layer(&digest, BlobReader { rt: rt.clone(), stream, buf: Bytes::new() });
+            if recording {
+                s = s.recording();
+            }
+            for layer in layers {
+                match layer {
+                    Layer::Read(digest, stream) => s.add_layer(&digest, BlobReader { rt: rt.clone(), stream, buf: Bytes::new() }),
+                    Layer::Recorded(record) => s.add_recorded_layer(record),
+                }
             }
             if !config.is_empty() {
                 s.add_config(&config);
             }
-            s.finish()
+            let (inventory, records) = s.finish_recorded();
+            let records: Vec<(String, Vec<u8>)> = records.iter().map(|r| (r.digest.clone(), r.to_bytes())).collect();
+            (inventory, records)
         })
         .await
         .map_err(|e| format!("scan: {e}"))?;
         let millis = started.elapsed().as_millis() as i64;
+        tracing::debug!(repo = %job.repo, digest = %job.digest, layers_read = read, layers_reused = reused, millis, "scanned");
+        if let Some(key) = &records_key {
+            let records: Vec<(Digest, Vec<u8>)> = records.into_iter().filter_map(|(d, r)| Some((d.parse().ok()?, r))).collect();
+            // Losing them costs a read next time, nothing else.
+            if let Err(e) = self.meta.save_layer_records(key, &records).await {
+                tracing::warn!(error = %e, "cannot keep layer records");
+            }
+        }
         let now = now_ms();
         let target = Target { kind: "registry", name: format!("{}@{}", job.repo, job.digest), digest: Some(job.digest.to_string()) };
         let report = inspect::report(inventory, db.as_deref(), target, (now / 1000) as u64);
@@ -388,6 +427,47 @@ impl InspectionWorker {
         let stored = StoredReport::from_report(&job.digest, &json, &db_version, now, millis);
         self.registry.record_verdict(Some((&stored, &registry::report_index(&json))), &verdict).await.map_err(|e| e.to_string())?;
         Ok(verdict)
+    }
+
+    /// What layer records are kept and found under now: the scanner's version, its limits, the
+    /// engines and their rules, and each external engine's current signatures. `None` when an
+    /// external engine cannot say which it has: then every layer is read, and none recorded.
+    fn records_key(&self) -> Option<String> {
+        let mut key = format!("{}\n{:?}\n{}", scanner::LayerRecord::VERSION, self.settings.limits, self.settings.engines);
+        for engine in &self.engines.external {
+            match engine.version() {
+                Ok(v) => key.push_str(&format!("\n{}={v}", engine.engine())),
+                Err(e) => {
+                    tracing::warn!(engine = engine.engine(), error = %e, "cannot tell the engine's signatures; layers are read again");
+                    return None;
+                }
+            }
+        }
+        Some(Digest::sha256_of(key.as_bytes()).hex().to_owned())
+    }
+
+    /// The records of `layers` kept under `key`; a damaged one is left out (its layer is read).
+    async fn layer_records(&self, key: Option<&str>, layers: &[oci::Descriptor]) -> std::collections::HashMap<Digest, scanner::LayerRecord> {
+        let Some(key) = key else { return Default::default() };
+        let digests: Vec<Digest> = layers.iter().map(|l| l.digest.clone()).collect();
+        let stored = match self.meta.layer_records(key, &digests).await {
+            Ok(stored) => stored,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot look up layer records; reading every layer");
+                return Default::default();
+            }
+        };
+        let mut out = std::collections::HashMap::new();
+        for (digest, bytes) in stored {
+            match scanner::LayerRecord::from_bytes(&bytes) {
+                Ok(record) if record.digest == digest.to_string() => {
+                    out.insert(digest, record);
+                }
+                Ok(_) => tracing::warn!(layer = %digest, "a layer record of another layer; reading the layer"),
+                Err(e) => tracing::warn!(layer = %digest, error = %e, "damaged layer record; reading the layer"),
+            }
+        }
+        out
     }
 
     /// Pushes `bytes` as an artifact referring to the image.

@@ -223,6 +223,38 @@ impl Inspections for SqliteMeta {
             .map_err(db)?;
         Ok(())
     }
+
+    async fn layer_records(&self, engines: &str, layers: &[Digest]) -> Result<Vec<(Digest, Vec<u8>)>> {
+        let mut out = Vec::new();
+        for chunk in layers.chunks(ROWS_PER_INSERT) {
+            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("SELECT layer, record FROM layer_records WHERE engines = ");
+            q.push_bind(engines).push(" AND layer IN (");
+            let mut list = q.separated(", ");
+            for d in chunk {
+                list.push_bind(d.to_string());
+            }
+            q.push(")");
+            for row in q.build().fetch_all(&self.reader).await.map_err(db)? {
+                out.push((parse(row.get::<&str, _>("layer"), "digest")?, row.get("record")));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn save_layer_records(&self, engines: &str, records: &[(Digest, Vec<u8>)]) -> Result<()> {
+        let mut tx = self.writer.begin().await.map_err(db)?;
+        for (layer, record) in records {
+            sqlx::query("INSERT INTO layer_records (layer, engines, record, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING")
+                .bind(layer.to_string())
+                .bind(engines)
+                .bind(record)
+                .bind(now_ms())
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)
+    }
 }
 
 impl SqliteMeta {

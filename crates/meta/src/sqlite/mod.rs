@@ -20,6 +20,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("../../migrations/sqlite/0005_judgements.sql")),
     (6, include_str!("../../migrations/sqlite/0006_matches.sql")),
     (7, include_str!("../../migrations/sqlite/0007_webhooks.sql")),
+    (8, include_str!("../../migrations/sqlite/0008_layer_records.sql")),
 ];
 
 mod identities;

@@ -52,7 +52,7 @@ pub(super) fn log(r: &Report) -> Value {
     }
     for f in &r.misconfigurations {
         let id = format!("config/{}", f.id);
-        rule(id.clone(), f.title.to_owned(), "misconfiguration", &mut rules);
+        rule(id.clone(), f.title.to_string(), "misconfiguration", &mut rules);
         let uri = f.path.clone().unwrap_or_else(|| "image-config".into());
         extra.push(json!({ "ruleId": id, "level": level_of(f.severity), "message": { "text": format!("{}: {}. {}", f.title, f.detail, f.fix) }, "locations": [{ "physicalLocation": { "artifactLocation": { "uri": uri } } }] }));
     }

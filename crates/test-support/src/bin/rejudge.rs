@@ -234,6 +234,7 @@ async fn main() -> anyhow::Result<()> {
         poll: Duration::from_secs(1),
         advisory_db: db_path.clone(),
         limits: scanner::Limits::default(),
+        engines: String::new(),
     };
     let worker = workers::InspectionWorker::new(registry.clone(), Meta(meta.clone()), scanner::Inspection::default(), settings);
     for (what, db) in [("first match (no DB -> the day before's)", &mut db_older), ("advisory update (the day before -> today)", &mut db)] {
