@@ -220,7 +220,7 @@ async fn handle(
             let limit = registry.config().max_manifest_bytes;
             let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
             let bytes = read_limited(byte_stream(body), headers, limit).await?;
-            let put = registry.put_manifest(&repo, &reference, content_type.as_deref(), bytes).await?;
+            let put = registry.put_manifest(&repo, &reference, content_type.as_deref(), bytes, Some(proof.who.name())).await?;
             let mut r = Response::builder()
                 .status(StatusCode::CREATED)
                 .header(header::LOCATION, format!("/v2/{repo}/manifests/{}", put.digest))

@@ -191,6 +191,8 @@ import rego.v1
 
 deny contains "no signature by a trusted key" if not verified
 
+warn contains sprintf("pushed by %s", [input.pushed_by])
+
 verified if {
 	some s in input.signatures
 	s.verified
@@ -364,6 +366,7 @@ mode = "audit"
     wait_for(&format!("{base}/v2/signed/app/manifests/1"), 200);
     let report: serde_json::Value = serde_json::from_str(&get(&format!("{base}/api/v1/images/signed/app/{unsigned}/report")).1).unwrap();
     assert_eq!(report["verdict"]["served"], true);
+    assert_eq!(report["verdict"]["warnings"], serde_json::json!(["pushed by anonymous"]), "who pushed reaches the policy");
     let ec_image = image(&layout, "ec", None);
     pushed(&layout, "ec", &addr, "signed/ec:1");
     wait_for(&format!("{base}/v2/signed/ec/manifests/1"), 403);

@@ -84,6 +84,7 @@ async fn manifests_check_their_references(meta: &dyn MetaStore) {
         children: vec![],
         tag: Some(tag("v1")),
         inspect: false,
+        pushed_by: Some("ann".into()),
     };
     meta.link_blob(&r, &d("config"), 2).await.unwrap();
     let missing = meta.put_manifest(&r, &image).await.unwrap_err();
@@ -95,15 +96,17 @@ async fn manifests_check_their_references(meta: &dyn MetaStore) {
     meta.unlink_blob(&r, &d("layer")).await.unwrap();
     meta.link_blob(&r, &d("layer"), 10).await.unwrap();
     meta.put_manifest(&r, &image).await.unwrap();
-    meta.put_manifest(&r, &image).await.unwrap();
+    meta.put_manifest(&r, &NewManifest { pushed_by: Some("bob".into()), ..image.clone() }).await.unwrap();
+    assert_eq!(meta.pushed_by(&r, &d("image")).await.unwrap().as_deref(), Some("ann"), "the first push is who pushed");
+    assert_eq!(meta.pushed_by(&r, &d("nothing")).await.unwrap(), None);
     let by_tag = meta.manifest(&r, &Reference::Tag(tag("v1"))).await.unwrap().unwrap();
     assert_eq!(by_tag, record("image"));
     assert_eq!(meta.manifest(&r, &Reference::Digest(d("image"))).await.unwrap(), Some(record("image")));
     assert_eq!(meta.manifest(&repo("conf/other"), &Reference::Digest(d("image"))).await.unwrap(), None);
 
-    let index = NewManifest { record: record("index"), blobs: vec![], children: vec![d("image")], tag: Some(tag("multi")), inspect: false };
+    let index = NewManifest { record: record("index"), blobs: vec![], children: vec![d("image")], tag: Some(tag("multi")), inspect: false, pushed_by: None };
     meta.put_manifest(&r, &index).await.unwrap();
-    let orphan = NewManifest { record: record("orphan"), blobs: vec![], children: vec![d("nope")], tag: None, inspect: true };
+    let orphan = NewManifest { record: record("orphan"), blobs: vec![], children: vec![d("nope")], tag: None, inspect: true, pushed_by: None };
     assert!(matches!(meta.put_manifest(&r, &orphan).await, Err(Error::MissingReference(_))));
 
     // Moving a tag, deleting a tag, deleting a manifest with its tags.
@@ -122,7 +125,7 @@ async fn tags_and_catalog_page_in_order(meta: &dyn MetaStore) {
     let names = ["b", "a", "C", "a1", "_z"];
     meta.link_blob(&r, &d("c"), 1).await.unwrap();
     for n in names {
-        let m = NewManifest { record: record("t"), blobs: vec![(d("c"), 1)], children: vec![], tag: Some(tag(n)), inspect: false };
+        let m = NewManifest { record: record("t"), blobs: vec![(d("c"), 1)], children: vec![], tag: Some(tag(n)), inspect: false, pushed_by: None };
         meta.put_manifest(&r, &m).await.unwrap();
     }
     let strings = |l: &crate::Listing<Tag>| l.entries.iter().map(|t| t.to_string()).collect::<Vec<_>>();
@@ -164,6 +167,7 @@ async fn referrers_follow_subjects(meta: &dyn MetaStore) {
             children: vec![],
             tag: None,
             inspect: false,
+            pushed_by: None,
         };
         meta.put_manifest(&r, &m).await.unwrap();
     }
@@ -287,7 +291,7 @@ async fn audit_is_ordered_and_filtered(meta: &dyn MetaStore) {
 async fn inspections_are_leased_retried_and_completed(meta: &dyn MetaStore) {
     let r = repo("conf/inspect");
     meta.link_blob(&r, &d("ic"), 1).await.unwrap();
-    let image = |name: &str, inspect| NewManifest { record: record(name), blobs: vec![(d("ic"), 1)], children: vec![], tag: None, inspect };
+    let image = |name: &str, inspect| NewManifest { record: record(name), blobs: vec![(d("ic"), 1)], children: vec![], tag: None, inspect, pushed_by: None };
     // A refused manifest enqueues nothing; a stored one is queued in the same transaction.
     let orphan = NewManifest { children: vec![d("nope")], ..image("i-orphan", true) };
     assert!(meta.put_manifest(&r, &orphan).await.is_err());
@@ -363,7 +367,7 @@ async fn inspections_are_leased_retried_and_completed(meta: &dyn MetaStore) {
     // Verdicts are per repository: another repository holding the same bytes has its own.
     assert_eq!(meta.gate_state(&repo("conf/elsewhere"), &d("i-one")).await.unwrap(), GateState::Unjudged);
     // An index is judged through its children.
-    meta.put_manifest(&r, &NewManifest { record: record("i-index"), blobs: vec![], children: vec![d("i-one"), d("i-plain")], tag: Some(tag("multi")), inspect: false })
+    meta.put_manifest(&r, &NewManifest { record: record("i-index"), blobs: vec![], children: vec![d("i-one"), d("i-plain")], tag: Some(tag("multi")), inspect: false, pushed_by: None })
         .await
         .unwrap();
     match meta.gate_state(&r, &d("i-index")).await.unwrap() {

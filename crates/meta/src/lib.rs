@@ -60,6 +60,8 @@ pub struct NewManifest {
     pub tag: Option<Tag>,
     /// Enqueue an inspection job for it, in the same transaction.
     pub inspect: bool,
+    /// Who pushed it (kept from the first push of these bytes into the repository).
+    pub pushed_by: Option<String>,
 }
 
 /// One page of a sorted listing: at most `n` entries after `last`.
@@ -135,6 +137,8 @@ pub trait Repositories: Send + Sync + 'static {
         subject: &Digest,
         artifact_type: Option<&str>,
     ) -> Result<Vec<ManifestRecord>>;
+    /// Who first pushed `digest` into `repo`, when that was recorded.
+    async fn pushed_by(&self, repo: &RepoName, digest: &Digest) -> Result<Option<String>>;
     /// The tags in `repo` that point at `digest`, sorted.
     async fn tags_of(&self, repo: &RepoName, digest: &Digest) -> Result<Vec<String>>;
     /// The manifests in `repo` that reference `target` (a blob, or a child manifest).

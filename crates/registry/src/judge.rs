@@ -237,6 +237,7 @@ impl Registry {
         evidence["config"] = config;
         let found = signatures::find(self, repo, digest, &rule.keys).await?;
         evidence["signatures"] = signature_entries(&found);
+        evidence["pushed_by"] = serde_json::json!(self.meta.pushed_by(repo, digest).await?);
         evidence["upstream"] = serde_json::Value::Null;
         apply_waivers(&mut evidence, repo, &basis.waivers);
         let decision = rule.policy.evaluate(&evidence).map_err(|e| Error::Unavailable(format!("policy {}: {e}", rule.policy.name())))?;

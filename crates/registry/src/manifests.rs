@@ -35,6 +35,7 @@ impl Registry {
         reference: &Reference,
         content_type: Option<&str>,
         bytes: Bytes,
+        pushed_by: Option<&str>,
     ) -> Result<PutManifest> {
         let limit = self.config.max_manifest_bytes;
         if bytes.len() > limit {
@@ -76,7 +77,7 @@ impl Registry {
         self.blobs.put(&digest, bytes).await?;
         let inspect = is_image(&manifest);
         let signed = signed_image(&manifest, tag.as_ref());
-        let new = NewManifest { record, blobs, children, tag, inspect };
+        let new = NewManifest { record, blobs, children, tag, inspect, pushed_by: pushed_by.map(str::to_owned) };
         if inspect && self.rejects_failing_pushes(repo) {
             // Reject mode: the tag moves only once the image passes.
             let existed = self.meta.manifest(repo, &Reference::Digest(digest.clone())).await?.is_some();

@@ -18,6 +18,9 @@ use registry::Registry;
 use crate::now_ms;
 use registry::inspect::{self, Target};
 
+/// Who pushed what the worker attaches, in the records.
+pub const ATTACHED_BY: &str = "customs";
+
 /// The media types of what the worker attaches.
 pub const SBOM_ARTIFACT: &str = "application/vnd.cyclonedx+json";
 pub const REPORT_ARTIFACT: &str = "application/vnd.customs.report.v1+json";
@@ -496,7 +499,7 @@ impl InspectionWorker {
         let bytes = Bytes::from(serde_json::to_vec(&manifest).map_err(|e| e.to_string())?);
         let digest = Digest::sha256_of(&bytes);
         self.registry
-            .put_manifest(repo, &Reference::Digest(digest), Some(oci::media_type::OCI_MANIFEST), bytes)
+            .put_manifest(repo, &Reference::Digest(digest), Some(oci::media_type::OCI_MANIFEST), bytes, Some(ATTACHED_BY))
             .await
             .map_err(|e| format!("attaching {artifact_type}: {e}"))?;
         Ok(())

@@ -21,6 +21,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (6, include_str!("../../migrations/sqlite/0006_matches.sql")),
     (7, include_str!("../../migrations/sqlite/0007_webhooks.sql")),
     (8, include_str!("../../migrations/sqlite/0008_layer_records.sql")),
+    (9, include_str!("../../migrations/sqlite/0009_pushed_by.sql")),
 ];
 
 mod identities;
@@ -158,8 +159,8 @@ impl Repositories for SqliteMeta {
         }
         let r = &m.record;
         sqlx::query(
-            "INSERT INTO manifests (repo, digest, media_type, size, artifact_type, subject, annotations, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (repo, digest) DO NOTHING",
+            "INSERT INTO manifests (repo, digest, media_type, size, artifact_type, subject, annotations, created_at, pushed_by)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (repo, digest) DO NOTHING",
         )
         .bind(repo.as_str())
         .bind(r.digest.to_string())
@@ -169,6 +170,7 @@ impl Repositories for SqliteMeta {
         .bind(r.subject.as_ref().map(Digest::to_string))
         .bind(&r.annotations)
         .bind(now)
+        .bind(&m.pushed_by)
         .execute(&mut *tx)
         .await
         .map_err(db)?;
@@ -309,6 +311,16 @@ impl Repositories for SqliteMeta {
         .await
         .map_err(db)?;
         rows.iter().map(manifest_record).collect()
+    }
+
+    async fn pushed_by(&self, repo: &RepoName, digest: &Digest) -> Result<Option<String>> {
+        let who: Option<Option<String>> = sqlx::query_scalar("SELECT pushed_by FROM manifests WHERE repo = $1 AND digest = $2")
+            .bind(repo.as_str())
+            .bind(digest.to_string())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(db)?;
+        Ok(who.flatten())
     }
 
     async fn tags_of(&self, repo: &RepoName, digest: &Digest) -> Result<Vec<String>> {

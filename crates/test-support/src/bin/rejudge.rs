@@ -210,7 +210,7 @@ async fn main() -> anyhow::Result<()> {
             "layers": [{ "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer_digest.to_string(), "size": layer.len() }],
         }))?);
         let digest = Digest::sha256_of(&manifest);
-        registry.put_manifest(&repo, &Reference::Tag(format!("v{i}").parse()?), Some(oci::media_type::OCI_MANIFEST), manifest).await?;
+        registry.put_manifest(&repo, &Reference::Tag(format!("v{i}").parse()?), Some(oci::media_type::OCI_MANIFEST), manifest, None).await?;
         let json = report(&mut rng, &deb, &lang, &digest, &layer_digest.to_string());
         let stored = StoredReport::from_report(&digest, &json, "", 0, 0);
         let verdict = Verdict {
