@@ -179,8 +179,8 @@ pub fn run(config: Config, args: ScanArgs) -> anyhow::Result<u8> {
         .await?
     })?;
     let target = match &image {
-        Some(img) => Target { kind: img.kind, name: img.name.clone(), digest: img.digest.clone() },
-        None => Target { kind: "rootfs", name: args.target.clone(), digest: None },
+        Some(img) => Target { kind: img.kind.into(), name: img.name.clone(), digest: img.digest.clone() },
+        None => Target { kind: "rootfs".into(), name: args.target.clone(), digest: None },
     };
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let mut report = inspect::report(inventory, db.as_ref(), target, now);

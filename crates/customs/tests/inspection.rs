@@ -135,6 +135,15 @@ fn every_push_is_inspected_and_its_sbom_and_report_are_referrers() {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/validate-sbom.py");
     let out = Command::new(python).arg(script).arg("cyclonedx").arg(&sbom_file).output().unwrap();
     assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    // The same image pushed to a second repository: its report is reused, and attached there too,
+    // naming that repository; the first keeps its two.
+    run("skopeo", &["--insecure-policy", "copy", "--quiet", "--dest-tls-verify=false", &format!("oci:{}:one", layout.display()), &format!("docker://{}/team/copy:1", server.addr)]);
+    let copied = referrers(&base, "team/copy", &first, 2);
+    let again: serde_json::Value = serde_json::from_slice(&artifact(&base, "team/copy", &copied, "application/vnd.customs.report.v1+json")).unwrap();
+    assert_eq!(again["target"]["name"], format!("team/copy@{first}"));
+    assert_eq!((&again["packages"], &again["vulnerabilities"], &again["scanned_at"]), (&report["packages"], &report["vulnerabilities"], &report["scanned_at"]), "the same report, not read again");
+    assert!(copied.iter().any(|m| m["artifactType"] == "application/vnd.cyclonedx+json"), "{copied:?}");
+    assert_eq!(referrers(&base, "team/app", &first, 2).len(), 2);
     // Tags are untouched by the attachments.
     let tags: serde_json::Value = serde_json::from_slice(&get(&format!("{base}/v2/team/app/tags/list"), "*/*").unwrap()).unwrap();
     assert_eq!(tags["tags"], serde_json::json!(["1"]));

@@ -21,6 +21,9 @@ use registry::inspect::{self, Target};
 /// Who pushed what the worker attaches, in the records.
 pub const ATTACHED_BY: &str = "customs";
 
+/// The annotation naming the advisory DB an attached report was matched against.
+const DB_ANNOTATION: &str = "dev.customs.advisory-db";
+
 /// The media types of what the worker attaches.
 pub const SBOM_ARTIFACT: &str = "application/vnd.cyclonedx+json";
 pub const REPORT_ARTIFACT: &str = "application/vnd.customs.report.v1+json";
@@ -346,17 +349,21 @@ impl InspectionWorker {
         let db = self.advisory_db();
         let db_version = db.as_ref().map(|d| d.version().to_owned()).unwrap_or_default();
         let basis = self.registry.basis(&db_version, now_ms()).await.map_err(|e| e.to_string())?;
+        let content = self.registry.get_manifest(&job.repo, &Reference::Digest(job.digest.clone())).await.map_err(|e| format!("manifest: {e}"))?;
+        let subject = (content.media_type.as_str(), &job.digest, content.bytes.len());
         // The same bytes were inspected (in another repository, or before a restart) against this
-        // DB: judge that report for this repository.
+        // DB: judge that report for this repository, and attach it here too.
         if let Some(existing) = self.meta.inspection_report(&job.digest).await.map_err(|e| e.to_string())?
             && existing.matches.db_version == db_version
         {
-            let report = existing.to_json()?;
-            let verdict = self.registry.judge(&job.repo, &job.digest, &report, &basis, now_ms()).await.map_err(|e| e.to_string())?;
+            let mut json = existing.to_json()?;
+            json["target"]["name"] = serde_json::json!(format!("{}@{}", job.repo, job.digest));
+            let report: inspect::Report = serde_json::from_value(json.clone()).map_err(|e| format!("stored report: {e}"))?;
+            let verdict = self.registry.judge(&job.repo, &job.digest, &json, &basis, now_ms()).await.map_err(|e| e.to_string())?;
+            self.attach_report(&job.repo, subject, &report, &json, &db_version).await?;
             self.registry.record_verdict(None, &verdict).await.map_err(|e| e.to_string())?;
             return Ok(verdict);
         }
-        let content = self.registry.get_manifest(&job.repo, &Reference::Digest(job.digest.clone())).await.map_err(|e| format!("manifest: {e}"))?;
         let manifest = Manifest::parse(Some(&content.media_type), &content.bytes).map_err(|e| format!("manifest: {e}"))?;
         let mut config = Vec::new();
         if let Some(c) = &manifest.config {
@@ -419,14 +426,11 @@ impl InspectionWorker {
             }
         }
         let now = now_ms();
-        let target = Target { kind: "registry", name: format!("{}@{}", job.repo, job.digest), digest: Some(job.digest.to_string()) };
+        let target = Target { kind: "registry".into(), name: format!("{}@{}", job.repo, job.digest), digest: Some(job.digest.to_string()) };
         let report = inspect::report(inventory, db.as_deref(), target, (now / 1000) as u64);
         let json = report.to_json();
         let verdict = self.registry.judge(&job.repo, &job.digest, &json, &basis, now).await.map_err(|e| e.to_string())?;
-        let sbom = serde_json::to_vec(&report.to_cyclonedx(&uuid::Uuid::new_v4().to_string())).map_err(|e| e.to_string())?;
-        let subject = (content.media_type.as_str(), &job.digest, content.bytes.len());
-        self.attach(&job.repo, subject, SBOM_ARTIFACT, Bytes::from(sbom), &db_version).await?;
-        self.attach(&job.repo, subject, REPORT_ARTIFACT, Bytes::from(json.to_string()), &db_version).await?;
+        self.attach_report(&job.repo, subject, &report, &json, &db_version).await?;
         let stored = StoredReport::from_report(&job.digest, &json, &db_version, now, millis);
         self.registry.record_verdict(Some((&stored, &registry::report_index(&json))), &verdict).await.map_err(|e| e.to_string())?;
         Ok(verdict)
@@ -473,8 +477,24 @@ impl InspectionWorker {
         out
     }
 
-    /// Pushes `bytes` as an artifact referring to the image.
+    /// Attaches the SBOM and the report (`json`) to the image in `repo`.
+    async fn attach_report(&self, repo: &RepoName, subject: (&str, &Digest, usize), report: &inspect::Report, json: &serde_json::Value, db_version: &str) -> Result<(), String> {
+        let sbom = serde_json::to_vec(&report.to_cyclonedx(&uuid::Uuid::new_v4().to_string())).map_err(|e| e.to_string())?;
+        self.attach(repo, subject, SBOM_ARTIFACT, Bytes::from(sbom), db_version).await?;
+        self.attach(repo, subject, REPORT_ARTIFACT, Bytes::from(json.to_string()), db_version).await
+    }
+
+    /// Pushes `bytes` as an artifact referring to the image, unless this worker attached one of
+    /// the type, for the same advisory DB, already (a job taken again after a failure).
     async fn attach(&self, repo: &RepoName, subject: (&str, &Digest, usize), artifact_type: &str, bytes: Bytes, db_version: &str) -> Result<(), String> {
+        let attached = self.meta.referrers(repo, subject.1, Some(artifact_type)).await.map_err(|e| e.to_string())?;
+        let ours = |annotations: &Option<String>| {
+            let a: serde_json::Value = annotations.as_deref().and_then(|a| serde_json::from_str(a).ok()).unwrap_or_default();
+            a[DB_ANNOTATION] == db_version
+        };
+        if attached.iter().any(|m| ours(&m.annotations)) {
+            return Ok(());
+        }
         let push = |data: Bytes| async move {
             let digest = Digest::sha256_of(&data);
             let len = data.len() as u64;
@@ -493,7 +513,7 @@ impl InspectionWorker {
             "subject": { "mediaType": subject.0, "digest": subject.1.to_string(), "size": subject.2 },
             "annotations": {
                 "org.opencontainers.image.created": oci::rfc3339((now_ms() / 1000) as u64),
-                "dev.customs.advisory-db": db_version,
+                DB_ANNOTATION: db_version,
             },
         });
         let bytes = Bytes::from(serde_json::to_vec(&manifest).map_err(|e| e.to_string())?);

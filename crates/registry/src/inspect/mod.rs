@@ -12,7 +12,8 @@ use scanner::malware::MalwareFinding;
 use scanner::misconfig::Misconfiguration;
 use scanner::secrets::{SecretFinding, Severity as FindingSeverity};
 use scanner::{Inventory, Os, Package, Problem};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 
 pub use advisories::Rating as Severity;
 
@@ -20,10 +21,10 @@ pub use advisories::Rating as Severity;
 pub const SCHEMA: &str = "customs.report/v1";
 
 /// What was scanned.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Target {
     /// `registry`, `oci-layout`, `docker-archive` or `rootfs`.
-    pub kind: &'static str,
+    pub kind: Cow<'static, str>,
     /// The reference or path as given.
     pub name: String,
     /// The manifest digest, when the target has one.
@@ -32,18 +33,18 @@ pub struct Target {
 }
 
 /// The advisory DB a report was matched against.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DbInfo {
     pub version: String,
     pub updated_at: String,
 }
 
 /// One vulnerability of one installed package.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Finding {
     pub id: String,
     pub aliases: Vec<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub related: Vec<String>,
     pub package: String,
     pub ecosystem: String,
@@ -54,18 +55,18 @@ pub struct Finding {
     pub severity: Rating,
     /// The CVSS base score, when a vector was there to compute it from.
     pub cvss_score: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cvss_vector: Option<String>,
-    #[serde(skip_serializing_if = "String::is_empty")]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub title: String,
     pub layer: Option<String>,
     pub path: String,
 }
 
-/// A scan's whole result.
-#[derive(Debug, Clone, Serialize)]
+/// A scan's whole result; read back from its JSON (a stored report) too.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
-    pub schema: &'static str,
+    pub schema: Cow<'static, str>,
     pub target: Target,
     pub scanned_at: String,
     pub db: Option<DbInfo>,
@@ -95,7 +96,7 @@ pub fn rating_of(s: FindingSeverity) -> Option<Rating> {
 pub fn report(inventory: Inventory, db: Option<&Db>, target: Target, now_secs: u64) -> Report {
     let vulnerabilities = db.map(|db| match_packages(&inventory.packages, inventory.os.as_ref(), db)).unwrap_or_default();
     Report {
-        schema: SCHEMA,
+        schema: SCHEMA.into(),
         target,
         scanned_at: oci::rfc3339(now_secs),
         db: db.map(db_info),
