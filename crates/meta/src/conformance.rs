@@ -416,6 +416,19 @@ async fn inspections_are_leased_retried_and_completed(meta: &dyn MetaStore) {
     // What re-matching reads: the facts and which matches are stored, for many digests at once.
     let facts = meta.report_facts(&[d("i-one"), d("i-plain")]).await.unwrap();
     assert_eq!(facts, vec![ReportFacts { digest: d("i-one"), facts: report.facts.clone(), db_version: "sha256:x".into(), matches_digest: report.matches.digest.clone(), inspected_at_ms: now, millis: 12 }]);
+    // Matched again with a changed fix for one id, one id gone and a new one (twice: one package
+    // at two paths): the rows follow, whatever the store keeps and rewrites.
+    let mut changed: Vec<ImageVulnerability> = index.vulnerabilities.iter().filter(|v| v.id == "CVE-2021-44228").map(|v| ImageVulnerability { fixed: Some("2.16.0".into()), ..v.clone() }).collect();
+    let new = ImageVulnerability { id: "CVE-2099-0001".into(), canonical: "CVE-2099-0001".into(), fixed: None, ..changed[0].clone() };
+    changed.extend([new.clone(), new]);
+    let partly = StoredReport { matches: Matches::new("sha256:w", "null".into(), "[1]".into()), ..report.clone() };
+    meta.record_verdict(Some((&partly, &ReportIndex { components: None, vulnerabilities: changed })), &audited).await.unwrap();
+    let found = meta.images_with_vulnerability("CVE-2021-44228", 10).await.unwrap();
+    assert_eq!(found.iter().map(|f| f.found.fixed.as_deref()).collect::<Vec<_>>(), [Some("2.16.0")]);
+    assert!(meta.images_with_vulnerability("GHSA-jfh8-c2jp-5v3q", 10).await.unwrap().is_empty());
+    assert_eq!(meta.images_with_vulnerability("CVE-2099-0001", 10).await.unwrap().len(), 1, "the same finding twice is one image found");
+    let stored = meta.inspection_report(&d("i-one")).await.unwrap().unwrap();
+    assert_eq!((&stored.facts, stored.matches.vulnerabilities.as_str()), (&report.facts, "[1]"));
     // A re-matched report replaces the rows.
     let rematched = StoredReport { matches: Matches::new("sha256:y", serde_json::json!({ "version": "sha256:y" }).to_string(), "[]".into()), ..report.clone() };
     meta.record_verdict(Some((&rematched, &ReportIndex { components: None, vulnerabilities: vec![] })), &audited).await.unwrap();

@@ -53,6 +53,8 @@ pub struct Rejudged {
     pub changed: usize,
     /// Time spent re-matching reports and evaluating policy.
     pub judging: Duration,
+    /// Of which reading the stored facts and matching them again.
+    pub matching: Duration,
     /// Time spent storing reports and verdicts.
     pub writing: Duration,
     /// Verdicts that stand unchanged on the new basis: the new DB changed nothing in their image's matches.
@@ -63,13 +65,23 @@ pub struct Rejudged {
 struct Current {
     digest: Digest,
     /// The whole report, once built.
-    report: Option<serde_json::Value>,
+    report: Option<Arc<serde_json::Value>>,
     /// Matched again with the same vulnerabilities: the report as restamped, to build the whole
     /// report from when a verdict must be judged anyway.
     restamped: Option<StoredReport>,
     unchanged: bool,
     /// Matched again with new vulnerabilities: the report to store.
     write: Option<(StoredReport, meta::ReportIndex)>,
+}
+
+impl Current {
+    /// The whole report, built from the restamped one if need be.
+    fn whole(&mut self) -> Result<Arc<serde_json::Value>, String> {
+        if self.report.is_none() {
+            self.report = Some(Arc::new(self.restamped.as_ref().ok_or("no report in hand")?.to_json()?));
+        }
+        Ok(self.report.clone().expect("set above"))
+    }
 }
 
 struct LoadedDb {
@@ -189,19 +201,22 @@ impl InspectionWorker {
         // The digest in hand: verdicts come sorted by digest, and may span batches.
         let mut current: Option<Current> = None;
         loop {
-            let stale = self.meta.stale_verdicts(&basis.fingerprint, 500).await.map_err(|e| e.to_string())?;
             let started = Instant::now();
+            let stale = self.meta.stale_verdicts(&basis.fingerprint, 500).await.map_err(|e| e.to_string())?;
             let mut wanted: Vec<Digest> = stale.iter().map(|v| v.digest.clone()).filter(|d| current.as_ref().is_none_or(|c| &c.digest != d)).collect();
             wanted.dedup();
+            let matching = Instant::now();
             let mut facts: std::collections::HashMap<Digest, meta::ReportFacts> =
                 self.meta.report_facts(&wanted).await.map_err(|e| e.to_string())?.into_iter().map(|f| (f.digest.clone(), f)).collect();
-            let mut judged: Vec<(Verdict, &Verdict)> = Vec::new();
+            done.matching += matching.elapsed();
+            let mut to_judge: Vec<(&Verdict, Arc<serde_json::Value>)> = Vec::new();
             let mut reports: std::collections::HashMap<Digest, (StoredReport, meta::ReportIndex)> = std::collections::HashMap::new();
             let mut carried: Vec<(&RepoName, &Digest)> = Vec::new();
             let mut restamped: Vec<Digest> = Vec::new();
             let mut skipped = 0;
             for old in &stale {
                 if current.as_ref().is_none_or(|c| c.digest != old.digest) {
+                    let matching = Instant::now();
                     current = match facts.remove(&old.digest) {
                         // No report to judge on (it is being inspected): the job will judge it.
                         None => None,
@@ -214,6 +229,7 @@ impl InspectionWorker {
                             }
                         },
                     };
+                    done.matching += matching.elapsed();
                     if let Some(c) = current.as_mut() {
                         if c.unchanged {
                             restamped.push(c.digest.clone());
@@ -230,7 +246,17 @@ impl InspectionWorker {
                     carried.push((&old.repo, &old.digest));
                     continue;
                 }
-                match self.judge_again(old, c, &basis).await {
+                match c.whole() {
+                    Ok(report) => to_judge.push((old, report)),
+                    Err(e) => {
+                        tracing::warn!(digest = %old.digest, error = %e, "cannot build the report");
+                        skipped += 1;
+                    }
+                }
+            }
+            let mut judged: Vec<(Verdict, &Verdict)> = Vec::with_capacity(to_judge.len());
+            for ((old, _), verdict) in to_judge.iter().zip(self.judge_all(&to_judge, &basis).await) {
+                match verdict {
                     Ok(verdict) => judged.push((verdict, old)),
                     Err(e) => {
                         tracing::warn!(repo = %old.repo, digest = %old.digest, error = %e, "cannot judge again");
@@ -291,7 +317,7 @@ impl InspectionWorker {
         if facts.db_version == basis.db_version {
             // Matched against this DB already (inspected since, or judged in another repository).
             let stored = self.meta.inspection_report(&facts.digest).await.map_err(|e| e.to_string())?.ok_or("the report is gone")?;
-            return Ok(Current { digest: facts.digest, report: Some(stored.to_json()?), restamped: None, unchanged: false, write: None });
+            return Ok(Current { digest: facts.digest, report: Some(Arc::new(stored.to_json()?)), restamped: None, unchanged: false, write: None });
         }
         let inventory = inspect::StoredInventory::parse(&facts.facts)?;
         let vulnerabilities = matcher.map(|m| m.vulnerabilities(&inventory.packages, inventory.os.as_ref())).unwrap_or_default();
@@ -306,16 +332,29 @@ impl InspectionWorker {
         let report = stored.to_json()?;
         // The same packages, new vulnerability rows.
         let index = meta::ReportIndex { components: None, ..registry::report_index(&report) };
-        Ok(Current { digest: facts.digest, report: Some(report), restamped: None, unchanged, write: Some((stored, index)) })
+        Ok(Current { digest: facts.digest, report: Some(Arc::new(report)), restamped: None, unchanged, write: Some((stored, index)) })
     }
 
-    /// Judges `old`'s repository's image again on the report in hand.
-    async fn judge_again(&self, old: &Verdict, c: &mut Current, basis: &registry::Basis) -> Result<Verdict, String> {
-        if c.report.is_none() {
-            c.report = Some(c.restamped.as_ref().ok_or("no report in hand")?.to_json()?);
+    /// Judges each image again on its report, as many at once as there are cores (the policy's
+    /// evaluation is most of the work); the verdicts in the order given.
+    async fn judge_all(&self, images: &[(&Verdict, Arc<serde_json::Value>)], basis: &registry::Basis) -> Vec<Result<Verdict, String>> {
+        let at_once = Arc::new(tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())));
+        let basis = Arc::new(basis.clone());
+        let now = now_ms();
+        let mut tasks = Vec::with_capacity(images.len());
+        for (old, report) in images {
+            let (registry, basis, report, at_once) = (self.registry.clone(), basis.clone(), report.clone(), at_once.clone());
+            let (repo, digest) = (old.repo.clone(), old.digest.clone());
+            tasks.push(tokio::spawn(async move {
+                let _turn = at_once.acquire().await.map_err(|e| e.to_string())?;
+                registry.judge(&repo, &digest, &report, &basis, now).await.map_err(|e| e.to_string())
+            }));
         }
-        let report = c.report.as_ref().expect("set above");
-        self.registry.judge(&old.repo, &old.digest, report, basis, now_ms()).await.map_err(|e| e.to_string())
+        let mut out = Vec::with_capacity(tasks.len());
+        for task in tasks {
+            out.push(task.await.unwrap_or_else(|e| Err(format!("judging stopped: {e}"))));
+        }
+        out
     }
 
     /// The advisory DB, re-read when its file changed.

@@ -12,7 +12,7 @@ use sqlx::sqlite::SqliteRow;
 use super::{SqliteMeta, db, now_ms};
 use crate::{
     Component, Error, Findings, GateState, ImageMatch, ImageVulnerability, InspectionJob, InspectionState, Inspections, Matches,
-    NewWaiver, PackageQuery, ReportFacts, ReportIndex, Repositories, Result, StoredReport, Verdict, VerdictBatch, Waiver,
+    NewWaiver, PackageQuery, ReportFacts, ReportIndex, Result, StoredReport, Verdict, VerdictBatch, Waiver,
 };
 
 /// Rows per multi-row INSERT (7 parameters each, far below SQLite's limit).
@@ -271,19 +271,26 @@ impl SqliteMeta {
     }
 
     async fn image_matches<T>(&self, rows: Vec<(String, String, T)>) -> Result<Vec<ImageMatch<T>>> {
+        // Every image's tags in one query per few hundred images.
+        let mut images: Vec<(&str, &str)> = rows.iter().map(|(r, d, _)| (r.as_str(), d.as_str())).collect();
+        images.sort_unstable();
+        images.dedup();
         let mut tags: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+        for chunk in images.chunks(ROWS_PER_INSERT) {
+            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("SELECT repo, digest, name FROM tags WHERE (repo, digest) IN (VALUES ");
+            let mut list = q.separated(", ");
+            for (repo, digest) in chunk {
+                list.push("(").push_bind_unseparated(*repo).push_unseparated(", ").push_bind_unseparated(*digest).push_unseparated(")");
+            }
+            q.push(") ORDER BY repo, digest, name");
+            for row in q.build().fetch_all(&self.reader).await.map_err(db)? {
+                tags.entry((row.get("repo"), row.get("digest"))).or_default().push(row.get("name"));
+            }
+        }
         let mut out = Vec::with_capacity(rows.len());
         for (repo, digest, found) in rows {
-            let (repo_name, digest_value): (RepoName, Digest) = (parse(&repo, "repository")?, parse(&digest, "digest")?);
-            let t = match tags.get(&(repo.clone(), digest.clone())) {
-                Some(t) => t.clone(),
-                None => {
-                    let t = self.tags_of(&repo_name, &digest_value).await?;
-                    tags.insert((repo, digest), t.clone());
-                    t
-                }
-            };
-            out.push(ImageMatch { repo: repo_name, digest: digest_value, tags: t, found });
+            let t = tags.get(&(repo.clone(), digest.clone())).cloned().unwrap_or_default();
+            out.push(ImageMatch { repo: parse(&repo, "repository")?, digest: parse(&digest, "digest")?, tags: t, found });
         }
         Ok(out)
     }
@@ -415,8 +422,70 @@ impl Findings for SqliteMeta {
 /// Writes one verdict (and its report and rows, when given) in `tx`. `inspected`: it ends an
 /// inspection, whose job is marked done; and the verdict it replaced is returned (judging again
 /// knows it already).
+/// Stores a report's new matches (its facts stay) and changes its query rows by difference: a
+/// newer DB changes a few of an image's vulnerabilities, not hundreds.
+async fn rematched(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, r: &StoredReport, index: &ReportIndex) -> Result<()> {
+    let digest = r.digest.to_string();
+    let updated = sqlx::query("UPDATE inspection_reports SET db_version = $2, db = $3, vulnerabilities = $4, vulnerabilities_digest = $5 WHERE digest = $1")
+        .bind(&digest)
+        .bind(&r.matches.db_version)
+        .bind(&r.matches.db)
+        .bind(&r.matches.vulnerabilities)
+        .bind(&r.matches.digest)
+        .execute(&mut **tx)
+        .await
+        .map_err(db)?;
+    if updated.rows_affected() == 0 {
+        return Err(Error::Unavailable(format!("no stored report of {digest} to match again")));
+    }
+    type Row = (String, String, String, String, String, Option<String>);
+    let old: Vec<(i64, String, String, String, String, String, Option<String>)> =
+        sqlx::query_as("SELECT rowid, vuln, canonical, package, version, severity, fixed FROM image_vulnerabilities WHERE digest = $1")
+            .bind(&digest)
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(db)?;
+    // A multiset: the same row may stand twice (one package at two paths).
+    let mut wanted: std::collections::HashMap<Row, usize> = std::collections::HashMap::new();
+    for f in &index.vulnerabilities {
+        *wanted.entry((f.id.clone(), f.canonical.clone(), f.package.clone(), f.version.clone(), f.severity.clone(), f.fixed.clone())).or_default() += 1;
+    }
+    let mut gone = Vec::new();
+    for (rowid, vuln, canonical, package, version, severity, fixed) in old {
+        match wanted.get_mut(&(vuln, canonical, package, version, severity, fixed)) {
+            Some(n) if *n > 0 => *n -= 1,
+            _ => gone.push(rowid),
+        }
+    }
+    for chunk in gone.chunks(ROWS_PER_INSERT) {
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("DELETE FROM image_vulnerabilities WHERE rowid IN (");
+        let mut list = q.separated(", ");
+        for rowid in chunk {
+            list.push_bind(*rowid);
+        }
+        q.push(")");
+        q.build().execute(&mut **tx).await.map_err(db)?;
+    }
+    let new: Vec<(Row, usize)> = wanted.into_iter().filter(|(_, n)| *n > 0).collect();
+    let new: Vec<&Row> = new.iter().flat_map(|(row, n)| std::iter::repeat_n(row, *n)).collect();
+    for chunk in new.chunks(ROWS_PER_INSERT) {
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("INSERT INTO image_vulnerabilities (digest, vuln, canonical, package, version, severity, fixed) ");
+        q.push_values(chunk, |mut row, f| {
+            row.push_bind(&digest).push_bind(&f.0).push_bind(&f.1).push_bind(&f.2).push_bind(&f.3).push_bind(&f.4).push_bind(&f.5);
+        });
+        q.build().execute(&mut **tx).await.map_err(db)?;
+    }
+    Ok(())
+}
+
 async fn write_verdict(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, report: Option<(&StoredReport, &ReportIndex)>, v: &Verdict, inspected: bool) -> Result<Option<Verdict>> {
-        if let Some((r, index)) = report {
+        if let Some((r, index)) = report
+            && index.components.is_none()
+        {
+            // Matched again: the same facts and packages, new matches. Only what changed is
+            // written: the matches, and the query rows by difference.
+            rematched(tx, r, index).await?;
+        } else if let Some((r, index)) = report {
             let digest = r.digest.to_string();
             sqlx::query(
                 "INSERT INTO inspection_reports (digest, report, db_version, db, vulnerabilities, vulnerabilities_digest, inspected_at, millis)

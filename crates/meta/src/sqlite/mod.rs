@@ -22,6 +22,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (7, include_str!("../../migrations/sqlite/0007_webhooks.sql")),
     (8, include_str!("../../migrations/sqlite/0008_layer_records.sql")),
     (9, include_str!("../../migrations/sqlite/0009_pushed_by.sql")),
+    (10, include_str!("../../migrations/sqlite/0010_query_indexes.sql")),
 ];
 
 mod identities;
