@@ -49,6 +49,8 @@ pub struct Scanner {
     recording: bool,
     /// The changes of the layer being read, while it can still be recorded.
     ops: Option<Vec<Op>>,
+    /// Changes recorded over the image so far.
+    ops_recorded: usize,
     /// Per layer, in order: its record (secrets and malware filled in at the end), when it can
     /// stand for the layer.
     records: Vec<Option<LayerRecord>>,
@@ -105,6 +107,7 @@ impl Scanner {
             misconfigurations: Vec::new(),
             recording: false,
             ops: None,
+            ops_recorded: 0,
             records: Vec::new(),
         }
     }
@@ -185,7 +188,7 @@ impl Scanner {
             return;
         }
         let (problems, misconfigurations, bytes, entries) = (self.problems.len(), self.misconfigurations.len(), self.bytes, self.entries);
-        self.ops = self.recording.then(Vec::new);
+        self.ops = (self.recording && self.ops_recorded < LayerRecord::MAX_OPS).then(Vec::new);
         let budget = self.limits.max_image.saturating_sub(self.bytes);
         let result = decompress(reader).and_then(|r| {
             let mut counted = Budget { inner: r, used: 0, budget };
@@ -251,8 +254,9 @@ impl Scanner {
     /// Records (when recording) and applies one change of the layer being read.
     fn step(&mut self, op: Op, layer: usize) {
         if let Some(ops) = &mut self.ops {
-            if ops.len() < LayerRecord::MAX_OPS {
+            if self.ops_recorded < LayerRecord::MAX_OPS {
                 ops.push(op.clone());
+                self.ops_recorded += 1;
             } else {
                 self.ops = None;
             }

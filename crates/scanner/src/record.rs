@@ -52,9 +52,10 @@ impl LayerRecord {
     /// changes form. Part of what a stored record is looked up by, so a scanner never applies a
     /// record an older one made.
     pub const VERSION: &'static str = "customs-scanner/1";
-    /// Changes recorded per layer before the layer is read without a record: bounds the memory a
-    /// layer of many small files takes while it is read.
-    pub const MAX_OPS: usize = 250_000;
+    /// Changes recorded per image (held until the scan ends): a layer that would pass it is read
+    /// without a record, and so are the layers after it. Bounds what recording holds to tens of
+    /// megabytes, however many files the image's layers hold.
+    pub const MAX_OPS: usize = 500_000;
     /// The largest stored form read back, inflated.
     const MAX_INFLATED: u64 = 256 << 20;
 
