@@ -492,6 +492,11 @@ async fn inspections_are_leased_retried_and_completed(meta: &dyn MetaStore) {
     let mut want = vec![(l1.clone(), b"one".to_vec()), (l2, vec![0, 159, 146, 150])];
     want.sort();
     assert_eq!(found, want, "binary records, the first kept, none for a layer never seen");
-    assert_eq!(meta.layer_records("e2", &[l1.clone()]).await.unwrap(), vec![(l1, b"other engines".to_vec())]);
+    assert_eq!(meta.layer_records("e2", &[l1.clone()]).await.unwrap(), vec![(l1.clone(), b"other engines".to_vec())]);
     assert_eq!(meta.layer_records("e3", &[l3]).await.unwrap(), vec![]);
+    // Pruned: other keys' records from before the given time; the current key's stay.
+    assert_eq!(meta.prune_layer_records("e1", 0).await.unwrap(), 0, "none that old");
+    assert_eq!(meta.prune_layer_records("e1", i64::MAX).await.unwrap(), 1);
+    assert_eq!(meta.layer_records("e2", &[l1.clone()]).await.unwrap(), vec![]);
+    assert_eq!(meta.layer_records("e1", &[l1.clone()]).await.unwrap().len(), 1);
 }

@@ -223,6 +223,9 @@ pub trait Inspections: Send + Sync {
     async fn layer_records(&self, engines: &str, layers: &[Digest]) -> Result<Vec<(Digest, Vec<u8>)>>;
     /// Keeps what `engines` saw of each layer; a layer already kept keeps its first record.
     async fn save_layer_records(&self, engines: &str, records: &[(Digest, Vec<u8>)]) -> Result<()>;
+    /// Forgets the records kept under another key than `engines` before `before_ms` (a scanner,
+    /// its rules or an engine's signatures changed since); how many.
+    async fn prune_layer_records(&self, engines: &str, before_ms: i64) -> Result<u64>;
 }
 
 /// An image found by a query: where it is stored, its tags, and what matched.

@@ -97,6 +97,8 @@ pub struct InspectionWorker {
     db: Mutex<LoadedDb>,
     /// One re-judging at a time among this process's workers.
     rejudging: tokio::sync::Mutex<()>,
+    /// The layer record key others were last pruned for.
+    pruned_for: Mutex<String>,
 }
 
 
@@ -137,6 +139,7 @@ impl InspectionWorker {
             settings,
             db: Mutex::new(LoadedDb { modified: None, db: None }),
             rejudging: tokio::sync::Mutex::new(()),
+            pruned_for: Mutex::new(String::new()),
         }
     }
 
@@ -415,6 +418,9 @@ impl InspectionWorker {
             }
         }
         let records_key = self.records_key();
+        if let Some(key) = &records_key {
+            self.prune_layer_records(key).await;
+        }
         let mut recorded = self.layer_records(records_key.as_deref(), &manifest.layers).await;
         let mut layers = Vec::new();
         let (mut read, mut reused) = (0, 0);
@@ -490,6 +496,20 @@ impl InspectionWorker {
             }
         }
         Some(Digest::sha256_of(key.as_bytes()).hex().to_owned())
+    }
+
+    /// Once per new key: forgets records kept under other keys, made over an hour ago (replicas
+    /// of another version, during a rolling upgrade, keep theirs a while).
+    async fn prune_layer_records(&self, key: &str) {
+        if *self.pruned_for.lock().unwrap() == key {
+            return;
+        }
+        *self.pruned_for.lock().unwrap() = key.to_owned();
+        match self.meta.prune_layer_records(key, now_ms() - 3_600_000).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(records = n, "forgot layer records of another scanner, rules or signatures"),
+            Err(e) => tracing::warn!(error = %e, "cannot prune layer records"),
+        }
     }
 
     /// The records of `layers` kept under `key`; a damaged one is left out (its layer is read).

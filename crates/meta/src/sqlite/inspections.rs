@@ -255,6 +255,16 @@ impl Inspections for SqliteMeta {
         }
         tx.commit().await.map_err(db)
     }
+
+    async fn prune_layer_records(&self, engines: &str, before_ms: i64) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM layer_records WHERE engines <> $1 AND created_at < $2")
+            .bind(engines)
+            .bind(before_ms)
+            .execute(&self.writer)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected())
+    }
 }
 
 impl SqliteMeta {
