@@ -62,22 +62,14 @@ impl Inspections for SqliteMeta {
         }
         for chunk in batch.carried.chunks(ROWS_PER_INSERT) {
             let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("UPDATE verdicts SET basis = ");
-            q.push_bind(batch.basis).push(" WHERE (repo, digest) IN (VALUES ");
-            let mut keys = q.separated(", ");
-            for (repo, digest) in chunk {
-                keys.push("(").push_bind_unseparated(repo.as_str()).push_unseparated(", ").push_bind_unseparated(digest.to_string()).push_unseparated(")");
-            }
-            q.push(")");
+            q.push_bind(batch.basis).push(" WHERE (repo, digest) IN ");
+            push_pairs(&mut q, chunk.iter().map(|(repo, digest)| (repo.as_str(), digest.to_string())));
             q.build().execute(&mut *tx).await.map_err(db)?;
         }
         for chunk in batch.restamped.chunks(ROWS_PER_INSERT) {
             let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("UPDATE inspection_reports SET db_version = ");
-            q.push_bind(batch.db_version).push(", db = ").push_bind(batch.db).push(" WHERE digest IN (");
-            let mut digests = q.separated(", ");
-            for digest in chunk {
-                digests.push_bind(digest.to_string());
-            }
-            q.push(")");
+            q.push_bind(batch.db_version).push(", db = ").push_bind(batch.db).push(" WHERE digest IN ");
+            push_list(&mut q, chunk.iter().map(|d| d.to_string()));
             q.build().execute(&mut *tx).await.map_err(db)?;
         }
         for entry in batch.audit {
@@ -128,12 +120,8 @@ impl Inspections for SqliteMeta {
     async fn report_facts(&self, digests: &[Digest]) -> Result<Vec<ReportFacts>> {
         let mut out = Vec::with_capacity(digests.len());
         for chunk in digests.chunks(ROWS_PER_INSERT) {
-            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("SELECT digest, report, db_version, vulnerabilities_digest, inspected_at, millis FROM inspection_reports WHERE digest IN (");
-            let mut list = q.separated(", ");
-            for d in chunk {
-                list.push_bind(d.to_string());
-            }
-            q.push(")");
+            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("SELECT digest, report, db_version, vulnerabilities_digest, inspected_at, millis FROM inspection_reports WHERE digest IN ");
+            push_list(&mut q, chunk.iter().map(Digest::to_string));
             for row in q.build().fetch_all(&self.reader).await.map_err(db)? {
                 out.push(ReportFacts {
                     digest: parse(row.get::<&str, _>("digest"), "digest")?,
@@ -228,12 +216,8 @@ impl Inspections for SqliteMeta {
         let mut out = Vec::new();
         for chunk in layers.chunks(ROWS_PER_INSERT) {
             let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("SELECT layer, record FROM layer_records WHERE engines = ");
-            q.push_bind(engines).push(" AND layer IN (");
-            let mut list = q.separated(", ");
-            for d in chunk {
-                list.push_bind(d.to_string());
-            }
-            q.push(")");
+            q.push_bind(engines).push(" AND layer IN ");
+            push_list(&mut q, chunk.iter().map(Digest::to_string));
             for row in q.build().fetch_all(&self.reader).await.map_err(db)? {
                 out.push((parse(row.get::<&str, _>("layer"), "digest")?, row.get("record")));
             }
@@ -287,12 +271,9 @@ impl SqliteMeta {
         images.dedup();
         let mut tags: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
         for chunk in images.chunks(ROWS_PER_INSERT) {
-            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("SELECT repo, digest, name FROM tags WHERE (repo, digest) IN (VALUES ");
-            let mut list = q.separated(", ");
-            for (repo, digest) in chunk {
-                list.push("(").push_bind_unseparated(*repo).push_unseparated(", ").push_bind_unseparated(*digest).push_unseparated(")");
-            }
-            q.push(") ORDER BY repo, digest, name");
+            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("SELECT repo, digest, name FROM tags WHERE (repo, digest) IN ");
+            push_pairs(&mut q, chunk.iter().copied());
+            q.push(" ORDER BY repo, digest, name");
             for row in q.build().fetch_all(&self.reader).await.map_err(db)? {
                 tags.entry((row.get("repo"), row.get("digest"))).or_default().push(row.get("name"));
             }
@@ -432,6 +413,33 @@ impl Findings for SqliteMeta {
 /// Writes one verdict (and its report and rows, when given) in `tx`. `inspected`: it ends an
 /// inspection, whose job is marked done; and the verdict it replaced is returned (judging again
 /// knows it already).
+/// `(a, b, …)`: a list for `IN`, one bound parameter each.
+fn push_list<T>(q: &mut sqlx::QueryBuilder<sqlx::Sqlite>, items: impl IntoIterator<Item = T>)
+where
+    T: for<'t> sqlx::Encode<'t, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
+{
+    q.push("(");
+    let mut list = q.separated(", ");
+    for item in items {
+        list.push_bind(item);
+    }
+    q.push(")");
+}
+
+/// `(VALUES (a, b), …)`: pairs for `(x, y) IN`.
+fn push_pairs<A, B>(q: &mut sqlx::QueryBuilder<sqlx::Sqlite>, pairs: impl IntoIterator<Item = (A, B)>)
+where
+    A: for<'t> sqlx::Encode<'t, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
+    B: for<'t> sqlx::Encode<'t, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
+{
+    q.push("(VALUES ");
+    let mut list = q.separated(", ");
+    for (a, b) in pairs {
+        list.push("(").push_bind_unseparated(a).push_unseparated(", ").push_bind_unseparated(b).push_unseparated(")");
+    }
+    q.push(")");
+}
+
 /// Stores a report's new matches (its facts stay) and changes its query rows by difference: a
 /// newer DB changes a few of an image's vulnerabilities, not hundreds.
 async fn rematched(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, r: &StoredReport, index: &ReportIndex) -> Result<()> {
@@ -468,12 +476,8 @@ async fn rematched(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, r: &StoredRepor
         }
     }
     for chunk in gone.chunks(ROWS_PER_INSERT) {
-        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("DELETE FROM image_vulnerabilities WHERE rowid IN (");
-        let mut list = q.separated(", ");
-        for rowid in chunk {
-            list.push_bind(*rowid);
-        }
-        q.push(")");
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("DELETE FROM image_vulnerabilities WHERE rowid IN ");
+        push_list(&mut q, chunk.iter().copied());
         q.build().execute(&mut **tx).await.map_err(db)?;
     }
     let new: Vec<(Row, usize)> = wanted.into_iter().filter(|(_, n)| *n > 0).collect();
