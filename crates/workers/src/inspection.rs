@@ -417,7 +417,7 @@ impl InspectionWorker {
                 }
             }
         }
-        let records_key = self.records_key();
+        let records_key = self.records_key().await;
         if let Some(key) = &records_key {
             self.prune_layer_records(key).await;
         }
@@ -484,14 +484,19 @@ impl InspectionWorker {
     /// What layer records are kept and found under now: the scanner's version, its limits, the
     /// engines and their rules, and each external engine's current signatures. `None` when an
     /// external engine cannot say which it has: then every layer is read, and none recorded.
-    fn records_key(&self) -> Option<String> {
+    async fn records_key(&self) -> Option<String> {
         let mut key = format!("{}\n{:?}\n{}", scanner::LayerRecord::VERSION, self.settings.limits, self.settings.engines);
-        for engine in &self.engines.external {
-            match engine.version() {
-                Ok(v) => key.push_str(&format!("\n{}={v}", engine.engine())),
-                Err(e) => {
-                    tracing::warn!(engine = engine.engine(), error = %e, "cannot tell the engine's signatures; layers are read again");
-                    return None;
+        if !self.engines.external.is_empty() {
+            // The engines answer over sockets: asked off the async threads.
+            let external = self.engines.external.clone();
+            let versions = tokio::task::spawn_blocking(move || external.iter().map(|e| (e.engine(), e.version())).collect::<Vec<_>>()).await.ok()?;
+            for (engine, version) in versions {
+                match version {
+                    Ok(v) => key.push_str(&format!("\n{engine}={v}")),
+                    Err(e) => {
+                        tracing::warn!(engine, error = %e, "cannot tell the engine's signatures; layers are read again");
+                        return None;
+                    }
                 }
             }
         }
