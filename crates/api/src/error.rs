@@ -152,6 +152,12 @@ fn registry_error(e: R, session: Option<(RepoName, UploadId)>) -> Mapped {
         R::Unavailable(_) => {
             (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unknown, vec![(header::RETRY_AFTER, "1".into())])
         }
+        R::Upstream(_) => (StatusCode::BAD_GATEWAY, ErrorCode::Unknown, vec![]),
+        R::UpstreamBusy { retry_after_secs, .. } => (
+            StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::TooManyRequests,
+            vec![(header::RETRY_AFTER, retry_after_secs.to_string())],
+        ),
         R::Unauthenticated(_) => (
             StatusCode::UNAUTHORIZED,
             ErrorCode::Unauthorized,

@@ -60,6 +60,8 @@ pub(crate) struct App {
     pub(crate) telemetry: Arc<telemetry::Telemetry>,
     /// `None`: authentication is off and everyone may do everything.
     pub(crate) authn: Option<authn::Authn>,
+    /// Pull-through caches; `None` when no upstream is configured.
+    pub(crate) mirror: Option<Arc<mirror::Mirror>>,
 }
 
 impl App {
@@ -95,6 +97,8 @@ pub struct Services {
     pub auth: Option<AuthSettings>,
     /// The [`Server`]'s connection counters, for `/metrics`.
     pub connections: Arc<ConnectionStats>,
+    /// Pull-through caches for the names under their upstreams' prefixes.
+    pub mirror: Option<Arc<mirror::Mirror>>,
 }
 
 /// The limits the HTTP layer applies before any work is done.
@@ -111,13 +115,13 @@ pub struct HttpLimits {
 /// The whole HTTP surface over one registry. [`Server`] puts each connection's [`Peer`] in the
 /// requests, so that per-client limits know the client.
 pub fn router(registry: Arc<Registry>, limits: &HttpLimits) -> Router {
-    build(Services { registry, auth: None, connections: Arc::default() }, limits)
+    build(Services { registry, auth: None, connections: Arc::default(), mirror: None }, limits)
 }
 
 /// The whole HTTP surface: `/v2`, `/token` and `/api/v1` when authentication is on, health and
 /// metrics.
 pub fn build(services: Services, limits: &HttpLimits) -> Router {
-    let Services { registry, auth, connections } = services;
+    let Services { registry, auth, connections, mirror } = services;
     let app = Arc::new(App {
         registry,
         admission: Admission::new(&limits.admission),
@@ -127,6 +131,7 @@ pub fn build(services: Services, limits: &HttpLimits) -> Router {
         connections,
         telemetry: Arc::new(telemetry::Telemetry::new()),
         authn: auth.map(authn::Authn::new),
+        mirror: mirror.filter(|m| !m.is_empty()),
     });
     Router::new()
         .route("/token", get(token::token).post(token::token))
@@ -157,6 +162,9 @@ async fn metrics(State(app): State<Arc<App>>) -> ([(http::HeaderName, &'static s
     if let Some(authn) = &app.authn {
         authn.render_metrics(&mut out);
     }
+    if let Some(mirror) = &app.mirror {
+        render_mirror_stats(&mirror.stats, &mut out);
+    }
     ([(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }
 
@@ -166,6 +174,17 @@ async fn readyz(State(app): State<Arc<App>>) -> (StatusCode, String) {
         Ok(()) => (StatusCode::OK, "ready".into()),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}")),
     }
+}
+
+fn render_mirror_stats(stats: &mirror::Stats, out: &mut String) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut one = |name: &str, help: &str, value: &std::sync::atomic::AtomicU64| prom::single(out, name, "counter", help, value.load(Relaxed));
+    one("customs_mirror_upstream_manifest_gets_total", "Manifest GETs sent to upstreams.", &stats.upstream_manifest_gets);
+    one("customs_mirror_upstream_manifest_heads_total", "Manifest HEADs sent to upstreams to re-validate tags.", &stats.upstream_manifest_heads);
+    one("customs_mirror_upstream_blob_gets_total", "Blob GETs sent to upstreams (resumed downloads count again).", &stats.upstream_blob_gets);
+    one("customs_mirror_stale_served_total", "Manifests served from the cache because the upstream could not be asked.", &stats.stale_served);
+    one("customs_mirror_joined_total", "Requests that joined a fetch already under way.", &stats.joined);
+    one("customs_mirror_upstream_errors_total", "Upstream requests and downloads that failed.", &stats.upstream_errors);
 }
 
 fn render_registry_stats(stats: &registry::RegistryStats, out: &mut String) {

@@ -176,6 +176,11 @@ async fn handle(
     };
     let (parts, body) = request.into_parts();
     let headers = &parts.headers;
+    if let Endpoint::PutManifest { repo, .. } | Endpoint::StartUpload { repo } = &endpoint
+        && mirror_route(app, repo)?.is_some()
+    {
+        return Err(ApiError::Registry(registry::Error::Denied(format!("{repo} is a mirror's: it is filled from the upstream, not pushed to"))));
+    }
     match endpoint {
         Endpoint::Base => Ok(json(StatusCode::OK, Bytes::from_static(b"{}"))),
         Endpoint::Catalog => {
@@ -201,7 +206,13 @@ async fn handle(
             Ok(with_next_link(json(StatusCode::OK, body.to_string().into()), &path, &page, listing.more, last))
         }
         Endpoint::GetManifest { repo, reference, head } => {
-            let m = registry.get_manifest(&repo, &reference).await?;
+            let (m, stale) = match mirror_route(app, &repo)? {
+                Some((mirror, route)) => {
+                    let served = mirror.manifest(&route, &repo, &reference).await?;
+                    (served.content, served.stale)
+                }
+                None => (registry.get_manifest(&repo, &reference).await?, false),
+            };
             registry.check_gate(&repo, &m.digest, gate_bypass(app, &proof)).await?;
             let etag = format!("\"{}\"", m.digest);
             let mut r = Response::builder()
@@ -209,6 +220,9 @@ async fn handle(
                 .header(header::CONTENT_LENGTH, m.bytes.len())
                 .header(DOCKER_CONTENT_DIGEST, m.digest.to_string())
                 .header(header::ETAG, &etag);
+            if stale {
+                r = r.header(header::WARNING, STALE_WARNING);
+            }
             if not_modified(headers, &etag) {
                 r = r.status(StatusCode::NOT_MODIFIED);
                 return Ok(r.body(Body::empty()).expect("valid response"));
@@ -250,13 +264,20 @@ async fn handle(
         }
         Endpoint::GetBlob { repo, digest, head } => {
             let etag = format!("\"{digest}\"");
+            let mirrored = mirror_route(app, &repo)?;
             if head {
-                let size = registry.stat_blob(&repo, &digest).await?;
+                let size = match &mirrored {
+                    Some((mirror, route)) => mirror.stat_blob(route, &repo, &digest).await?,
+                    None => registry.stat_blob(&repo, &digest).await?,
+                };
                 return Ok(blob_headers(StatusCode::OK, &digest, &etag, size).body(Body::empty()).expect("valid response"));
             }
-            registry.check_blob_gate(&repo, &digest, gate_bypass(app, &proof)).await?;
+            registry.check_blob_gate(&repo, &digest, gate_bypass(app, &proof), mirrored.is_some()).await?;
             let range = range_request(headers)?;
-            let read = registry.get_blob(&repo, &digest, range).await?;
+            let read = match &mirrored {
+                Some((mirror, route)) => mirror.blob(route, &repo, &digest, range).await?,
+                None => registry.get_blob(&repo, &digest, range).await?,
+            };
             if not_modified(headers, &etag) {
                 let r = blob_headers(StatusCode::NOT_MODIFIED, &digest, &etag, read.size);
                 return Ok(r.body(Body::empty()).expect("valid response"));
@@ -333,6 +354,19 @@ async fn handle(
             registry.cancel_upload(&repo, &id).await?;
             Ok(StatusCode::NO_CONTENT.into_response())
         }
+    }
+}
+
+/// The `Warning` a manifest served from the cache carries when its upstream could not be asked.
+const STALE_WARNING: &str = "110 customs \"Response is Stale\"";
+
+/// The mirror and route when `repo` is under an upstream's prefix; a name the upstream's rules
+/// refuse is an error.
+fn mirror_route(app: &App, repo: &RepoName) -> Result<Option<(Arc<mirror::Mirror>, mirror::Route)>, ApiError> {
+    let Some(mirror) = &app.mirror else { return Ok(None) };
+    match mirror.route(repo) {
+        None => Ok(None),
+        Some(route) => Ok(Some((mirror.clone(), route?))),
     }
 }
 

@@ -162,12 +162,15 @@ impl BlobStore for FsBlobStore {
         Ok(written)
     }
 
-    async fn read_part(&self, id: &UploadId, len: u64) -> Result<ByteStream> {
-        let file = match tokio::fs::File::open(self.upload_path(id)).await {
+    async fn read_part(&self, id: &UploadId, start: u64, len: u64) -> Result<ByteStream> {
+        let mut file = match tokio::fs::File::open(self.upload_path(id)).await {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Error::UploadNotFound(id.clone())),
             Err(e) => return Err(storage(e)),
         };
+        if start > 0 {
+            file.seek(io::SeekFrom::Start(start)).await.map_err(storage)?;
+        }
         Ok(chunked_reader(file.take(len)))
     }
 

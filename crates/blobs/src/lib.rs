@@ -86,8 +86,9 @@ pub trait BlobStore: Send + Sync + 'static {
     /// bytes were written. Durable when it returns. Bytes past `offset` from an earlier failed
     /// write are overwritten: the caller's recorded offset is the truth.
     async fn write_part(&self, id: &UploadId, offset: u64, body: ByteStream) -> Result<u64>;
-    /// Streams the first `len` bytes of an upload (to re-hash under another algorithm).
-    async fn read_part(&self, id: &UploadId, len: u64) -> Result<ByteStream>;
+    /// Streams `len` bytes of an upload from `start` (to re-hash under another algorithm; to
+    /// serve a blob while it is being written).
+    async fn read_part(&self, id: &UploadId, start: u64, len: u64) -> Result<ByteStream>;
     /// Makes the first `len` bytes of the upload visible as `digest`, atomically, and removes the
     /// upload. The caller has verified the digest.
     async fn commit(&self, id: &UploadId, len: u64, digest: &Digest) -> Result<()>;

@@ -43,6 +43,88 @@ pub struct Config {
     pub gate: Gate,
     /// Where events (pushed, inspected, blocked, unblocked) are POSTed as CloudEvents.
     pub webhooks: Vec<Webhook>,
+    /// Upstream registries pulled through: `/v2/<name>/<repository>/...` is fetched from the
+    /// upstream's `<repository>` (also `customs serve --mirror NAME=URL`).
+    pub mirrors: Vec<Mirror>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Mirror {
+    /// The path prefix routed to the upstream: one repository-name component.
+    pub name: String,
+    /// `https://registry-1.docker.io`, `https://ghcr.io`, `http://10.0.0.5:5000`.
+    pub url: String,
+    /// Credentials for the upstream: the user name, and the environment variable holding the
+    /// password or token (never the secret itself in this file). Empty: anonymous.
+    pub username: String,
+    pub password_env: String,
+    /// Globs over the upstream's repository names (`library/*`, `myorg/**`) that may be fetched;
+    /// empty: all. `deny` wins over `allow`.
+    pub allow: Vec<String>,
+    pub deny: Vec<String>,
+    /// A tag is served from the cache this long before a HEAD asks the upstream again.
+    pub tag_ttl_secs: u64,
+    /// Requests to the upstream at once.
+    pub max_connections: usize,
+    /// Manifest GETs sent to the upstream per hour at most (Docker Hub counts them); 0: no cap.
+    pub manifest_gets_per_hour: u32,
+    /// More trusted CA certificates (PEM) for the upstream.
+    pub ca_file: PathBuf,
+}
+
+impl Default for Mirror {
+    fn default() -> Self {
+        Mirror {
+            name: String::new(),
+            url: String::new(),
+            username: String::new(),
+            password_env: String::new(),
+            allow: Vec::new(),
+            deny: Vec::new(),
+            tag_ttl_secs: 300,
+            max_connections: 32,
+            manifest_gets_per_hour: 0,
+            ca_file: PathBuf::new(),
+        }
+    }
+}
+
+impl Mirror {
+    /// `NAME=URL`, as `--mirror` takes it.
+    pub fn from_flag(flag: &str) -> anyhow::Result<Mirror> {
+        let Some((name, url)) = flag.split_once('=') else { bail!("--mirror {flag:?}: expected NAME=URL") };
+        Ok(Mirror { name: name.trim().to_owned(), url: url.trim().to_owned(), ..Mirror::default() })
+    }
+
+    /// The mirror's settings with its secrets read from the environment and its CA file.
+    pub fn upstream(&self) -> anyhow::Result<mirror::UpstreamConfig> {
+        let credentials = match (self.username.is_empty(), self.password_env.is_empty()) {
+            (true, true) => None,
+            (false, false) => {
+                let password = std::env::var(&self.password_env)
+                    .with_context(|| format!("mirror {}: the environment variable {} (password_env) is not set", self.name, self.password_env))?;
+                Some(remote::Credentials { username: self.username.clone(), password })
+            }
+            _ => bail!("mirror {}: give both username and password_env, or neither", self.name),
+        };
+        let ca_pem = if self.ca_file.as_os_str().is_empty() {
+            None
+        } else {
+            Some(std::fs::read(&self.ca_file).with_context(|| format!("mirror {}: cannot read {}", self.name, self.ca_file.display()))?)
+        };
+        Ok(mirror::UpstreamConfig {
+            name: self.name.clone(),
+            url: self.url.clone(),
+            credentials,
+            allow: self.allow.clone(),
+            deny: self.deny.clone(),
+            tag_ttl: Duration::from_secs(self.tag_ttl_secs),
+            max_connections: self.max_connections.max(1),
+            manifest_gets_per_hour: (self.manifest_gets_per_hour > 0).then_some(self.manifest_gets_per_hour),
+            ca_pem,
+        })
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -511,6 +593,7 @@ impl Default for Config {
             inspection: Inspection::default(),
             gate: Gate::default(),
             webhooks: Vec::new(),
+            mirrors: Vec::new(),
         }
     }
 }

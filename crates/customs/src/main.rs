@@ -116,6 +116,10 @@ pub struct ServeArgs {
     /// Config file (TOML)
     #[arg(long, env = "CUSTOMS_CONFIG", global = true)]
     config: Option<PathBuf>,
+    /// Pull through an upstream registry: `/v2/NAME/<repository>/...` is fetched from URL's
+    /// `<repository>` (repeatable; e.g. dockerhub=https://registry-1.docker.io)
+    #[arg(long = "mirror", value_name = "NAME=URL")]
+    mirrors: Vec<String>,
 }
 
 impl ServeArgs {
@@ -126,6 +130,9 @@ impl ServeArgs {
         }
         if let Some(d) = &self.data {
             c.data = d.clone();
+        }
+        for flag in &self.mirrors {
+            c.mirrors.push(config::Mirror::from_flag(flag)?);
         }
         Ok(c)
     }

@@ -48,7 +48,17 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         }
     }
     let rules = crate::gate::rules(&config)?;
-    let registry = Arc::new(Registry::new(Blobs(Arc::new(blobs)), Meta(meta.clone()), registry_config).with_gate_rules(rules));
+    let blobs = Blobs(Arc::new(blobs));
+    let registry = Arc::new(Registry::new(blobs.clone(), Meta(meta.clone()), registry_config).with_gate_rules(rules));
+    let upstreams = config.mirrors.iter().map(crate::config::Mirror::upstream).collect::<anyhow::Result<Vec<_>>>()?;
+    let mirror = if upstreams.is_empty() {
+        None
+    } else {
+        for u in &upstreams {
+            tracing::info!(name = %u.name, url = %u.url, "pulling through an upstream under /v2/{}/", u.name);
+        }
+        Some(Arc::new(mirror::Mirror::new(registry.clone(), blobs, Meta(meta.clone()), upstreams)?))
+    };
 
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
@@ -103,7 +113,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         }
         (None, None)
     };
-    let services = api::Services { registry, auth, connections: stats.clone() };
+    let services = api::Services { registry, auth, connections: stats.clone(), mirror };
     let server = Server {
         listener,
         regions,

@@ -85,6 +85,7 @@ async fn manifests_check_their_references(meta: &dyn MetaStore) {
         tag: Some(tag("v1")),
         inspect: false,
         pushed_by: Some("ann".into()),
+        children_optional: false,
     };
     meta.link_blob(&r, &d("config"), 2).await.unwrap();
     let missing = meta.put_manifest(&r, &image).await.unwrap_err();
@@ -104,10 +105,17 @@ async fn manifests_check_their_references(meta: &dyn MetaStore) {
     assert_eq!(meta.manifest(&r, &Reference::Digest(d("image"))).await.unwrap(), Some(record("image")));
     assert_eq!(meta.manifest(&repo("conf/other"), &Reference::Digest(d("image"))).await.unwrap(), None);
 
-    let index = NewManifest { record: record("index"), blobs: vec![], children: vec![d("image")], tag: Some(tag("multi")), inspect: false, pushed_by: None };
+    let index = NewManifest { record: record("index"), blobs: vec![], children: vec![d("image")], tag: Some(tag("multi")), inspect: false, pushed_by: None, children_optional: false };
     meta.put_manifest(&r, &index).await.unwrap();
-    let orphan = NewManifest { record: record("orphan"), blobs: vec![], children: vec![d("nope")], tag: None, inspect: true, pushed_by: None };
+    let orphan = NewManifest { record: record("orphan"), blobs: vec![], children: vec![d("nope")], tag: None, inspect: true, pushed_by: None, children_optional: false };
     assert!(matches!(meta.put_manifest(&r, &orphan).await, Err(Error::MissingReference(_))));
+    // A mirror's index: its children arrive when they are pulled; until then it is judged by
+    // the children present (none: unjudged).
+    let mirrored = NewManifest { record: record("mirrored"), children: vec![d("absent")], inspect: false, children_optional: true, ..orphan.clone() };
+    meta.put_manifest(&r, &mirrored).await.unwrap();
+    assert!(meta.manifest(&r, &Reference::Digest(d("mirrored"))).await.unwrap().is_some());
+    assert_eq!(meta.gate_state(&r, &d("mirrored")).await.unwrap(), crate::GateState::Unjudged);
+    assert!(meta.delete_manifest(&r, &d("mirrored")).await.unwrap());
 
     // Moving a tag, deleting a tag, deleting a manifest with its tags.
     meta.put_manifest(&r, &NewManifest { tag: Some(tag("v1")), ..index.clone() }).await.unwrap();
@@ -125,7 +133,7 @@ async fn tags_and_catalog_page_in_order(meta: &dyn MetaStore) {
     let names = ["b", "a", "C", "a1", "_z"];
     meta.link_blob(&r, &d("c"), 1).await.unwrap();
     for n in names {
-        let m = NewManifest { record: record("t"), blobs: vec![(d("c"), 1)], children: vec![], tag: Some(tag(n)), inspect: false, pushed_by: None };
+        let m = NewManifest { record: record("t"), blobs: vec![(d("c"), 1)], children: vec![], tag: Some(tag(n)), inspect: false, pushed_by: None, children_optional: false };
         meta.put_manifest(&r, &m).await.unwrap();
     }
     let strings = |l: &crate::Listing<Tag>| l.entries.iter().map(|t| t.to_string()).collect::<Vec<_>>();
@@ -168,6 +176,7 @@ async fn referrers_follow_subjects(meta: &dyn MetaStore) {
             tag: None,
             inspect: false,
             pushed_by: None,
+            children_optional: false,
         };
         meta.put_manifest(&r, &m).await.unwrap();
     }
@@ -291,7 +300,7 @@ async fn audit_is_ordered_and_filtered(meta: &dyn MetaStore) {
 async fn inspections_are_leased_retried_and_completed(meta: &dyn MetaStore) {
     let r = repo("conf/inspect");
     meta.link_blob(&r, &d("ic"), 1).await.unwrap();
-    let image = |name: &str, inspect| NewManifest { record: record(name), blobs: vec![(d("ic"), 1)], children: vec![], tag: None, inspect, pushed_by: None };
+    let image = |name: &str, inspect| NewManifest { record: record(name), blobs: vec![(d("ic"), 1)], children: vec![], tag: None, inspect, pushed_by: None, children_optional: false };
     // A refused manifest enqueues nothing; a stored one is queued in the same transaction.
     let orphan = NewManifest { children: vec![d("nope")], ..image("i-orphan", true) };
     assert!(meta.put_manifest(&r, &orphan).await.is_err());
@@ -367,7 +376,7 @@ async fn inspections_are_leased_retried_and_completed(meta: &dyn MetaStore) {
     // Verdicts are per repository: another repository holding the same bytes has its own.
     assert_eq!(meta.gate_state(&repo("conf/elsewhere"), &d("i-one")).await.unwrap(), GateState::Unjudged);
     // An index is judged through its children.
-    meta.put_manifest(&r, &NewManifest { record: record("i-index"), blobs: vec![], children: vec![d("i-one"), d("i-plain")], tag: Some(tag("multi")), inspect: false, pushed_by: None })
+    meta.put_manifest(&r, &NewManifest { record: record("i-index"), blobs: vec![], children: vec![d("i-one"), d("i-plain")], tag: Some(tag("multi")), inspect: false, pushed_by: None, children_optional: false })
         .await
         .unwrap();
     match meta.gate_state(&r, &d("i-index")).await.unwrap() {

@@ -62,6 +62,9 @@ pub struct NewManifest {
     pub inspect: bool,
     /// Who pushed it (kept from the first push of these bytes into the repository).
     pub pushed_by: Option<String>,
+    /// The children need not be present: a mirror stores an index as the upstream sent it and
+    /// fetches its images when they are pulled.
+    pub children_optional: bool,
 }
 
 /// One page of a sorted listing: at most `n` entries after `last`.

@@ -41,6 +41,12 @@ pub enum Error {
     /// The image is still being inspected; it is served once judged.
     #[error("the image is being inspected; retry in {retry_after_secs} s")]
     Pending { retry_after_secs: u64 },
+    /// A mirror's upstream failed, or does not answer, and nothing cached can stand in.
+    #[error("{0}")]
+    Upstream(String),
+    /// A mirror's upstream asks us to wait, or its budget of requests is spent.
+    #[error("{message}")]
+    UpstreamBusy { message: String, retry_after_secs: u64 },
     /// The policy refused the image.
     #[error("{0}")]
     Blocked(String),

@@ -12,18 +12,24 @@ use std::sync::{Arc, Mutex, Weak};
 
 use tokio::sync::OnceCell;
 
-pub(crate) struct SingleFlight<K, V> {
+pub struct SingleFlight<K, V> {
     flights: Mutex<HashMap<K, Weak<OnceCell<V>>>>,
     shared: AtomicU64,
 }
 
+impl<K: Hash + Eq + Clone, V: Clone> Default for SingleFlight<K, V> {
+    fn default() -> Self {
+        SingleFlight::new()
+    }
+}
+
 impl<K: Hash + Eq + Clone, V: Clone> SingleFlight<K, V> {
-    pub(crate) fn new() -> SingleFlight<K, V> {
+    pub fn new() -> SingleFlight<K, V> {
         SingleFlight { flights: Mutex::default(), shared: AtomicU64::new(0) }
     }
 
     /// Runs `work` for `key`, unless a run for `key` is already under way: then its result.
-    pub(crate) async fn run<F: Future<Output = V>>(&self, key: K, work: impl FnOnce() -> F) -> V {
+    pub async fn run<F: Future<Output = V>>(&self, key: K, work: impl FnOnce() -> F) -> V {
         let cell = {
             let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
             match flights.get(&key).and_then(Weak::upgrade) {
@@ -47,7 +53,7 @@ impl<K: Hash + Eq + Clone, V: Clone> SingleFlight<K, V> {
     }
 
     /// Callers that got another caller's result instead of doing the work.
-    pub(crate) fn shared(&self) -> u64 {
+    pub fn shared(&self) -> u64 {
         self.shared.load(Ordering::Relaxed)
     }
 }

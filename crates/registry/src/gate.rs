@@ -63,10 +63,15 @@ impl Registry {
             .await
     }
 
-    /// Whether blob `digest` may be downloaded from `repo` now.
-    pub async fn check_blob_gate(&self, repo: &RepoName, digest: &Digest, bypass: bool) -> Result<()> {
+    /// Whether blob `digest` may be downloaded from `repo` now. `mirrored`: the repository is a
+    /// mirror's, whose blobs arrive before their manifest is stored, so a blob no manifest
+    /// references yet waits for one (a pushed blob is served, since its pusher has it anyway).
+    pub async fn check_blob_gate(&self, repo: &RepoName, digest: &Digest, bypass: bool, mirrored: bool) -> Result<()> {
         self.gate_loop(repo, digest, bypass, |r, d| async move {
             let users = self.meta.manifests_referencing(&r, &d).await.map_err(|e| Error::Unavailable(e.to_string()))?;
+            if users.is_empty() && mirrored {
+                return Ok(GateState::Pending);
+            }
             let mut states = Vec::with_capacity(users.len());
             for m in users {
                 states.push(self.meta.gate_state(&r, &m).await.map_err(|e| Error::Unavailable(e.to_string()))?);

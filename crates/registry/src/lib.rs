@@ -40,7 +40,7 @@ pub use range::RangeRequest;
 pub use uploads::{MountResult, UploadStatus};
 
 use cache::ManifestCache;
-use flight::SingleFlight;
+pub use flight::SingleFlight;
 use uploads::InFlight;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -37,48 +37,15 @@ impl Registry {
         bytes: Bytes,
         pushed_by: Option<&str>,
     ) -> Result<PutManifest> {
-        let limit = self.config.max_manifest_bytes;
-        if bytes.len() > limit {
-            return Err(Error::ManifestTooLarge { limit });
-        }
-        let manifest = Manifest::parse(content_type, &bytes).map_err(|e| match e {
-            ManifestError::Invalid(m) => Error::ManifestInvalid(m),
-            ManifestError::Unsupported(m) => Error::Unsupported(m),
-        })?;
-        let (digest, tag) = match reference {
-            Reference::Digest(expected) => {
-                let actual = Digest::of(expected.algorithm(), &bytes);
-                if actual != *expected {
-                    return Err(Error::DigestMismatch { expected: expected.clone(), actual });
-                }
-                (actual, None)
-            }
-            Reference::Tag(tag) => (Digest::sha256_of(&bytes), Some(tag.clone())),
-        };
-        let blobs: Vec<_> = manifest
-            .blobs()
-            .filter(|d| !media_type::is_foreign_layer(&d.media_type) || d.urls.is_empty())
-            .map(|d| (d.digest.clone(), d.size))
-            .collect();
-        let children: Vec<_> = manifest.manifests.iter().map(|d| d.digest.clone()).collect();
-        let annotations = manifest.annotations.as_ref().map(|a| serde_json::to_string(a).unwrap_or_default());
-        let record = ManifestRecord {
-            digest: digest.clone(),
-            media_type: manifest.media_type.clone(),
-            size: bytes.len() as u64,
-            artifact_type: artifact_type(&manifest),
-            subject: manifest.subject.as_ref().map(|s| s.digest.clone()),
-            annotations,
-        };
+        let (manifest, new) = self.prepare(reference, content_type, &bytes, pushed_by)?;
+        let digest = new.record.digest.clone();
         // Refuse early, before writing bytes, what the transaction below would refuse anyway, so
         // that bad pushes leave no garbage; the transaction stays the guard against races.
-        self.precheck_references(repo, &blobs, &children).await?;
+        self.precheck_references(repo, &new.blobs, &new.children).await?;
         // Bytes first, durable; then the records in one transaction.
         self.blobs.put(&digest, bytes).await?;
-        let inspect = is_image(&manifest);
-        let signed = signed_image(&manifest, tag.as_ref());
-        let new = NewManifest { record, blobs, children, tag, inspect, pushed_by: pushed_by.map(str::to_owned) };
-        if inspect && self.rejects_failing_pushes(repo) {
+        let signed = signed_image(&manifest, new.tag.as_ref());
+        if new.inspect && self.rejects_failing_pushes(repo) {
             // Reject mode: the tag moves only once the image passes.
             let existed = self.meta.manifest(repo, &Reference::Digest(digest.clone())).await?.is_some();
             let result = self.meta.put_manifest(repo, &NewManifest { tag: None, ..new.clone() }).await;
@@ -94,6 +61,71 @@ impl Registry {
             self.meta.rejudge_verdict(repo, &image).await?;
         }
         Ok(PutManifest { digest, subject: manifest.subject.map(|s| s.digest) })
+    }
+
+    /// Stores a manifest a mirror fetched, byte for byte, under `digest` (verified here) and
+    /// `tag`. Its blobs must be linked in `repo` already; an index's children may be absent
+    /// (they are fetched when pulled). An image is inspected like a push; it is never held back
+    /// at store time, since its pulls are gated.
+    pub async fn put_mirrored_manifest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        tag: Option<&Tag>,
+        media_type: &str,
+        bytes: Bytes,
+        upstream: &str,
+    ) -> Result<()> {
+        let reference = Reference::Digest(digest.clone());
+        let content_type = (!media_type.is_empty()).then_some(media_type);
+        let (_, mut new) = self.prepare(&reference, content_type, &bytes, Some(upstream))?;
+        new.tag = tag.cloned();
+        new.children_optional = true;
+        self.precheck_references(repo, &new.blobs, &[]).await?;
+        self.blobs.put(digest, bytes).await?;
+        let result = self.meta.put_manifest(repo, &new).await;
+        self.cache.invalidate(repo);
+        Ok(result?)
+    }
+
+    /// Parses and checks a manifest, and the record that stores it.
+    fn prepare(&self, reference: &Reference, content_type: Option<&str>, bytes: &Bytes, pushed_by: Option<&str>) -> Result<(Manifest, NewManifest)> {
+        let limit = self.config.max_manifest_bytes;
+        if bytes.len() > limit {
+            return Err(Error::ManifestTooLarge { limit });
+        }
+        let manifest = Manifest::parse(content_type, bytes).map_err(|e| match e {
+            ManifestError::Invalid(m) => Error::ManifestInvalid(m),
+            ManifestError::Unsupported(m) => Error::Unsupported(m),
+        })?;
+        let (digest, tag) = match reference {
+            Reference::Digest(expected) => {
+                let actual = Digest::of(expected.algorithm(), bytes);
+                if actual != *expected {
+                    return Err(Error::DigestMismatch { expected: expected.clone(), actual });
+                }
+                (actual, None)
+            }
+            Reference::Tag(tag) => (Digest::sha256_of(bytes), Some(tag.clone())),
+        };
+        let blobs: Vec<_> = manifest
+            .blobs()
+            .filter(|d| !media_type::is_foreign_layer(&d.media_type) || d.urls.is_empty())
+            .map(|d| (d.digest.clone(), d.size))
+            .collect();
+        let children: Vec<_> = manifest.manifests.iter().map(|d| d.digest.clone()).collect();
+        let annotations = manifest.annotations.as_ref().map(|a| serde_json::to_string(a).unwrap_or_default());
+        let record = ManifestRecord {
+            digest,
+            media_type: manifest.media_type.clone(),
+            size: bytes.len() as u64,
+            artifact_type: artifact_type(&manifest),
+            subject: manifest.subject.as_ref().map(|s| s.digest.clone()),
+            annotations,
+        };
+        let inspect = is_image(&manifest);
+        let new = NewManifest { record, blobs, children, tag, inspect, pushed_by: pushed_by.map(str::to_owned), children_optional: false };
+        Ok((manifest, new))
     }
 
     /// The manifest `reference` names in `repo`, with its bytes.

@@ -241,7 +241,7 @@ impl Registry {
     }
 
     async fn rehash(&self, id: &UploadId, len: u64, algorithm: Algorithm) -> Result<Digest> {
-        let mut stream = self.blobs.read_part(id, len).await?;
+        let mut stream = self.blobs.read_part(id, 0, len).await?;
         let mut hasher = DigestHasher::new(algorithm);
         while let Some(chunk) = stream.next().await {
             hasher.update(&chunk.map_err(|e| Error::Unavailable(e.to_string()))?);

@@ -18,8 +18,9 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::{Client as Http, connect::HttpConnector};
 use hyper_util::rt::TokioExecutor;
 use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// The manifest media types a pull accepts, most specific first.
 pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
@@ -31,11 +32,26 @@ pub enum Error {
     #[error("{url}: {reason}")]
     Request { url: String, reason: String },
     #[error("{url}: HTTP {status}{detail}")]
-    Status { url: String, status: StatusCode, detail: String },
+    Status { url: String, status: StatusCode, detail: String, retry_after: Option<Duration> },
     #[error("{url}: authentication failed ({reason})")]
     Auth { url: String, reason: String },
     #[error("{0}")]
     Invalid(String),
+}
+
+impl Error {
+    /// The registry answered 404: it does not have what was asked.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Error::Status { status, .. } if *status == StatusCode::NOT_FOUND)
+    }
+
+    /// How long the registry asked us to wait (429 or 503 with `Retry-After`).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
 }
 
 /// Credentials for a registry.
@@ -51,8 +67,67 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
-/// A response body as a stream of chunks.
-pub type Body = Incoming;
+/// How failed requests are tried again: connection failures, 429, 502, 503 and 504, after an
+/// exponential backoff with jitter, or the `Retry-After` the registry sent when it is no longer
+/// than `max_wait` (a longer one is returned to the caller as the error).
+#[derive(Clone, Copy, Debug)]
+pub struct Retry {
+    /// Tries in all, the first included.
+    pub attempts: u32,
+    pub base: Duration,
+    pub max_wait: Duration,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Retry { attempts: 3, base: Duration::from_millis(200), max_wait: Duration::from_secs(5) }
+    }
+}
+
+impl Retry {
+    /// The wait before try `attempt + 1`: `base · 2^attempt`, plus up to as much again at random.
+    fn backoff(&self, attempt: u32) -> Duration {
+        use std::hash::{BuildHasher, Hasher};
+        let exp = self.base.saturating_mul(1 << attempt.min(16));
+        let jitter = std::collections::hash_map::RandomState::new().build_hasher().finish() % (exp.as_millis() as u64 + 1);
+        (exp + Duration::from_millis(jitter)).min(self.max_wait)
+    }
+}
+
+/// A response body, streamed; holds the client's connection slot until it is dropped.
+pub struct Body {
+    inner: Incoming,
+    _slot: Option<OwnedSemaphorePermit>,
+}
+
+impl hyper::body::Body for Body {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A blob being downloaded: its body from `offset`, and the blob's whole size when the registry
+/// said it.
+pub struct Download {
+    pub body: Body,
+    /// Where the body starts: the offset asked for, or 0 when the registry ignored the range.
+    pub offset: u64,
+    pub size: Option<u64>,
+}
 
 pub struct Client {
     http: Http<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>,
@@ -60,9 +135,12 @@ pub struct Client {
     plain_http: bool,
     /// CA certificates were given: loopback hosts speak HTTPS too.
     extra_ca: bool,
-    /// Bearer tokens by (host, scope).
-    tokens: Mutex<HashMap<(String, String), String>>,
+    /// Bearer tokens by (host, scope), with when they expire.
+    tokens: Mutex<HashMap<(String, String), (String, Instant)>>,
     timeout: Duration,
+    retry: Retry,
+    /// Requests in flight to this registry at once (a body holds its slot until dropped).
+    slots: Option<Arc<Semaphore>>,
 }
 
 /// A parsed `WWW-Authenticate` challenge.
@@ -135,11 +213,42 @@ fn connector(ca_pem: Option<&[u8]>) -> Result<hyper_rustls::HttpsConnector<HttpC
         .build())
 }
 
+/// Tokens without `expires_in` last 60 s (the token spec's default); a token is renewed this
+/// long before it runs out.
+const TOKEN_DEFAULT_LIFETIME: Duration = Duration::from_secs(60);
+const TOKEN_MARGIN: Duration = Duration::from_secs(5);
+
 impl Client {
     /// `ca_pem`: more trusted CA certificates (PEM), for registries with a private CA.
     pub fn new(credentials: Option<Credentials>, plain_http: bool, ca_pem: Option<&[u8]>) -> Result<Client, Error> {
         let http = Http::builder(TokioExecutor::new()).build(connector(ca_pem)?);
-        Ok(Client { http, credentials, plain_http, extra_ca: ca_pem.is_some(), tokens: Mutex::new(HashMap::new()), timeout: Duration::from_secs(60) })
+        Ok(Client {
+            http,
+            credentials,
+            plain_http,
+            extra_ca: ca_pem.is_some(),
+            tokens: Mutex::new(HashMap::new()),
+            timeout: Duration::from_secs(60),
+            retry: Retry::default(),
+            slots: None,
+        })
+    }
+
+    pub fn with_retry(mut self, retry: Retry) -> Client {
+        self.retry = retry;
+        self
+    }
+
+    /// At most `n` requests to the registry at once; a streamed body keeps its slot.
+    pub fn with_connection_limit(mut self, n: usize) -> Client {
+        self.slots = Some(Arc::new(Semaphore::new(n.max(1))));
+        self
+    }
+
+    /// How long to wait for a response's head.
+    pub fn with_timeout(mut self, timeout: Duration) -> Client {
+        self.timeout = timeout;
+        self
     }
 
     fn base(&self, r: &ImageRef) -> String {
@@ -169,8 +278,9 @@ impl Client {
         }
     }
 
-    /// A token for `scope` from the challenge's realm (with credentials when we have them).
-    async fn token(&self, url: &str, c: &Challenge, scope: &str) -> Result<String, Error> {
+    /// A token for `scope` from the challenge's realm (with credentials when we have them), and
+    /// how long it lasts.
+    async fn token(&self, url: &str, c: &Challenge, scope: &str) -> Result<(String, Duration), Error> {
         let realm = c.params.get("realm").ok_or_else(|| Error::Auth { url: url.into(), reason: "Bearer challenge without realm".into() })?;
         let mut q = Vec::new();
         if let Some(s) = c.params.get("service") {
@@ -192,53 +302,103 @@ impl Client {
             return Err(Error::Auth { url: url.into(), reason: format!("token service answered {status}") });
         }
         let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| Error::Auth { url: url.into(), reason: format!("token response: {e}") })?;
-        v.get("token")
+        let token = v
+            .get("token")
             .or_else(|| v.get("access_token"))
             .and_then(|t| t.as_str())
             .map(str::to_owned)
-            .ok_or_else(|| Error::Auth { url: url.into(), reason: "token response without a token".into() })
+            .ok_or_else(|| Error::Auth { url: url.into(), reason: "token response without a token".into() })?;
+        let lifetime = v.get("expires_in").and_then(|e| e.as_u64()).map(Duration::from_secs).unwrap_or(TOKEN_DEFAULT_LIFETIME);
+        Ok((token, lifetime))
+    }
+
+    fn cached_token(&self, key: &(String, String)) -> Option<HeaderValue> {
+        let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        match tokens.get(key) {
+            Some((t, until)) if Instant::now() < *until => HeaderValue::from_str(&format!("Bearer {t}")).ok(),
+            Some(_) => {
+                tokens.remove(key);
+                None
+            }
+            None => None,
+        }
     }
 
     /// GET with the registry's authentication; follows redirects (credentials only to the
     /// registry's own host).
-    pub async fn get(&self, r: &ImageRef, path: &str, accept: Option<&str>) -> Result<http::Response<Incoming>, Error> {
-        let url = format!("{}{path}", self.base(r));
-        let scope = format!("repository:{}:pull", r.repository);
-        let key = (r.registry.clone(), scope.clone());
+    pub async fn get(&self, r: &ImageRef, path: &str, accept: Option<&str>) -> Result<http::Response<Body>, Error> {
         let mut headers = HeaderMap::new();
         if let Some(a) = accept {
             headers.insert(header::ACCEPT, HeaderValue::from_str(a).map_err(|e| Error::Invalid(e.to_string()))?);
         }
-        let cached = self.tokens.lock().unwrap().get(&key).cloned();
-        let mut auth = cached.and_then(|t| HeaderValue::from_str(&format!("Bearer {t}")).ok());
+        self.request(Method::GET, r, path, headers).await
+    }
+
+    /// `method` on `path` of `r`'s registry with `headers`: authenticated, retried as
+    /// [`Retry`] says, redirects followed; a status that is not a success is an error.
+    pub async fn request(&self, method: Method, r: &ImageRef, path: &str, headers: HeaderMap) -> Result<http::Response<Body>, Error> {
+        let slot = match &self.slots {
+            Some(s) => Some(s.clone().acquire_owned().await.map_err(|e| Error::Invalid(e.to_string()))?),
+            None => None,
+        };
+        let mut attempt = 0;
+        loop {
+            let outcome = self.authenticated(method.clone(), r, path, &headers).await;
+            let wait = match &outcome {
+                Err(Error::Request { .. }) => Some(self.retry.backoff(attempt)),
+                Err(Error::Status { status, retry_after, .. }) if retryable(*status) => match retry_after {
+                    Some(after) if *after > self.retry.max_wait => None,
+                    Some(after) => Some(*after),
+                    None => Some(self.retry.backoff(attempt)),
+                },
+                _ => None,
+            };
+            attempt += 1;
+            match wait {
+                Some(wait) if attempt < self.retry.attempts => tokio::time::sleep(wait).await,
+                _ => return outcome.map(|resp| resp.map(|inner| Body { inner, _slot: slot })),
+            }
+        }
+    }
+
+    async fn authenticated(&self, method: Method, r: &ImageRef, path: &str, headers: &HeaderMap) -> Result<http::Response<Incoming>, Error> {
+        let url = format!("{}{path}", self.base(r));
+        let scope = format!("repository:{}:pull", r.repository);
+        let key = (r.registry.clone(), scope.clone());
+        let mut auth = self.cached_token(&key);
         for attempt in 0..2 {
             let mut h = headers.clone();
             if let Some(a) = &auth {
                 h.insert(header::AUTHORIZATION, a.clone());
             }
-            let resp = self.send(Method::GET, &url, &h).await?;
+            let resp = self.send(method.clone(), &url, &h).await?;
             if resp.status() == StatusCode::UNAUTHORIZED && attempt == 0 {
                 let challenge = resp.headers().get(header::WWW_AUTHENTICATE).and_then(|v| v.to_str().ok()).and_then(parse_challenge);
                 auth = match challenge {
                     Some(c) if c.scheme == "bearer" => {
-                        let t = self.token(&url, &c, &scope).await?;
-                        self.tokens.lock().unwrap().insert(key.clone(), t.clone());
+                        let (t, lifetime) = self.token(&url, &c, &scope).await?;
+                        let until = Instant::now() + lifetime.saturating_sub(TOKEN_MARGIN);
+                        self.tokens.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), (t.clone(), until));
                         HeaderValue::from_str(&format!("Bearer {t}")).ok()
                     }
                     Some(c) if c.scheme == "basic" => match self.basic() {
                         Some(b) => Some(b),
-                        None => return Err(Error::Auth { url, reason: "the registry wants credentials (--username/--password)".into() }),
+                        None => return Err(Error::Auth { url, reason: "the registry wants credentials".into() }),
                     },
                     _ => return Err(Error::Auth { url, reason: "401 without a usable challenge".into() }),
                 };
                 continue;
             }
-            return self.follow(resp, &url, accept).await;
+            if resp.status() == StatusCode::UNAUTHORIZED || resp.status() == StatusCode::FORBIDDEN {
+                return Err(Error::Auth { url, reason: format!("credentials refused ({})", resp.status()) });
+            }
+            return self.follow(method, resp, &url, headers).await;
         }
         Err(Error::Auth { url, reason: "credentials refused".into() })
     }
 
-    async fn follow(&self, mut resp: http::Response<Incoming>, url: &str, accept: Option<&str>) -> Result<http::Response<Incoming>, Error> {
+    /// Follows redirects with `headers` (never the registry's credentials).
+    async fn follow(&self, method: Method, mut resp: http::Response<Incoming>, url: &str, headers: &HeaderMap) -> Result<http::Response<Incoming>, Error> {
         let mut current = url.to_owned();
         for _ in 0..5 {
             if !resp.status().is_redirection() {
@@ -246,11 +406,7 @@ impl Client {
             }
             let Some(loc) = resp.headers().get(header::LOCATION).and_then(|v| v.to_str().ok()) else { break };
             current = resolve(&current, loc);
-            let mut h = HeaderMap::new();
-            if let Some(a) = accept {
-                h.insert(header::ACCEPT, HeaderValue::from_str(a).map_err(|e| Error::Invalid(e.to_string()))?);
-            }
-            resp = self.send(Method::GET, &current, &h).await?;
+            resp = self.send(method.clone(), &current, headers).await?;
         }
         if !resp.status().is_success() {
             return Err(status_error(current, resp).await);
@@ -267,16 +423,49 @@ impl Client {
         Ok((body, media_type, digest))
     }
 
+    /// The digest a manifest has now, by HEAD (which Docker Hub does not count against pull
+    /// limits); `None` when the registry does not say.
+    pub async fn manifest_digest(&self, r: &ImageRef, reference: &str) -> Result<Option<String>, Error> {
+        let mut h = HeaderMap::new();
+        h.insert(header::ACCEPT, HeaderValue::from_static(MANIFEST_ACCEPT));
+        let resp = self.request(Method::HEAD, r, &format!("/v2/{}/manifests/{reference}", r.repository), h).await?;
+        Ok(resp.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()).map(str::to_owned))
+    }
+
     /// A blob's body, streamed.
     pub async fn blob(&self, r: &ImageRef, digest: &str) -> Result<Body, Error> {
-        Ok(self.get(r, &format!("/v2/{}/blobs/{digest}", r.repository), None).await?.into_body())
+        Ok(self.blob_from(r, digest, 0).await?.body)
+    }
+
+    /// A blob's body from byte `offset` on (a `Range` request when `offset` > 0).
+    pub async fn blob_from(&self, r: &ImageRef, digest: &str, offset: u64) -> Result<Download, Error> {
+        let mut h = HeaderMap::new();
+        if offset > 0 {
+            h.insert(header::RANGE, HeaderValue::from_str(&format!("bytes={offset}-")).map_err(|e| Error::Invalid(e.to_string()))?);
+        }
+        let resp = self.request(Method::GET, r, &format!("/v2/{}/blobs/{digest}", r.repository), h).await?;
+        let length = resp.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+        let (offset, size) = if resp.status() == StatusCode::PARTIAL_CONTENT {
+            // `Content-Range: bytes a-b/size`
+            let range = resp.headers().get(header::CONTENT_RANGE).and_then(|v| v.to_str().ok()).unwrap_or("");
+            let start = range.trim_start_matches("bytes ").split('-').next().and_then(|a| a.trim().parse().ok()).unwrap_or(offset);
+            let size = range.rsplit_once('/').and_then(|(_, s)| s.trim().parse().ok());
+            (start, size)
+        } else {
+            (0, length)
+        };
+        Ok(Download { body: resp.into_body(), offset, size })
     }
 
     /// A plain GET of any URL (advisory downloads), following redirects.
     pub async fn fetch(&self, url: &str) -> Result<Body, Error> {
         let resp = self.send(Method::GET, url, &HeaderMap::new()).await?;
-        Ok(self.follow(resp, url, None).await?.into_body())
+        Ok(Body { inner: self.follow(Method::GET, resp, url, &HeaderMap::new()).await?.into_body(), _slot: None })
     }
+}
+
+fn retryable(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 429 | 502 | 503 | 504)
 }
 
 fn resolve(base: &str, loc: &str) -> String {
@@ -290,12 +479,17 @@ fn resolve(base: &str, loc: &str) -> String {
 /// The error for an answer that is not a success, with the start of what the server said.
 async fn status_error(url: String, resp: http::Response<Incoming>) -> Error {
     let status = resp.status();
+    let retry_after = resp.headers().get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok()).map(Duration::from_secs);
     let body = small_body(&url, resp.into_body()).await.unwrap_or_default();
     let detail = String::from_utf8_lossy(&body[..body.len().min(300)]).trim().to_owned();
-    Error::Status { url, status, detail: if detail.is_empty() { String::new() } else { format!(": {detail}") } }
+    Error::Status { url, status, detail: if detail.is_empty() { String::new() } else { format!(": {detail}") }, retry_after }
 }
 
-async fn small_body(url: &str, body: Incoming) -> Result<Bytes, Error> {
+async fn small_body<B>(url: &str, body: B) -> Result<Bytes, Error>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
     Limited::new(body, MAX_SMALL_BODY)
         .collect()
         .await

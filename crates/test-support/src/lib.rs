@@ -130,7 +130,7 @@ impl TestRegistry {
                 (Some(access.clone()), Some(api::AuthSettings { access, realm: None, failed_logins }))
             }
         };
-        let services = api::Services { registry: registry.clone(), auth: settings, connections: Arc::default() };
+        let services = api::Services { registry: registry.clone(), auth: settings, connections: Arc::default(), mirror: None };
         TestRegistry { router: api::build(services, limits), registry, dir, access, token_key, admin_password }
     }
 

@@ -28,10 +28,20 @@ impl ServerProcess {
         ServerProcess::spawn(binary, data, env, Stdio::from(std::fs::File::create(log)?))
     }
 
+    /// Like [`ServerProcess::start_logged`], with more arguments after `serve`'s own.
+    pub fn start_args(binary: &Path, data: &Path, args: &[&str], env: &[(&str, &str)], log: &Path) -> anyhow::Result<ServerProcess> {
+        ServerProcess::spawn_args(binary, data, args, env, Stdio::from(std::fs::File::create(log)?))
+    }
+
     fn spawn(binary: &Path, data: &Path, env: &[(&str, &str)], stderr: Stdio) -> anyhow::Result<ServerProcess> {
+        ServerProcess::spawn_args(binary, data, &[], env, stderr)
+    }
+
+    fn spawn_args(binary: &Path, data: &Path, args: &[&str], env: &[(&str, &str)], stderr: Stdio) -> anyhow::Result<ServerProcess> {
         let mut cmd = Command::new(binary);
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--data"])
             .arg(data)
+            .args(args)
             .env("CUSTOMS_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -154,7 +154,7 @@ impl Repositories for SqliteMeta {
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(db)?;
-            if found.is_none() {
+            if found.is_none() && !m.children_optional {
                 return Err(Error::MissingReference(child.clone()));
             }
         }

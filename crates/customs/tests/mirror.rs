@@ -1,0 +1,282 @@
+//! Pull-through end to end: a real `customs serve` is the upstream on 127.0.0.1 (its access log,
+//! JSON, counts what it was asked), a second one mirrors it. A hundred concurrent pulls of an
+//! uncached image send one GET per blob and per manifest upstream; with the upstream stopped,
+//! cached images still pull (marked stale) and an uncached one gets a clear error; first pulls
+//! wait for the gate, and an image the policy refuses is never served; the token flow with
+//! credentials from the environment; allow/deny rules; pushes into a mirror are refused.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use http::Method;
+use oci::Digest;
+use test_support::{Client, ImageBuilder, ServerProcess};
+
+const ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json";
+
+fn customs() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_customs"))
+}
+
+fn run(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program).args(args).output().unwrap_or_else(|e| panic!("{program}: {e}"));
+    assert!(out.status.success(), "{program} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn secret() -> String {
+    let mut b = [0u8; 18];
+    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom").unwrap(), &mut b).unwrap();
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// An upstream customs: no gate, no inspection, every request in its JSON access log.
+fn upstream(dir: &Path, extra: &[(&str, &str)]) -> (ServerProcess, PathBuf) {
+    let log = dir.join("upstream.log");
+    let mut env = vec![
+        ("CUSTOMS_GATE__ENABLED", "false"),
+        ("CUSTOMS_INSPECTION__ENABLED", "false"),
+        ("CUSTOMS_LOG", "customs::access=debug,warn"),
+        ("CUSTOMS_LOG_FORMAT", "json"),
+    ];
+    env.extend_from_slice(extra);
+    let server = ServerProcess::start_logged(customs(), &dir.join("upstream"), &env, &log).unwrap();
+    (server, log)
+}
+
+/// How often the upstream was sent each (method, path), from its access log; a 401 that starts
+/// the token flow is not counted (the request is sent again with the token).
+fn upstream_requests(log: &Path) -> HashMap<(String, String), usize> {
+    let mut counts = HashMap::new();
+    for line in std::fs::read_to_string(log).unwrap().lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        if v["target"] != "customs::access" {
+            continue;
+        }
+        let f = &v["fields"];
+        if f["status"] == 401 {
+            continue;
+        }
+        let key = (f["method"].as_str().unwrap_or("").to_owned(), f["path"].as_str().unwrap_or("").to_owned());
+        *counts.entry(key).or_insert(0) += 1;
+    }
+    counts
+}
+
+fn push_layout(layout: &Path, tag: &str, addr: &str, target: &str, creds: Option<&str>) {
+    let mut cmd = Command::new("skopeo");
+    cmd.args(["--insecure-policy", "copy", "--quiet", "--preserve-digests", "--dest-tls-verify=false"]);
+    if let Some(c) = creds {
+        cmd.args(["--dest-creds", c]);
+    }
+    let out = cmd.arg(format!("oci:{}:{tag}", layout.display())).arg(format!("docker://{addr}/{target}")).output().unwrap();
+    assert!(out.status.success(), "push {target}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Pulls `repo:tag` as a client does, waiting out 429s; the manifest's digest, after checking
+/// every blob's bytes against its digest.
+async fn pull(client: &Client, repo: &str, tag: &str) -> Result<String, (u16, String)> {
+    let started = Instant::now();
+    let manifest = loop {
+        let r = client.call(Method::GET, &format!("/v2/{repo}/manifests/{tag}"), &[("Accept", ACCEPT)], "").await.unwrap();
+        match r.status.as_u16() {
+            200 => break r,
+            429 if started.elapsed() < Duration::from_secs(120) => tokio::time::sleep(Duration::from_millis(200)).await,
+            status => return Err((status, String::from_utf8_lossy(&r.body).into_owned())),
+        }
+    };
+    let digest = manifest.header("docker-content-digest").unwrap().to_owned();
+    assert_eq!(Digest::sha256_of(&manifest.body).to_string(), digest, "the manifest's bytes are those of its digest");
+    let m: serde_json::Value = serde_json::from_slice(&manifest.body).unwrap();
+    let blobs = std::iter::once(&m["config"]).chain(m["layers"].as_array().unwrap());
+    for d in blobs {
+        let want = d["digest"].as_str().unwrap();
+        let r = client.call(Method::GET, &format!("/v2/{repo}/blobs/{want}"), &[], "").await.unwrap();
+        if r.status != 200 {
+            return Err((r.status.as_u16(), format!("blob {want}: {}", String::from_utf8_lossy(&r.body))));
+        }
+        assert_eq!(Digest::sha256_of(&r.body).to_string(), want, "blob bytes match their digest");
+    }
+    Ok(digest)
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    test_support::metric(text, name).unwrap_or_else(|| panic!("no {name} in the metrics"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_pulls_fetch_once_and_the_cache_outlives_the_upstream() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (up, up_log) = upstream(tmp.path(), &[]);
+    let layout = tmp.path().join("layout");
+    // Two layers of incompressible bytes (8 MiB and 128 KiB): the big one is written in many
+    // pieces while clients stream it.
+    let image = ImageBuilder::new(11).layer(4, 2 << 20).layer(2, 64 << 10).build();
+    image.write_layout(&layout, "v1").unwrap();
+    push_layout(&layout, "v1", &up.addr, "team/app:v1", None);
+    let before = upstream_requests(&up_log);
+
+    // The mirror, from the command line; the gate off, so first pulls stream straight through.
+    let mirror_flag = format!("up={}", up.url());
+    let mirror_env = [("CUSTOMS_GATE__ENABLED", "false"), ("CUSTOMS_INSPECTION__ENABLED", "false")];
+    let data = tmp.path().join("mirror");
+    let mirror = ServerProcess::start_args(customs(), &data, &["--mirror", &mirror_flag], &mirror_env, &tmp.path().join("m1.log")).unwrap();
+    let client = Client::new(&mirror.url());
+    let pulls: Vec<_> = (0..100)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move { pull(&client, "up/team/app", "v1").await })
+        })
+        .collect();
+    for p in pulls {
+        assert_eq!(p.await.unwrap().unwrap(), image.digest.to_string());
+    }
+    let after = upstream_requests(&up_log);
+    let sent = |method: &str, path: &str| {
+        let key = (method.to_owned(), path.to_owned());
+        after.get(&key).copied().unwrap_or(0) - before.get(&key).copied().unwrap_or(0)
+    };
+    assert_eq!(sent("GET", "/v2/team/app/manifests/v1"), 1, "one manifest GET upstream for 100 clients: {after:?}");
+    for blob in image.blobs() {
+        assert_eq!(sent("GET", &format!("/v2/team/app/blobs/{}", blob.digest)), 1, "one GET of {} for 100 clients", blob.digest);
+    }
+    let metrics = client.call(Method::GET, "/metrics", &[], "").await.unwrap();
+    let text = String::from_utf8_lossy(&metrics.body).into_owned();
+    assert_eq!(metric(&text, "customs_mirror_upstream_manifest_gets_total"), 1.0);
+    assert!(metric(&text, "customs_mirror_joined_total") >= 99.0, "{text}");
+    // Pulling by digest again asks the upstream nothing.
+    let by_digest = client.call(Method::GET, &format!("/v2/up/team/app/manifests/{}", image.digest), &[("Accept", ACCEPT)], "").await.unwrap();
+    assert_eq!(by_digest.status, 200);
+    assert_eq!(upstream_requests(&up_log).len(), after.len(), "no new upstream path");
+    // A mirror's repositories are filled from the upstream, never pushed to.
+    let push = client.call(Method::POST, "/v2/up/team/app/blobs/uploads/", &[], "").await.unwrap();
+    assert_eq!((push.status.as_u16(), push.error_code().as_str()), (403, "DENIED"));
+    assert!(mirror.stop());
+
+    // The same cache under a config file: tags re-validated at once, a deny rule.
+    let config = tmp.path().join("mirror.toml");
+    std::fs::write(
+        &config,
+        format!("[[mirrors]]\nname = \"up\"\nurl = \"{}\"\ntag_ttl_secs = 0\ndeny = [\"team/secret*\"]\n", up.url()),
+    )
+    .unwrap();
+    let config_env = [mirror_env[0], mirror_env[1], ("CUSTOMS_CONFIG", config.to_str().unwrap())];
+    let mirror = ServerProcess::start_args(customs(), &data, &[], &config_env, &tmp.path().join("m2.log")).unwrap();
+    let client = Client::new(&mirror.url());
+    assert_eq!(pull(&client, "up/team/app", "v1").await.unwrap(), image.digest.to_string());
+    let requests = upstream_requests(&up_log);
+    assert_eq!(requests.get(&("HEAD".into(), "/v2/team/app/manifests/v1".into())), Some(&1), "a tag past its TTL is re-validated by HEAD");
+    assert_eq!(requests.get(&("GET".into(), "/v2/team/app/manifests/v1".into())), Some(&1), "and not fetched again");
+    let denied = client.call(Method::GET, "/v2/up/team/secret-app/manifests/v1", &[("Accept", ACCEPT)], "").await.unwrap();
+    assert_eq!((denied.status.as_u16(), denied.error_code().as_str()), (403, "DENIED"));
+    assert!(String::from_utf8_lossy(&denied.body).contains("not allowed by its rules"));
+    assert!(!upstream_requests(&up_log).keys().any(|(_, p)| p.contains("secret")), "a denied name is never asked upstream");
+
+    // The upstream goes away: the cached image still pulls, marked stale; an uncached one gets
+    // a clear error.
+    assert!(up.stop());
+    let r = client.call(Method::GET, "/v2/up/team/app/manifests/v1", &[("Accept", ACCEPT)], "").await.unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("warning"), Some("110 customs \"Response is Stale\""));
+    assert_eq!(pull(&client, "up/team/app", "v1").await.unwrap(), image.digest.to_string());
+    let (status, body) = pull(&client, "up/team/other", "v1").await.unwrap_err();
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("mirror up") && body.contains("team/other:v1"), "{body}");
+    let metrics = client.call(Method::GET, "/metrics", &[], "").await.unwrap();
+    assert!(metric(&String::from_utf8_lossy(&metrics.body), "customs_mirror_stale_served_total") >= 2.0);
+}
+
+/// An image in the layout at `dir` under `tag`, with a private key planted in it or not.
+fn keyed_image(dir: &Path, tag: &str, key: Option<&[u8]>) -> String {
+    let mut files: Vec<(&str, &[u8], u32)> = vec![("app/name.txt", tag.as_bytes(), 0o644)];
+    if let Some(k) = key {
+        files.push(("etc/ssl/private/server.key", k, 0o600));
+    }
+    let config = serde_json::json!({"architecture": "amd64", "os": "linux", "config": {"User": "app"}, "rootfs": {"type": "layers", "diff_ids": []}});
+    test_support::write_image(dir, tag, &config, vec![test_support::layer_tar_gz(&files)]).unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_pulls_wait_for_the_gate_and_refused_images_are_never_served() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The upstream wants a token: the mirror logs in with credentials from its environment.
+    let password = secret();
+    let auth = [("CUSTOMS_AUTH__ENABLED", "true"), ("CUSTOMS_AUTH__ADMIN_USER", "admin"), ("CUSTOMS_AUTH__ADMIN_PASSWORD", password.as_str())];
+    let (up, up_log) = upstream(tmp.path(), &auth);
+    let creds = format!("admin:{password}");
+    let layout = tmp.path().join("layout");
+    let key_path = tmp.path().join("key.pem");
+    run("openssl", &["genpkey", "-algorithm", "ed25519", "-out", key_path.to_str().unwrap()]);
+    let clean = keyed_image(&layout, "clean", None);
+    let keyed = keyed_image(&layout, "keyed", Some(&std::fs::read(&key_path).unwrap()));
+    push_layout(&layout, "clean", &up.addr, "team/clean:1", Some(&creds));
+    push_layout(&layout, "keyed", &up.addr, "team/keyed:1", Some(&creds));
+
+    let config = tmp.path().join("mirror.toml");
+    let toml = format!("[[mirrors]]\nname = \"up\"\nurl = \"{}\"\nusername = \"admin\"\npassword_env = \"MIRROR_TEST_UPSTREAM_PASSWORD\"\n", up.url());
+    std::fs::write(&config, toml).unwrap();
+    // The gate on (the default), with a short wait so that first pulls see 429 + Retry-After.
+    let env = [
+        ("CUSTOMS_CONFIG", config.to_str().unwrap()),
+        ("CUSTOMS_GATE__WAIT_SECS", "0"),
+        ("CUSTOMS_INSPECTION__POLL_MS", "100"),
+        ("MIRROR_TEST_UPSTREAM_PASSWORD", password.as_str()),
+    ];
+    let mirror = ServerProcess::start_args(customs(), &tmp.path().join("mirror"), &[], &env, &tmp.path().join("m.log")).unwrap();
+    let client = Client::new(&mirror.url());
+
+    let first = client.call(Method::GET, "/v2/up/team/clean/manifests/1", &[("Accept", ACCEPT)], "").await.unwrap();
+    assert_eq!(first.status, 429, "an unjudged first pull waits: {:?}", String::from_utf8_lossy(&first.body));
+    assert!(first.header("retry-after").is_some());
+    let pulls: Vec<_> = (0..20)
+        .map(|i| {
+            let client = client.clone();
+            let repo = if i % 2 == 0 { "up/team/clean" } else { "up/team/keyed" };
+            tokio::spawn(async move { pull(&client, repo, "1").await })
+        })
+        .collect();
+    for (i, p) in pulls.into_iter().enumerate() {
+        match p.await.unwrap() {
+            Ok(digest) => {
+                assert_eq!(i % 2, 0, "only the clean image is served");
+                assert_eq!(digest, clean);
+            }
+            Err((status, body)) => {
+                assert_eq!(i % 2, 1, "the clean image is served: {status} {body}");
+                assert_eq!(status, 403, "{body}");
+                assert!(body.contains("private-key"), "the refusal says why: {body}");
+            }
+        }
+    }
+    // The refused image's layer is not served either, by digest.
+    let keyed_manifest = std::fs::read(layout.join("blobs/sha256").join(keyed.trim_start_matches("sha256:"))).unwrap();
+    let m: serde_json::Value = serde_json::from_slice(&keyed_manifest).unwrap();
+    let layer = m["layers"][0]["digest"].as_str().unwrap();
+    let r = client.call(Method::GET, &format!("/v2/up/team/keyed/blobs/{layer}"), &[], "").await.unwrap();
+    assert_eq!(r.status, 403);
+    let requests = upstream_requests(&up_log);
+    for repo in ["clean", "keyed"] {
+        assert_eq!(requests.get(&("GET".into(), format!("/v2/team/{repo}/manifests/1"))), Some(&1), "{requests:?}");
+    }
+    assert_eq!(requests.get(&("GET".into(), format!("/v2/team/keyed/blobs/{layer}"))), Some(&1));
+    // A real client pulls the served image through the mirror with its digest intact.
+    let out = tmp.path().join("out");
+    run("skopeo", &["--insecure-policy", "copy", "--quiet", "--src-tls-verify=false", &format!("docker://{}/up/team/clean:1", mirror.addr), &format!("oci:{}:c", out.display())]);
+    let index: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("index.json")).unwrap()).unwrap();
+    assert_eq!(index["manifests"][0]["digest"], clean.as_str());
+    drop(mirror);
+
+    // Credentials the upstream refuses: a clear error, not a hang or an empty image.
+    let env = [
+        ("CUSTOMS_CONFIG", config.to_str().unwrap()),
+        ("MIRROR_TEST_UPSTREAM_PASSWORD", "not-the-password"),
+        ("CUSTOMS_GATE__ENABLED", "false"),
+    ];
+    let mirror = ServerProcess::start_args(customs(), &tmp.path().join("mirror2"), &[], &env, &tmp.path().join("m2.log")).unwrap();
+    let client = Client::new(&mirror.url());
+    let (status, body) = pull(&client, "up/team/clean", "1").await.unwrap_err();
+    assert_eq!(status, 502);
+    assert!(body.contains("credentials"), "{body}");
+}
