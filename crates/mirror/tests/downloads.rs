@@ -1,0 +1,155 @@
+//! Blob downloads that break: an upstream of the test's own (a plain TCP server, since a real
+//! registry cannot be made to cut a body half way) sends half a blob and closes the connection.
+//! Resumed with a `Range` request, every waiter gets the whole blob from two upstream GETs; when
+//! every try breaks, every waiter's stream fails and nothing of the blob is left, visible or not.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use blobs::{BlobBody, Blobs, FsBlobStore};
+use futures::StreamExt;
+use meta::{Meta, SqliteMeta};
+use mirror::{Mirror, UpstreamConfig};
+use oci::{Digest, RepoName};
+use registry::{Registry, RegistryConfig};
+
+/// What the test's upstream was asked: the `Range` header of each blob GET ("" for none).
+type Asked = Arc<Mutex<Vec<String>>>;
+
+/// Serves `blob` at any `/blobs/` path: a request without `Range` gets the whole length
+/// announced and only the first half sent; a `Range: bytes=K-` request gets the rest, unless
+/// `always_cut`, when it too is cut in half.
+fn cutting_upstream(blob: Vec<u8>, always_cut: bool) -> (String, Asked) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let asked: Asked = Arc::default();
+    let seen = asked.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut range = String::new();
+            let mut line = String::new();
+            let mut first = true;
+            let mut path = String::new();
+            while reader.read_line(&mut line).unwrap_or(0) > 0 {
+                if first {
+                    path = line.split_whitespace().nth(1).unwrap_or("").to_owned();
+                    first = false;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("range:") {
+                    range = v.trim().to_owned();
+                }
+                if line == "\r\n" {
+                    break;
+                }
+                line.clear();
+            }
+            if !path.contains("/blobs/") {
+                let _ = conn.write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                continue;
+            }
+            seen.lock().unwrap().push(range.clone());
+            let start: usize = range.strip_prefix("bytes=").and_then(|r| r.trim_end_matches('-').parse().ok()).unwrap_or(0);
+            let rest = &blob[start..];
+            let head = if start == 0 {
+                format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", blob.len())
+            } else {
+                format!(
+                    "HTTP/1.1 206 Partial Content\r\ncontent-length: {}\r\ncontent-range: bytes {start}-{}/{}\r\nconnection: close\r\n\r\n",
+                    rest.len(),
+                    blob.len() - 1,
+                    blob.len()
+                )
+            };
+            let cut = start == 0 || always_cut;
+            let send = if cut { &rest[..rest.len() / 2] } else { rest };
+            let _ = conn.write_all(head.as_bytes());
+            let _ = conn.write_all(send);
+            let _ = conn.flush();
+            // Closing with bytes announced but not sent: the client sees the body break off.
+            let _ = conn.shutdown(std::net::Shutdown::Both);
+            let mut sink = [0u8; 1];
+            let _ = conn.read(&mut sink);
+        }
+    });
+    (url, asked)
+}
+
+async fn mirror(dir: &Path, upstream: &str) -> (Arc<Mirror>, Arc<Registry>) {
+    let blobs = Blobs(Arc::new(FsBlobStore::open(dir).unwrap()));
+    let meta = Meta(Arc::new(SqliteMeta::open(&dir.join("meta.db")).await.unwrap()));
+    let registry = Arc::new(Registry::new(blobs.clone(), meta.clone(), RegistryConfig::default()));
+    let mirror = Mirror::new(registry.clone(), blobs, meta, vec![UpstreamConfig::new("up", upstream)]).unwrap();
+    (Arc::new(mirror), registry)
+}
+
+/// Ten clients read the blob at once; each one's bytes, or its error.
+async fn ten_reads(mirror: &Arc<Mirror>, repo: &RepoName, digest: &Digest) -> Vec<Result<Vec<u8>, String>> {
+    let route = mirror.route(repo).unwrap().unwrap();
+    let reads: Vec<_> = (0..10)
+        .map(|_| {
+            let (mirror, route, repo, digest) = (mirror.clone(), route.clone(), repo.clone(), digest.clone());
+            tokio::spawn(async move {
+                let read = mirror.blob(&route, &repo, &digest, None).await.map_err(|e| e.to_string())?;
+                let BlobBody::Stream { mut stream, len } = read.body else { return Err("a redirect".to_owned()) };
+                let mut bytes = Vec::new();
+                while let Some(chunk) = stream.next().await {
+                    bytes.extend_from_slice(&chunk.map_err(|e| e.to_string())?);
+                }
+                assert_eq!(bytes.len() as u64, len, "a stream that ends gives all it announced");
+                Ok(bytes)
+            })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for r in reads {
+        out.push(r.await.unwrap());
+    }
+    out
+}
+
+fn blob() -> Vec<u8> {
+    // 3 MiB of varied bytes: several flushes before and after the cut.
+    (0..3u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_cut_half_way_is_resumed_with_a_range_and_every_waiter_gets_it_whole() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bytes = blob();
+    let digest = Digest::sha256_of(&bytes);
+    let (url, asked) = cutting_upstream(bytes.clone(), false);
+    let (mirror, registry) = mirror(tmp.path(), &url).await;
+    let repo: RepoName = "up/team/app".parse().unwrap();
+    for read in ten_reads(&mirror, &repo, &digest).await {
+        assert!(read.as_ref().is_ok_and(|b| *b == bytes), "every waiter gets the whole blob: {:?}", read.err());
+    }
+    let half = bytes.len() / 2;
+    assert_eq!(*asked.lock().unwrap(), vec![String::new(), format!("bytes={half}-")], "one GET, then one resumed from where it broke");
+    assert_eq!(registry.stat_blob(&repo, &digest).await.unwrap(), bytes.len() as u64, "committed and linked");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_that_keeps_breaking_fails_every_waiter_and_leaves_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bytes = blob();
+    let digest = Digest::sha256_of(&bytes);
+    let (url, asked) = cutting_upstream(bytes.clone(), true);
+    let (mirror, registry) = mirror(tmp.path(), &url).await;
+    let repo: RepoName = "up/team/app".parse().unwrap();
+    for read in ten_reads(&mirror, &repo, &digest).await {
+        let err = read.expect_err("no waiter gets a blob that never arrived whole");
+        assert!(err.contains("broke off") || err.contains("download failed"), "{err}");
+    }
+    assert_eq!(asked.lock().unwrap().len(), 4, "tried four times, resuming each time");
+    assert!(matches!(registry.stat_blob(&repo, &digest).await, Err(registry::Error::BlobUnknown(_))), "nothing linked");
+    let uploads: Vec<_> = std::fs::read_dir(tmp.path().join("uploads")).unwrap().collect();
+    assert!(uploads.is_empty(), "the part is removed: {uploads:?}");
+    assert!(!tmp.path().join("blobs/sha256").join(&digest.hex()[..2]).join(digest.hex()).exists(), "nothing committed");
+    // The failure is not remembered: the next reader tries again.
+    let _ = ten_reads(&mirror, &repo, &digest).await;
+    assert_eq!(asked.lock().unwrap().len(), 8);
+}
