@@ -40,6 +40,17 @@ pub enum Endpoint {
     CancelUpload { repo: RepoName, id: UploadId },
 }
 
+impl Endpoint {
+    /// The repository of a pull (manifest and blob reads, tags, referrers): what a mirror's
+    /// `?ns=` routing renames.
+    pub(crate) fn pulled_repo_mut(&mut self) -> Option<&mut RepoName> {
+        match self {
+            Endpoint::Tags { repo } | Endpoint::GetManifest { repo, .. } | Endpoint::Referrers { repo, .. } | Endpoint::GetBlob { repo, .. } => Some(repo),
+            _ => None,
+        }
+    }
+}
+
 /// What the path names, before the method is considered.
 enum Target<'a> {
     Base,

@@ -98,6 +98,18 @@ async fn admitted(
             Err(e) => return (app.challenge(e, request.headers(), secure).into_response(), Held::default()),
         },
     };
+    // containerd asks a mirror for `docker.io/library/nginx` as `/v2/library/nginx/...?ns=docker.io`:
+    // the upstream for that registry, if one is configured, serves it under its prefix.
+    let mut endpoint = endpoint;
+    if let (Some(mirror), Some(ns)) = (&app.mirror, query.get("ns"))
+        && let Some(repo) = endpoint.pulled_repo_mut()
+    {
+        match mirror.for_namespace(ns, repo) {
+            Some(Ok(routed)) => *repo = routed,
+            Some(Err(e)) => return (ApiError::Registry(e).into_response(), Held::default()),
+            None => {}
+        }
+    }
     let held = match app.admit(class, who.rate_key(client)).await {
         Ok(held) => held,
         Err(e) => return (e.into_response(), Held::default()),

@@ -150,6 +150,13 @@ async fn a_hundred_pulls_fetch_once_and_the_cache_outlives_the_upstream() {
     let by_digest = client.call(Method::GET, &format!("/v2/up/team/app/manifests/{}", image.digest), &[("Accept", ACCEPT)], "").await.unwrap();
     assert_eq!(by_digest.status, 200);
     assert_eq!(upstream_requests(&up_log).len(), after.len(), "no new upstream path");
+    // containerd's mirror requests: the local name with `?ns=` naming the upstream's registry.
+    let ns = format!("/v2/team/app/manifests/v1?ns={}", up.addr);
+    let via_ns = client.call(Method::GET, &ns, &[("Accept", ACCEPT)], "").await.unwrap();
+    assert_eq!((via_ns.status.as_u16(), via_ns.header("docker-content-digest")), (200, Some(image.digest.to_string().as_str())));
+    let layer = &image.layers[0].digest;
+    let via_ns = client.call(Method::GET, &format!("/v2/team/app/blobs/{layer}?ns={}", up.addr), &[], "").await.unwrap();
+    assert_eq!(Digest::sha256_of(&via_ns.body), *layer);
     // A mirror's repositories are filled from the upstream, never pushed to.
     let push = client.call(Method::POST, "/v2/up/team/app/blobs/uploads/", &[], "").await.unwrap();
     assert_eq!((push.status.as_u16(), push.error_code().as_str()), (403, "DENIED"));

@@ -237,6 +237,17 @@ impl Mirror {
         self.upstreams.is_empty()
     }
 
+    /// The local name under which `repo` of registry `ns` (containerd's `?ns=`: `docker.io`,
+    /// `ghcr.io`, `host:port`) is mirrored, when an upstream serves that registry: its name
+    /// prefixed. `None` when no upstream does (the request is answered as a local one).
+    pub fn for_namespace(&self, ns: &str, repo: &RepoName) -> Option<Result<RepoName>> {
+        let ns = ns.trim().to_ascii_lowercase();
+        let docker_hub = matches!(ns.as_str(), "docker.io" | "index.docker.io" | "registry-1.docker.io");
+        let upstream = self.upstreams.iter().find(|u| u.host == ns || u.config.name == ns || (docker_hub && u.docker_hub))?;
+        let name = format!("{}/{repo}", upstream.config.name);
+        Some(name.parse::<RepoName>().map_err(|e| Error::NameInvalid(format!("{name}: {e}"))))
+    }
+
     /// The upstream `repo` is routed to, by its first component; `None` for local repositories.
     /// A name the upstream's rules do not allow is refused.
     pub fn route(&self, repo: &RepoName) -> Option<Result<Route>> {

@@ -1,3 +1,8 @@
+//! Routing, and blob downloads that break.
+//!
+//! Routing: names under an upstream's prefix go to it (`library/` added to Docker Hub's single
+//! names), containerd's `?ns=` names find the upstream of their registry.
+//!
 //! Blob downloads that break: an upstream of the test's own (a plain TCP server, since a real
 //! registry cannot be made to cut a body half way) sends half a blob and closes the connection.
 //! Resumed with a `Range` request, every waiter gets the whole blob from two upstream GETs; when
@@ -152,4 +157,40 @@ async fn a_download_that_keeps_breaking_fails_every_waiter_and_leaves_nothing() 
     // The failure is not remembered: the next reader tries again.
     let _ = ten_reads(&mirror, &repo, &digest).await;
     assert_eq!(asked.lock().unwrap().len(), 8);
+}
+
+#[tokio::test]
+async fn names_route_by_prefix_and_by_containerd_namespace() {
+    let tmp = tempfile::tempdir().unwrap();
+    let blobs = Blobs(Arc::new(FsBlobStore::open(tmp.path()).unwrap()));
+    let meta = Meta(Arc::new(SqliteMeta::open(&tmp.path().join("meta.db")).await.unwrap()));
+    let registry = Arc::new(Registry::new(blobs.clone(), meta.clone(), RegistryConfig::default()));
+    let mut ghcr = UpstreamConfig::new("ghcr", "https://ghcr.io");
+    ghcr.allow = vec!["myorg/**".into()];
+    ghcr.deny = vec!["myorg/secret".into()];
+    let upstreams = vec![UpstreamConfig::new("hub", "https://registry-1.docker.io"), ghcr, UpstreamConfig::new("local", "http://127.0.0.1:5999")];
+    let mirror = Mirror::new(registry.clone(), blobs.clone(), meta.clone(), upstreams).unwrap();
+    let name = |s: &str| s.parse::<RepoName>().unwrap();
+    let remote = |s: &str| mirror.route(&name(s)).map(|r| r.map(|r| r.remote().to_string()).map_err(|e| e.to_string()));
+
+    assert_eq!(remote("hub/nginx"), Some(Ok("library/nginx".into())), "Docker Hub's single names are library/");
+    assert_eq!(remote("hub/bitnami/redis"), Some(Ok("bitnami/redis".into())));
+    assert_eq!(remote("local/nginx"), Some(Ok("nginx".into())), "only Docker Hub gets library/");
+    assert_eq!(remote("ghcr/myorg/tool"), Some(Ok("myorg/tool".into())));
+    assert!(remote("ghcr/other/tool").unwrap().unwrap_err().contains("not allowed by its rules"), "outside allow");
+    assert!(remote("ghcr/myorg/secret").unwrap().unwrap_err().contains("not allowed by its rules"), "deny wins");
+    assert_eq!(remote("team/app"), None, "a local name");
+    assert_eq!(remote("hubx/nginx"), None);
+
+    let ns = |ns: &str, repo: &str| mirror.for_namespace(ns, &name(repo)).map(|r| r.unwrap().to_string());
+    assert_eq!(ns("docker.io", "library/nginx"), Some("hub/library/nginx".into()));
+    assert_eq!(ns("ghcr.io", "myorg/tool"), Some("ghcr/myorg/tool".into()));
+    assert_eq!(ns("127.0.0.1:5999", "team/app"), Some("local/team/app".into()));
+    assert_eq!(ns("quay.io", "x/y"), None, "no upstream for that registry");
+
+    let invalid = |config: UpstreamConfig| Mirror::new(registry.clone(), blobs.clone(), meta.clone(), vec![config]).err().map(|e| e.to_string());
+    assert!(invalid(UpstreamConfig::new("x", "ftp://h")).is_some_and(|e| e.contains("http(s)")));
+    assert!(invalid(UpstreamConfig::new("a/b", "https://h")).is_some_and(|e| e.contains("one lowercase")));
+    assert!(invalid(UpstreamConfig::new("x", "https://h/path")).is_some());
+    assert!(invalid(UpstreamConfig::new("x", "https://h:5000")).is_none());
 }
