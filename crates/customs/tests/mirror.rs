@@ -221,8 +221,16 @@ async fn first_pulls_wait_for_the_gate_and_refused_images_are_never_served() {
     push_layout(&layout, "clean", &up.addr, "team/clean:1", Some(&creds));
     push_layout(&layout, "keyed", &up.addr, "team/keyed:1", Some(&creds));
 
+    // The clean image's namespace has a policy of its own that names the upstream it came from.
+    let policies = tmp.path().join("policies");
+    std::fs::create_dir_all(&policies).unwrap();
+    std::fs::write(policies.join("via.rego"), "package customs\n\nimport rego.v1\n\nwarn contains sprintf(\"pulled through %s\", [input.upstream])\n").unwrap();
     let config = tmp.path().join("mirror.toml");
-    let toml = format!("[[mirrors]]\nname = \"up\"\nurl = \"{}\"\nusername = \"admin\"\npassword_env = \"MIRROR_TEST_UPSTREAM_PASSWORD\"\n", up.url());
+    let toml = format!(
+        "[[mirrors]]\nname = \"up\"\nurl = \"{}\"\nusername = \"admin\"\npassword_env = \"MIRROR_TEST_UPSTREAM_PASSWORD\"\n\n[gate]\npolicy_dir = \"{}\"\n\n[[gate.namespaces]]\nrepositories = \"up/team/clean\"\npolicy = \"via\"\n",
+        up.url(),
+        policies.display()
+    );
     std::fs::write(&config, toml).unwrap();
     // The gate on (the default), with a short wait so that first pulls see 429 + Retry-After.
     let env = [
@@ -257,6 +265,8 @@ async fn first_pulls_wait_for_the_gate_and_refused_images_are_never_served() {
             }
         }
     }
+    let report = client.call(Method::GET, &format!("/api/v1/images/up/team/clean/{clean}/report"), &[], "").await.unwrap();
+    assert_eq!(report.json()["verdict"]["warnings"], serde_json::json!(["pulled through up"]), "the upstream reaches the policy");
     // The refused image's layer is not served either, by digest.
     let keyed_manifest = std::fs::read(layout.join("blobs/sha256").join(keyed.trim_start_matches("sha256:"))).unwrap();
     let m: serde_json::Value = serde_json::from_slice(&keyed_manifest).unwrap();

@@ -209,8 +209,7 @@ impl Mirror {
             Reference::Tag(t) => Some(t),
             Reference::Digest(_) => None,
         };
-        let source = format!("mirror:{}", route.upstream());
-        self.registry.put_mirrored_manifest(repo, &content.digest, tag, &content.media_type, content.bytes.clone(), &source).await?;
+        self.registry.put_mirrored_manifest(repo, &content.digest, tag, &content.media_type, content.bytes.clone(), route.upstream()).await?;
         if let Some(tag) = tag {
             route.upstream.mark_validated(repo, tag);
         }

@@ -237,8 +237,10 @@ impl Registry {
         evidence["config"] = config;
         let found = signatures::find(self, repo, digest, &rule.keys).await?;
         evidence["signatures"] = signature_entries(&found);
-        evidence["pushed_by"] = serde_json::json!(self.meta.pushed_by(repo, digest).await?);
-        evidence["upstream"] = serde_json::Value::Null;
+        let pushed_by = self.meta.pushed_by(repo, digest).await?;
+        let upstream = pushed_by.as_deref().and_then(|p| p.strip_prefix(crate::manifests::MIRRORED_BY));
+        evidence["upstream"] = serde_json::json!(upstream);
+        evidence["pushed_by"] = serde_json::json!(pushed_by);
         apply_waivers(&mut evidence, repo, &basis.waivers);
         let decision = rule.policy.evaluate(&evidence).map_err(|e| Error::Unavailable(format!("policy {}: {e}", rule.policy.name())))?;
         Ok(Verdict {

@@ -11,6 +11,10 @@ use oci::{Descriptor, Digest, Manifest, ManifestError, ManifestKind, Reference, 
 
 use crate::{BlobBody, Error, Registry, Result};
 
+/// The `pushed_by` of a manifest a mirror stored: this, then the upstream's name (user and
+/// robot names hold no `:`).
+pub(crate) const MIRRORED_BY: &str = "mirror:";
+
 /// A stored manifest: its exact bytes and how to label them.
 #[derive(Debug)]
 pub struct ManifestContent {
@@ -78,7 +82,7 @@ impl Registry {
     ) -> Result<()> {
         let reference = Reference::Digest(digest.clone());
         let content_type = (!media_type.is_empty()).then_some(media_type);
-        let (_, mut new) = self.prepare(&reference, content_type, &bytes, Some(upstream))?;
+        let (_, mut new) = self.prepare(&reference, content_type, &bytes, Some(&format!("{MIRRORED_BY}{upstream}")))?;
         new.tag = tag.cloned();
         new.children_optional = true;
         self.precheck_references(repo, &new.blobs, &[]).await?;
