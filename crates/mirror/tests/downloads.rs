@@ -116,19 +116,30 @@ async fn ten_reads(mirror: &Arc<Mirror>, repo: &RepoName, digest: &Digest) -> Ve
     out
 }
 
-fn blob() -> Vec<u8> {
-    // 3 MiB of varied bytes: several flushes before and after the cut.
-    (0..3u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect()
+struct Setup {
+    tmp: tempfile::TempDir,
+    bytes: Vec<u8>,
+    digest: Digest,
+    asked: Asked,
+    mirror: Arc<Mirror>,
+    registry: Arc<Registry>,
+    repo: RepoName,
+}
+
+/// A mirror of a cutting upstream serving 3 MiB of varied bytes (several flushes before and
+/// after the cut).
+async fn setup(always_cut: bool) -> Setup {
+    let tmp = tempfile::tempdir().unwrap();
+    let bytes: Vec<u8> = (0..3u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let digest = Digest::sha256_of(&bytes);
+    let (url, asked) = cutting_upstream(bytes.clone(), always_cut);
+    let (mirror, registry) = mirror(tmp.path(), &url).await;
+    Setup { tmp, bytes, digest, asked, mirror, registry, repo: "up/team/app".parse().unwrap() }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_download_cut_half_way_is_resumed_with_a_range_and_every_waiter_gets_it_whole() {
-    let tmp = tempfile::tempdir().unwrap();
-    let bytes = blob();
-    let digest = Digest::sha256_of(&bytes);
-    let (url, asked) = cutting_upstream(bytes.clone(), false);
-    let (mirror, registry) = mirror(tmp.path(), &url).await;
-    let repo: RepoName = "up/team/app".parse().unwrap();
+    let Setup { tmp: _tmp, bytes, digest, asked, mirror, registry, repo } = setup(false).await;
     for read in ten_reads(&mirror, &repo, &digest).await {
         assert!(read.as_ref().is_ok_and(|b| *b == bytes), "every waiter gets the whole blob: {:?}", read.err());
     }
@@ -139,12 +150,7 @@ async fn a_download_cut_half_way_is_resumed_with_a_range_and_every_waiter_gets_i
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_download_that_keeps_breaking_fails_every_waiter_and_leaves_nothing() {
-    let tmp = tempfile::tempdir().unwrap();
-    let bytes = blob();
-    let digest = Digest::sha256_of(&bytes);
-    let (url, asked) = cutting_upstream(bytes.clone(), true);
-    let (mirror, registry) = mirror(tmp.path(), &url).await;
-    let repo: RepoName = "up/team/app".parse().unwrap();
+    let Setup { tmp, bytes: _, digest, asked, mirror, registry, repo } = setup(true).await;
     for read in ten_reads(&mirror, &repo, &digest).await {
         let err = read.expect_err("no waiter gets a blob that never arrived whole");
         assert!(err.contains("broke off") || err.contains("download failed"), "{err}");
