@@ -2,28 +2,14 @@
 //! `customs serve` on 127.0.0.1:0. The test command installs the clients from Debian's packages.
 
 use std::path::Path;
-use std::process::Command;
 
-use test_support::{ImageBuilder, Index, ServerProcess};
+use test_support::{ImageBuilder, Index, ServerProcess, run};
 
 fn customs() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_customs"))
 }
 
 /// Runs a client command and returns its stdout, failing the test with its stderr.
-fn run(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{program} is not runnable ({e}); the test command installs it"));
-    assert!(
-        out.status.success(),
-        "{program} {args:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8 output")
-}
 
 fn skopeo(args: &[&str]) -> String {
     let mut all = vec!["--insecure-policy"];

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use http::Method;
 use oci::Digest;
-use test_support::{Client, ImageBuilder, ServerProcess};
+use test_support::{Client, ImageBuilder, ServerProcess, run};
 
 const ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json";
 
@@ -20,16 +20,9 @@ fn customs() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_customs"))
 }
 
-fn run(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program).args(args).output().unwrap_or_else(|e| panic!("{program}: {e}"));
-    assert!(out.status.success(), "{program} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn secret() -> String {
-    let mut b = [0u8; 18];
-    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom").unwrap(), &mut b).unwrap();
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    auth::password::new_robot_secret()
 }
 
 /// An upstream customs: no gate, no inspection, every request in its JSON access log.

@@ -256,14 +256,18 @@ impl Mirror {
 }
 
 impl Fill {
-    /// Waits until the blob's size is known.
-    pub(crate) async fn size(&self, digest: &Digest) -> Result<u64> {
+    /// The first state `reached` accepts, or the last one when the download's task is gone.
+    async fn until(&self, reached: impl Fn(&Progress) -> bool) -> Progress {
         let mut progress = self.progress.clone();
-        let state = match progress.wait_for(|p| !matches!(p, Progress::Starting)).await {
+        match progress.wait_for(|p| reached(p)).await {
             Ok(state) => state.clone(),
             Err(_) => self.progress.borrow().clone(),
-        };
-        match state {
+        }
+    }
+
+    /// Waits until the blob's size is known.
+    pub(crate) async fn size(&self, digest: &Digest) -> Result<u64> {
+        match self.until(|p| !matches!(p, Progress::Starting)).await {
             Progress::Running { size, .. } | Progress::Done { size } => Ok(size),
             Progress::Failed(failure) => Err(failure.error(digest)),
             Progress::Starting => Err(Error::Upstream(format!("the download of {digest} ended without a word"))),
@@ -272,12 +276,7 @@ impl Fill {
 
     /// Waits until the blob is committed and linked; its size.
     pub(crate) async fn done(&self, digest: &Digest) -> Result<u64> {
-        let mut progress = self.progress.clone();
-        let state = match progress.wait_for(|p| matches!(p, Progress::Done { .. } | Progress::Failed(_))).await {
-            Ok(state) => state.clone(),
-            Err(_) => self.progress.borrow().clone(),
-        };
-        match state {
+        match self.until(|p| matches!(p, Progress::Done { .. } | Progress::Failed(_))).await {
             Progress::Done { size } => Ok(size),
             Progress::Failed(failure) => Err(failure.error(digest)),
             _ => Err(Error::Upstream(format!("the download of {digest} ended without finishing"))),

@@ -200,3 +200,16 @@ async fn names_route_by_prefix_and_by_containerd_namespace() {
     assert!(invalid(UpstreamConfig::new("x", "https://h/path")).is_some());
     assert!(invalid(UpstreamConfig::new("x", "https://h:5000")).is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_that_do_not_match_the_digest_are_never_made_visible() {
+    let Setup { tmp, bytes: _, digest: _, asked: _, mirror, registry, repo } = setup(false).await;
+    // The upstream answers this digest with other bytes.
+    let claimed = Digest::sha256_of(b"what the client asked for");
+    for read in ten_reads(&mirror, &repo, &claimed).await {
+        let err = read.expect_err("no waiter gets bytes of another digest");
+        assert!(err.contains(&format!("not {claimed}")), "the error says the digest did not match: {err}");
+    }
+    assert!(matches!(registry.stat_blob(&repo, &claimed).await, Err(registry::Error::BlobUnknown(_))));
+    assert_eq!(std::fs::read_dir(tmp.path().join("uploads")).unwrap().count(), 0, "the part is removed");
+}

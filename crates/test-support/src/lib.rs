@@ -24,6 +24,22 @@ pub use client::Client;
 pub use image::{Blob, Image, ImageBuilder, Index, Rng, layer_tar_gz, write_image, write_oci_layout};
 pub use process::ServerProcess;
 
+/// Runs a client program the test command installed (skopeo, openssl, ...); its standard output.
+/// Panics with its output when it fails.
+pub fn run(program: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program} is not runnable ({e}); the test command installs it"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// The value of one series (`name{labels}` exactly as exposed) in Prometheus text.
 pub fn metric(text: &str, series: &str) -> Option<f64> {
     let prefix = format!("{series} ");
