@@ -99,12 +99,20 @@ async fn admitted(
         },
     };
     // containerd asks a mirror for `docker.io/library/nginx` as `/v2/library/nginx/...?ns=docker.io`:
-    // the upstream for that registry, if one is configured, serves it under its prefix.
+    // the upstream for that registry, if one is configured, serves it under its prefix. Docker's
+    // `registry-mirrors` asks without `ns`: the default upstream serves names that are not local,
+    // except to a blob HEAD, which is how a push into a new local repository asks what to upload.
     let mut endpoint = endpoint;
-    if let (Some(mirror), Some(ns)) = (&app.mirror, query.get("ns"))
+    let push_check = matches!(endpoint, Endpoint::GetBlob { head: true, .. });
+    if let Some(mirror) = &app.mirror
         && let Some(repo) = endpoint.pulled_repo_mut()
     {
-        match mirror.for_namespace(ns, repo) {
+        let routed = match query.get("ns") {
+            Some(ns) => mirror.for_namespace(ns, repo),
+            None if push_check => None,
+            None => mirror.for_default(repo).await,
+        };
+        match routed {
             Some(Ok(routed)) => *repo = routed,
             Some(Err(e)) => return (ApiError::Registry(e).into_response(), Held::default()),
             None => {}

@@ -71,6 +71,9 @@ pub struct Mirror {
     pub manifest_gets_per_hour: u32,
     /// More trusted CA certificates (PEM) for the upstream.
     pub ca_file: PathBuf,
+    /// Also serve names without a prefix that are not local repositories (`/v2/library/nginx`,
+    /// as Docker's `registry-mirrors` asks): at most one mirror (also `--default-mirror NAME`).
+    pub default: bool,
 }
 
 impl Default for Mirror {
@@ -86,6 +89,7 @@ impl Default for Mirror {
             max_connections: 32,
             manifest_gets_per_hour: 0,
             ca_file: PathBuf::new(),
+            default: false,
         }
     }
 }
@@ -123,6 +127,7 @@ impl Mirror {
             max_connections: self.max_connections.max(1),
             manifest_gets_per_hour: (self.manifest_gets_per_hour > 0).then_some(self.manifest_gets_per_hour),
             ca_pem,
+            default: self.default,
         })
     }
 }

@@ -120,6 +120,10 @@ pub struct ServeArgs {
     /// `<repository>` (repeatable; e.g. dockerhub=https://registry-1.docker.io)
     #[arg(long = "mirror", value_name = "NAME=URL")]
     mirrors: Vec<String>,
+    /// The mirror that also serves names without a prefix that are not local repositories
+    /// (for Docker's `registry-mirrors`)
+    #[arg(long = "default-mirror", value_name = "NAME")]
+    default_mirror: Option<String>,
 }
 
 impl ServeArgs {
@@ -133,6 +137,12 @@ impl ServeArgs {
         }
         for flag in &self.mirrors {
             c.mirrors.push(config::Mirror::from_flag(flag)?);
+        }
+        if let Some(name) = &self.default_mirror {
+            let Some(m) = c.mirrors.iter_mut().find(|m| &m.name == name) else {
+                anyhow::bail!("--default-mirror {name}: no mirror of that name (give it with --mirror {name}=URL)");
+            };
+            m.default = true;
         }
         Ok(c)
     }

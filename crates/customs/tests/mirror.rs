@@ -109,6 +109,7 @@ async fn a_hundred_pulls_fetch_once_and_the_cache_outlives_the_upstream() {
     let image = ImageBuilder::new(11).layer(4, 2 << 20).layer(2, 64 << 10).build();
     image.write_layout(&layout, "v1").unwrap();
     push_layout(&layout, "v1", &up.addr, "team/app:v1", None);
+    push_layout(&layout, "v1", &up.addr, "team/app:v2", None);
     let before = upstream_requests(&up_log);
 
     // The mirror, from the command line; the gate off, so first pulls stream straight through.
@@ -155,11 +156,17 @@ async fn a_hundred_pulls_fetch_once_and_the_cache_outlives_the_upstream() {
     assert_eq!((push.status.as_u16(), push.error_code().as_str()), (403, "DENIED"));
     assert!(mirror.stop());
 
-    // The same cache under a config file: tags re-validated at once, a deny rule.
+    // The same cache under a config file: tags re-validated at once, a deny rule, a budget of
+    // one manifest GET an hour, and the default upstream for names without a prefix.
     let config = tmp.path().join("mirror.toml");
     std::fs::write(
         &config,
-        format!("[[mirrors]]\nname = \"up\"\nurl = \"{}\"\ntag_ttl_secs = 0\ndeny = [\"team/secret*\"]\n", up.url()),
+        format!(
+            "[[mirrors]]\nname = \"up\"\nurl = \"{}\"\ntag_ttl_secs = 0\ndeny = [\"team/secret*\"]\nmanifest_gets_per_hour = 1\ndefault = true\n\n\
+             [[mirrors]]\nname = \"up2\"\nurl = \"{}\"\n",
+            up.url(),
+            up.url()
+        ),
     )
     .unwrap();
     let config_env = [mirror_env[0], mirror_env[1], ("CUSTOMS_CONFIG", config.to_str().unwrap())];
@@ -174,6 +181,29 @@ async fn a_hundred_pulls_fetch_once_and_the_cache_outlives_the_upstream() {
     assert!(String::from_utf8_lossy(&denied.body).contains("not allowed by its rules"));
     assert!(!upstream_requests(&up_log).keys().any(|(_, p)| p.contains("secret")), "a denied name is never asked upstream");
 
+    // Docker's `registry-mirrors` asks for names without a prefix: the default upstream serves
+    // them from the same cache, unless they are local repositories.
+    assert_eq!(pull(&client, "team/app", "v1").await.unwrap(), image.digest.to_string());
+    let requests = upstream_requests(&up_log);
+    assert_eq!(requests.get(&("GET".into(), "/v2/team/app/manifests/v1".into())), Some(&1), "served from the cache: {requests:?}");
+    let (status, _) = pull(&client, "local/thing", "v1").await.unwrap_err();
+    assert_eq!(status, 404, "not local yet: asked of the upstream, which has no such image");
+    assert_eq!(upstream_requests(&up_log).get(&("GET".into(), "/v2/local/thing/manifests/v1".into())), Some(&1));
+    push_layout(&layout, "v1", &mirror.addr, "local/thing:v1", None);
+    assert_eq!(pull(&client, "local/thing", "v1").await.unwrap(), image.digest.to_string());
+    let requests = upstream_requests(&up_log);
+    assert_eq!(requests.get(&("GET".into(), "/v2/local/thing/manifests/v1".into())), Some(&1), "a local repository is never asked upstream");
+    assert!(!requests.keys().any(|(_, p)| p.starts_with("/v2/local/thing/blobs")), "a push's blob checks stay local: {requests:?}");
+
+    // The budget: that 404 was its one manifest GET this hour. A tag not cached waits with a
+    // Retry-After, and the upstream is not asked.
+    let r = client.call(Method::GET, "/v2/up/team/app/manifests/v2", &[("Accept", ACCEPT)], "").await.unwrap();
+    assert_eq!((r.status.as_u16(), r.error_code().as_str()), (429, "TOOMANYREQUESTS"));
+    assert!(String::from_utf8_lossy(&r.body).contains("budget"));
+    let retry: u64 = r.header("retry-after").expect("Retry-After").parse().unwrap();
+    assert!((1..=3600).contains(&retry), "{retry}");
+    assert_eq!(upstream_requests(&up_log).get(&("GET".into(), "/v2/team/app/manifests/v2".into())), None);
+
     // The upstream goes away: the cached image still pulls, marked stale; an uncached one gets
     // a clear error.
     assert!(up.stop());
@@ -181,9 +211,9 @@ async fn a_hundred_pulls_fetch_once_and_the_cache_outlives_the_upstream() {
     assert_eq!(r.status, 200);
     assert_eq!(r.header("warning"), Some("110 customs \"Response is Stale\""));
     assert_eq!(pull(&client, "up/team/app", "v1").await.unwrap(), image.digest.to_string());
-    let (status, body) = pull(&client, "up/team/other", "v1").await.unwrap_err();
+    let (status, body) = pull(&client, "up2/team/other", "v1").await.unwrap_err();
     assert_eq!(status, 502, "{body}");
-    assert!(body.contains("mirror up") && body.contains("team/other:v1"), "{body}");
+    assert!(body.contains("mirror up2") && body.contains("team/other:v1"), "{body}");
     let metrics = client.call(Method::GET, "/metrics", &[], "").await.unwrap();
     assert!(metric(&String::from_utf8_lossy(&metrics.body), "customs_mirror_stale_served_total") >= 2.0);
 }

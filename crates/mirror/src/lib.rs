@@ -21,7 +21,7 @@ mod budget;
 mod fill;
 mod manifests;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -58,6 +58,9 @@ pub struct UpstreamConfig {
     pub manifest_gets_per_hour: Option<u32>,
     /// More trusted CA certificates (PEM) for the upstream.
     pub ca_pem: Option<Vec<u8>>,
+    /// Serves names without a prefix that are not local repositories (Docker's
+    /// `registry-mirrors`): at most one upstream.
+    pub default: bool,
 }
 
 impl UpstreamConfig {
@@ -72,6 +75,7 @@ impl UpstreamConfig {
             max_connections: 32,
             manifest_gets_per_hour: None,
             ca_pem: None,
+            default: false,
         }
     }
 }
@@ -209,8 +213,12 @@ pub struct Mirror {
     pending: Mutex<HashMap<(RepoName, Reference), Arc<Pending>>>,
     /// Blob downloads under way, by repository and digest (found before the records are).
     fills: Mutex<HashMap<(RepoName, Digest), Arc<Fill>>>,
+    /// Names found to be local repositories, so the default upstream leaves them alone (bounded).
+    local: Mutex<HashSet<RepoName>>,
     pub stats: Stats,
 }
+
+const LOCAL_MAX: usize = 10_000;
 
 impl Mirror {
     pub fn new(registry: Arc<Registry>, blobs: Blobs, meta: Meta, upstreams: Vec<UpstreamConfig>) -> Result<Mirror, ConfigError> {
@@ -218,6 +226,9 @@ impl Mirror {
         for config in upstreams {
             if built.iter().any(|u| u.config.name == config.name) {
                 return Err(ConfigError { name: config.name, reason: "configured twice".into() });
+            }
+            if config.default && built.iter().any(|u| u.config.default) {
+                return Err(ConfigError { name: config.name, reason: "a second default upstream: only one may serve names without a prefix".into() });
             }
             built.push(Arc::new(Upstream::new(config)?));
         }
@@ -229,6 +240,7 @@ impl Mirror {
             manifest_flight: SingleFlight::new(),
             pending: Mutex::default(),
             fills: Mutex::default(),
+            local: Mutex::default(),
             stats: Stats::default(),
         })
     }
@@ -244,6 +256,39 @@ impl Mirror {
         let ns = ns.trim().to_ascii_lowercase();
         let docker_hub = matches!(ns.as_str(), "docker.io" | "index.docker.io" | "registry-1.docker.io");
         let upstream = self.upstreams.iter().find(|u| u.host == ns || u.config.name == ns || (docker_hub && u.docker_hub))?;
+        let name = format!("{}/{repo}", upstream.config.name);
+        Some(name.parse::<RepoName>().map_err(|e| Error::NameInvalid(format!("{name}: {e}"))))
+    }
+
+    /// The name under which a pull of `repo`, a name without an upstream's prefix, is served by
+    /// the default upstream (Docker's `registry-mirrors` asks for `library/nginx`): its name
+    /// prefixed, unless `repo` is a local repository. `None` when there is no default upstream or
+    /// the name is local or already prefixed.
+    ///
+    /// A local repository always wins: once pushed to, a name is never fetched from the
+    /// upstream again; until then its pulls go to the upstream (its allow globs keep that to
+    /// the names it should serve).
+    pub async fn for_default(&self, repo: &RepoName) -> Option<Result<RepoName>> {
+        let upstream = self.upstreams.iter().find(|u| u.config.default)?;
+        let first = repo.as_str().split('/').next().unwrap_or_default();
+        if repo.as_str().contains('/') && self.upstreams.iter().any(|u| u.config.name == first) {
+            return None;
+        }
+        if self.local.lock().unwrap_or_else(|p| p.into_inner()).contains(repo) {
+            return None;
+        }
+        match self.meta.tags(repo, &meta::Page { n: 1, last: None }).await {
+            Err(e) => return Some(Err(e.into())),
+            Ok(Some(_)) => {
+                let mut local = self.local.lock().unwrap_or_else(|p| p.into_inner());
+                if local.len() >= LOCAL_MAX {
+                    local.clear();
+                }
+                local.insert(repo.clone());
+                return None;
+            }
+            Ok(None) => {}
+        }
         let name = format!("{}/{repo}", upstream.config.name);
         Some(name.parse::<RepoName>().map_err(|e| Error::NameInvalid(format!("{name}: {e}"))))
     }

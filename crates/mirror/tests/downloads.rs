@@ -174,7 +174,9 @@ async fn names_route_by_prefix_and_by_containerd_namespace() {
     let mut ghcr = UpstreamConfig::new("ghcr", "https://ghcr.io");
     ghcr.allow = vec!["myorg/**".into()];
     ghcr.deny = vec!["myorg/secret".into()];
-    let upstreams = vec![UpstreamConfig::new("hub", "https://registry-1.docker.io"), ghcr, UpstreamConfig::new("local", "http://127.0.0.1:5999")];
+    let mut hub = UpstreamConfig::new("hub", "https://registry-1.docker.io");
+    hub.default = true;
+    let upstreams = vec![hub, ghcr, UpstreamConfig::new("local", "http://127.0.0.1:5999")];
     let mirror = Mirror::new(registry.clone(), blobs.clone(), meta.clone(), upstreams).unwrap();
     let name = |s: &str| s.parse::<RepoName>().unwrap();
     let remote = |s: &str| mirror.route(&name(s)).map(|r| r.map(|r| r.remote().to_string()).map_err(|e| e.to_string()));
@@ -194,7 +196,23 @@ async fn names_route_by_prefix_and_by_containerd_namespace() {
     assert_eq!(ns("127.0.0.1:5999", "team/app"), Some("local/team/app".into()));
     assert_eq!(ns("quay.io", "x/y"), None, "no upstream for that registry");
 
+    // Docker's `registry-mirrors`: names without a prefix go to the default upstream until a
+    // local repository of that name exists.
+    assert_eq!(mirror.for_default(&name("library/nginx")).await.map(|r| r.unwrap().to_string()), Some("hub/library/nginx".into()));
+    assert_eq!(mirror.for_default(&name("nginx")).await.map(|r| r.unwrap().to_string()), Some("hub/nginx".into()));
+    assert_eq!(remote("hub/nginx"), Some(Ok("library/nginx".into())), "and then library/ as for any Docker Hub name");
+    assert!(mirror.for_default(&name("ghcr/myorg/tool")).await.is_none(), "already an upstream's");
+    assert!(mirror.for_default(&name("team/app")).await.is_some());
+    meta.link_blob(&name("team/app"), &Digest::sha256_of(b"x"), 1).await.unwrap();
+    assert!(mirror.for_default(&name("team/app")).await.is_none(), "a local repository wins");
+
     let invalid = |config: UpstreamConfig| Mirror::new(registry.clone(), blobs.clone(), meta.clone(), vec![config]).err().map(|e| e.to_string());
+    let mut second = UpstreamConfig::new("b", "https://h");
+    second.default = true;
+    let mut first = second.clone();
+    first.name = "a".into();
+    let two_defaults = Mirror::new(registry.clone(), blobs.clone(), meta.clone(), vec![first, second]).err().map(|e| e.to_string());
+    assert!(two_defaults.is_some_and(|e| e.contains("second default")));
     assert!(invalid(UpstreamConfig::new("x", "ftp://h")).is_some_and(|e| e.contains("http(s)")));
     assert!(invalid(UpstreamConfig::new("a/b", "https://h")).is_some_and(|e| e.contains("one lowercase")));
     assert!(invalid(UpstreamConfig::new("x", "https://h/path")).is_some());
