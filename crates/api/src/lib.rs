@@ -185,6 +185,8 @@ fn render_mirror_stats(stats: &mirror::Stats, out: &mut String) {
     one("customs_mirror_stale_served_total", "Manifests served from the cache because the upstream could not be asked.", &stats.stale_served);
     one("customs_mirror_joined_total", "Requests that joined a fetch already under way.", &stats.joined);
     one("customs_mirror_upstream_errors_total", "Upstream requests and downloads that failed.", &stats.upstream_errors);
+    one("customs_mirror_evicted_images_total", "Cached images evicted.", &stats.evicted_images);
+    one("customs_mirror_evicted_bytes_total", "Bytes deleted from the blob store by eviction.", &stats.evicted_bytes);
 }
 
 fn render_registry_stats(stats: &registry::RegistryStats, out: &mut String) {

@@ -226,14 +226,19 @@ async fn handle(
             Ok(with_next_link(json(StatusCode::OK, body.to_string().into()), &path, &page, listing.more, last))
         }
         Endpoint::GetManifest { repo, reference, head } => {
-            let (m, stale) = match mirror_route(app, &repo)? {
+            let mirrored = mirror_route(app, &repo)?;
+            let (m, stale) = match &mirrored {
                 Some((mirror, route)) => {
-                    let served = mirror.manifest(&route, &repo, &reference).await?;
+                    let served = mirror.manifest(route, &repo, &reference).await?;
                     (served.content, served.stale)
                 }
                 None => (registry.get_manifest(&repo, &reference).await?, false),
             };
             registry.check_gate(&repo, &m.digest, gate_bypass(app, &proof)).await?;
+            if let Some((mirror, _)) = &mirrored {
+                // What eviction goes by.
+                mirror.record_pull(&repo, &m.digest, now_ms());
+            }
             let etag = format!("\"{}\"", m.digest);
             let mut r = Response::builder()
                 .header(header::CONTENT_TYPE, &m.media_type)
@@ -566,4 +571,8 @@ impl Query {
 
 fn encode_query_value(s: &str) -> String {
     serde_urlencoded::to_string([("", s)]).map(|e| e[1..].to_owned()).unwrap_or_default()
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }

@@ -74,6 +74,13 @@ pub struct Mirror {
     /// Also serve names without a prefix that are not local repositories (`/v2/library/nginx`,
     /// as Docker's `registry-mirrors` asks): at most one mirror (also `--default-mirror NAME`).
     pub default: bool,
+    /// Evict cached images, least recently pulled first, while their blobs take more than this
+    /// many bytes; 0: no limit.
+    pub max_bytes: u64,
+    /// Evict cached images not pulled for this long; 0: never.
+    pub evict_unpulled_after_secs: u64,
+    /// Never evict an image pulled this recently, whatever the size.
+    pub keep_pulled_within_secs: u64,
 }
 
 impl Default for Mirror {
@@ -90,6 +97,9 @@ impl Default for Mirror {
             manifest_gets_per_hour: 0,
             ca_file: PathBuf::new(),
             default: false,
+            max_bytes: 0,
+            evict_unpulled_after_secs: 0,
+            keep_pulled_within_secs: 3600,
         }
     }
 }
@@ -128,6 +138,9 @@ impl Mirror {
             manifest_gets_per_hour: (self.manifest_gets_per_hour > 0).then_some(self.manifest_gets_per_hour),
             ca_pem,
             default: self.default,
+            max_bytes: (self.max_bytes > 0).then_some(self.max_bytes),
+            evict_unpulled_after: (self.evict_unpulled_after_secs > 0).then(|| Duration::from_secs(self.evict_unpulled_after_secs)),
+            keep_pulled_within: Duration::from_secs(self.keep_pulled_within_secs),
         })
     }
 }

@@ -80,6 +80,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let scheme = if tls.is_some() { "https" } else { "http" };
 
     let janitor = tokio::spawn(upload_janitor(registry.clone(), stop_rx.clone()));
+    let evictor = mirror.clone().map(|m| tokio::spawn(mirror_evictor(m, stop_rx.clone())));
     let inspectors = if config.inspection.enabled {
         let engines = crate::engines::build(&config, &crate::engines::Wanted { secrets: true, malware: true, misconfig: true }, &[], &[], None)
             .context("cannot load the inspection engines ([scan] settings)")?;
@@ -138,6 +139,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     let _ = stop_tx.send(true);
     let _ = janitor.await;
+    if let Some(e) = evictor {
+        let _ = e.await;
+    }
     for w in inspectors.into_iter().chain(hooks) {
         let _ = w.await;
     }
@@ -163,6 +167,24 @@ async fn upload_janitor(registry: Arc<Registry>, mut stop: watch::Receiver<bool>
             Ok(n) => tracing::info!(worker = "upload-janitor", purged = n, "removed abandoned upload sessions"),
             Err(e) => tracing::warn!(worker = "upload-janitor", error = %e, "purging upload sessions failed"),
         }
+    }
+}
+
+/// Worker "mirror-evict": a pass of the mirrors' eviction every minute; at shutdown, the pulls
+/// remembered since the last pass are written.
+async fn mirror_evictor(mirror: Arc<mirror::Mirror>, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => break,
+            () = tokio::time::sleep(Duration::from_secs(60)) => {}
+        }
+        let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        if let Err(e) = mirror.evict(now_ms).await {
+            tracing::warn!(worker = "mirror-evict", error = %e, "an eviction pass failed");
+        }
+    }
+    if let Err(e) = mirror.flush_pulls().await {
+        tracing::warn!(worker = "mirror-evict", error = %e, "recording the last pulls failed");
     }
 }
 

@@ -320,3 +320,125 @@ async fn first_pulls_wait_for_the_gate_and_refused_images_are_never_served() {
     assert_eq!(status, 502);
     assert!(body.contains("credentials"), "{body}");
 }
+
+/// Eviction, with the mirror in process (so that the test sets the clock) over a real upstream:
+/// least recently pulled first while over `max_bytes`, never an image pulled within
+/// `keep_pulled_within`, never bytes another repository needs, and a read under way finishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eviction_takes_the_least_recently_pulled_and_spares_what_is_in_use() {
+    use blobs::{BlobBody, Blobs, FsBlobStore};
+    use futures::StreamExt;
+    use meta::{Meta, SqliteMeta};
+    use mirror::{Mirror, UpstreamConfig};
+    use oci::{Reference, RepoName};
+    use registry::{Registry, RegistryConfig};
+    use std::sync::Arc;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let (up, up_log) = upstream(tmp.path(), &[]);
+    // a and b share their first layer; b's second is big enough to be read in several pieces.
+    let a = ImageBuilder::new(7).layer(1, 1 << 20).build();
+    let b = ImageBuilder::new(7).layer(1, 1 << 20).layer(3, 1 << 20).build();
+    let c = ImageBuilder::new(9).layer(1, 1 << 20).build();
+    assert_eq!(a.layers[0].digest, b.layers[0].digest);
+    for (name, image) in [("a", &a), ("b", &b), ("c", &c)] {
+        let layout = tmp.path().join(format!("layout-{name}"));
+        image.write_layout(&layout, "v1").unwrap();
+        push_layout(&layout, "v1", &up.addr, &format!("team/{name}:v1"), None);
+    }
+
+    let dir = tmp.path().join("mirror");
+    let blobs = Blobs(Arc::new(FsBlobStore::open(&dir).unwrap()));
+    let meta = Meta(Arc::new(SqliteMeta::open(&dir.join("meta.db")).await.unwrap()));
+    let registry = Arc::new(Registry::new(blobs.clone(), meta.clone(), RegistryConfig::default()));
+    let mirror_with = |config: UpstreamConfig| Arc::new(Mirror::new(registry.clone(), blobs.clone(), meta.clone(), vec![config]).unwrap());
+    let puller = mirror_with(UpstreamConfig::new("up", &up.url()));
+    let name = |s: &str| s.parse::<RepoName>().unwrap();
+    let v1 = Reference::Tag("v1".parse().unwrap());
+    let pull_into_cache = |repo: RepoName, digest: Digest| {
+        let (puller, meta) = (puller.clone(), meta.clone());
+        let v1 = v1.clone();
+        async move {
+            let route = puller.route(&repo).unwrap().unwrap();
+            assert_eq!(puller.manifest(&route, &repo, &v1).await.unwrap().content.digest, digest);
+            let started = Instant::now();
+            while meta.manifest(&repo, &Reference::Digest(digest.clone())).await.unwrap().is_none() {
+                assert!(started.elapsed() < Duration::from_secs(30), "{repo} never stored");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    for (repo, image) in [("up/team/a", &a), ("up/team/b", &b), ("up/team/c", &c)] {
+        pull_into_cache(name(repo), image.digest.clone()).await;
+    }
+    // The shared layer is also in a local repository.
+    registry.mount(&name("local/base"), &a.layers[0].digest, Some(&name("up/team/a"))).await.unwrap();
+    let stored = |d: &Digest| {
+        let blobs = blobs.clone();
+        let d = d.clone();
+        async move { blobs.stat(&d).await.unwrap().is_some() }
+    };
+
+    // The clock: a pulled first, then b; c is pulled ten minutes before the passes, so it is in use.
+    let now = 4_000_000_000_000_i64;
+    let hour = 3_600_000;
+    puller.record_pull(&name("up/team/a"), &a.digest, now - 3 * hour);
+    puller.record_pull(&name("up/team/b"), &b.digest, now - 2 * hour);
+    puller.record_pull(&name("up/team/c"), &c.digest, now - 600_000);
+    puller.flush_pulls().await.unwrap();
+    let total = meta.linked_bytes("up").await.unwrap();
+
+    // One byte over: the least recently pulled image goes, and only it.
+    let mut config = UpstreamConfig::new("up", &up.url());
+    config.max_bytes = Some(total - 1);
+    let done = mirror_with(config.clone()).evict(now).await.unwrap();
+    assert_eq!(done.images, 1);
+    assert!(meta.manifest(&name("up/team/a"), &v1).await.unwrap().is_none(), "a is gone");
+    assert!(!stored(&a.config.digest).await, "its own bytes are deleted");
+    assert!(stored(&a.layers[0].digest).await, "bytes b still needs are kept");
+    assert!(meta.linked_bytes("up").await.unwrap() <= total - 1);
+    for (repo, image) in [("up/team/b", &b), ("up/team/c", &c)] {
+        assert!(meta.manifest(&name(repo), &v1).await.unwrap().is_some(), "{repo} is kept");
+    }
+
+    // A client part way through b's big layer when b is evicted still gets all of it.
+    let big = &b.layers[1];
+    let read = registry.get_blob(&name("up/team/b"), &big.digest, None).await.unwrap();
+    let BlobBody::Stream { mut stream, .. } = read.body else { panic!("a stream") };
+    let mut got = stream.next().await.unwrap().unwrap().to_vec();
+    assert!(got.len() < big.bytes.len(), "read in pieces");
+
+    // Nothing may stay: everything not in use goes; c, pulled ten minutes ago, stays.
+    config.max_bytes = Some(0);
+    let evictor = mirror_with(config);
+    let done = evictor.evict(now).await.unwrap();
+    assert_eq!(done.images, 1, "only b could go");
+    assert!(meta.manifest(&name("up/team/b"), &v1).await.unwrap().is_none());
+    assert!(meta.manifest(&name("up/team/c"), &v1).await.unwrap().is_some(), "an image in use is never evicted");
+    assert!(!stored(&big.digest).await && !stored(&b.config.digest).await);
+    assert!(stored(&a.layers[0].digest).await, "bytes a local repository links are kept");
+    assert!(stored(&c.layers[0].digest).await);
+    assert_eq!(evictor.stats.evicted_images.load(std::sync::atomic::Ordering::Relaxed), 1);
+    while let Some(chunk) = stream.next().await {
+        got.extend_from_slice(&chunk.unwrap());
+    }
+    assert_eq!(Digest::sha256_of(&got), big.digest, "the read under way finished whole");
+
+    // Pulled again, an evicted image comes from the upstream again.
+    pull_into_cache(name("up/team/a"), a.digest.clone()).await;
+    assert_eq!(upstream_requests(&up_log).get(&("GET".into(), "/v2/team/a/manifests/v1".into())), Some(&2));
+    assert!(stored(&a.config.digest).await);
+
+    // Not pulled for a day: evicted whatever the size, unless pulled within the hour.
+    let mut idle = UpstreamConfig::new("up", &up.url());
+    idle.evict_unpulled_after = Some(Duration::from_secs(24 * 3600));
+    let later = now + 30 * hour;
+    puller.record_pull(&name("up/team/a"), &a.digest, later - 60_000);
+    puller.flush_pulls().await.unwrap();
+    let done = mirror_with(idle.clone()).evict(later).await.unwrap();
+    assert_eq!(done.images, 1, "c, last pulled 30 hours ago");
+    assert!(meta.manifest(&name("up/team/c"), &v1).await.unwrap().is_none());
+    assert!(meta.manifest(&name("up/team/a"), &v1).await.unwrap().is_some());
+    assert!(!stored(&c.layers[0].digest).await);
+    assert!(mirror_with(idle).evict(later).await.unwrap().images == 0, "a second pass finds nothing more");
+}

@@ -13,6 +13,7 @@ pub async fn run(meta: &dyn MetaStore) {
     manifests_check_their_references(meta).await;
     tags_and_catalog_page_in_order(meta).await;
     referrers_follow_subjects(meta).await;
+    caches_know_their_least_recently_pulled(meta).await;
     uploads_advance_only_from_where_they_are(meta).await;
     principals_grants_and_changes(meta).await;
     audit_is_ordered_and_filtered(meta).await;
@@ -158,6 +159,54 @@ async fn tags_and_catalog_page_in_order(meta: &dyn MetaStore) {
     let one = meta.repositories(&page(1, Some("conf/a"))).await.unwrap();
     assert_eq!(one.entries[0].to_string(), "conf/m");
     assert!(one.more);
+}
+
+async fn caches_know_their_least_recently_pulled(meta: &dyn MetaStore) {
+    let (a, b, other) = (repo("cache/a"), repo("cache/b"), repo("cache_x/c"));
+    for (r, blob, size) in [(&a, "x", 5), (&a, "y", 7), (&b, "x", 5), (&b, "z", 11), (&other, "w", 100)] {
+        meta.link_blob(r, &d(blob), size).await.unwrap();
+    }
+    assert_eq!(meta.linked_bytes("cache").await.unwrap(), 23, "distinct blobs under cache/ only (not cache_x/)");
+    assert_eq!(meta.linked_bytes("nothing").await.unwrap(), 0);
+    let image = |name: &str, blobs: &[(&str, u64)], subject: Option<&str>| NewManifest {
+        record: ManifestRecord { subject: subject.map(d), ..record(name) },
+        blobs: blobs.iter().map(|(b, s)| (d(b), *s)).collect(),
+        children: vec![],
+        tag: None,
+        inspect: false,
+        pushed_by: None,
+        children_optional: false,
+    };
+    meta.put_manifest(&a, &image("m1", &[("x", 5), ("y", 7)], None)).await.unwrap();
+    meta.put_manifest(&b, &image("m2", &[("x", 5), ("z", 11)], None)).await.unwrap();
+    meta.put_manifest(&a, &image("r1", &[("y", 7)], Some("m1"))).await.unwrap();
+    let lru = |before: i64| async move {
+        meta.least_recently_pulled("cache", before, 10).await.unwrap().into_iter().map(|c| (c.repo.to_string(), c.digest)).collect::<Vec<_>>()
+    };
+    assert_eq!(lru(i64::MAX).await, vec![("cache/a".into(), d("m1")), ("cache/b".into(), d("m2"))], "never pulled: by when stored; referrers left out");
+    assert!(lru(0).await.is_empty());
+    // Pulled later than it was stored: m1 is now the most recent.
+    let later = 4_000_000_000_000;
+    meta.record_pulls(&[(a.clone(), d("m1"), later + 100)]).await.unwrap();
+    meta.record_pulls(&[(a.clone(), d("m1"), later)]).await.unwrap();
+    assert_eq!(lru(i64::MAX).await, vec![("cache/b".into(), d("m2")), ("cache/a".into(), d("m1"))]);
+    assert_eq!(lru(later + 100).await, vec![("cache/b".into(), d("m2"))], "an earlier pull does not replace a later one");
+    let used = meta.least_recently_pulled("cache", i64::MAX, 10).await.unwrap();
+    assert_eq!(used[1].last_used_ms, later + 100);
+
+    // A blob stays linked while a manifest of the repository references it.
+    assert!(!meta.unlink_unreferenced_blob(&a, &d("x")).await.unwrap());
+    assert!(meta.delete_manifest(&a, &d("m1")).await.unwrap());
+    assert!(meta.unlink_unreferenced_blob(&a, &d("x")).await.unwrap());
+    assert!(!meta.unlink_unreferenced_blob(&a, &d("y")).await.unwrap(), "the referrer still references y");
+    assert!(meta.digest_in_use(&d("x")).await.unwrap(), "still linked in cache/b");
+    assert!(meta.digest_in_use(&d("m2")).await.unwrap(), "a manifest's bytes");
+    assert!(!meta.digest_in_use(&d("m1")).await.unwrap());
+    meta.put_manifest(&a, &image("m1", &[("y", 7)], None)).await.unwrap();
+    assert!(
+        meta.least_recently_pulled("cache", i64::MAX, 10).await.unwrap().iter().all(|c| c.last_used_ms < later),
+        "a deleted manifest's pulls go with it"
+    );
 }
 
 async fn referrers_follow_subjects(meta: &dyn MetaStore) {

@@ -146,6 +146,27 @@ pub trait Repositories: Send + Sync + 'static {
     async fn tags_of(&self, repo: &RepoName, digest: &Digest) -> Result<Vec<String>>;
     /// The manifests in `repo` that reference `target` (a blob, or a child manifest).
     async fn manifests_referencing(&self, repo: &RepoName, target: &Digest) -> Result<Vec<Digest>>;
+    /// Removes `digest`'s link from `repo` unless a manifest there references it, in one
+    /// statement (a manifest recorded at the same moment either keeps it or fails).
+    async fn unlink_unreferenced_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool>;
+    /// Whether any repository links `digest` or holds a manifest of it: its bytes are needed.
+    async fn digest_in_use(&self, digest: &Digest) -> Result<bool>;
+
+    /// Records pulls of manifests: `(repo, digest, at_ms)`; a later time replaces an earlier.
+    async fn record_pulls(&self, pulls: &[(RepoName, Digest, i64)]) -> Result<()>;
+    /// Manifests in repositories under `prefix/` that are not referrers (those go with their
+    /// subject), last pulled (or, never pulled, stored) before `before_ms`; least recent first.
+    async fn least_recently_pulled(&self, prefix: &str, before_ms: i64, limit: usize) -> Result<Vec<CachedManifest>>;
+    /// The bytes of the distinct blobs linked in repositories under `prefix/`.
+    async fn linked_bytes(&self, prefix: &str) -> Result<u64>;
+}
+
+/// A manifest a cache holds, and when it was last pulled (or stored, if never pulled).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CachedManifest {
+    pub repo: RepoName,
+    pub digest: Digest,
+    pub last_used_ms: i64,
 }
 
 /// Upload sessions.

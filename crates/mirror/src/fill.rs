@@ -153,17 +153,21 @@ impl Mirror {
         }
         // Bytes another repository already holds need only the upstream's word that this
         // repository has them too (a manifest naming them, or a HEAD).
-        if let Some(size) = self.blobs.stat(digest).await.map_err(|e| Failure::from(e.to_string()))? {
+        if self.blobs.stat(digest).await.map_err(|e| Failure::from(e.to_string()))?.is_some() {
             if declared.is_none() {
                 let image = route.image();
                 let path = format!("/v2/{}/blobs/{digest}", image.repository);
                 route.upstream.client.request(http::Method::HEAD, &image, &path, http::HeaderMap::new()).await.map_err(Failure::from)?;
             }
-            if declared.is_some_and(|d| d != size) {
-                return Err(format!("the manifest gives {digest} {} bytes, the stored blob has {size}", declared.unwrap_or(0)).into());
+            // Looked at again under the guard: an eviction may have deleted them since.
+            let _held = self.registry.hold_bytes().await;
+            if let Some(size) = self.blobs.stat(digest).await.map_err(|e| Failure::from(e.to_string()))? {
+                if declared.is_some_and(|d| d != size) {
+                    return Err(format!("the manifest gives {digest} {} bytes, the stored blob has {size}", declared.unwrap_or(0)).into());
+                }
+                self.meta.link_blob(repo, digest, size).await.map_err(|e| Failure::from(e.to_string()))?;
+                return Ok(size);
             }
-            self.meta.link_blob(repo, digest, size).await.map_err(|e| Failure::from(e.to_string()))?;
-            return Ok(size);
         }
         let image = route.image();
         let mut hasher = DigestHasher::new(digest.algorithm());
@@ -236,6 +240,7 @@ impl Mirror {
         if actual != *digest {
             return Err(format!("the upstream sent bytes whose digest is {actual}, not {digest}").into());
         }
+        let _held = self.registry.hold_bytes().await;
         self.blobs.commit(upload, written, digest).await.map_err(|e| Failure::from(e.to_string()))?;
         self.meta.link_blob(repo, digest, written).await.map_err(|e| Failure::from(e.to_string()))?;
         Ok(written)

@@ -18,6 +18,7 @@
 //! fails its waiters' streams; a manifest is stored only once its blobs are.
 
 mod budget;
+mod evict;
 mod fill;
 mod manifests;
 
@@ -32,6 +33,7 @@ use meta::Meta;
 use oci::{Digest, Reference, RepoName, Tag};
 use registry::{Error, ManifestContent, Registry, Result, SingleFlight};
 
+pub use evict::Evictions;
 pub use fill::FLUSH_BYTES;
 
 use budget::Budget;
@@ -61,6 +63,12 @@ pub struct UpstreamConfig {
     /// Serves names without a prefix that are not local repositories (Docker's
     /// `registry-mirrors`): at most one upstream.
     pub default: bool,
+    /// Evict, least recently pulled first, while the cache's blobs take more than this.
+    pub max_bytes: Option<u64>,
+    /// Evict images not pulled for this long.
+    pub evict_unpulled_after: Option<Duration>,
+    /// Never evict an image pulled this recently, whatever the size.
+    pub keep_pulled_within: Duration,
 }
 
 impl UpstreamConfig {
@@ -76,6 +84,9 @@ impl UpstreamConfig {
             manifest_gets_per_hour: None,
             ca_pem: None,
             default: false,
+            max_bytes: None,
+            evict_unpulled_after: None,
+            keep_pulled_within: Duration::from_secs(3600),
         }
     }
 }
@@ -98,6 +109,9 @@ pub struct Stats {
     /// Requests that joined a fetch already under way.
     pub joined: AtomicU64,
     pub upstream_errors: AtomicU64,
+    pub evicted_images: AtomicU64,
+    /// Bytes deleted from the blob store by eviction.
+    pub evicted_bytes: AtomicU64,
 }
 
 pub(crate) struct Upstream {
@@ -215,6 +229,8 @@ pub struct Mirror {
     fills: Mutex<HashMap<(RepoName, Digest), Arc<Fill>>>,
     /// Names found to be local repositories, so the default upstream leaves them alone (bounded).
     local: Mutex<HashSet<RepoName>>,
+    /// Pulls of manifests since the last eviction pass, by repository and digest.
+    pulls: Mutex<HashMap<(RepoName, Digest), i64>>,
     pub stats: Stats,
 }
 
@@ -241,6 +257,7 @@ impl Mirror {
             pending: Mutex::default(),
             fills: Mutex::default(),
             local: Mutex::default(),
+            pulls: Mutex::default(),
             stats: Stats::default(),
         })
     }

@@ -14,6 +14,7 @@
 mod access;
 mod cache;
 mod error;
+mod evict;
 mod findings;
 mod flight;
 mod gate;
@@ -33,6 +34,7 @@ use oci::{Digest, Reference, RepoName, Tag};
 
 pub use access::{Access, AccessConfig, Actor, IssuedToken, NewRobot, PrincipalInfo};
 pub use error::Error;
+pub use evict::Evicted;
 pub use findings::{ImageReport, MAX_MATCHES, VersionFilter};
 pub use judge::{Basis, GateRules, Mode, NamespaceRule, PushMode, index as report_index};
 pub use manifests::{ManifestContent, PutManifest};
@@ -118,6 +120,8 @@ pub struct Registry {
     /// by re-judging).
     servable: gate::Servable,
     gate_rules: GateRules,
+    /// Excludes deleting bytes while bytes are being made referenced ([`Registry::hold_bytes`]).
+    bytes_guard: tokio::sync::RwLock<()>,
 }
 
 impl Registry {
@@ -133,6 +137,7 @@ impl Registry {
             blob_flight: SingleFlight::new(),
             servable: gate::Servable::default(),
             gate_rules: GateRules::paved_road(),
+            bytes_guard: tokio::sync::RwLock::new(()),
         }
     }
 

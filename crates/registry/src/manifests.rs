@@ -47,6 +47,7 @@ impl Registry {
         // that bad pushes leave no garbage; the transaction stays the guard against races.
         self.precheck_references(repo, &new.blobs, &new.children).await?;
         // Bytes first, durable; then the records in one transaction.
+        let held = self.hold_bytes().await;
         self.blobs.put(&digest, bytes).await?;
         let signed = signed_image(&manifest, new.tag.as_ref());
         if new.inspect && self.rejects_failing_pushes(repo) {
@@ -55,11 +56,17 @@ impl Registry {
             let result = self.meta.put_manifest(repo, &NewManifest { tag: None, ..new.clone() }).await;
             self.cache.invalidate(repo);
             result?;
+            drop(held);
             self.push_gate(repo, &digest, existed).await?;
+            let result = self.meta.put_manifest(repo, &new).await;
+            self.cache.invalidate(repo);
+            result?;
+        } else {
+            let result = self.meta.put_manifest(repo, &new).await;
+            self.cache.invalidate(repo);
+            result?;
+            drop(held);
         }
-        let result = self.meta.put_manifest(repo, &new).await;
-        self.cache.invalidate(repo);
-        result?;
         if let Some(image) = signed {
             // A signature arrived: its image is judged again with it.
             self.meta.rejudge_verdict(repo, &image).await?;
@@ -86,6 +93,7 @@ impl Registry {
         new.tag = tag.cloned();
         new.children_optional = true;
         self.precheck_references(repo, &new.blobs, &[]).await?;
+        let _held = self.hold_bytes().await;
         self.blobs.put(digest, bytes).await?;
         let result = self.meta.put_manifest(repo, &new).await;
         self.cache.invalidate(repo);
@@ -202,7 +210,7 @@ impl Registry {
         Ok(())
     }
 
-    async fn read_small(&self, record: &ManifestRecord) -> Result<Bytes> {
+    pub(crate) async fn read_small(&self, record: &ManifestRecord) -> Result<Bytes> {
         let BlobBody::Stream { mut stream, len } = self.blobs.open(&record.digest, None).await? else {
             return Err(Error::Unavailable("manifest bytes are behind a redirect".into()));
         };

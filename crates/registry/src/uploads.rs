@@ -76,6 +76,7 @@ impl Registry {
 
     /// Links `digest` from `from` into `repo` if `from` has it; else starts a session.
     pub async fn mount(&self, repo: &RepoName, digest: &Digest, from: Option<&RepoName>) -> Result<MountResult> {
+        let held = self.hold_bytes().await;
         if let Some(from) = from
             && let Some(size) = self.meta.linked_blob(from, digest).await?
             && self.blobs.stat(digest).await?.is_some()
@@ -83,6 +84,7 @@ impl Registry {
             self.meta.link_blob(repo, digest, size).await?;
             return Ok(MountResult::Mounted { size });
         }
+        drop(held);
         Ok(MountResult::Started(self.start_upload(repo).await?))
     }
 
@@ -128,6 +130,7 @@ impl Registry {
             self.drop_session(id).await;
             return Err(Error::DigestMismatch { expected: digest.clone(), actual });
         }
+        let _held = self.hold_bytes().await;
         self.blobs.commit(id, size, digest).await?;
         self.meta.finish_upload(id, repo, digest, size).await?;
         Ok(size)

@@ -9,7 +9,7 @@ use oci::{Digest, Reference, RepoName, Tag, UploadId};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{Row, Sqlite, Transaction};
 
-use crate::{Error, Listing, ManifestRecord, NewManifest, Page, Repositories, Result, UploadRecord, UploadSessions};
+use crate::{CachedManifest, Error, Listing, ManifestRecord, NewManifest, Page, Repositories, Result, UploadRecord, UploadSessions};
 
 /// Schema migrations, applied in order once each.
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -23,6 +23,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (8, include_str!("../../migrations/sqlite/0008_layer_records.sql")),
     (9, include_str!("../../migrations/sqlite/0009_pushed_by.sql")),
     (10, include_str!("../../migrations/sqlite/0010_query_indexes.sql")),
+    (11, include_str!("../../migrations/sqlite/0011_manifest_pulls.sql")),
 ];
 
 mod identities;
@@ -247,6 +248,7 @@ impl Repositories for SqliteMeta {
             "DELETE FROM manifest_refs WHERE repo = $1 AND manifest = $2",
             "DELETE FROM inspection_jobs WHERE repo = $1 AND digest = $2",
             "DELETE FROM verdicts WHERE repo = $1 AND digest = $2",
+            "DELETE FROM manifest_pulls WHERE repo = $1 AND digest = $2",
         ] {
             sqlx::query(sql).bind(repo.as_str()).bind(digest.to_string()).execute(&mut *tx).await.map_err(db)?;
         }
@@ -342,6 +344,93 @@ impl Repositories for SqliteMeta {
             .map_err(db)?;
         rows.iter().map(|d| d.parse().map_err(|_| Error::Corrupt(format!("stored digest {d:?} does not parse")))).collect()
     }
+
+    async fn unlink_unreferenced_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
+        let done = sqlx::query(
+            "DELETE FROM blob_links WHERE repo = $1 AND digest = $2 \
+             AND NOT EXISTS (SELECT 1 FROM manifest_refs WHERE repo = $1 AND target = $2)",
+        )
+        .bind(repo.as_str())
+        .bind(digest.to_string())
+        .execute(&self.writer)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn digest_in_use(&self, digest: &Digest) -> Result<bool> {
+        let found: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM blob_links WHERE digest = $1 UNION ALL SELECT 1 FROM manifests WHERE digest = $1 LIMIT 1",
+        )
+        .bind(digest.to_string())
+        .fetch_optional(&self.writer)
+        .await
+        .map_err(db)?;
+        Ok(found.is_some())
+    }
+
+    async fn record_pulls(&self, pulls: &[(RepoName, Digest, i64)]) -> Result<()> {
+        let mut tx = self.writer.begin().await.map_err(db)?;
+        for (repo, digest, at) in pulls {
+            sqlx::query(
+                "INSERT INTO manifest_pulls (repo, digest, pulled_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (repo, digest) DO UPDATE SET pulled_at = MAX(pulled_at, excluded.pulled_at)",
+            )
+            .bind(repo.as_str())
+            .bind(digest.to_string())
+            .bind(at)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)
+    }
+
+    async fn least_recently_pulled(&self, prefix: &str, before_ms: i64, limit: usize) -> Result<Vec<CachedManifest>> {
+        let (from, to) = prefix_range(prefix);
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT m.repo, m.digest, COALESCE(p.pulled_at, m.created_at) AS used \
+             FROM manifests m LEFT JOIN manifest_pulls p ON p.repo = m.repo AND p.digest = m.digest \
+             WHERE m.repo >= $1 AND m.repo < $2 AND m.subject IS NULL AND COALESCE(p.pulled_at, m.created_at) < $3 \
+             ORDER BY used, m.repo, m.digest LIMIT $4",
+        )
+        .bind(from)
+        .bind(to)
+        .bind(before_ms)
+        .bind(limit as i64)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db)?;
+        rows.into_iter()
+            .map(|(repo, digest, used)| {
+                Ok(CachedManifest {
+                    repo: repo.parse().map_err(|_| Error::Corrupt(format!("stored repository {repo:?} does not parse")))?,
+                    digest: digest.parse().map_err(|_| Error::Corrupt(format!("stored digest {digest:?} does not parse")))?,
+                    last_used_ms: used,
+                })
+            })
+            .collect()
+    }
+
+    async fn linked_bytes(&self, prefix: &str) -> Result<u64> {
+        let (from, to) = prefix_range(prefix);
+        let total: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(SUM(size), 0) FROM \
+             (SELECT digest, MAX(size) AS size FROM blob_links WHERE repo >= $1 AND repo < $2 GROUP BY digest) AS d",
+        )
+        .bind(from)
+        .bind(to)
+        .fetch_one(&self.reader)
+        .await
+        .map_err(db)?;
+        Ok(total.max(0) as u64)
+    }
+}
+
+/// The names under `prefix/` as a half-open range: `[prefix/, prefix0)` (`0` follows `/`), which
+/// an index on names serves and `LIKE` wildcards (`_` is one) cannot confuse.
+fn prefix_range(prefix: &str) -> (String, String) {
+    (format!("{prefix}/"), format!("{prefix}0"))
 }
 
 #[async_trait::async_trait]

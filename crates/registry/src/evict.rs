@@ -1,0 +1,81 @@
+//! Taking a manifest out of a repository for good, bytes and all: what a pull-through cache's
+//! eviction does.
+//!
+//! Architecture Invariant: bytes are deleted only when no record anywhere needs them, and no
+//! record can come to need them while they are deleted. Every path that makes stored bytes
+//! referenced (an upload's commit and link, a mount, a manifest put, a mirror's fill) holds
+//! [`Registry::hold_bytes`] from the moment it relies on the bytes until its record is
+//! committed; the deletion holds the exclusive side while it checks the records and deletes.
+
+use std::collections::BTreeSet;
+
+use oci::{Digest, Manifest, Reference, RepoName};
+use tokio::sync::RwLockReadGuard;
+
+use crate::{Registry, Result};
+
+/// What an eviction removed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Evicted {
+    /// Manifests removed from the repository: the one asked for and its referrers.
+    pub manifests: usize,
+    /// Bytes deleted from the blob store (blobs and manifests no record needed any more).
+    pub bytes: u64,
+}
+
+impl Registry {
+    /// Held while stored bytes are made referenced, so that they cannot be deleted meanwhile:
+    /// from the moment the caller relies on the bytes (writes, commits or finds them) until the
+    /// record that references them is committed. Shared: it only excludes deletions.
+    pub async fn hold_bytes(&self) -> RwLockReadGuard<'_, ()> {
+        self.bytes_guard.read().await
+    }
+
+    /// Removes the manifest `digest` from `repo` with its tags and the referrers attached to
+    /// it (an SBOM, a report, a signature), unlinks the blobs no other manifest of `repo`
+    /// references, and deletes the bytes no repository needs any more.
+    ///
+    /// A client reading one of those blobs at that moment finishes its read (an open file
+    /// outlives its name); pulls after it find the image gone.
+    pub async fn evict(&self, repo: &RepoName, digest: &Digest) -> Result<Evicted> {
+        let mut evicted = Evicted::default();
+        let mut freed: BTreeSet<Digest> = BTreeSet::new();
+        let mut stack = vec![digest.clone()];
+        let mut seen = BTreeSet::new();
+        while let Some(next) = stack.pop() {
+            if !seen.insert(next.clone()) {
+                continue;
+            }
+            for referrer in self.meta.referrers(repo, &next, None).await? {
+                stack.push(referrer.digest);
+            }
+            let Some(record) = self.meta.manifest(repo, &Reference::Digest(next.clone())).await? else { continue };
+            let bytes = self.read_small(&record).await.ok();
+            let blobs: Vec<Digest> = match bytes.as_ref().and_then(|b| Manifest::parse(Some(&record.media_type), b).ok()) {
+                Some(m) => m.blobs().map(|d| d.digest.clone()).collect(),
+                None => Vec::new(),
+            };
+            if self.meta.delete_manifest(repo, &next).await? {
+                evicted.manifests += 1;
+            }
+            self.cache.invalidate(repo);
+            freed.insert(next);
+            for blob in blobs {
+                if self.meta.unlink_unreferenced_blob(repo, &blob).await? {
+                    freed.insert(blob);
+                }
+            }
+        }
+        let _exclusive = self.bytes_guard.write().await;
+        for digest in freed {
+            if self.meta.digest_in_use(&digest).await? {
+                continue;
+            }
+            let size = self.blobs.stat(&digest).await?.unwrap_or(0);
+            if self.blobs.delete(&digest).await? {
+                evicted.bytes += size;
+            }
+        }
+        Ok(evicted)
+    }
+}
