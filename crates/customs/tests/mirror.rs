@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use http::Method;
 use oci::Digest;
-use test_support::{Client, ImageBuilder, ServerProcess, run};
+use test_support::{Client, ImageBuilder, Index, ServerProcess, run};
 
 const ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json";
 
@@ -60,7 +60,7 @@ fn upstream_requests(log: &Path) -> HashMap<(String, String), usize> {
 
 fn push_layout(layout: &Path, tag: &str, addr: &str, target: &str, creds: Option<&str>) {
     let mut cmd = Command::new("skopeo");
-    cmd.args(["--insecure-policy", "copy", "--quiet", "--preserve-digests", "--dest-tls-verify=false"]);
+    cmd.args(["--insecure-policy", "copy", "--all", "--quiet", "--preserve-digests", "--dest-tls-verify=false"]);
     if let Some(c) = creds {
         cmd.args(["--dest-creds", c]);
     }
@@ -110,6 +110,10 @@ async fn a_hundred_pulls_fetch_once_and_the_cache_outlives_the_upstream() {
     image.write_layout(&layout, "v1").unwrap();
     push_layout(&layout, "v1", &up.addr, "team/app:v1", None);
     push_layout(&layout, "v1", &up.addr, "team/app:v2", None);
+    let multi = Index::new(vec![ImageBuilder::new(21).layer(1, 4096).build(), ImageBuilder::new(22).layer(1, 4096).arch("arm64").build()]);
+    let multi_layout = tmp.path().join("multi");
+    multi.write_layout(&multi_layout, "v1").unwrap();
+    push_layout(&multi_layout, "v1", &up.addr, "team/multi:v1", None);
     let before = upstream_requests(&up_log);
 
     // The mirror, from the command line; the gate off, so first pulls stream straight through.
@@ -151,6 +155,19 @@ async fn a_hundred_pulls_fetch_once_and_the_cache_outlives_the_upstream() {
     let layer = &image.layers[0].digest;
     let via_ns = client.call(Method::GET, &format!("/v2/team/app/blobs/{layer}?ns={}", up.addr), &[], "").await.unwrap();
     assert_eq!(Digest::sha256_of(&via_ns.body), *layer);
+    // A multi-platform index: stored as the upstream sent it, each platform's image fetched as
+    // it is pulled by digest; skopeo copies all of them out with every digest intact.
+    let out = tmp.path().join("multi-out");
+    let src = format!("docker://{}/up/team/multi:v1", mirror.addr);
+    run("skopeo", &["--insecure-policy", "copy", "--all", "--preserve-digests", "--src-tls-verify=false", &src, &format!("oci:{}:v1", out.display())]);
+    let copied: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("index.json")).unwrap()).unwrap();
+    assert_eq!(copied["manifests"][0]["digest"], multi.digest.to_string());
+    for image in &multi.images {
+        for blob in image.blobs().map(|b| &b.digest).chain([&image.digest]) {
+            let path = out.join("blobs/sha256").join(blob.to_string().trim_start_matches("sha256:"));
+            assert_eq!(Digest::sha256_of(&std::fs::read(&path).unwrap()), *blob, "{blob} copied out whole");
+        }
+    }
     // A mirror's repositories are filled from the upstream, never pushed to.
     let push = client.call(Method::POST, "/v2/up/team/app/blobs/uploads/", &[], "").await.unwrap();
     assert_eq!((push.status.as_u16(), push.error_code().as_str()), (403, "DENIED"));
