@@ -27,21 +27,22 @@ import bench  # noqa: E402
 HERD = os.path.join(bench.ROOT, "target", "release", "herd")
 
 
-def seed_image(port, mb):
-    """config + three layers (half, three tenths, a fifth of `mb`) under herd/app:v1."""
-    config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}}).encode()
-    cfg = bench.push_blob(port, "herd/app", config)
+def seed_image(port, mb, repo="herd/app"):
+    """config + three layers (half, three tenths, a fifth of `mb`) under `repo`:v1."""
+    config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []},
+                         "config": {"Labels": {"repository": repo}}}).encode()
+    cfg = bench.push_blob(port, repo, config)
     layers = []
     for share in (0.5, 0.3, 0.2):
         data = os.urandom(int(mb * share * 1024 * 1024))
         layers.append({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                       "digest": bench.push_blob(port, "herd/app", data), "size": len(data)})
+                       "digest": bench.push_blob(port, repo, data), "size": len(data)})
     manifest = json.dumps({
         "schemaVersion": 2, "mediaType": bench.OCI_MANIFEST,
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg, "size": len(config)},
         "layers": layers,
     }).encode()
-    status, _, body = bench.request(port, "PUT", "/v2/herd/app/manifests/v1", manifest,
+    status, _, body = bench.request(port, "PUT", f"/v2/{repo}/manifests/v1", manifest,
                                     {"Content-Type": bench.OCI_MANIFEST})
     assert status == 201, (status, body)
     return sum(layer["size"] for layer in layers) + len(config)

@@ -22,6 +22,8 @@ use crate::{BlobBody, BlobStore, ByteRange, ByteStream, Error, Result, UploadId}
 const MAP_THRESHOLD: u64 = 256 * 1024;
 /// Size of the slices a mapped blob is streamed in, and of write batches.
 const CHUNK: usize = 1 << 20;
+/// Reads of upload parts ([`BlobStore::read_part`]) go in pieces of this size.
+const PART_CHUNK: usize = 256 << 10;
 /// Size of the memory-mapped windows a large blob is served in.
 const READ_WINDOW: usize = 1 << 20;
 
@@ -171,7 +173,9 @@ impl BlobStore for FsBlobStore {
         if start > 0 {
             file.seek(io::SeekFrom::Start(start)).await.map_err(storage)?;
         }
-        Ok(chunked_reader(file.take(len)))
+        // Smaller pieces than whole-blob reads: a mirror's every waiter reads a part at once, so
+        // memory is readers × this.
+        Ok(chunked_reader(file.take(len), PART_CHUNK))
     }
 
     async fn commit(&self, id: &UploadId, len: u64, digest: &Digest) -> Result<()> {
@@ -293,9 +297,9 @@ fn write_all_at(file: &std::fs::File, mut offset: u64, bufs: &[Bytes]) -> io::Re
 }
 
 /// Streams an async reader in `CHUNK`-sized pieces.
-fn chunked_reader<R: tokio::io::AsyncRead + Unpin + Send + 'static>(reader: R) -> ByteStream {
-    stream::unfold(reader, |mut r| async move {
-        let mut buf = BytesMut::zeroed(CHUNK);
+fn chunked_reader<R: tokio::io::AsyncRead + Unpin + Send + 'static>(reader: R, chunk: usize) -> ByteStream {
+    stream::unfold(reader, move |mut r| async move {
+        let mut buf = BytesMut::zeroed(chunk);
         match r.read(&mut buf).await {
             Ok(0) => None,
             Ok(n) => {

@@ -51,7 +51,14 @@ struct Conn {
 }
 
 impl Conn {
+    /// The connection, made again if the server closed it (a kept-alive connection the server
+    /// has just closed shows as not ready).
     async fn sender(&mut self) -> anyhow::Result<&mut hyper::client::conn::http1::SendRequest<Empty<Bytes>>> {
+        if let Some(s) = self.sender.as_mut()
+            && s.ready().await.is_err()
+        {
+            self.sender = None;
+        }
         if self.sender.as_ref().is_none_or(|s| s.is_closed()) {
             let stream = tokio::net::TcpStream::connect(&self.authority).await?;
             stream.set_nodelay(true)?;
@@ -72,7 +79,17 @@ impl Conn {
                 r = r.header(http::header::ACCEPT, a);
             }
             let request = r.body(Empty::new())?;
-            let response = self.sender().await?.send_request(request).await?;
+            let reused = self.sender.is_some();
+            let response = match self.sender().await?.send_request(request).await {
+                Ok(response) => response,
+                // The server closed a kept-alive connection as the request went out: a GET is
+                // sent again on a new one, as HTTP clients do.
+                Err(e) if reused && (e.is_canceled() || e.is_closed() || e.is_incomplete_message()) => {
+                    self.sender = None;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
             let status = response.status();
             if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
                 let wait = response
