@@ -80,11 +80,12 @@ CUSTOMS_ENV = {"CUSTOMS_INSPECTION__ENABLED": "false"}
 class Customs:
     name = "customs"
 
-    def __init__(self, state):
+    def __init__(self, state, args=(), env=None, stderr=subprocess.DEVNULL):
+        """`args` after `serve ...`; `env` over CUSTOMS_ENV; `stderr` receives the log."""
         self.port = free_port()
-        self.proc = subprocess.Popen([CUSTOMS, "serve", "--listen", f"127.0.0.1:{self.port}", "--data", state],
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                     env={**os.environ, "CUSTOMS_LOG": "warn", **CUSTOMS_ENV})
+        self.proc = subprocess.Popen([CUSTOMS, "serve", "--listen", f"127.0.0.1:{self.port}", "--data", state, *args],
+                                     stdout=subprocess.PIPE, stderr=stderr,
+                                     env={**os.environ, "CUSTOMS_LOG": "warn", **CUSTOMS_ENV, **(env or {})})
         line = self.proc.stdout.readline().decode()
         assert line.startswith("customs listening"), line
         self.pid = self.proc.pid

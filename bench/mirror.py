@@ -35,21 +35,16 @@ import bench  # noqa: E402
 import herd  # noqa: E402
 
 DISTRIBUTION = os.environ.get("DISTRIBUTION_BIN", "/usr/bin/docker-registry")
+NOTHING_GATED = {"CUSTOMS_GATE__ENABLED": "false", "CUSTOMS_INSPECTION__ENABLED": "false"}
 
 
-class Upstream:
+class Upstream(bench.Customs):
     """A customs with every request in its JSON access log."""
 
     def __init__(self, work):
-        self.port = bench.free_port()
         self.log = os.path.join(work, "upstream.log")
-        env = {**os.environ, "CUSTOMS_LOG": "customs::access=debug,warn", "CUSTOMS_LOG_FORMAT": "json",
-               "CUSTOMS_GATE__ENABLED": "false", "CUSTOMS_INSPECTION__ENABLED": "false"}
-        self.proc = subprocess.Popen([bench.CUSTOMS, "serve", "--listen", f"127.0.0.1:{self.port}",
-                                      "--data", os.path.join(work, "upstream")],
-                                     stdout=subprocess.PIPE, stderr=open(self.log, "wb"), env=env)
-        line = self.proc.stdout.readline().decode()
-        assert line.startswith("customs listening"), line
+        env = {"CUSTOMS_LOG": "customs::access=debug,warn", "CUSTOMS_LOG_FORMAT": "json", **NOTHING_GATED}
+        super().__init__(os.path.join(work, "upstream"), env=env, stderr=open(self.log, "wb"))
 
     def requests(self):
         counts = Counter()
@@ -63,30 +58,13 @@ class Upstream:
                     counts[(v["fields"].get("method"), v["fields"].get("path"))] += 1
         return counts
 
-    def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(timeout=30)
 
-
-class CustomsMirror:
-    name = "customs"
+class CustomsMirror(bench.Customs):
     prefix = "up/"
 
     def __init__(self, state, upstream_port, gate):
-        self.port = bench.free_port()
-        env = {**os.environ, "CUSTOMS_LOG": "warn"}
-        if not gate:
-            env.update({"CUSTOMS_GATE__ENABLED": "false", "CUSTOMS_INSPECTION__ENABLED": "false"})
-        self.proc = subprocess.Popen([bench.CUSTOMS, "serve", "--listen", f"127.0.0.1:{self.port}", "--data", state,
-                                      "--mirror", f"up=http://127.0.0.1:{upstream_port}"],
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
-        line = self.proc.stdout.readline().decode()
-        assert line.startswith("customs listening"), line
-        self.pid = self.proc.pid
-
-    def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(timeout=30)
+        env = {"CUSTOMS_INSPECTION__ENABLED": "true"} if gate else NOTHING_GATED
+        super().__init__(state, args=("--mirror", f"up=http://127.0.0.1:{upstream_port}"), env=env)
 
 
 class DistributionProxy:
