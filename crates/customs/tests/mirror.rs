@@ -413,8 +413,8 @@ async fn eviction_takes_the_least_recently_pulled_and_spares_what_is_in_use() {
     assert!(meta.manifest(&name("up/team/a"), &v1).await.unwrap().is_none(), "a is gone");
     assert!(!stored(&a.config.digest).await, "its own bytes are deleted");
     assert!(stored(&a.layers[0].digest).await, "bytes b still needs are kept");
-    assert!(meta.linked_bytes("up").await.unwrap() <= total - 1);
-    for (repo, image) in [("up/team/b", &b), ("up/team/c", &c)] {
+    assert!(meta.linked_bytes("up").await.unwrap() < total);
+    for repo in ["up/team/b", "up/team/c"] {
         assert!(meta.manifest(&name(repo), &v1).await.unwrap().is_some(), "{repo} is kept");
     }
 
