@@ -237,7 +237,7 @@ async fn handle(
             registry.check_gate(&repo, &m.digest, gate_bypass(app, &proof)).await?;
             if let Some((mirror, _)) = &mirrored {
                 // What eviction goes by.
-                mirror.record_pull(&repo, &m.digest, now_ms());
+                mirror.record_pull(&repo, &m.digest, registry::now_ms());
             }
             let etag = format!("\"{}\"", m.digest);
             let mut r = Response::builder()
@@ -571,8 +571,4 @@ impl Query {
 
 fn encode_query_value(s: &str) -> String {
     serde_urlencoded::to_string([("", s)]).map(|e| e[1..].to_owned()).unwrap_or_default()
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }

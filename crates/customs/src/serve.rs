@@ -178,8 +178,7 @@ async fn mirror_evictor(mirror: Arc<mirror::Mirror>, mut stop: watch::Receiver<b
             _ = stop.wait_for(|s| *s) => break,
             () = tokio::time::sleep(Duration::from_secs(60)) => {}
         }
-        let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
-        if let Err(e) = mirror.evict(now_ms).await {
+        if let Err(e) = mirror.evict(registry::now_ms()).await {
             tracing::warn!(worker = "mirror-evict", error = %e, "an eviction pass failed");
         }
     }

@@ -239,8 +239,8 @@ impl PageRequest {
     }
 }
 
-/// Milliseconds since the epoch, for records.
-pub(crate) fn now_ms() -> i64 {
+/// Milliseconds since the epoch: how the records keep time.
+pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)

@@ -8,7 +8,4 @@ pub mod webhooks;
 pub use inspection::{InspectionSettings, InspectionWorker, Rejudged};
 pub use webhooks::{Webhook, WebhookSettings, WebhookWorker};
 
-/// Now, in milliseconds since the epoch: how the records keep time.
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
+pub(crate) use registry::now_ms;

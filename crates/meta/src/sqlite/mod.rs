@@ -119,13 +119,7 @@ impl Repositories for SqliteMeta {
     }
 
     async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM blob_links WHERE repo = $1 AND digest = $2")
-            .bind(repo.as_str())
-            .bind(digest.to_string())
-            .execute(&self.writer)
-            .await
-            .map_err(db)?;
-        Ok(done.rows_affected() > 0)
+        self.write_repo_digest("DELETE FROM blob_links WHERE repo = $1 AND digest = $2", repo, digest).await
     }
 
     async fn put_manifest(&self, repo: &RepoName, m: &NewManifest) -> Result<()> {
@@ -346,16 +340,9 @@ impl Repositories for SqliteMeta {
     }
 
     async fn unlink_unreferenced_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
-        let done = sqlx::query(
-            "DELETE FROM blob_links WHERE repo = $1 AND digest = $2 \
-             AND NOT EXISTS (SELECT 1 FROM manifest_refs WHERE repo = $1 AND target = $2)",
-        )
-        .bind(repo.as_str())
-        .bind(digest.to_string())
-        .execute(&self.writer)
-        .await
-        .map_err(db)?;
-        Ok(done.rows_affected() > 0)
+        let sql = "DELETE FROM blob_links WHERE repo = $1 AND digest = $2 \
+                   AND NOT EXISTS (SELECT 1 FROM manifest_refs WHERE repo = $1 AND target = $2)";
+        self.write_repo_digest(sql, repo, digest).await
     }
 
     async fn digest_in_use(&self, digest: &Digest) -> Result<bool> {
@@ -424,6 +411,14 @@ impl Repositories for SqliteMeta {
         .await
         .map_err(db)?;
         Ok(total.max(0) as u64)
+    }
+}
+
+impl SqliteMeta {
+    /// Runs a write whose `$1` is `repo` and `$2` is `digest`; whether it changed a row.
+    async fn write_repo_digest(&self, sql: &'static str, repo: &RepoName, digest: &Digest) -> Result<bool> {
+        let done = sqlx::query(sql).bind(repo.as_str()).bind(digest.to_string()).execute(&self.writer).await.map_err(db)?;
+        Ok(done.rows_affected() > 0)
     }
 }
 
