@@ -72,6 +72,28 @@ pub struct Status {
     pub sources: Vec<Source>,
 }
 
+/// What changed between two DBs, per package: see [`Db::changed_since`].
+#[derive(Debug, Default, Clone)]
+pub struct Changes {
+    keys: std::collections::HashSet<(String, String)>,
+}
+
+impl Changes {
+    /// Whether the records of `name` in `ecosystem` (OSV's ecosystem string) changed.
+    pub fn touches(&self, ecosystem: &str, name: &str) -> bool {
+        self.keys.contains(&(ecosystem.to_owned(), normalize_name(ecosystem, name)))
+    }
+
+    /// How many (ecosystem, package) pairs changed.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
 /// The advisory DB, loaded and indexed by (ecosystem, package name).
 #[derive(Debug, Default)]
 pub struct Db {
@@ -184,6 +206,28 @@ impl Db {
                 self.index.entry(key).or_default().push((i as u32, j as u32));
             }
         }
+    }
+
+    /// The packages whose answers may differ from `older`'s: those whose records, or which
+    /// `affected` entry of a record names them, are not the same. A package outside it matches
+    /// exactly as it did against `older`, so an image holding none of them need not be matched again.
+    pub fn changed_since(&self, older: &Db) -> Changes {
+        let entries = |db: &Db, key: &(String, String)| -> Vec<(usize, usize)> {
+            db.index.get(key).into_iter().flatten().map(|&(i, j)| (i as usize, j as usize)).collect()
+        };
+        let mut keys = std::collections::HashSet::new();
+        for key in self.index.keys().chain(older.index.keys()) {
+            if keys.contains(key) {
+                continue;
+            }
+            let (new, old) = (entries(self, key), entries(older, key));
+            let same = new.len() == old.len()
+                && new.iter().zip(&old).all(|(&(i, j), &(oi, oj))| j == oj && self.file.advisories[i] == older.file.advisories[oi]);
+            if !same {
+                keys.insert(key.clone());
+            }
+        }
+        Changes { keys }
     }
 
     pub(crate) fn candidates(&self, ecosystem: &str, name: &str) -> impl Iterator<Item = (&Advisory, usize)> {

@@ -13,7 +13,7 @@ mod osv;
 mod secdb;
 pub mod version;
 
-pub use db::{Db, Error, ImportReport, Source, Status, FORMAT};
+pub use db::{Changes, Db, Error, ImportReport, Source, Status, FORMAT};
 pub use matcher::{Hit, Vulnerability};
 pub use model::{Advisory, Affected, Event, Range, Rating, Severity};
 pub use osv::score_vector;

@@ -278,3 +278,37 @@ fn alpine_secdb_json_as_secdb_alpinelinux_org_serves_it() {
     let v = db.vulnerabilities("Alpine:v3.19", "busybox", "1.36.1-r5");
     assert_eq!(v[0].aliases, vec!["ALPINE-CVE-2023-42366".to_owned()]);
 }
+
+#[test]
+fn changes_between_two_dbs_name_exactly_the_packages_whose_answers_can_differ() {
+    let before = db();
+    assert!(db().changed_since(&before).is_empty(), "the same records: nothing changed");
+
+    // A day's update: one jinja2 record rewords its summary, and Log4Shell is withdrawn.
+    let update = tempfile::tempdir().unwrap();
+    let mut jinja: serde_json::Value = serde_json::from_slice(&std::fs::read(data().join("osv/PyPI/PYSEC-2014-8.json")).unwrap()).unwrap();
+    jinja["summary"] = serde_json::json!("reworded");
+    std::fs::write(update.path().join("PYSEC-2014-8.json"), serde_json::to_vec(&jinja).unwrap()).unwrap();
+    let mut log4shell: serde_json::Value = serde_json::from_slice(&std::fs::read(data().join("osv/Maven/GHSA-jfh8-c2jp-5v3q.json")).unwrap()).unwrap();
+    log4shell["withdrawn"] = serde_json::json!("2026-11-24T00:00:00Z");
+    std::fs::write(update.path().join("GHSA-jfh8-c2jp-5v3q.json"), serde_json::to_vec(&log4shell).unwrap()).unwrap();
+    let mut after = db();
+    after.import_path(update.path(), 1_700_000_000).unwrap();
+
+    let changes = after.changed_since(&before);
+    assert_eq!(changes.len(), 2, "{changes:?}");
+    // Names are compared as the matcher compares them (PyPI's are case- and separator-insensitive).
+    assert!(changes.touches("PyPI", "Jinja2") && changes.touches("PyPI", "jinja2"));
+    assert!(changes.touches("Maven", "org.apache.logging.log4j:log4j-core"));
+    assert!(!changes.touches("PyPI", "requests") && !changes.touches("Maven", "org.apache.logging.log4j:log4j-api"));
+    assert_eq!(after.changed_since(&before).len(), before.changed_since(&after).len(), "symmetric");
+
+    // What it promises: a package it does not touch gets the same answer from both DBs, and the
+    // packages it does touch got a different one here.
+    for (eco, name, version) in [("PyPI", "requests", "2.19.0"), ("PyPI", "arrayfire", "3.3.0"), ("Go", "golang.org/x/net", "0.0.1")] {
+        assert!(!changes.touches(eco, name));
+        assert_eq!(after.vulnerabilities(eco, name, version), before.vulnerabilities(eco, name, version), "{name}");
+    }
+    assert_ne!(after.vulnerabilities("Maven", "org.apache.logging.log4j:log4j-core", "2.14.1"), before.vulnerabilities("Maven", "org.apache.logging.log4j:log4j-core", "2.14.1"));
+    assert_ne!(after.vulnerabilities("PyPI", "jinja2", "2.7.1"), before.vulnerabilities("PyPI", "jinja2", "2.7.1"));
+}
