@@ -224,8 +224,15 @@ fn new_advisories_rejudge_stored_images_without_reading_their_layers() {
     copy_tree(&fixtures(), &partial, &["Maven"]);
     let customs_bin = customs().to_str().unwrap();
     run(customs_bin, &["db", "import", partial.to_str().unwrap(), "--data", data.to_str().unwrap()]);
-    let server = ServerProcess::start_with(customs(), &data, &[("CUSTOMS_INSPECTION__POLL_MS", "100")]).unwrap();
+    let log = tmp.path().join("server.log");
+    let server = ServerProcess::start_logged(customs(), &data, &[("CUSTOMS_INSPECTION__POLL_MS", "100"), ("CUSTOMS_LOG", "info")], &log).unwrap();
     let base = server.url();
+    // A Python image beside it: the Maven records to come cannot touch it.
+    let py = tmp.path().join("py");
+    let py_layer = tar_gz(&[("usr/lib/python3/dist-packages/jinja2-2.7.1.dist-info/METADATA", b"Metadata-Version: 2.1\nName: Jinja2\nVersion: 2.7.1\n\n")]);
+    let config = serde_json::json!({"architecture": "amd64", "os": "linux", "config": {"User": "app"}, "rootfs": {"type": "layers", "diff_ids": []}});
+    test_support::write_image(&py, "py", &config, vec![py_layer]).unwrap();
+    run("skopeo", &["--insecure-policy", "copy", "--quiet", "--dest-tls-verify=false", &format!("oci:{}:py", py.display()), &format!("docker://{}/team/py:1", server.addr)]);
     // log4j-core 2.14.1, and no secret: only the advisories can block it.
     let layout = tmp.path().join("layout");
     let layer = tar_gz(&[("opt/app/log4j-core.jar", &jar("org.apache.logging.log4j", "log4j-core", "2.14.1"))]);
@@ -234,6 +241,7 @@ fn new_advisories_rejudge_stored_images_without_reading_their_layers() {
     test_support::write_image(&layout, "log4j", &config, vec![layer]).unwrap();
     run("skopeo", &["--insecure-policy", "copy", "--quiet", "--dest-tls-verify=false", &format!("oci:{}:log4j", layout.display()), &format!("docker://{}/team/java:1", server.addr)]);
     assert_eq!(status_of(&base, "/v2/team/java/manifests/1"), 200, "no Maven advisories yet: allowed");
+    assert_eq!(status_of(&base, "/v2/team/py/manifests/1"), 200, "judged: only warnings");
     // Take the layer away: re-judging must not need it.
     let hex = layer_digest.hex().to_owned();
     let stored = data.join("blobs/sha256").join(&hex[..2]).join(&hex);
@@ -255,6 +263,19 @@ fn new_advisories_rejudge_stored_images_without_reading_their_layers() {
     run(customs_bin, &["db", "import", fixtures().join("osv/Maven").to_str().unwrap(), "--data", data.to_str().unwrap()]);
     let body = wait_for(403);
     assert!(body.contains("CVE-2021-44228"), "{body}");
+    // The update touched Maven's log4j-core alone: the Python image's matches stand without being
+    // matched again, and its verdict with them (jinja2 2.7.1 has advisories: it was matched before).
+    let py_report = |base: &str| -> serde_json::Value {
+        let digest = fetch(&format!("{base}/v2/team/py/manifests/1")).1;
+        let digest = digest.lines().find_map(|l| l.strip_prefix("docker-content-digest: ")).unwrap().trim().to_owned();
+        let (status, _, body) = fetch(&format!("{base}/api/v1/images/team/py/{digest}/report"));
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    };
+    let report = py_report(&base);
+    assert!(report["report"]["vulnerabilities"].as_array().is_some_and(|v| v.iter().any(|v| v["package"].as_str().is_some_and(|p| p.eq_ignore_ascii_case("jinja2")))), "{report}");
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.lines().any(|l| l.contains("judged again") && l.contains("untouched=1")), "{logged}");
     // Which images does Log4Shell hit? Asked by an alias, answered with repository and tags.
     let hits = |id: &str| -> serde_json::Value {
         let (status, _, body) = fetch(&format!("{base}/api/v1/vulnerabilities/{id}/images"));

@@ -59,6 +59,16 @@ pub struct Rejudged {
     pub writing: Duration,
     /// Verdicts that stand unchanged on the new basis: the new DB changed nothing in their image's matches.
     pub carried: usize,
+    /// Images none of whose packages the DB update touched ([`advisories::Db::changed_since`]):
+    /// their matches stand without being matched again.
+    pub untouched: usize,
+}
+
+/// Whether `facts` were matched against the DB `update` replaced and hold no package its changes
+/// touch: then their matches stand without matching them again.
+fn untouched(facts: &meta::ReportFacts, update: Option<&Update>) -> bool {
+    let Some(update) = update.filter(|u| u.version == facts.db_version) else { return false };
+    inspect::StoredInventory::parse(&facts.facts).is_ok_and(|i| !inspect::touched(&i.packages, i.os.as_ref(), &update.changes))
 }
 
 /// The report in hand while judging again, for every repository that holds its digest.
@@ -72,6 +82,9 @@ struct Current {
     unchanged: bool,
     /// Matched again with new vulnerabilities: the report to store.
     write: Option<(StoredReport, meta::ReportIndex)>,
+    /// Untouched by the DB update, so not matched: the facts to match if a verdict must be
+    /// judged anyway (its policy changed too).
+    unmatched: Option<meta::ReportFacts>,
 }
 
 impl Current {
@@ -87,6 +100,14 @@ impl Current {
 struct LoadedDb {
     modified: Option<SystemTime>,
     db: Option<Arc<advisories::Db>>,
+    /// The DB `db` replaced, and what changed between the two (computed on first use).
+    previous: Option<(Arc<advisories::Db>, Option<Arc<advisories::Changes>>)>,
+}
+
+/// Reports matched against `version` can skip matching the packages `changes` does not touch.
+struct Update {
+    version: String,
+    changes: Arc<advisories::Changes>,
 }
 
 pub struct InspectionWorker {
@@ -137,7 +158,7 @@ impl InspectionWorker {
             meta,
             engines,
             settings,
-            db: Mutex::new(LoadedDb { modified: None, db: None }),
+            db: Mutex::new(LoadedDb { modified: None, db: None, previous: None }),
             rejudging: tokio::sync::Mutex::new(()),
             pruned_for: Mutex::new(String::new()),
         }
@@ -198,6 +219,7 @@ impl InspectionWorker {
         let db_version = db.as_ref().map(|d| d.version().to_owned()).unwrap_or_default();
         let basis = self.registry.basis(&db_version, now_ms()).await.map_err(|e| e.to_string())?;
         let _one = self.rejudging.lock().await;
+        let update = db.as_ref().and_then(|db| self.update(db));
         let mut matcher = db.as_deref().map(inspect::Matcher::new);
         let db_info = matcher.as_ref().map(|m| m.db_info()).unwrap_or_default().to_string();
         let mut done = Rejudged::default();
@@ -223,6 +245,11 @@ impl InspectionWorker {
                     current = match facts.remove(&old.digest) {
                         // No report to judge on (it is being inspected): the job will judge it.
                         None => None,
+                        Some(f) if untouched(&f, update.as_ref()) => {
+                            done.untouched += 1;
+                            let digest = f.digest.clone();
+                            Some(Current { digest, report: None, restamped: None, unchanged: true, write: None, unmatched: Some(f) })
+                        }
                         Some(f) => match self.matched(f, matcher.as_mut(), &basis, &db_info).await {
                             Ok(c) => Some(c),
                             Err(e) => {
@@ -248,6 +275,21 @@ impl InspectionWorker {
                 if c.unchanged && basis.only_db_changed(&old.basis) {
                     carried.push((&old.repo, &old.digest));
                     continue;
+                }
+                if let Some(f) = c.unmatched.take() {
+                    // Judged anyway (more than the DB changed): matched after all, to build its report.
+                    let matching = Instant::now();
+                    match self.matched(f, matcher.as_mut(), &basis, &db_info).await {
+                        Ok(mut fresh) => {
+                            if let Some(report) = fresh.write.take() {
+                                restamped.retain(|d| *d != fresh.digest);
+                                reports.insert(fresh.digest.clone(), report);
+                            }
+                            *c = fresh;
+                        }
+                        Err(e) => tracing::warn!(digest = %old.digest, error = %e, "cannot match again"),
+                    }
+                    done.matching += matching.elapsed();
                 }
                 match c.whole() {
                     Ok(report) => to_judge.push((old, report)),
@@ -306,6 +348,7 @@ impl InspectionWorker {
             tracing::info!(
                 judged = done.verdicts,
                 carried = done.carried,
+                untouched = done.untouched,
                 changed = done.changed,
                 judging_ms = done.judging.as_millis() as u64,
                 writing_ms = done.writing.as_millis() as u64,
@@ -320,7 +363,7 @@ impl InspectionWorker {
         if facts.db_version == basis.db_version {
             // Matched against this DB already (inspected since, or judged in another repository).
             let stored = self.meta.inspection_report(&facts.digest).await.map_err(|e| e.to_string())?.ok_or("the report is gone")?;
-            return Ok(Current { digest: facts.digest, report: Some(Arc::new(stored.to_json()?)), restamped: None, unchanged: false, write: None });
+            return Ok(Current { digest: facts.digest, report: Some(Arc::new(stored.to_json()?)), restamped: None, unchanged: false, write: None, unmatched: None });
         }
         let inventory = inspect::StoredInventory::parse(&facts.facts)?;
         let vulnerabilities = matcher.map(|m| m.vulnerabilities(&inventory.packages, inventory.os.as_ref())).unwrap_or_default();
@@ -330,12 +373,12 @@ impl InspectionWorker {
         let stored = StoredReport { digest: facts.digest.clone(), facts: facts.facts, matches, inspected_at_ms: facts.inspected_at_ms, millis: facts.millis };
         if unchanged {
             // Built into a report only if a verdict must be judged anyway.
-            return Ok(Current { digest: facts.digest, report: None, restamped: Some(stored), unchanged, write: None });
+            return Ok(Current { digest: facts.digest, report: None, restamped: Some(stored), unchanged, write: None, unmatched: None });
         }
         let report = stored.to_json()?;
         // The same packages, new vulnerability rows.
         let index = meta::ReportIndex { components: None, ..registry::report_index(&report) };
-        Ok(Current { digest: facts.digest, report: Some(Arc::new(report)), restamped: None, unchanged, write: Some((stored, index)) })
+        Ok(Current { digest: facts.digest, report: Some(Arc::new(report)), restamped: None, unchanged, write: Some((stored, index)), unmatched: None })
     }
 
     /// Judges each image again on its report, as many at once as there are cores (the policy's
@@ -365,6 +408,7 @@ impl InspectionWorker {
         let modified = std::fs::metadata(&self.settings.advisory_db).and_then(|m| m.modified()).ok();
         let mut loaded = self.db.lock().unwrap();
         if loaded.modified != modified || (loaded.db.is_none() && modified.is_some()) {
+            let replaced = loaded.db.take();
             loaded.db = match advisories::Db::load(&self.settings.advisory_db) {
                 Ok(db) => Some(Arc::new(db)),
                 Err(advisories::Error::Missing(_)) => None,
@@ -374,8 +418,21 @@ impl InspectionWorker {
                 }
             };
             loaded.modified = modified;
+            loaded.previous = replaced.filter(|old| loaded.db.as_ref().is_some_and(|new| new.version() != old.version())).map(|old| (old, None));
         }
         loaded.db.clone()
+    }
+
+    /// What changed since the DB the current one replaced in this process (`None` after a
+    /// restart, or before any update: every report is then matched whole).
+    fn update(&self, db: &Arc<advisories::Db>) -> Option<Update> {
+        let mut loaded = self.db.lock().unwrap();
+        if !loaded.db.as_ref().is_some_and(|d| Arc::ptr_eq(d, db)) {
+            return None;
+        }
+        let (older, changes) = loaded.previous.as_mut()?;
+        let changes = changes.get_or_insert_with(|| Arc::new(db.changed_since(older))).clone();
+        Some(Update { version: older.version().to_owned(), changes })
     }
 
     async fn blob_stream(&self, repo: &RepoName, digest: &Digest) -> Result<blobs::ByteStream, String> {

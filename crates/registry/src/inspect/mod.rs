@@ -186,6 +186,12 @@ impl<'a> Matcher<'a> {
     }
 }
 
+/// Whether matching `packages` asks the DB about a package `changes` touches: if not, they match
+/// against the new DB exactly as against the one the changes are from.
+pub fn touched(packages: &[Package], os: Option<&Os>, changes: &advisories::Changes) -> bool {
+    packages.iter().any(|p| p.advisory_queries(os).iter().any(|(ecosystem, name, _)| changes.touches(ecosystem, name)))
+}
+
 /// What matching reads of a stored report: its packages and OS.
 #[derive(serde::Deserialize)]
 pub struct StoredInventory {
