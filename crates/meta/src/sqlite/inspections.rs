@@ -456,22 +456,37 @@ async fn rematched(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, r: &StoredRepor
     if updated.rows_affected() == 0 {
         return Err(Error::Unavailable(format!("no stored report of {digest} to match again")));
     }
-    type Row = (String, String, String, String, String, Option<String>);
-    let old: Vec<(i64, String, String, String, String, String, Option<String>)> =
-        sqlx::query_as("SELECT rowid, vuln, canonical, package, version, severity, fixed FROM image_vulnerabilities WHERE digest = $1")
-            .bind(&digest)
-            .fetch_all(&mut **tx)
-            .await
-            .map_err(db)?;
+    // Each row as one key (fields length-prefixed, so no two rows share one): two values per old
+    // row to decode instead of seven.
+    let old: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT rowid, length(vuln) || ':' || vuln || length(canonical) || ':' || canonical || length(package) || ':' || package
+                || length(version) || ':' || version || length(severity) || ':' || severity || coalesce(length(fixed) || ':' || fixed, '-')
+         FROM image_vulnerabilities WHERE digest = $1",
+    )
+    .bind(&digest)
+    .fetch_all(&mut **tx)
+    .await
+    .map_err(db)?;
+    let key = |f: &ImageVulnerability| {
+        let mut k = String::new();
+        for field in [&f.id, &f.canonical, &f.package, &f.version, &f.severity] {
+            k.push_str(&format!("{}:{field}", field.chars().count()));
+        }
+        match &f.fixed {
+            Some(fixed) => k.push_str(&format!("{}:{fixed}", fixed.chars().count())),
+            None => k.push('-'),
+        }
+        k
+    };
     // A multiset: the same row may stand twice (one package at two paths).
-    let mut wanted: std::collections::HashMap<Row, usize> = std::collections::HashMap::new();
+    let mut wanted: std::collections::HashMap<String, (&ImageVulnerability, usize)> = std::collections::HashMap::new();
     for f in &index.vulnerabilities {
-        *wanted.entry((f.id.clone(), f.canonical.clone(), f.package.clone(), f.version.clone(), f.severity.clone(), f.fixed.clone())).or_default() += 1;
+        wanted.entry(key(f)).or_insert((f, 0)).1 += 1;
     }
     let mut gone = Vec::new();
-    for (rowid, vuln, canonical, package, version, severity, fixed) in old {
-        match wanted.get_mut(&(vuln, canonical, package, version, severity, fixed)) {
-            Some(n) if *n > 0 => *n -= 1,
+    for (rowid, k) in old {
+        match wanted.get_mut(&k) {
+            Some((_, n)) if *n > 0 => *n -= 1,
             _ => gone.push(rowid),
         }
     }
@@ -480,12 +495,11 @@ async fn rematched(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, r: &StoredRepor
         push_list(&mut q, chunk.iter().copied());
         q.build().execute(&mut **tx).await.map_err(db)?;
     }
-    let new: Vec<(Row, usize)> = wanted.into_iter().filter(|(_, n)| *n > 0).collect();
-    let new: Vec<&Row> = new.iter().flat_map(|(row, n)| std::iter::repeat_n(row, *n)).collect();
+    let new: Vec<&ImageVulnerability> = wanted.into_values().flat_map(|(f, n)| std::iter::repeat_n(f, n)).collect();
     for chunk in new.chunks(ROWS_PER_INSERT) {
         let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("INSERT INTO image_vulnerabilities (digest, vuln, canonical, package, version, severity, fixed) ");
         q.push_values(chunk, |mut row, f| {
-            row.push_bind(&digest).push_bind(&f.0).push_bind(&f.1).push_bind(&f.2).push_bind(&f.3).push_bind(&f.4).push_bind(&f.5);
+            row.push_bind(&digest).push_bind(&f.id).push_bind(&f.canonical).push_bind(&f.package).push_bind(&f.version).push_bind(&f.severity).push_bind(&f.fixed);
         });
         q.build().execute(&mut **tx).await.map_err(db)?;
     }
