@@ -100,11 +100,13 @@ impl Current {
 struct LoadedDb {
     modified: Option<SystemTime>,
     db: Option<Arc<advisories::Db>>,
-    /// The DB `db` replaced, and what changed between the two (computed on first use).
-    previous: Option<(Arc<advisories::Db>, Option<Arc<advisories::Changes>>)>,
+    /// The version of the DB `db` replaced, and what changed between the two (the old DB itself
+    /// is not kept: a full DB is large).
+    previous: Option<Update>,
 }
 
 /// Reports matched against `version` can skip matching the packages `changes` does not touch.
+#[derive(Clone)]
 struct Update {
     version: String,
     changes: Arc<advisories::Changes>,
@@ -418,7 +420,14 @@ impl InspectionWorker {
                 }
             };
             loaded.modified = modified;
-            loaded.previous = replaced.filter(|old| loaded.db.as_ref().is_some_and(|new| new.version() != old.version())).map(|old| (old, None));
+            match (replaced, &loaded.db) {
+                (Some(old), Some(new)) if old.version() != new.version() => {
+                    loaded.previous = Some(Update { version: old.version().to_owned(), changes: Arc::new(new.changed_since(&old)) });
+                }
+                // The same records again: what changed before still holds.
+                (Some(_), Some(_)) => {}
+                _ => loaded.previous = None,
+            }
         }
         loaded.db.clone()
     }
@@ -426,13 +435,8 @@ impl InspectionWorker {
     /// What changed since the DB the current one replaced in this process (`None` after a
     /// restart, or before any update: every report is then matched whole).
     fn update(&self, db: &Arc<advisories::Db>) -> Option<Update> {
-        let mut loaded = self.db.lock().unwrap();
-        if !loaded.db.as_ref().is_some_and(|d| Arc::ptr_eq(d, db)) {
-            return None;
-        }
-        let (older, changes) = loaded.previous.as_mut()?;
-        let changes = changes.get_or_insert_with(|| Arc::new(db.changed_since(older))).clone();
-        Some(Update { version: older.version().to_owned(), changes })
+        let loaded = self.db.lock().unwrap();
+        loaded.previous.clone().filter(|_| loaded.db.as_ref().is_some_and(|d| Arc::ptr_eq(d, db)))
     }
 
     async fn blob_stream(&self, repo: &RepoName, digest: &Digest) -> Result<blobs::ByteStream, String> {
