@@ -64,11 +64,23 @@ pub struct Rejudged {
     pub untouched: usize,
 }
 
-/// Whether `facts` were matched against the DB `update` replaced and hold no package its changes
-/// touch: then their matches stand without matching them again.
-fn untouched(facts: &meta::ReportFacts, update: Option<&Update>) -> bool {
-    let Some(update) = update.filter(|u| u.version == facts.db_version) else { return false };
-    inspect::StoredInventory::parse(&facts.facts).is_ok_and(|i| !inspect::touched(&i.packages, i.os.as_ref(), &update.changes))
+/// What re-matching a stored report takes.
+enum Scope {
+    /// Matched against the DB `update` replaced, holding no package its changes touch: the
+    /// matches stand without matching them again.
+    Untouched,
+    /// To be matched; the inventory when already parsed.
+    Match(Option<inspect::StoredInventory>),
+}
+
+fn scope(facts: &meta::ReportFacts, update: Option<&Update>) -> Scope {
+    let Some(update) = update.filter(|u| u.version == facts.db_version) else { return Scope::Match(None) };
+    match inspect::StoredInventory::parse(&facts.facts) {
+        Ok(i) if !inspect::touched(&i.packages, i.os.as_ref(), &update.changes) => Scope::Untouched,
+        Ok(i) => Scope::Match(Some(i)),
+        // Matching reports the error.
+        Err(_) => Scope::Match(None),
+    }
 }
 
 /// The report in hand while judging again, for every repository that holds its digest.
@@ -247,18 +259,20 @@ impl InspectionWorker {
                     current = match facts.remove(&old.digest) {
                         // No report to judge on (it is being inspected): the job will judge it.
                         None => None,
-                        Some(f) if untouched(&f, update.as_ref()) => {
-                            done.untouched += 1;
-                            let digest = f.digest.clone();
-                            Some(Current { digest, report: None, restamped: None, unchanged: true, write: None, unmatched: Some(f) })
-                        }
-                        Some(f) => match self.matched(f, matcher.as_mut(), &basis, &db_info).await {
-                            Ok(c) => Some(c),
-                            Err(e) => {
-                                // One bad record must not stop the others; it stays stale and is logged.
-                                tracing::warn!(digest = %old.digest, error = %e, "cannot match again");
-                                None
+                        Some(f) => match scope(&f, update.as_ref()) {
+                            Scope::Untouched => {
+                                done.untouched += 1;
+                                let digest = f.digest.clone();
+                                Some(Current { digest, report: None, restamped: None, unchanged: true, write: None, unmatched: Some(f) })
                             }
+                            Scope::Match(inventory) => match self.matched(f, inventory, matcher.as_mut(), &basis, &db_info).await {
+                                Ok(c) => Some(c),
+                                Err(e) => {
+                                    // One bad record must not stop the others; it stays stale and is logged.
+                                    tracing::warn!(digest = %old.digest, error = %e, "cannot match again");
+                                    None
+                                }
+                            },
                         },
                     };
                     done.matching += matching.elapsed();
@@ -281,7 +295,7 @@ impl InspectionWorker {
                 if let Some(f) = c.unmatched.take() {
                     // Judged anyway (more than the DB changed): matched after all, to build its report.
                     let matching = Instant::now();
-                    match self.matched(f, matcher.as_mut(), &basis, &db_info).await {
+                    match self.matched(f, None, matcher.as_mut(), &basis, &db_info).await {
                         Ok(mut fresh) => {
                             if let Some(report) = fresh.write.take() {
                                 restamped.retain(|d| *d != fresh.digest);
@@ -360,14 +374,17 @@ impl InspectionWorker {
         Ok(done)
     }
 
-    /// The report of `facts`, matched again when its DB is not the basis's.
-    async fn matched(&self, facts: meta::ReportFacts, matcher: Option<&mut inspect::Matcher<'_>>, basis: &registry::Basis, db_info: &str) -> Result<Current, String> {
+    /// The report of `facts` (`inventory`: their packages, when already parsed), matched again when its DB is not the basis's.
+    async fn matched(&self, facts: meta::ReportFacts, inventory: Option<inspect::StoredInventory>, matcher: Option<&mut inspect::Matcher<'_>>, basis: &registry::Basis, db_info: &str) -> Result<Current, String> {
         if facts.db_version == basis.db_version {
             // Matched against this DB already (inspected since, or judged in another repository).
             let stored = self.meta.inspection_report(&facts.digest).await.map_err(|e| e.to_string())?.ok_or("the report is gone")?;
             return Ok(Current { digest: facts.digest, report: Some(Arc::new(stored.to_json()?)), restamped: None, unchanged: false, write: None, unmatched: None });
         }
-        let inventory = inspect::StoredInventory::parse(&facts.facts)?;
+        let inventory = match inventory {
+            Some(i) => i,
+            None => inspect::StoredInventory::parse(&facts.facts)?,
+        };
         let vulnerabilities = matcher.map(|m| m.vulnerabilities(&inventory.packages, inventory.os.as_ref())).unwrap_or_default();
         let vulnerabilities = serde_json::to_string(&vulnerabilities).map_err(|e| e.to_string())?;
         let matches = meta::Matches::new(&basis.db_version, db_info.to_owned(), vulnerabilities);

@@ -468,13 +468,13 @@ async fn rematched(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, r: &StoredRepor
     .await
     .map_err(db)?;
     let key = |f: &ImageVulnerability| {
+        use std::fmt::Write as _;
         let mut k = String::new();
-        for field in [&f.id, &f.canonical, &f.package, &f.version, &f.severity] {
-            k.push_str(&format!("{}:{field}", field.chars().count()));
+        for field in [&f.id, &f.canonical, &f.package, &f.version, &f.severity].into_iter().chain(&f.fixed) {
+            let _ = write!(k, "{}:{field}", field.chars().count());
         }
-        match &f.fixed {
-            Some(fixed) => k.push_str(&format!("{}:{fixed}", fixed.chars().count())),
-            None => k.push('-'),
+        if f.fixed.is_none() {
+            k.push('-');
         }
         k
     };
