@@ -18,6 +18,7 @@ pub async fn run(meta: &dyn MetaStore) {
     principals_grants_and_changes(meta).await;
     audit_is_ordered_and_filtered(meta).await;
     inspections_are_leased_retried_and_completed(meta).await;
+    stale_verdicts_page_by_digest_then_repository(meta).await;
     webhook_cursors_and_failures(meta).await;
 }
 
@@ -346,6 +347,54 @@ async fn audit_is_ordered_and_filtered(meta: &dyn MetaStore) {
     assert!(meta.audit(&q).await.unwrap().iter().any(|r| r.entry.action == "user.add" && r.entry.target == "ann"));
 }
 
+/// Re-judging reads stale verdicts a page at a time while it writes the page before: each page
+/// starts after the last verdict of the one before, whatever was written since.
+async fn stale_verdicts_page_by_digest_then_repository(meta: &dyn MetaStore) {
+    let verdict = |r: &str, digest: &str, basis: &str| Verdict {
+        repo: repo(r),
+        digest: d(digest),
+        allowed: true,
+        enforced: true,
+        policy: "p".into(),
+        reasons: vec![],
+        warnings: vec![],
+        basis: basis.into(),
+        judged_at_ms: 1,
+    };
+    for (r, digest) in [("conf/page-b", "page-1"), ("conf/page-a", "page-2"), ("conf/page-a", "page-1"), ("conf/page-b", "page-3"), ("conf/page-c", "page-1")] {
+        meta.record_verdict(None, &verdict(r, digest, "old")).await.unwrap();
+    }
+    meta.record_verdict(None, &verdict("conf/page-b", "page-2", "now")).await.unwrap();
+    let all = meta.stale_verdicts("now", None, 10_000).await.unwrap();
+    let mut keys: Vec<(String, String)> = all.iter().map(|v| (v.digest.to_string(), v.repo.to_string())).collect();
+    let unsorted = keys.clone();
+    keys.sort();
+    assert_eq!(unsorted, keys, "by digest, then repository");
+    let ours: Vec<(&str, &Digest)> = all.iter().filter(|v| v.repo.as_str().starts_with("conf/page-")).map(|v| (v.repo.as_str(), &v.digest)).collect();
+    let mut want = vec![("conf/page-a", d("page-1")), ("conf/page-b", d("page-1")), ("conf/page-c", d("page-1")), ("conf/page-a", d("page-2")), ("conf/page-b", d("page-3"))];
+    want.sort_by(|a, b| (&a.1.to_string(), a.0).cmp(&(&b.1.to_string(), b.0)));
+    assert_eq!(ours, want.iter().map(|(r, d)| (*r, d)).collect::<Vec<_>>(), "the verdict on the current basis is not stale");
+    // Two at a time, each page after the last: the same verdicts, each once, even when the page
+    // read is judged again before the next is asked for.
+    let mut paged: Vec<Verdict> = Vec::new();
+    let mut judged = 0;
+    loop {
+        let after = paged.last().map(|v| (v.digest.clone(), v.repo.clone()));
+        let page = meta.stale_verdicts("now", after.as_ref().map(|(d, r)| (d, r)), 2).await.unwrap();
+        assert!(page.len() <= 2);
+        let Some(first) = page.first() else { break };
+        if first.repo.as_str().starts_with("conf/page-") {
+            meta.record_verdict(None, &Verdict { basis: "now".into(), ..first.clone() }).await.unwrap();
+            judged += 1;
+        }
+        paged.extend(page);
+    }
+    assert_eq!(paged, all);
+    assert!(judged > 0);
+    let left = meta.stale_verdicts("now", None, 10_000).await.unwrap();
+    assert_eq!(left.iter().filter(|v| v.repo.as_str().starts_with("conf/page-")).count(), want.len() - judged);
+}
+
 async fn inspections_are_leased_retried_and_completed(meta: &dyn MetaStore) {
     let r = repo("conf/inspect");
     meta.link_blob(&r, &d("ic"), 1).await.unwrap();
@@ -440,10 +489,10 @@ async fn inspections_are_leased_retried_and_completed(meta: &dyn MetaStore) {
     assert_eq!(meta.inspection_report(&d("i-one")).await.unwrap(), Some(report.clone()), "no report given: the stored one stays");
     assert_eq!(meta.inspection_report(&d("i-plain")).await.unwrap(), None);
     // Judged on another basis: stale; asked to be judged again: stale whatever the basis.
-    assert!(meta.stale_verdicts("b2", 10).await.unwrap().iter().all(|v| v.digest != d("i-one")));
-    assert_eq!(meta.stale_verdicts("b3", 10).await.unwrap(), vec![audited.clone()]);
+    assert!(meta.stale_verdicts("b2", None, 10).await.unwrap().iter().all(|v| v.digest != d("i-one")));
+    assert_eq!(meta.stale_verdicts("b3", None, 10).await.unwrap(), vec![audited.clone()]);
     meta.rejudge_verdict(&r, &d("i-one")).await.unwrap();
-    assert_eq!(meta.stale_verdicts("b2", 10).await.unwrap(), vec![Verdict { basis: String::new(), ..audited.clone() }]);
+    assert_eq!(meta.stale_verdicts("b2", None, 10).await.unwrap(), vec![Verdict { basis: String::new(), ..audited.clone() }]);
     assert_eq!(meta.claim_inspection(now + 100_000, 1000).await.unwrap(), None, "nothing left");
 
     // Queries: by any id of a vulnerability, with the image's tags; by purl with or without a version.

@@ -214,8 +214,9 @@ pub trait Inspections: Send + Sync {
     /// `repo`'s verdict on `digest`, else where its job stands; an index that is neither is
     /// judged through its children (the strictest child's state).
     async fn gate_state(&self, repo: &RepoName, digest: &Digest) -> Result<GateState>;
-    /// Up to `limit` verdicts judged on another basis than `basis`, by digest.
-    async fn stale_verdicts(&self, basis: &str, limit: usize) -> Result<Vec<Verdict>>;
+    /// Up to `limit` verdicts judged on another basis than `basis`, ordered by (digest,
+    /// repository), from after `after` (a page's last verdict) when given.
+    async fn stale_verdicts(&self, basis: &str, after: Option<(&Digest, &RepoName)>, limit: usize) -> Result<Vec<Verdict>>;
     /// Asks for `repo`'s verdict on `digest` to be judged again (a signature arrived).
     async fn rejudge_verdict(&self, repo: &RepoName, digest: &Digest) -> Result<()>;
     /// The stored records of those of `layers` that were inspected by `engines` (what looked: the

@@ -192,9 +192,13 @@ impl Inspections for SqliteMeta {
         Ok(strictest)
     }
 
-    async fn stale_verdicts(&self, basis: &str, limit: usize) -> Result<Vec<Verdict>> {
-        let rows = sqlx::query(concat!("SELECT ", verdict_columns!(), " FROM verdicts WHERE basis <> $1 ORDER BY digest, repo LIMIT $2"))
+    async fn stale_verdicts(&self, basis: &str, after: Option<(&Digest, &RepoName)>, limit: usize) -> Result<Vec<Verdict>> {
+        // Every stored pair sorts after ("", ""): a digest is never empty.
+        let (digest, repo) = after.map(|(d, r)| (d.to_string(), r.as_str())).unwrap_or_default();
+        let rows = sqlx::query(concat!("SELECT ", verdict_columns!(), " FROM verdicts WHERE basis <> $1 AND (digest, repo) > ($2, $3) ORDER BY digest, repo LIMIT $4"))
             .bind(basis)
+            .bind(digest)
+            .bind(repo)
             .bind(limit as i64)
             .fetch_all(&self.reader)
             .await

@@ -24,6 +24,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (9, include_str!("../../migrations/sqlite/0009_pushed_by.sql")),
     (10, include_str!("../../migrations/sqlite/0010_query_indexes.sql")),
     (11, include_str!("../../migrations/sqlite/0011_manifest_pulls.sql")),
+    (12, include_str!("../../migrations/sqlite/0012_stale_verdict_pages.sql")),
 ];
 
 mod identities;
