@@ -242,7 +242,13 @@ impl Registry {
         evidence["upstream"] = serde_json::json!(upstream);
         evidence["pushed_by"] = serde_json::json!(pushed_by);
         apply_waivers(&mut evidence, repo, &basis.waivers);
-        let decision = rule.policy.evaluate(&evidence).map_err(|e| Error::Unavailable(format!("policy {}: {e}", rule.policy.name())))?;
+        // Evaluating is CPU work of a millisecond or more: off the async threads, which go on
+        // serving requests (and driving the writes of a re-judging round) meanwhile.
+        let policy = rule.policy.clone();
+        let decision = tokio::task::spawn_blocking(move || policy.evaluate(&evidence))
+            .await
+            .map_err(|e| Error::Unavailable(format!("policy {}: {e}", rule.policy.name())))?
+            .map_err(|e| Error::Unavailable(format!("policy {}: {e}", rule.policy.name())))?;
         Ok(Verdict {
             repo: repo.clone(),
             digest: digest.clone(),

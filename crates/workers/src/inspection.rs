@@ -4,6 +4,7 @@
 //! against the advisory DB, stores the report, and attaches the SBOM (CycloneDX) and the report
 //! to the image as OCI artifacts whose `subject` is the image, so the referrers API lists them.
 
+use std::collections::HashMap;
 use std::io::Read;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -51,11 +52,12 @@ pub struct Rejudged {
     pub verdicts: usize,
     /// Of which changed (served or not, or other reasons).
     pub changed: usize,
-    /// Time spent re-matching reports and evaluating policy.
+    /// Time spent reading, re-matching and judging the pages of stale verdicts.
     pub judging: Duration,
     /// Of which reading the stored facts and matching them again.
     pub matching: Duration,
-    /// Time spent storing reports and verdicts.
+    /// Time spent storing reports and verdicts: a page is stored while the next is judged, so
+    /// this overlaps `judging`.
     pub writing: Duration,
     /// Verdicts that stand unchanged on the new basis: the new DB changed nothing in their image's matches.
     pub carried: usize,
@@ -107,6 +109,92 @@ impl Current {
         }
         Ok(self.report.clone().expect("set above"))
     }
+}
+
+/// Stale verdicts taken at a time when judging again.
+const PAGE: usize = 500;
+
+/// What a round of judging again carries from one page to the next.
+struct Round<'a> {
+    /// Against the current DB; remembers each package's answer for the round.
+    matcher: Option<inspect::Matcher<'a>>,
+    db_info: &'a str,
+    update: Option<Update>,
+    basis: &'a Arc<registry::Basis>,
+    /// The digest in hand: verdicts come sorted by digest, and may span pages.
+    current: Option<Current>,
+    done: Rejudged,
+}
+
+/// A page of stale verdicts, matched and judged, to be written.
+struct Page {
+    stale: Vec<Verdict>,
+    /// The verdicts judged again, each with the index in `stale` of the one it replaces.
+    judged: Vec<(Verdict, usize)>,
+    /// Reports matched again with new vulnerabilities.
+    reports: HashMap<Digest, (StoredReport, meta::ReportIndex)>,
+    /// Verdicts that stand on the new basis (indexes in `stale`).
+    carried: Vec<usize>,
+    /// Reports matched again with the same vulnerabilities: restamped with the DB.
+    restamped: Vec<Digest>,
+}
+
+/// Judges images on tasks of their own, as many at once as there are cores (the policy's
+/// evaluation is most of the work).
+struct Judges {
+    registry: Arc<Registry>,
+    basis: Arc<registry::Basis>,
+    at_once: Arc<tokio::sync::Semaphore>,
+    now: i64,
+}
+
+impl Judges {
+    fn new(registry: Arc<Registry>, basis: Arc<registry::Basis>) -> Judges {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Judges { registry, basis, at_once: Arc::new(tokio::sync::Semaphore::new(cores)), now: now_ms() }
+    }
+
+    /// Judges `old`'s image again on `report`.
+    fn spawn(&self, old: &Verdict, report: Arc<serde_json::Value>) -> tokio::task::JoinHandle<Result<Verdict, String>> {
+        let (registry, basis, at_once, now) = (self.registry.clone(), self.basis.clone(), self.at_once.clone(), self.now);
+        let (repo, digest) = (old.repo.clone(), old.digest.clone());
+        tokio::spawn(async move {
+            let _turn = at_once.acquire().await.map_err(|e| e.to_string())?;
+            registry.judge(&repo, &digest, &report, &basis, now).await.map_err(|e| e.to_string())
+        })
+    }
+}
+
+/// Stores a page: its new reports (each with the first verdict judged on it; none judged: it
+/// stays stale and is matched again next round), verdicts, restamps, in one transaction.
+/// Returns how many verdicts changed.
+async fn write(registry: &Registry, mut page: Page, basis: &registry::Basis, db_info: &str) -> Result<usize, String> {
+    let mut changed = 0;
+    let mut reports = Vec::with_capacity(page.judged.len());
+    for (verdict, at) in &page.judged {
+        let old = &page.stale[*at];
+        reports.push(page.reports.remove(&verdict.digest));
+        if verdict.serves() != old.serves() || verdict.reasons != old.reasons {
+            changed += 1;
+            tracing::info!(repo = %verdict.repo, digest = %verdict.digest, allowed = verdict.allowed, reasons = ?verdict.reasons, "verdict changed");
+        }
+    }
+    let writes: Vec<meta::VerdictWrite<'_>> =
+        page.judged.iter().zip(&reports).map(|((verdict, _), report)| meta::VerdictWrite { report: report.as_ref().map(|(r, i)| (r, i)), verdict }).collect();
+    let olds: Vec<&Verdict> = page.judged.iter().map(|(_, at)| &page.stale[*at]).collect();
+    let carried: Vec<(&RepoName, &Digest)> = page.carried.iter().map(|at| (&page.stale[*at].repo, &page.stale[*at].digest)).collect();
+    let restamped: Vec<&Digest> = page.restamped.iter().collect();
+    let batch = meta::VerdictBatch {
+        judged: &writes,
+        carried: &carried,
+        basis: &basis.fingerprint,
+        restamped: &restamped,
+        db_version: &basis.db_version,
+        db: db_info,
+        audit: &[],
+    };
+    registry.record_verdicts(batch, &olds).await.map_err(|e| e.to_string())?;
+    Ok(changed)
 }
 
 struct LoadedDb {
@@ -228,138 +316,52 @@ impl InspectionWorker {
     /// vulnerabilities, it is stored anew and its verdicts judged by the policy; when it does not,
     /// the report is only restamped with the DB, and verdicts that differ from the current basis
     /// in the DB alone stand as they are.
+    ///
+    /// The stale verdicts are taken a page at a time, each page after the last verdict of the one
+    /// before; a page is written while the next is matched and judged.
     pub async fn rejudge(&self) -> Result<Rejudged, String> {
         let db = self.advisory_db();
         let db_version = db.as_ref().map(|d| d.version().to_owned()).unwrap_or_default();
-        let basis = self.registry.basis(&db_version, now_ms()).await.map_err(|e| e.to_string())?;
+        let basis = Arc::new(self.registry.basis(&db_version, now_ms()).await.map_err(|e| e.to_string())?);
         let _one = self.rejudging.lock().await;
         let update = db.as_ref().and_then(|db| self.update(db));
-        let mut matcher = db.as_deref().map(inspect::Matcher::new);
-        let db_info = matcher.as_ref().map(|m| m.db_info()).unwrap_or_default().to_string();
-        let mut done = Rejudged::default();
-        // The digest in hand: verdicts come sorted by digest, and may span batches.
-        let mut current: Option<Current> = None;
+        let matcher = db.as_deref().map(inspect::Matcher::new);
+        let db_info: Arc<str> = matcher.as_ref().map(|m| m.db_info()).unwrap_or_default().to_string().into();
+        let mut round = Round {
+            matcher,
+            db_info: &db_info,
+            update,
+            basis: &basis,
+            current: None,
+            done: Rejudged::default(),
+        };
+        let mut after: Option<(Digest, RepoName)> = None;
+        // The page being written, on a task of its own: matching does not yield, and the writes
+        // must go on meanwhile.
+        let mut writing: Option<tokio::task::JoinHandle<Result<(usize, Duration), String>>> = None;
+        let (mut changed, mut wrote) = (0, Duration::ZERO);
         loop {
-            let started = Instant::now();
-            let stale = self.meta.stale_verdicts(&basis.fingerprint, 500).await.map_err(|e| e.to_string())?;
-            let mut wanted: Vec<Digest> = stale.iter().map(|v| v.digest.clone()).filter(|d| current.as_ref().is_none_or(|c| &c.digest != d)).collect();
-            wanted.dedup();
-            let matching = Instant::now();
-            let mut facts: std::collections::HashMap<Digest, meta::ReportFacts> =
-                self.meta.report_facts(&wanted).await.map_err(|e| e.to_string())?.into_iter().map(|f| (f.digest.clone(), f)).collect();
-            done.matching += matching.elapsed();
-            let mut to_judge: Vec<(&Verdict, Arc<serde_json::Value>)> = Vec::new();
-            let mut reports: std::collections::HashMap<Digest, (StoredReport, meta::ReportIndex)> = std::collections::HashMap::new();
-            let mut carried: Vec<(&RepoName, &Digest)> = Vec::new();
-            let mut restamped: Vec<Digest> = Vec::new();
-            let mut skipped = 0;
-            for old in &stale {
-                if current.as_ref().is_none_or(|c| c.digest != old.digest) {
-                    let matching = Instant::now();
-                    current = match facts.remove(&old.digest) {
-                        // No report to judge on (it is being inspected): the job will judge it.
-                        None => None,
-                        Some(f) => match scope(&f, update.as_ref()) {
-                            Scope::Untouched => {
-                                done.untouched += 1;
-                                let digest = f.digest.clone();
-                                Some(Current { digest, report: None, restamped: None, unchanged: true, write: None, unmatched: Some(f) })
-                            }
-                            Scope::Match(inventory) => match self.matched(f, inventory, matcher.as_mut(), &basis, &db_info).await {
-                                Ok(c) => Some(c),
-                                Err(e) => {
-                                    // One bad record must not stop the others; it stays stale and is logged.
-                                    tracing::warn!(digest = %old.digest, error = %e, "cannot match again");
-                                    None
-                                }
-                            },
-                        },
-                    };
-                    done.matching += matching.elapsed();
-                    if let Some(c) = current.as_mut() {
-                        if c.unchanged {
-                            restamped.push(c.digest.clone());
-                        } else if let Some(report) = c.write.take() {
-                            reports.insert(c.digest.clone(), report);
-                        }
-                    }
-                }
-                let Some(c) = current.as_mut() else {
-                    skipped += 1;
-                    continue;
-                };
-                if c.unchanged && basis.only_db_changed(&old.basis) {
-                    carried.push((&old.repo, &old.digest));
-                    continue;
-                }
-                if let Some(f) = c.unmatched.take() {
-                    // Judged anyway (more than the DB changed): matched after all, to build its report.
-                    let matching = Instant::now();
-                    match self.matched(f, None, matcher.as_mut(), &basis, &db_info).await {
-                        Ok(mut fresh) => {
-                            if let Some(report) = fresh.write.take() {
-                                restamped.retain(|d| *d != fresh.digest);
-                                reports.insert(fresh.digest.clone(), report);
-                            }
-                            *c = fresh;
-                        }
-                        Err(e) => tracing::warn!(digest = %old.digest, error = %e, "cannot match again"),
-                    }
-                    done.matching += matching.elapsed();
-                }
-                match c.whole() {
-                    Ok(report) => to_judge.push((old, report)),
-                    Err(e) => {
-                        tracing::warn!(digest = %old.digest, error = %e, "cannot build the report");
-                        skipped += 1;
-                    }
-                }
-            }
-            let mut judged: Vec<(Verdict, &Verdict)> = Vec::with_capacity(to_judge.len());
-            for ((old, _), verdict) in to_judge.iter().zip(self.judge_all(&to_judge, &basis).await) {
-                match verdict {
-                    Ok(verdict) => judged.push((verdict, old)),
-                    Err(e) => {
-                        tracing::warn!(repo = %old.repo, digest = %old.digest, error = %e, "cannot judge again");
-                        skipped += 1;
-                    }
-                }
-            }
-            done.judging += started.elapsed();
-            let started = Instant::now();
-            // Each new report goes with the first verdict judged on it (none judged: it stays
-            // stale and is matched again next round).
-            let mut writes = Vec::with_capacity(judged.len());
-            let mut olds = Vec::with_capacity(judged.len());
-            for (verdict, old) in &judged {
-                let report = reports.remove(&verdict.digest);
-                writes.push((report, verdict));
-                olds.push(*old);
-                if verdict.serves() != old.serves() || verdict.reasons != old.reasons {
-                    done.changed += 1;
-                    tracing::info!(repo = %verdict.repo, digest = %verdict.digest, allowed = verdict.allowed, reasons = ?verdict.reasons, "verdict changed");
-                }
-            }
-            let writes: Vec<meta::VerdictWrite<'_>> =
-                writes.iter().map(|(report, verdict)| meta::VerdictWrite { report: report.as_ref().map(|(r, i)| (r, i)), verdict }).collect();
-            let restamped_refs: Vec<&Digest> = restamped.iter().collect();
-            let batch = meta::VerdictBatch {
-                judged: &writes,
-                carried: &carried,
-                basis: &basis.fingerprint,
-                restamped: &restamped_refs,
-                db_version: &basis.db_version,
-                db: &db_info,
-                audit: &[],
+            let next = match self.meta.stale_verdicts(&basis.fingerprint, after.as_ref().map(|(d, r)| (d, r)), PAGE).await {
+                Ok(stale) if stale.is_empty() => Ok(None),
+                Ok(stale) => self.prepare(stale, &mut round).await.map(Some),
+                Err(e) => Err(e.to_string()),
             };
-            self.registry.record_verdicts(batch, &olds).await.map_err(|e| e.to_string())?;
-            done.writing += started.elapsed();
-            done.verdicts += judged.len();
-            done.carried += carried.len();
-            if stale.is_empty() || skipped == stale.len() {
-                break;
+            if let Some(task) = writing.take() {
+                let (n, took) = task.await.map_err(|e| format!("writing stopped: {e}"))??;
+                changed += n;
+                wrote += took;
             }
+            let Some(page) = next? else { break };
+            after = page.stale.last().map(|v| (v.digest.clone(), v.repo.clone()));
+            let (registry, basis, db_info) = (self.registry.clone(), basis.clone(), db_info.clone());
+            writing = Some(tokio::spawn(async move {
+                let started = Instant::now();
+                let changed = write(&registry, page, &basis, &db_info).await?;
+                Ok((changed, started.elapsed()))
+            }));
         }
+        let mut done = round.done;
+        (done.changed, done.writing) = (changed, wrote);
         if done.verdicts + done.carried > 0 {
             tracing::info!(
                 judged = done.verdicts,
@@ -372,6 +374,88 @@ impl InspectionWorker {
             );
         }
         Ok(done)
+    }
+
+    /// Matches and judges a page of stale verdicts (sorted by digest: the digest in hand may have
+    /// verdicts on the page before). Each image is judged as soon as its report is ready, while
+    /// the next is matched.
+    async fn prepare(&self, stale: Vec<Verdict>, round: &mut Round<'_>) -> Result<Page, String> {
+        let started = Instant::now();
+        let mut wanted: Vec<Digest> = stale.iter().map(|v| v.digest.clone()).filter(|d| round.current.as_ref().is_none_or(|c| &c.digest != d)).collect();
+        wanted.dedup();
+        let mut facts: HashMap<Digest, meta::ReportFacts> = self.meta.report_facts(&wanted).await.map_err(|e| e.to_string())?.into_iter().map(|f| (f.digest.clone(), f)).collect();
+        round.done.matching += started.elapsed();
+        let mut page = Page { judged: Vec::new(), reports: HashMap::new(), carried: Vec::new(), restamped: Vec::new(), stale: Vec::new() };
+        let judges = Judges::new(self.registry.clone(), round.basis.clone());
+        let mut judging = Vec::new();
+        for (at, old) in stale.iter().enumerate() {
+            if round.current.as_ref().is_none_or(|c| c.digest != old.digest) {
+                let matching = Instant::now();
+                round.current = match facts.remove(&old.digest) {
+                    // No report to judge on (it is being inspected): the job will judge it.
+                    None => None,
+                    Some(f) => match scope(&f, round.update.as_ref()) {
+                        Scope::Untouched => {
+                            round.done.untouched += 1;
+                            let digest = f.digest.clone();
+                            Some(Current { digest, report: None, restamped: None, unchanged: true, write: None, unmatched: Some(f) })
+                        }
+                        Scope::Match(inventory) => match self.matched(f, inventory, round.matcher.as_mut(), round.basis, round.db_info).await {
+                            Ok(c) => Some(c),
+                            Err(e) => {
+                                // One bad record must not stop the others; it stays stale and is logged.
+                                tracing::warn!(digest = %old.digest, error = %e, "cannot match again");
+                                None
+                            }
+                        },
+                    },
+                };
+                round.done.matching += matching.elapsed();
+                if let Some(c) = round.current.as_mut() {
+                    if c.unchanged {
+                        page.restamped.push(c.digest.clone());
+                    } else if let Some(report) = c.write.take() {
+                        page.reports.insert(c.digest.clone(), report);
+                    }
+                }
+            }
+            let Some(c) = round.current.as_mut() else { continue };
+            if c.unchanged && round.basis.only_db_changed(&old.basis) {
+                page.carried.push(at);
+                continue;
+            }
+            if let Some(f) = c.unmatched.take() {
+                // Judged anyway (more than the DB changed): matched after all, to build its report.
+                let matching = Instant::now();
+                match self.matched(f, None, round.matcher.as_mut(), round.basis, round.db_info).await {
+                    Ok(mut fresh) => {
+                        if let Some(report) = fresh.write.take() {
+                            page.restamped.retain(|d| *d != fresh.digest);
+                            page.reports.insert(fresh.digest.clone(), report);
+                        }
+                        *c = fresh;
+                    }
+                    Err(e) => tracing::warn!(digest = %old.digest, error = %e, "cannot match again"),
+                }
+                round.done.matching += matching.elapsed();
+            }
+            match c.whole() {
+                Ok(report) => judging.push((at, judges.spawn(old, report))),
+                Err(e) => tracing::warn!(digest = %old.digest, error = %e, "cannot build the report"),
+            }
+        }
+        for (at, task) in judging {
+            let old = &stale[at];
+            match task.await.unwrap_or_else(|e| Err(format!("judging stopped: {e}"))) {
+                Ok(verdict) => page.judged.push((verdict, at)),
+                Err(e) => tracing::warn!(repo = %old.repo, digest = %old.digest, error = %e, "cannot judge again"),
+            }
+        }
+        round.done.judging += started.elapsed();
+        round.done.verdicts += page.judged.len();
+        round.done.carried += page.carried.len();
+        page.stale = stale;
+        Ok(page)
     }
 
     /// The report of `facts` (`inventory`: their packages, when already parsed), matched again when its DB is not the basis's.
@@ -398,28 +482,6 @@ impl InspectionWorker {
         // The same packages, new vulnerability rows.
         let index = meta::ReportIndex { components: None, ..registry::report_index(&report) };
         Ok(Current { digest: facts.digest, report: Some(Arc::new(report)), restamped: None, unchanged, write: Some((stored, index)), unmatched: None })
-    }
-
-    /// Judges each image again on its report, as many at once as there are cores (the policy's
-    /// evaluation is most of the work); the verdicts in the order given.
-    async fn judge_all(&self, images: &[(&Verdict, Arc<serde_json::Value>)], basis: &registry::Basis) -> Vec<Result<Verdict, String>> {
-        let at_once = Arc::new(tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())));
-        let basis = Arc::new(basis.clone());
-        let now = now_ms();
-        let mut tasks = Vec::with_capacity(images.len());
-        for (old, report) in images {
-            let (registry, basis, report, at_once) = (self.registry.clone(), basis.clone(), report.clone(), at_once.clone());
-            let (repo, digest) = (old.repo.clone(), old.digest.clone());
-            tasks.push(tokio::spawn(async move {
-                let _turn = at_once.acquire().await.map_err(|e| e.to_string())?;
-                registry.judge(&repo, &digest, &report, &basis, now).await.map_err(|e| e.to_string())
-            }));
-        }
-        let mut out = Vec::with_capacity(tasks.len());
-        for task in tasks {
-            out.push(task.await.unwrap_or_else(|e| Err(format!("judging stopped: {e}"))));
-        }
-        out
     }
 
     /// The advisory DB, re-read when its file changed.
