@@ -527,15 +527,25 @@ async fn inspections_are_leased_retried_and_completed(meta: &dyn MetaStore) {
     // at two paths): the rows follow, whatever the store keeps and rewrites.
     let mut changed: Vec<ImageVulnerability> = index.vulnerabilities.iter().filter(|v| v.id == "CVE-2021-44228").map(|v| ImageVulnerability { fixed: Some("2.16.0".into()), ..v.clone() }).collect();
     let new = ImageVulnerability { id: "CVE-2099-0001".into(), canonical: "CVE-2099-0001".into(), fixed: None, ..changed[0].clone() };
-    changed.extend([new.clone(), new]);
+    changed.extend([new.clone(), new.clone()]);
     let partly = StoredReport { matches: Matches::new("sha256:w", "null".into(), "[1]".into()), ..report.clone() };
-    meta.record_verdict(Some((&partly, &ReportIndex { components: None, vulnerabilities: changed })), &audited).await.unwrap();
+    meta.record_verdict(Some((&partly, &ReportIndex { components: None, vulnerabilities: changed.clone() })), &audited).await.unwrap();
     let found = meta.images_with_vulnerability("CVE-2021-44228", 10).await.unwrap();
     assert_eq!(found.iter().map(|f| f.found.fixed.as_deref()).collect::<Vec<_>>(), [Some("2.16.0")]);
     assert!(meta.images_with_vulnerability("GHSA-jfh8-c2jp-5v3q", 10).await.unwrap().is_empty());
     assert_eq!(meta.images_with_vulnerability("CVE-2099-0001", 10).await.unwrap().len(), 1, "the same finding twice is one image found");
     let stored = meta.inspection_report(&d("i-one")).await.unwrap().unwrap();
     assert_eq!((&stored.facts, stored.matches.vulnerabilities.as_str()), (&report.facts, "[1]"));
+    // Fields JSON escapes (a quote, a backslash, a newline, non-ASCII) come back as stored, the
+    // rows already there are found again.
+    let odd = ImageVulnerability { id: "CVE-2099-0002".into(), canonical: "CVE-2099-0002".into(), package: "we\"ird\\pkg\n\u{2713}".into(), ..new };
+    let with_odd = ReportIndex { components: None, vulnerabilities: [&changed[..], &[odd.clone()]].concat() };
+    for _ in 0..2 {
+        meta.record_verdict(Some((&partly, &with_odd)), &audited).await.unwrap();
+        let found = meta.images_with_vulnerability("CVE-2099-0002", 10).await.unwrap();
+        assert_eq!(found.iter().map(|f| &f.found).collect::<Vec<_>>(), [&odd]);
+        assert_eq!(meta.images_with_vulnerability("CVE-2099-0001", 10).await.unwrap().len(), 1);
+    }
     // A re-matched report replaces the rows.
     let rematched = StoredReport { matches: Matches::new("sha256:y", serde_json::json!({ "version": "sha256:y" }).to_string(), "[]".into()), ..report.clone() };
     meta.record_verdict(Some((&rematched, &ReportIndex { components: None, vulnerabilities: vec![] })), &audited).await.unwrap();

@@ -460,36 +460,30 @@ async fn rematched(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, r: &StoredRepor
     if updated.rows_affected() == 0 {
         return Err(Error::Unavailable(format!("no stored report of {digest} to match again")));
     }
-    // Each row as one key (fields length-prefixed, so no two rows share one): two values per old
-    // row to decode instead of seven.
-    let old: Vec<(i64, String)> = sqlx::query_as(
-        "SELECT rowid, length(vuln) || ':' || vuln || length(canonical) || ':' || canonical || length(package) || ':' || package
-                || length(version) || ':' || version || length(severity) || ':' || severity || coalesce(length(fixed) || ':' || fixed, '-')
+    // The old rows as one JSON array, [rowid, fields...] each: one value to hand over instead
+    // of hundreds of rows.
+    let (old,): (String,) = sqlx::query_as(
+        "SELECT coalesce(json_group_array(json_array(rowid, vuln, canonical, package, version, severity, fixed)), '[]')
          FROM image_vulnerabilities WHERE digest = $1",
     )
     .bind(&digest)
-    .fetch_all(&mut **tx)
+    .fetch_one(&mut **tx)
     .await
     .map_err(db)?;
-    let key = |f: &ImageVulnerability| {
-        use std::fmt::Write as _;
-        let mut k = String::new();
-        for field in [&f.id, &f.canonical, &f.package, &f.version, &f.severity].into_iter().chain(&f.fixed) {
-            let _ = write!(k, "{}:{field}", field.chars().count());
-        }
-        if f.fixed.is_none() {
-            k.push('-');
-        }
-        k
-    };
+    // Owned: a field with an escape in JSON cannot be borrowed.
+    type Row = (i64, String, String, String, String, String, Option<String>);
+    let old: Vec<Row> = serde_json::from_str(&old).map_err(|e| Error::Unavailable(format!("the stored rows of {digest}: {e}")))?;
+    fn key(f: &ImageVulnerability) -> (&str, &str, &str, &str, &str, Option<&str>) {
+        (&f.id, &f.canonical, &f.package, &f.version, &f.severity, f.fixed.as_deref())
+    }
     // A multiset: the same row may stand twice (one package at two paths).
-    let mut wanted: std::collections::HashMap<String, (&ImageVulnerability, usize)> = std::collections::HashMap::new();
+    let mut wanted: std::collections::HashMap<_, (&ImageVulnerability, usize)> = std::collections::HashMap::new();
     for f in &index.vulnerabilities {
         wanted.entry(key(f)).or_insert((f, 0)).1 += 1;
     }
     let mut gone = Vec::new();
-    for (rowid, k) in old {
-        match wanted.get_mut(&k) {
+    for (rowid, vuln, canonical, package, version, severity, fixed) in &old {
+        match wanted.get_mut(&(vuln.as_str(), canonical.as_str(), package.as_str(), version.as_str(), severity.as_str(), fixed.as_deref())) {
             Some((_, n)) if *n > 0 => *n -= 1,
             _ => gone.push(rowid),
         }
