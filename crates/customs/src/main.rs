@@ -18,6 +18,12 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+/// jemalloc, not glibc's malloc: with many threads allocating and freeing large JSON trees
+/// (reports, policy evidence), glibc's arenas spent a third of the CPU of re-judging in
+/// malloc, free and consolidation (bench/RESULTS.md).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(name = "customs", version, about = "A private OCI registry that inspects everything that enters")]
 struct Cli {
