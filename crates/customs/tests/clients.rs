@@ -9,8 +9,7 @@ fn customs() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_customs"))
 }
 
-/// Runs a client command and returns its stdout, failing the test with its stderr.
-
+/// skopeo with the given arguments: its stdout, failing the test with its stderr.
 fn skopeo(args: &[&str]) -> String {
     let mut all = vec!["--insecure-policy"];
     all.extend_from_slice(args);

@@ -371,7 +371,7 @@ async fn stale_verdicts_page_by_digest_then_repository(meta: &dyn MetaStore) {
     keys.sort();
     assert_eq!(unsorted, keys, "by digest, then repository");
     let ours: Vec<(&str, &Digest)> = all.iter().filter(|v| v.repo.as_str().starts_with("conf/page-")).map(|v| (v.repo.as_str(), &v.digest)).collect();
-    let mut want = vec![("conf/page-a", d("page-1")), ("conf/page-b", d("page-1")), ("conf/page-c", d("page-1")), ("conf/page-a", d("page-2")), ("conf/page-b", d("page-3"))];
+    let mut want = [("conf/page-a", d("page-1")), ("conf/page-b", d("page-1")), ("conf/page-c", d("page-1")), ("conf/page-a", d("page-2")), ("conf/page-b", d("page-3"))];
     want.sort_by(|a, b| (&a.1.to_string(), a.0).cmp(&(&b.1.to_string(), b.0)));
     assert_eq!(ours, want.iter().map(|(r, d)| (*r, d)).collect::<Vec<_>>(), "the verdict on the current basis is not stale");
     // Two at a time, each page after the last: the same verdicts, each once, even when the page
@@ -539,7 +539,7 @@ async fn inspections_are_leased_retried_and_completed(meta: &dyn MetaStore) {
     // Fields JSON escapes (a quote, a backslash, a newline, non-ASCII) come back as stored, the
     // rows already there are found again.
     let odd = ImageVulnerability { id: "CVE-2099-0002".into(), canonical: "CVE-2099-0002".into(), package: "we\"ird\\pkg\n\u{2713}".into(), ..new };
-    let with_odd = ReportIndex { components: None, vulnerabilities: [&changed[..], &[odd.clone()]].concat() };
+    let with_odd = ReportIndex { components: None, vulnerabilities: [&changed[..], std::slice::from_ref(&odd)].concat() };
     for _ in 0..2 {
         meta.record_verdict(Some((&partly, &with_odd)), &audited).await.unwrap();
         let found = meta.images_with_vulnerability("CVE-2099-0002", 10).await.unwrap();
@@ -609,11 +609,11 @@ async fn inspections_are_leased_retried_and_completed(meta: &dyn MetaStore) {
     let mut want = vec![(l1.clone(), b"one".to_vec()), (l2, vec![0, 159, 146, 150])];
     want.sort();
     assert_eq!(found, want, "binary records, the first kept, none for a layer never seen");
-    assert_eq!(meta.layer_records("e2", &[l1.clone()]).await.unwrap(), vec![(l1.clone(), b"other engines".to_vec())]);
+    assert_eq!(meta.layer_records("e2", std::slice::from_ref(&l1)).await.unwrap(), vec![(l1.clone(), b"other engines".to_vec())]);
     assert_eq!(meta.layer_records("e3", &[l3]).await.unwrap(), vec![]);
     // Pruned: other keys' records from before the given time; the current key's stay.
     assert_eq!(meta.prune_layer_records("e1", 0).await.unwrap(), 0, "none that old");
     assert_eq!(meta.prune_layer_records("e1", i64::MAX).await.unwrap(), 1);
-    assert_eq!(meta.layer_records("e2", &[l1.clone()]).await.unwrap(), vec![]);
-    assert_eq!(meta.layer_records("e1", &[l1.clone()]).await.unwrap().len(), 1);
+    assert_eq!(meta.layer_records("e2", std::slice::from_ref(&l1)).await.unwrap(), vec![]);
+    assert_eq!(meta.layer_records("e1", std::slice::from_ref(&l1)).await.unwrap().len(), 1);
 }

@@ -169,7 +169,7 @@ fn apply_waivers(evidence: &mut serde_json::Value, repo: &RepoName, waivers: &[W
         let Some(list) = evidence[kind].as_array_mut() else { return };
         list.retain(|finding| {
             let ids = keys(finding);
-            match applicable.iter().find(|w| ids.iter().any(|id| *id == w.finding)) {
+            match applicable.iter().find(|w| ids.contains(&w.finding)) {
                 Some(w) => {
                     waived.push(serde_json::json!({
                         "kind": kind, "finding": w.finding, "reason": w.reason,
