@@ -93,16 +93,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             advisory_db: config.advisory_db(),
             limits: scanner::Limits::default(),
             engines: engines.fingerprint,
+            page: workers::InspectionSettings::PAGE,
         };
         let worker = Arc::new(workers::InspectionWorker::new(registry.clone(), Meta(meta.clone()), engines.inspection, settings));
         (0..config.inspection.workers).map(|_| tokio::spawn(worker.clone().run(stop_rx.clone()))).collect()
     } else {
         Vec::new()
     };
-    let hooks = match crate::webhooks::worker(&config, Meta(meta.clone()))? {
-        Some(worker) => Some(tokio::spawn(worker.run(stop_rx.clone()))),
-        None => None,
-    };
+    let hooks = crate::webhooks::worker(&config, Meta(meta.clone()))?.map(|worker| tokio::spawn(worker.run(stop_rx.clone())));
     let stats = Arc::new(api::ConnectionStats::default());
     let (auth, refresher) = if config.auth.enabled {
         let access = crate::access::open(&config, &data, Meta(meta.clone())).await?;

@@ -43,6 +43,13 @@ pub struct InspectionSettings {
     /// What identifies the engines (which ran, their rules): layer records are kept and found
     /// under it, with the scanner's version, the limits and external engines' signatures.
     pub engines: String,
+    /// Stale verdicts judged again per page (one transaction each; a page is written while the
+    /// next is judged). [`InspectionSettings::PAGE`] unless a test wants pages to break.
+    pub page: usize,
+}
+
+impl InspectionSettings {
+    pub const PAGE: usize = 500;
 }
 
 /// What one round of re-judging did.
@@ -110,9 +117,6 @@ impl Current {
         Ok(self.report.clone().expect("set above"))
     }
 }
-
-/// Stale verdicts taken at a time when judging again.
-const PAGE: usize = 500;
 
 /// What a round of judging again carries from one page to the next.
 struct Round<'a> {
@@ -341,7 +345,7 @@ impl InspectionWorker {
         let mut writing: Option<tokio::task::JoinHandle<Result<(usize, Duration), String>>> = None;
         let (mut changed, mut wrote) = (0, Duration::ZERO);
         loop {
-            let next = match self.meta.stale_verdicts(&basis.fingerprint, after.as_ref().map(|(d, r)| (d, r)), PAGE).await {
+            let next = match self.meta.stale_verdicts(&basis.fingerprint, after.as_ref().map(|(d, r)| (d, r)), self.settings.page.max(1)).await {
                 Ok(stale) if stale.is_empty() => Ok(None),
                 Ok(stale) => self.prepare(stale, &mut round).await.map(Some),
                 Err(e) => Err(e.to_string()),

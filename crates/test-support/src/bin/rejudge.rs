@@ -109,7 +109,7 @@ fn report(rng: &mut Rng, deb: &Pool, lang: &Pool, digest: &Digest, layer: &str) 
         for _ in 0..n {
             let (eco, name, affected) = &pool[(rng.next_u64() % pool.len() as u64) as usize];
             // About a third at an affected version, the rest at one past every range.
-            let version = if rng.next_u64() % 3 == 0 { affected.clone() } else { "999.0.0".to_owned() };
+            let version = if rng.next_u64().is_multiple_of(3) { affected.clone() } else { "999.0.0".to_owned() };
             let mut p = serde_json::json!({
                 "name": name, "version": version, "ecosystem": eco, "purl": purl(eco, name, &version),
                 "layer": layer, "path": "var/lib/dpkg/status",
@@ -144,7 +144,7 @@ fn copy_holding_back(from: &Path, to: &Path, seen: &mut usize, top: bool) -> any
             held += copy_holding_back(&path, &target, seen, false)?;
         } else if path.extension().is_some_and(|x| x == "json") && !top {
             *seen += 1;
-            if *seen % 100 == 0 {
+            if seen.is_multiple_of(100) {
                 held += 1;
             } else {
                 std::fs::copy(&path, &target)?;
@@ -246,6 +246,7 @@ async fn main() -> anyhow::Result<()> {
         advisory_db: db_path.clone(),
         limits: scanner::Limits::default(),
         engines: String::new(),
+        page: workers::InspectionSettings::PAGE,
     };
     let new_worker = || workers::InspectionWorker::new(registry.clone(), Meta(meta.clone()), scanner::Inspection::default(), settings.clone());
     let mut worker = new_worker();
