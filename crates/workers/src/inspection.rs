@@ -415,6 +415,9 @@ impl InspectionWorker {
                     },
                 };
                 round.done.matching += matching.elapsed();
+                // Matching is CPU work that never waits: let the runtime's other tasks (requests,
+                // the page being written) in between images.
+                tokio::task::yield_now().await;
                 if let Some(c) = round.current.as_mut() {
                     if c.unchanged {
                         page.restamped.push(c.digest.clone());
