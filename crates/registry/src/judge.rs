@@ -247,7 +247,7 @@ impl Registry {
         let policy = rule.policy.clone();
         let decision = tokio::task::spawn_blocking(move || policy.evaluate(&evidence))
             .await
-            .map_err(|e| Error::Unavailable(format!("policy {}: {e}", rule.policy.name())))?
+            .unwrap_or_else(|e| Err(e.to_string()))
             .map_err(|e| Error::Unavailable(format!("policy {}: {e}", rule.policy.name())))?;
         Ok(Verdict {
             repo: repo.clone(),

@@ -340,8 +340,8 @@ impl InspectionWorker {
             done: Rejudged::default(),
         };
         let mut after: Option<(Digest, RepoName)> = None;
-        // The page being written, on a task of its own: matching does not yield, and the writes
-        // must go on meanwhile.
+        // The page being written, on a task of its own: it goes on while the next page is matched
+        // and judged.
         let mut writing: Option<tokio::task::JoinHandle<Result<(usize, Duration), String>>> = None;
         let (mut changed, mut wrote) = (0, Duration::ZERO);
         loop {
