@@ -1,7 +1,8 @@
 //! The filesystem adapter: `blobs/<alg>/<2 hex>/<hex>` for committed blobs, `uploads/<id>` for
 //! upload parts, `tmp/` for whole puts.
 //!
-//! Durability: part writes are `fdatasync`ed before they return; a commit syncs the part, renames
+//! Durability: part writes are `fdatasync`ed before they return (see `parts` for how they are
+//! written); a commit syncs the part, renames
 //! it to its digest path (atomic on POSIX) and syncs the directory, so a crash leaves either no
 //! blob or the whole blob under a digest, never a prefix.
 
@@ -15,13 +16,12 @@ use futures::{StreamExt, stream};
 use oci::Digest;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
+use crate::parts::{self, PartWrites};
 use crate::regions::{MappedRegions, RegionGuard};
 use crate::{BlobBody, BlobStore, ByteRange, ByteStream, Error, Result, UploadId};
 
 /// Blobs smaller than this are read into memory; larger ones are memory-mapped.
 const MAP_THRESHOLD: u64 = 256 * 1024;
-/// Size of the slices a mapped blob is streamed in, and of write batches.
-const CHUNK: usize = 1 << 20;
 /// Reads of upload parts ([`BlobStore::read_part`]) go in pieces of this size.
 const PART_CHUNK: usize = 256 << 10;
 /// Size of the memory-mapped windows a large blob is served in.
@@ -30,6 +30,7 @@ const READ_WINDOW: usize = 1 << 20;
 pub struct FsBlobStore {
     root: PathBuf,
     regions: Arc<MappedRegions>,
+    part_writes: PartWrites,
 }
 
 impl FsBlobStore {
@@ -41,7 +42,18 @@ impl FsBlobStore {
         let probe = root.join("tmp").join(".write-probe");
         std::fs::write(&probe, b"ok")?;
         std::fs::remove_file(&probe)?;
-        Ok(FsBlobStore { root: root.to_owned(), regions: MappedRegions::new() })
+        let part_writes = PartWrites::probe(&root.join("uploads"));
+        Ok(FsBlobStore { root: root.to_owned(), regions: MappedRegions::new(), part_writes })
+    }
+
+    /// How upload parts are written: direct I/O when the filesystem takes it.
+    pub fn part_writes(&self) -> PartWrites {
+        self.part_writes
+    }
+
+    /// The same store, writing parts `how` (tests run both ways on one filesystem).
+    pub fn with_part_writes(self, how: PartWrites) -> FsBlobStore {
+        FsBlobStore { part_writes: how, ..self }
     }
 
     /// The windows this store has mapped, for connections that send them with sendfile.
@@ -133,35 +145,8 @@ impl BlobStore for FsBlobStore {
         }
     }
 
-    async fn write_part(&self, id: &UploadId, offset: u64, mut body: ByteStream) -> Result<u64> {
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(self.upload_path(id))
-            .map_err(storage)?;
-        // Received chunks are written as they are (a pwrite each, no copy) in ~1 MiB batches from the
-        // blocking pool, while the next batch is being received.
-        let mut writer = PartWriter { file: Some(file), offset, pending: None };
-        let mut batch: Vec<Bytes> = Vec::new();
-        let (mut batched, mut written) = (0usize, 0u64);
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(Error::Body)?;
-            written += chunk.len() as u64;
-            batched += chunk.len();
-            batch.push(chunk);
-            if batched >= CHUNK {
-                writer.submit(std::mem::take(&mut batch), batched as u64).await?;
-                batched = 0;
-            }
-        }
-        writer.submit(batch, batched as u64).await?;
-        let file = writer.finish().await?;
-        tokio::task::spawn_blocking(move || file.sync_data())
-            .await
-            .map_err(|e| Error::Storage(e.to_string()))?
-            .map_err(storage)?;
-        Ok(written)
+    async fn write_part(&self, id: &UploadId, offset: u64, body: ByteStream) -> Result<u64> {
+        parts::write(&self.upload_path(id), offset, body, self.part_writes).await
     }
 
     async fn read_part(&self, id: &UploadId, start: u64, len: u64) -> Result<ByteStream> {
@@ -251,52 +236,7 @@ impl AsRef<[u8]> for Window {
     }
 }
 
-/// Writes batches of chunks at increasing offsets, one batch in flight at a time.
-struct PartWriter {
-    file: Option<std::fs::File>,
-    offset: u64,
-    pending: Option<tokio::task::JoinHandle<io::Result<std::fs::File>>>,
-}
-
-impl PartWriter {
-    async fn submit(&mut self, batch: Vec<Bytes>, len: u64) -> Result<()> {
-        if batch.is_empty() {
-            return Ok(());
-        }
-        let file = match self.file.take() {
-            Some(f) => f,
-            None => self.wait().await?,
-        };
-        let at = self.offset;
-        self.offset += len;
-        self.pending = Some(tokio::task::spawn_blocking(move || write_all_at(&file, at, &batch).map(|()| file)));
-        Ok(())
-    }
-
-    async fn wait(&mut self) -> Result<std::fs::File> {
-        let pending = self.pending.take().expect("a file is either idle or being written");
-        pending.await.map_err(|e| Error::Storage(e.to_string()))?.map_err(storage)
-    }
-
-    async fn finish(mut self) -> Result<std::fs::File> {
-        match self.file.take() {
-            Some(f) => Ok(f),
-            None => self.wait().await,
-        }
-    }
-}
-
-/// Writes all of `bufs` at `offset` (std has no stable pwritev; each buffer is one pwrite).
-fn write_all_at(file: &std::fs::File, mut offset: u64, bufs: &[Bytes]) -> io::Result<()> {
-    use std::os::unix::fs::FileExt;
-    for buf in bufs {
-        file.write_all_at(buf, offset)?;
-        offset += buf.len() as u64;
-    }
-    Ok(())
-}
-
-/// Streams an async reader in `CHUNK`-sized pieces.
+/// Streams an async reader in `chunk`-sized pieces.
 fn chunked_reader<R: tokio::io::AsyncRead + Unpin + Send + 'static>(reader: R, chunk: usize) -> ByteStream {
     stream::unfold(reader, move |mut r| async move {
         let mut buf = BytesMut::zeroed(chunk);
@@ -325,13 +265,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = FsBlobStore::open(dir.path()).unwrap();
         crate::conformance::run(&store).await;
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsBlobStore::open(dir.path()).unwrap().with_part_writes(PartWrites::Buffered);
+        crate::conformance::run(&store).await;
     }
 
     #[tokio::test]
     async fn mapped_windows_are_registered_while_alive() {
         let dir = tempfile::tempdir().unwrap();
         let store = FsBlobStore::open(dir.path()).unwrap();
-        let data: Vec<u8> = (0..3 * CHUNK + 5000).map(|i| (i % 253) as u8).collect();
+        let data: Vec<u8> = (0..3 * READ_WINDOW + 5000).map(|i| (i % 253) as u8).collect();
         let d = Digest::sha256_of(&data);
         store.put(&d, Bytes::from(data.clone())).await.unwrap();
         let regions = store.mapped_regions();

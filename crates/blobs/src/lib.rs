@@ -16,6 +16,7 @@
 
 pub mod conformance;
 mod fs;
+mod parts;
 mod regions;
 
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use oci::Digest;
 pub use oci::UploadId;
 
 pub use fs::FsBlobStore;
+pub use parts::PartWrites;
 pub use regions::{FileSlice, MappedRegions};
 
 /// Bytes flowing into or out of the store.

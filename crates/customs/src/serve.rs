@@ -36,6 +36,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let data = data.canonicalize().with_context(|| format!("cannot resolve data directory {}", data.display()))?;
     let _lock = lock_data_dir(&data)?;
     let blobs = FsBlobStore::open(&data).with_context(|| format!("data directory {} is not writable", data.display()))?;
+    if blobs.part_writes() == blobs::PartWrites::Buffered {
+        tracing::warn!(data = %data.display(), "the filesystem refuses O_DIRECT: uploads are written through the page cache, at more CPU per byte");
+    }
     let regions = blobs.mapped_regions();
     let meta = SqliteMeta::open(&data.join("meta.db"))
         .await
