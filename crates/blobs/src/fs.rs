@@ -1,10 +1,9 @@
 //! The filesystem adapter: `blobs/<alg>/<2 hex>/<hex>` for committed blobs, `uploads/<id>` for
 //! upload parts, `tmp/` for whole puts.
 //!
-//! Durability: part writes are `fdatasync`ed before they return (see `parts` for how they are
-//! written); a commit syncs the part, renames
-//! it to its digest path (atomic on POSIX) and syncs the directory, so a crash leaves either no
-//! blob or the whole blob under a digest, never a prefix.
+//! Durability: part writes (`parts`) are `fdatasync`ed before they return; a commit syncs the
+//! part, renames it to its digest path (atomic on POSIX) and syncs the directory, so a crash leaves
+//! either no blob or the whole blob under a digest, never a prefix.
 
 use std::io::{self, Write as _};
 

@@ -65,15 +65,22 @@ impl PartWrites {
 /// One block is written on the blocking pool while the next is received. Whatever happens, no
 /// write is still running when this returns: a later write to the same part cannot be overtaken.
 pub(crate) async fn write(path: &Path, offset: u64, mut body: ByteStream, mode: PartWrites) -> Result<u64> {
-    let file = open(path, mode).map_err(storage)?;
     let head = (offset % ALIGN as u64) as usize;
-    let mut buf = AlignedBuf::new(BLOCK);
-    if head > 0 {
+    let opened = path.to_owned();
+    let (file, earlier) = tokio::task::spawn_blocking(move || -> io::Result<(File, Vec<u8>)> {
+        let file = open(&opened, mode)?;
         // The block's earlier bytes, read back through the page cache (no alignment needed there).
         let mut earlier = vec![0; head];
-        File::open(path).and_then(|f| f.read_exact_at(&mut earlier, offset - head as u64)).map_err(storage)?;
-        buf.extend(&earlier);
-    }
+        if head > 0 {
+            File::open(&opened)?.read_exact_at(&mut earlier, offset - head as u64)?;
+        }
+        Ok((file, earlier))
+    })
+    .await
+    .map_err(|e| Error::Storage(e.to_string()))?
+    .map_err(storage)?;
+    let mut buf = AlignedBuf::new(BLOCK);
+    buf.extend(&earlier);
     let mut writer = Writer { file: Some(file), at: offset - head as u64, pending: None, spare: None };
     let mut written = 0u64;
     let received: Result<()> = async {
