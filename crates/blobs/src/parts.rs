@@ -69,6 +69,12 @@ pub(crate) async fn write(path: &Path, offset: u64, mut body: ByteStream, mode: 
     let opened = path.to_owned();
     let (file, earlier) = tokio::task::spawn_blocking(move || -> io::Result<(File, Vec<u8>)> {
         let file = open(&opened, mode)?;
+        // Writing past the end would leave a hole of zeros that a commit would store under the
+        // digest of the bytes the client sent (a part lost in a crash, say): refuse instead.
+        let len = file.metadata()?.len();
+        if len < offset {
+            return Err(io::Error::other(format!("the part holds {len} bytes but the session is at {offset}")));
+        }
         // The block's earlier bytes, read back through the page cache (no alignment needed there).
         let mut earlier = vec![0; head];
         if head > 0 {
@@ -275,6 +281,22 @@ mod tests {
                 assert!(on_disk == expected, "{mode:?}: bytes after chunk {i}");
             }
         }
+    }
+
+    /// A part shorter than the session's offset (lost, or cut short) is an error, aligned offset
+    /// or not, never a hole of zeros.
+    #[tokio::test]
+    async fn a_part_shorter_than_the_offset_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("part");
+        write(&path, 0, body(vec![vec![7; 10]]), PartWrites::Direct).await.unwrap();
+        for offset in [20, ALIGN as u64] {
+            let err = write(&path, offset, body(vec![vec![1; 5]]), PartWrites::Direct).await.unwrap_err();
+            assert!(err.to_string().contains("holds 10 bytes"), "{err}");
+        }
+        let missing = dir.path().join("missing");
+        assert!(write(&missing, ALIGN as u64, body(vec![vec![1; 5]]), PartWrites::Direct).await.is_err());
+        assert_eq!(std::fs::read(&path).unwrap(), vec![7; 10], "nothing written");
     }
 
     /// A body that fails mid-way: the error comes back (only once its blocks in flight are written,
