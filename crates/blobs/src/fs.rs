@@ -71,15 +71,13 @@ impl FsBlobStore {
     /// Moves `from` (synced) to `digest`'s path atomically, and syncs the directory.
     async fn publish(&self, from: PathBuf, digest: &Digest) -> Result<()> {
         let to = self.blob_path(digest);
-        tokio::task::spawn_blocking(move || -> io::Result<()> {
+        blocking(move || -> io::Result<()> {
             let dir = to.parent().expect("blob paths have a parent");
             std::fs::create_dir_all(dir)?;
             std::fs::rename(&from, &to)?;
             std::fs::File::open(dir)?.sync_all()
         })
         .await
-        .map_err(|e| Error::Storage(e.to_string()))?
-        .map_err(storage)
     }
 }
 
@@ -125,14 +123,12 @@ impl BlobStore for FsBlobStore {
         }
         let tmp = self.root.join("tmp").join(format!("{}-{}", digest.hex(), std::process::id()));
         let path = tmp.clone();
-        tokio::task::spawn_blocking(move || -> io::Result<()> {
+        blocking(move || -> io::Result<()> {
             let mut f = std::fs::File::create(&path)?;
             f.write_all(&bytes)?;
             f.sync_data()
         })
-        .await
-        .map_err(|e| Error::Storage(e.to_string()))?
-        .map_err(storage)?;
+        .await?;
         self.publish(tmp, digest).await
     }
 
@@ -166,7 +162,7 @@ impl BlobStore for FsBlobStore {
         let part = self.upload_path(id);
         let exists = self.stat(digest).await?.is_some();
         let path = part.clone();
-        tokio::task::spawn_blocking(move || -> io::Result<bool> {
+        blocking(move || -> io::Result<bool> {
             let f = match std::fs::OpenOptions::new().write(true).open(&path) {
                 Ok(f) => f,
                 // A zero-byte upload that never wrote a part.
@@ -180,9 +176,7 @@ impl BlobStore for FsBlobStore {
             f.sync_all()?;
             Ok(true)
         })
-        .await
-        .map_err(|e| Error::Storage(e.to_string()))?
-        .map_err(storage)?
+        .await?
         .then_some(())
         .ok_or_else(|| Error::UploadNotFound(id.clone()))?;
         if exists {
@@ -251,8 +245,13 @@ fn chunked_reader<R: tokio::io::AsyncRead + Unpin + Send + 'static>(reader: R, c
     .boxed()
 }
 
-fn storage(e: io::Error) -> Error {
+pub(crate) fn storage(e: io::Error) -> Error {
     Error::Storage(e.to_string())
+}
+
+/// Runs file I/O on the blocking pool; its failure, or the pool's, is a storage error.
+pub(crate) async fn blocking<T: Send + 'static>(io: impl FnOnce() -> io::Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(io).await.map_err(|e| Error::Storage(e.to_string()))?.map_err(storage)
 }
 
 #[cfg(test)]

@@ -25,6 +25,7 @@ use std::path::Path;
 use bytes::Bytes;
 use futures::StreamExt;
 
+use crate::fs::{blocking, storage};
 use crate::{ByteStream, Error, Result};
 
 /// How upload parts reach the disk.
@@ -67,7 +68,7 @@ impl PartWrites {
 pub(crate) async fn write(path: &Path, offset: u64, mut body: ByteStream, mode: PartWrites) -> Result<u64> {
     let head = (offset % ALIGN as u64) as usize;
     let opened = path.to_owned();
-    let (file, earlier) = tokio::task::spawn_blocking(move || -> io::Result<(File, Vec<u8>)> {
+    let (file, earlier) = blocking(move || -> io::Result<(File, Vec<u8>)> {
         let file = open(&opened, mode)?;
         // Writing past the end would leave a hole of zeros that a commit would store under the
         // digest of the bytes the client sent (a part lost in a crash, say): refuse instead.
@@ -82,9 +83,7 @@ pub(crate) async fn write(path: &Path, offset: u64, mut body: ByteStream, mode: 
         }
         Ok((file, earlier))
     })
-    .await
-    .map_err(|e| Error::Storage(e.to_string()))?
-    .map_err(storage)?;
+    .await?;
     let mut buf = AlignedBuf::new(BLOCK);
     buf.extend(&earlier);
     let mut writer = Writer { file: Some(file), at: offset - head as u64, pending: None, spare: None };
@@ -110,7 +109,7 @@ pub(crate) async fn write(path: &Path, offset: u64, mut body: ByteStream, mode: 
     received?;
     let (file, at) = drained?;
     let end = offset + written;
-    tokio::task::spawn_blocking(move || -> io::Result<()> {
+    blocking(move || -> io::Result<()> {
         if !buf.is_empty() {
             buf.pad();
             file.write_all_at(buf.block(), at)?;
@@ -118,9 +117,7 @@ pub(crate) async fn write(path: &Path, offset: u64, mut body: ByteStream, mode: 
         file.set_len(end)?;
         file.sync_data()
     })
-    .await
-    .map_err(|e| Error::Storage(e.to_string()))?
-    .map_err(storage)?;
+    .await?;
     Ok(written)
 }
 
@@ -223,10 +220,6 @@ impl AlignedBuf {
         self.raw.truncate(self.start);
         self
     }
-}
-
-fn storage(e: io::Error) -> Error {
-    Error::Storage(e.to_string())
 }
 
 #[cfg(test)]

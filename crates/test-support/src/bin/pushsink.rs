@@ -9,6 +9,8 @@
 //!   `hash-write-sync`      + fdatasync before answering
 //!   `hash-direct-sync`     the same with O_DIRECT from aligned 1 MiB blocks, as customs does
 //! It prints its port on stdout. One thread per connection, blocking I/O: the least machinery.
+//! That is why it writes its own aligned blocks rather than call `blobs`: the async writer there
+//! is part of what the floor is measured against.
 //! It answers just enough of the distribution API for a push (HEAD 404, POST 202, PATCH 202,
 //! PUT 201) and checks nothing: it is a measuring device, not a registry.
 
