@@ -32,22 +32,23 @@ pub enum MountResult {
 }
 
 /// Sessions with a chunk being written now, so two writers never write one part at once.
-#[derive(Default)]
-pub(crate) struct InFlight(Mutex<HashSet<UploadId>>);
+#[derive(Clone, Default)]
+pub(crate) struct InFlight(Arc<Mutex<HashSet<UploadId>>>);
 
-struct InFlightGuard<'a> {
-    set: &'a InFlight,
+/// A claim on one session; owned, so that a chunk's write task can hold it for as long as it runs.
+struct InFlightGuard {
+    set: InFlight,
     id: UploadId,
 }
 
 impl InFlight {
-    fn enter(&self, id: &UploadId) -> Option<InFlightGuard<'_>> {
+    fn enter(&self, id: &UploadId) -> Option<InFlightGuard> {
         let mut set = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        set.insert(id.clone()).then(|| InFlightGuard { set: self, id: id.clone() })
+        set.insert(id.clone()).then(|| InFlightGuard { set: self.clone(), id: id.clone() })
     }
 }
 
-impl Drop for InFlightGuard<'_> {
+impl Drop for InFlightGuard {
     fn drop(&mut self) {
         self.set.0.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.id);
     }
@@ -103,9 +104,10 @@ impl Registry {
         declared_len: Option<u64>,
         body: ByteStream,
     ) -> Result<UploadStatus> {
-        let (_guard, record) = self.claim_session(repo, id, start).await?;
-        let (received, _) = self.write_chunk(&record, declared_len, body).await?;
-        Ok(UploadStatus { id: record.id, received })
+        let (guard, record) = self.claim_session(repo, id, start).await?;
+        let id = record.id.clone();
+        let (received, _, _guard) = self.write_chunk(guard, record, declared_len, body).await?;
+        Ok(UploadStatus { id, received })
     }
 
     /// Appends a final chunk (possibly empty) and commits the upload as `digest`.
@@ -118,8 +120,8 @@ impl Registry {
         declared_len: Option<u64>,
         body: ByteStream,
     ) -> Result<u64> {
-        let (_guard, record) = self.claim_session(repo, id, start).await?;
-        let (size, hasher) = self.write_chunk(&record, declared_len, body).await?;
+        let (guard, record) = self.claim_session(repo, id, start).await?;
+        let (size, hasher, _guard) = self.write_chunk(guard, record, declared_len, body).await?;
         let actual = if digest.algorithm() == hasher.algorithm() {
             hasher.finish()
         } else {
@@ -185,7 +187,7 @@ impl Registry {
         repo: &RepoName,
         id: &UploadId,
         start: Option<u64>,
-    ) -> Result<(InFlightGuard<'_>, UploadRecord)> {
+    ) -> Result<(InFlightGuard, UploadRecord)> {
         let guard = self.in_flight.enter(id);
         let record = self.session(repo, id).await?;
         let out_of_order = Error::UploadOutOfOrder { received: record.received };
@@ -204,43 +206,28 @@ impl Registry {
     }
 
     /// Writes `body` at the session's offset, hashing it, and advances the session record once
-    /// the bytes are durable. Returns the new offset and the hasher at that offset.
+    /// the bytes are durable. Returns the new offset, the hasher at that offset, and the claim.
+    ///
+    /// The write runs as a task of its own that holds the session's claim until it ends, and this
+    /// call awaits it. So a request dropped half way (its client gone, its connection closed)
+    /// leaves the session claimed until the write has wound down and its last block has landed:
+    /// a retry can never be overtaken by a write it does not know of. A task of its own is also
+    /// cheaper: the connection's task hands each received piece to this one, where receiving into
+    /// the request's own task woke that task while it ran, and tokio then passed it between its
+    /// workers on every piece (bench/RESULTS.md, "Push").
     async fn write_chunk(
         &self,
-        record: &UploadRecord,
+        claim: InFlightGuard,
+        record: UploadRecord,
         declared_len: Option<u64>,
         body: ByteStream,
-    ) -> Result<(u64, DigestHasher)> {
-        let hasher = DigestHasher::restore(&record.hash_state)
-            .ok_or_else(|| Error::Unavailable(format!("upload {} has an unreadable hash state", record.id)))?;
-        let hasher = Arc::new(Mutex::new(hasher));
-        let tap = hasher.clone();
-        let hashed = body
-            .map(move |chunk| {
-                if let Ok(bytes) = &chunk {
-                    tap.lock().unwrap_or_else(|p| p.into_inner()).update(bytes);
-                }
-                chunk
-            })
-            .boxed();
-        let written = self.blobs.write_part(&record.id, record.received, hashed).await?;
-        if let Some(declared) = declared_len
-            && declared != written
-        {
-            return Err(Error::SizeInvalid(format!("chunk declared {declared} bytes but carried {written}")));
-        }
-        let hasher = Arc::try_unwrap(hasher)
-            .map(|m| m.into_inner().unwrap_or_else(|p| p.into_inner()))
-            .map_err(|_| Error::Unavailable("hash state still shared after the write".into()))?;
-        let received = record.received + written;
-        if written > 0 {
-            let advanced =
-                self.meta.advance_upload(&record.id, record.received, received, &hasher.save(), now_ms()).await?;
-            if !advanced {
-                return Err(Error::UploadOutOfOrder { received: record.received });
-            }
-        }
-        Ok((received, hasher))
+    ) -> Result<(u64, DigestHasher, InFlightGuard)> {
+        let (blobs, meta) = (self.blobs.clone(), self.meta.clone());
+        let task = tokio::spawn(async move {
+            let written = write_chunk(&blobs, &meta, &record, declared_len, body).await;
+            written.map(|(received, hasher)| (received, hasher, claim))
+        });
+        task.await.map_err(|e| Error::Unavailable(format!("the chunk's write task failed: {e}")))?
     }
 
     async fn rehash(&self, id: &UploadId, len: u64, algorithm: Algorithm) -> Result<Digest> {
@@ -259,5 +246,113 @@ impl Registry {
         if let Err(e) = self.blobs.abort(id).await {
             tracing::warn!(upload = %id, error = %e, "could not remove a failed upload's bytes");
         }
+    }
+}
+
+/// The body of [`Registry::write_chunk`], run in its own task.
+async fn write_chunk(
+    blobs: &blobs::Blobs,
+    meta: &meta::Meta,
+    record: &UploadRecord,
+    declared_len: Option<u64>,
+    body: ByteStream,
+) -> Result<(u64, DigestHasher)> {
+    let hasher = DigestHasher::restore(&record.hash_state)
+        .ok_or_else(|| Error::Unavailable(format!("upload {} has an unreadable hash state", record.id)))?;
+    let hasher = Arc::new(Mutex::new(hasher));
+    let tap = hasher.clone();
+    let hashed = body
+        .map(move |chunk| {
+            if let Ok(bytes) = &chunk {
+                tap.lock().unwrap_or_else(|p| p.into_inner()).update(bytes);
+            }
+            chunk
+        })
+        .boxed();
+    let written = blobs.write_part(&record.id, record.received, hashed).await?;
+    if let Some(declared) = declared_len
+        && declared != written
+    {
+        return Err(Error::SizeInvalid(format!("chunk declared {declared} bytes but carried {written}")));
+    }
+    let hasher = Arc::try_unwrap(hasher)
+        .map(|m| m.into_inner().unwrap_or_else(|p| p.into_inner()))
+        .map_err(|_| Error::Unavailable("hash state still shared after the write".into()))?;
+    let received = record.received + written;
+    if written > 0 {
+        let advanced = meta.advance_upload(&record.id, record.received, received, &hasher.save(), now_ms()).await?;
+        if !advanced {
+            return Err(Error::UploadOutOfOrder { received: record.received });
+        }
+    }
+    Ok((received, hasher))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use futures::channel::mpsc;
+
+    use super::*;
+
+    async fn registry(dir: &std::path::Path) -> (blobs::Blobs, Registry) {
+        let blobs = blobs::Blobs(Arc::new(blobs::FsBlobStore::open(dir).unwrap()));
+        let meta = meta::Meta(Arc::new(meta::SqliteMeta::open(&dir.join("meta.db")).await.unwrap()));
+        (blobs.clone(), Registry::new(blobs, meta, crate::RegistryConfig::default()))
+    }
+
+    /// A body the test feeds piece by piece.
+    fn body() -> (mpsc::UnboundedSender<std::io::Result<Bytes>>, ByteStream) {
+        let (tx, rx) = mpsc::unbounded();
+        (tx, rx.boxed())
+    }
+
+    /// A body that is all there.
+    fn whole(bytes: &'static [u8]) -> ByteStream {
+        futures::stream::iter([Ok(Bytes::from_static(bytes))]).boxed()
+    }
+
+    #[tokio::test]
+    async fn a_dropped_request_keeps_its_session_until_its_write_has_ended() {
+        let dir = tempfile::tempdir().unwrap();
+        let (blobs, registry) = registry(dir.path()).await;
+        let repo: RepoName = "team/app".parse().unwrap();
+        let id = registry.start_upload(&repo).await.unwrap().id;
+
+        // A request that has sent 1.5 MiB (a full block goes to disk) and then stalls; its
+        // handler is dropped, as when a client vanishes or a server-side deadline passes.
+        let (first, first_body) = body();
+        first.unbounded_send(Ok(Bytes::from(vec![b'a'; 3 << 19]))).unwrap();
+        let stalled = registry.append(&repo, &id, Some(0), None, first_body);
+        let dropped = tokio::time::timeout(Duration::from_millis(200), stalled).await;
+        assert!(dropped.is_err(), "the stalled request cannot have finished");
+
+        // Its write still runs: a retry is told to wait, as for any chunk being written.
+        let refused = registry.append(&repo, &id, Some(0), None, whole(b"the retry's bytes")).await;
+        assert!(matches!(refused, Err(Error::UploadOutOfOrder { received: 0 })), "{refused:?}");
+
+        // Its body fails (the connection is gone); once the write has wound down, the retry at
+        // the same offset is taken, and only the retry's bytes are in the blob.
+        first.unbounded_send(Err(std::io::Error::other("connection reset"))).unwrap();
+        let mut status = None;
+        for _ in 0..500 {
+            match registry.append(&repo, &id, Some(0), None, whole(b"the retry's bytes")).await {
+                Err(Error::UploadOutOfOrder { received: 0 }) => tokio::time::sleep(Duration::from_millis(10)).await,
+                other => {
+                    status = Some(other.unwrap());
+                    break;
+                }
+            }
+        }
+        assert_eq!(status.expect("the session is released once the dropped write has ended").received, 17);
+        let digest = Digest::sha256_of(b"the retry's bytes");
+        assert_eq!(registry.finish_upload(&repo, &id, &digest, Some(17), None, whole(b"")).await.unwrap(), 17);
+        let Ok(blobs::BlobBody::Stream { stream, len: 17 }) = blobs.open(&digest, None).await else {
+            panic!("the blob is 17 bytes");
+        };
+        let read: Vec<Bytes> = stream.map(|c| c.unwrap()).collect().await;
+        assert_eq!(read.concat(), b"the retry's bytes");
     }
 }
