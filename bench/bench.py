@@ -11,15 +11,18 @@ Prints, for each registry and as a ratio customs/Distribution:
   - wall time to push a ~500 MB, 5-layer image with skopeo (fresh registry each time)
   - customs' peak RSS (VmHWM) after the push, and at the end
 
-Usage: bench/bench.py [--seconds 10] [--push-mb 500] [--trials 2] [--limits default|off|on]
+Usage: bench/bench.py [--seconds 10] [--push-mb 500] [--trials 2] [--limits default|off|on] [--layers tar|gzip]
   --limits off: admission limits so high they never engage, no per-client limits, no minimum
                 body rate (the "limits off" baseline)
   --limits on:  the default admission limits, plus per-client rate limits on every route class
                 (budgets too high to refuse anything here, so the checks run on every request)
+  --layers gzip: push layers already compressed (skopeo sends them as they are) instead of
+                uncompressed ones (skopeo gzips them on the way, as podman and docker do on push)
 Needs: a release build of customs (built if missing), docker-registry, wrk, skopeo (installed if missing).
 """
 
 import argparse
+import gzip
 import hashlib
 import http.client
 import io
@@ -203,8 +206,12 @@ def loadgen(url, conns, seconds, method="GET", headers=(), discard=False):
     return out
 
 
-def make_push_image(dir_, total_mb, layers=5):
-    """An OCI layout with `layers` uncompressed tar layers of random bytes, ~total_mb in all."""
+def make_push_image(dir_, total_mb, layers=5, compressed=False):
+    """An OCI layout with `layers` tar layers of random bytes, ~total_mb in all.
+
+    Uncompressed layers are compressed by skopeo as it pushes them (as podman and docker compress
+    a local image's layers on push); `compressed` layers (gzip, level 1) are sent as they are (as
+    when an image built elsewhere, or pulled, is copied on)."""
     blobs = os.path.join(dir_, "blobs", "sha256")
     os.makedirs(blobs)
 
@@ -222,9 +229,14 @@ def make_push_image(dir_, total_mb, layers=5):
             info = tarfile.TarInfo(f"layer{i}/data.bin")
             info.size = per
             t.addfile(info, io.BytesIO(os.urandom(per)))
-        d, n = put(buf.getvalue())
-        descs.append({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": n})
-        diff_ids.append(d)
+        tar = buf.getvalue()
+        diff_ids.append("sha256:" + hashlib.sha256(tar).hexdigest())
+        if compressed:
+            d, n = put(gzip.compress(tar, compresslevel=1, mtime=0))
+            descs.append({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": d, "size": n})
+        else:
+            d, n = put(tar)
+            descs.append({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": n})
     config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": diff_ids}}).encode()
     cd, cn = put(config)
     manifest = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
@@ -263,6 +275,8 @@ def main():
     p.add_argument("--push-mb", type=int, default=500)
     p.add_argument("--trials", type=int, default=2)
     p.add_argument("--limits", choices=sorted(LIMITS_ENV), default="default")
+    p.add_argument("--layers", choices=["tar", "gzip"], default="tar",
+                   help="tar: skopeo compresses the layers as it pushes; gzip: sent as they are")
     a = p.parse_args()
     CUSTOMS_ENV.update(LIMITS_ENV[a.limits])
     ensure_tools()
@@ -271,7 +285,7 @@ def main():
     try:
         # Push: fresh registries, alternating, best of `trials`.
         layout = os.path.join(work, "layout")
-        size = make_push_image(layout, a.push_mb)
+        size = make_push_image(layout, a.push_mb, compressed=a.layers == "gzip")
         pushes = {"customs": [], "distribution": []}
         push_cpu = {"customs": [], "distribution": []}
         push_rss = []
