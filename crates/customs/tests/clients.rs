@@ -1,4 +1,4 @@
-//! End to end with real clients: skopeo (and podman where it runs) against a real
+//! End to end with real clients: skopeo, buildah, podman and containerd against a real
 //! `customs serve` on 127.0.0.1:0. The test command installs the clients from Debian's packages.
 
 use std::path::Path;
@@ -167,5 +167,142 @@ fn buildah_builds_and_pushes_podman_pulls_and_pushes() {
         serde_json::from_str(&skopeo(&["inspect", "--tls-verify=false", &format!("docker://{copy}")])).unwrap();
     assert_eq!(copied["Layers"], pushed["Layers"], "the same layers went round the trip");
     assert_eq!(copied["Labels"]["built.by"], "buildah");
+    assert!(server.stop());
+}
+
+/// A containerd of its own (root, state and socket in `dir`; the CRI plugin off), driven with
+/// `ctr`: the resolver, fetcher, unpacker and pusher a kubelet's containerd uses.
+struct Containerd {
+    child: std::process::Child,
+    socket: std::path::PathBuf,
+}
+
+impl Containerd {
+    fn start(dir: &Path) -> Containerd {
+        std::fs::create_dir_all(dir).unwrap();
+        let socket = dir.join("containerd.sock");
+        let config = dir.join("config.toml");
+        let (root, state) = (dir.join("root"), dir.join("state"));
+        std::fs::write(
+            &config,
+            format!(
+                "version = 2\nroot = \"{}\"\nstate = \"{}\"\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+                 [grpc]\n  address = \"{}\"\n",
+                root.display(),
+                state.display(),
+                socket.display()
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.join("containerd.log")).unwrap();
+        let child = std::process::Command::new("containerd")
+            .arg("--config")
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("containerd runs (scripts/test.sh installs it)");
+        let started = std::time::Instant::now();
+        while !socket.exists() {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(30),
+                "containerd did not open its socket: {}",
+                std::fs::read_to_string(dir.join("containerd.log")).unwrap_or_default()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Containerd { child, socket }
+    }
+
+    /// `ctr` in the namespace `e2e`: its stdout, failing the test with its output.
+    fn ctr(&self, args: &[&str]) -> String {
+        let address = self.socket.display().to_string();
+        let mut all = vec!["--address", address.as_str(), "--namespace", "e2e"];
+        all.extend_from_slice(args);
+        run("ctr", &all)
+    }
+
+    /// The digest containerd recorded for an image it holds.
+    fn image_digest(&self, reference: &str) -> String {
+        let list = self.ctr(&["images", "ls"]);
+        list.lines()
+            .find(|l| l.split_whitespace().next() == Some(reference))
+            .and_then(|l| l.split_whitespace().find(|w| w.starts_with("sha256:")))
+            .unwrap_or_else(|| panic!("{reference} is not among containerd's images:\n{list}"))
+            .to_owned()
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Copies `tag` of the OCI layout `src` to `to` with skopeo (`--all`: every platform of an index).
+fn skopeo_push(src: &Path, tag: &str, to: &str, all: bool) {
+    let from = format!("oci:{}:{tag}", src.display());
+    let to = format!("docker://{to}");
+    let mut args = vec!["copy", "--dest-tls-verify=false"];
+    if all {
+        args.push("--all");
+    }
+    args.extend([from.as_str(), to.as_str()]);
+    skopeo(&args);
+}
+
+#[test]
+fn containerd_pulls_unpacks_and_pushes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(customs(), &tmp.path().join("data")).unwrap();
+    let host = server.addr.clone();
+    let src = tmp.path().join("src");
+    let image = ImageBuilder::new(11).layer(3, 20_000).layer(1, 200_000).build();
+    image.write_layout(&src, "v1").unwrap();
+    let index = Index::new(vec![
+        ImageBuilder::new(12).layer(2, 10_000).arch("amd64").build(),
+        ImageBuilder::new(13).layer(2, 10_000).arch("arm64").build(),
+    ]);
+    index.write_layout(&src, "multi").unwrap();
+    skopeo_push(&src, "v1", &format!("{host}/e2e/app:v1"), false);
+    skopeo_push(&src, "multi", &format!("{host}/e2e/multi:multi"), true);
+
+    let containerd = Containerd::start(&tmp.path().join("containerd"));
+    // A pull by tag, unpacked into the snapshotter: containerd checks every layer's uncompressed
+    // digest against the config's diff_ids as it applies it.
+    let app = format!("{host}/e2e/app:v1");
+    let pulled = containerd.ctr(&["images", "pull", "--plain-http", &app]);
+    assert!(pulled.contains("unpacking linux/amd64"), "{pulled}");
+    assert_eq!(containerd.image_digest(&app), image.digest.to_string());
+    // By digest, as a kubelet pulls a pinned image.
+    let pinned = format!("{host}/e2e/app@{}", image.digest);
+    containerd.ctr(&["images", "pull", "--plain-http", &pinned]);
+    assert_eq!(containerd.image_digest(&pinned), image.digest.to_string());
+    // The multi-arch index, every platform.
+    let multi = format!("{host}/e2e/multi:multi");
+    containerd.ctr(&["images", "pull", "--plain-http", "--all-platforms", &multi]);
+    assert_eq!(containerd.image_digest(&multi), index.digest.to_string());
+
+    // Pushes: into another repository of the same registry (containerd mounts the blobs it
+    // pulled from there), and into a fresh registry, where every blob is uploaded.
+    let mounted = format!("{host}/ctr/app:copied");
+    containerd.ctr(&["images", "tag", &app, &mounted]);
+    containerd.ctr(&["images", "push", "--plain-http", &mounted]);
+    let other = ServerProcess::start(customs(), &tmp.path().join("other")).unwrap();
+    let uploaded = format!("{}/ctr/multi:copied", other.addr);
+    containerd.ctr(&["images", "tag", &multi, &uploaded]);
+    containerd.ctr(&["images", "push", "--plain-http", &uploaded]);
+    for (reference, want) in [(&mounted, &image.digest), (&uploaded, &index.digest)] {
+        let raw = skopeo(&["inspect", "--tls-verify=false", "--raw", &format!("docker://{reference}")]);
+        assert_eq!(oci::Digest::sha256_of(raw.as_bytes()), *want, "{reference} holds the same manifest bytes");
+    }
+    // What containerd pushed reads back whole: skopeo copies every platform out of the fresh registry.
+    let out = tmp.path().join("out");
+    let (from, to) = (format!("docker://{uploaded}"), format!("oci:{}:back", out.display()));
+    skopeo(&["copy", "--all", "--src-tls-verify=false", &from, &to]);
+    assert_eq!(layout_digest(&out, "back"), index.digest.to_string());
+    drop(containerd);
+    assert!(other.stop());
     assert!(server.stop());
 }
