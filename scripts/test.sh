@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of customs. First installs what the tests need:
-# - from Debian's packages: skopeo, podman, buildah and containerd (real clients for the end-to-end
-#   tests; containerd runs as a daemon of the test's own, in its temp directory),
+# - from Debian's packages: skopeo, podman, buildah, containerd and docker.io (real clients for the
+#   end-to-end tests; containerd and dockerd run as daemons of the test's own, in its temp directory),
 #   curl (HTTP/2 and TLS checks), openssl (generates the test certificates; none are committed),
 #   golang-go (builds a real Go binary for the scanner), rpm (rpmbuild and an rpmdb.sqlite
 #   written by rpm itself), db5.3-util (BerkeleyDB's db_load writes an rpm Packages file),
@@ -15,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for tool in skopeo podman buildah containerd curl openssl go rpmbuild db5.3_load clamd debootstrap; do
+for tool in skopeo podman buildah containerd dockerd curl openssl go rpmbuild db5.3_load clamd debootstrap; do
   command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -23,6 +23,7 @@ if [ ${#need[@]} -gt 0 ]; then
   for tool in "${need[@]}"; do
     case "$tool" in
       go) pkgs+=(golang-go) ;;
+      dockerd) pkgs+=(docker.io) ;;
       rpmbuild) pkgs+=(rpm) ;;
       clamd) pkgs+=(clamav-daemon) ;;
       db5.3_load) pkgs+=(db5.3-util) ;;

@@ -1,4 +1,4 @@
-//! End to end with real clients: skopeo, buildah, podman and containerd against a real
+//! End to end with real clients: skopeo, buildah, podman, containerd and docker against a real
 //! `customs serve` on 127.0.0.1:0. The test command installs the clients from Debian's packages.
 
 use std::path::Path;
@@ -303,6 +303,139 @@ fn containerd_pulls_unpacks_and_pushes() {
     skopeo(&["copy", "--all", "--src-tls-verify=false", &from, &to]);
     assert_eq!(layout_digest(&out, "back"), index.digest.to_string());
     drop(containerd);
+    assert!(other.stop());
+    assert!(server.stop());
+}
+
+/// Debian's docker CLI, the version of its dockerd (another may come first on PATH).
+const DOCKER: &str = "/usr/bin/docker";
+
+/// A dockerd of its own (data, exec root and socket in `dir`; no bridge, no iptables, vfs
+/// storage), driven with Debian's docker CLI.
+struct Dockerd {
+    child: std::process::Child,
+    host: String,
+    dir: std::path::PathBuf,
+}
+
+impl Dockerd {
+    fn start(dir: &Path) -> Dockerd {
+        std::fs::create_dir_all(dir).unwrap();
+        let log = std::fs::File::create(dir.join("dockerd.log")).unwrap();
+        // dockerd lives in /usr/sbin, which a user's PATH may not hold.
+        let dockerd = ["/usr/sbin/dockerd", "dockerd"].into_iter().find(|c| Path::new(c).exists()).unwrap_or("dockerd");
+        let host = format!("unix://{}", dir.join("docker.sock").display());
+        let child = std::process::Command::new(dockerd)
+            .arg("--data-root")
+            .arg(dir.join("data"))
+            .arg("--exec-root")
+            .arg(dir.join("exec"))
+            .arg("--pidfile")
+            .arg(dir.join("dockerd.pid"))
+            .args(["-H", &host, "--iptables=false", "--ip-forward=false", "--bridge=none", "--storage-driver=vfs"])
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("dockerd runs (scripts/test.sh installs docker.io)");
+        let docker = Dockerd { child, host, dir: dir.to_owned() };
+        let started = std::time::Instant::now();
+        loop {
+            let version = std::process::Command::new(DOCKER).args(["-H", &docker.host, "version"]).output();
+            if version.is_ok_and(|o| o.status.success()) {
+                return docker;
+            }
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(60),
+                "dockerd did not answer: {}",
+                std::fs::read_to_string(dir.join("dockerd.log")).unwrap_or_default()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
+    /// `docker` with the given arguments: its stdout, failing the test with its output.
+    fn docker(&self, args: &[&str]) -> String {
+        let out = std::process::Command::new(DOCKER)
+            .args(["-H", &self.host])
+            .args(args)
+            .env("DOCKER_BUILDKIT", "0")
+            .env("DOCKER_CONFIG", self.dir.join("config"))
+            .output()
+            .expect("docker runs");
+        assert!(
+            out.status.success(),
+            "docker {args:?} failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        // SIGTERM, so that dockerd stops the containerd it started.
+        let _ = std::process::Command::new("kill").arg(self.child.id().to_string()).status();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn docker_pulls_builds_and_pushes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(customs(), &tmp.path().join("data")).unwrap();
+    let other = ServerProcess::start(customs(), &tmp.path().join("other")).unwrap();
+    let host = server.addr.clone();
+    let src = tmp.path().join("src");
+    let image = ImageBuilder::new(21).layer(2, 30_000).layer(1, 100_000).build();
+    image.write_layout(&src, "v1").unwrap();
+    let base = format!("{host}/e2e/base:v1");
+    skopeo_push(&src, "v1", &base, false);
+
+    // docker talks plain HTTP to registries on 127.0.0.0/8 without being told.
+    let docker = Dockerd::start(&tmp.path().join("docker"));
+    let pulled = docker.docker(&["pull", &base]);
+    assert!(pulled.contains(&format!("Digest: {}", image.digest)), "{pulled}");
+    let pinned = docker.docker(&["pull", &format!("{host}/e2e/base@{}", image.digest)]);
+    assert!(pinned.contains(&format!("Digest: {}", image.digest)), "{pinned}");
+
+    // Into another repository of the same registry: docker mounts the layers it pulled from there.
+    let copy = format!("{host}/e2e/copy:v2");
+    docker.docker(&["tag", &base, &copy]);
+    let pushed = docker.docker(&["push", &copy]);
+    assert!(pushed.contains("Mounted from e2e/base"), "{pushed}");
+
+    // A build on top of it, pushed to a fresh registry: every layer uploaded.
+    let context = tmp.path().join("context");
+    std::fs::create_dir_all(&context).unwrap();
+    std::fs::write(context.join("hello.txt"), "hello from docker\n").unwrap();
+    std::fs::write(context.join("Dockerfile"), format!("FROM {base}\nCOPY hello.txt /hello.txt\n")).unwrap();
+    let built = format!("{}/team/hello:1", other.addr);
+    docker.docker(&["build", "--quiet", "-t", &built, context.to_str().unwrap()]);
+    let pushed = docker.docker(&["push", &built]);
+    let digest = pushed
+        .split_whitespace()
+        .skip_while(|w| *w != "digest:")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no digest in docker's push output:\n{pushed}"))
+        .to_owned();
+    for (reference, layers) in [(&copy, 2), (&built, 3)] {
+        let raw = skopeo(&["inspect", "--tls-verify=false", "--raw", &format!("docker://{reference}")]);
+        let manifest: serde_json::Value = serde_json::from_str(&raw).unwrap();
+        assert_eq!(manifest["mediaType"], oci::media_type::DOCKER_MANIFEST, "{reference}");
+        assert_eq!(manifest["layers"].as_array().unwrap().len(), layers, "{reference}");
+        if reference == &built {
+            assert_eq!(oci::Digest::sha256_of(raw.as_bytes()).to_string(), digest, "the bytes docker pushed");
+        }
+    }
+    // The built image comes back whole into an empty docker.
+    docker.docker(&["rmi", &built, &base, &copy]);
+    assert!(!docker.docker(&["images", "-q"]).contains(|c: char| c.is_ascii_hexdigit()), "docker holds no image");
+    let again = docker.docker(&["pull", &built]);
+    assert!(again.contains(&format!("Digest: {digest}")), "{again}");
+    let history = docker.docker(&["history", "--no-trunc", &built]);
+    assert!(history.contains("COPY file:"), "{history}");
+    drop(docker);
     assert!(other.stop());
     assert!(server.stop());
 }
