@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use test_support::{ImageBuilder, Index, ServerProcess, run};
+use test_support::{ImageBuilder, Index, ServerProcess, run, run_command};
 
 fn customs() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_customs"))
@@ -14,6 +14,16 @@ fn skopeo(args: &[&str]) -> String {
     let mut all = vec!["--insecure-policy"];
     all.extend_from_slice(args);
     run("skopeo", &all)
+}
+
+/// Copies `tag` of the OCI layout `src` to the registry reference `to` with skopeo, with `extra`
+/// options of `skopeo copy` (`--all`: every platform of an index).
+fn skopeo_push(src: &Path, tag: &str, to: &str, extra: &[&str]) {
+    let (from, to) = (format!("oci:{}:{tag}", src.display()), format!("docker://{to}"));
+    let mut args = vec!["copy", "--dest-tls-verify=false"];
+    args.extend_from_slice(extra);
+    args.extend([from.as_str(), to.as_str()]);
+    skopeo(&args);
 }
 
 /// The digest recorded for `tag` in an OCI layout's index.json.
@@ -46,22 +56,9 @@ fn skopeo_copies_images_in_and_out_with_identical_digests() {
     ]);
     index.write_layout(&src, "multi").unwrap();
 
-    let push = |tag: &str, repo: &str, all: bool| {
-        let from = format!("oci:{}:{tag}", src.display());
-        let to = format!("docker://{host}/{repo}:{tag}");
-        let mut args = vec!["copy", "--dest-tls-verify=false"];
-        if all {
-            args.push("--all");
-        }
-        if tag == "docker" {
-            args.extend(["--format", "v2s2"]);
-        }
-        args.extend([from.as_str(), to.as_str()]);
-        skopeo(&args);
-    };
-    push("v1", "e2e/app", false);
-    push("docker", "e2e/app", false);
-    push("multi", "e2e/multi", true);
+    skopeo_push(&src, "v1", &format!("{host}/e2e/app:v1"), &[]);
+    skopeo_push(&src, "docker", &format!("{host}/e2e/app:docker"), &["--format", "v2s2"]);
+    skopeo_push(&src, "multi", &format!("{host}/e2e/multi:multi"), &["--all"]);
 
     // The Docker schema 2 manifest: served with its own media type, and a `dir:` copy (which
     // keeps manifest bytes) hashes to the digest the registry reports.
@@ -240,17 +237,6 @@ impl Drop for Containerd {
     }
 }
 
-/// Copies `tag` of the OCI layout `src` to `to` with skopeo (`--all`: every platform of an index).
-fn skopeo_push(src: &Path, tag: &str, to: &str, all: bool) {
-    let from = format!("oci:{}:{tag}", src.display());
-    let to = format!("docker://{to}");
-    let mut args = vec!["copy", "--dest-tls-verify=false"];
-    if all {
-        args.push("--all");
-    }
-    args.extend([from.as_str(), to.as_str()]);
-    skopeo(&args);
-}
 
 #[test]
 fn containerd_pulls_unpacks_and_pushes() {
@@ -265,8 +251,8 @@ fn containerd_pulls_unpacks_and_pushes() {
         ImageBuilder::new(13).layer(2, 10_000).arch("arm64").build(),
     ]);
     index.write_layout(&src, "multi").unwrap();
-    skopeo_push(&src, "v1", &format!("{host}/e2e/app:v1"), false);
-    skopeo_push(&src, "multi", &format!("{host}/e2e/multi:multi"), true);
+    skopeo_push(&src, "v1", &format!("{host}/e2e/app:v1"), &[]);
+    skopeo_push(&src, "multi", &format!("{host}/e2e/multi:multi"), &["--all"]);
 
     let containerd = Containerd::start(&tmp.path().join("containerd"));
     // A pull by tag, unpacked into the snapshotter: containerd checks every layer's uncompressed
@@ -355,20 +341,9 @@ impl Dockerd {
 
     /// `docker` with the given arguments: its stdout, failing the test with its output.
     fn docker(&self, args: &[&str]) -> String {
-        let out = std::process::Command::new(DOCKER)
-            .args(["-H", &self.host])
-            .args(args)
-            .env("DOCKER_BUILDKIT", "0")
-            .env("DOCKER_CONFIG", self.dir.join("config"))
-            .output()
-            .expect("docker runs");
-        assert!(
-            out.status.success(),
-            "docker {args:?} failed:\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        let mut docker = std::process::Command::new(DOCKER);
+        docker.args(["-H", &self.host]).args(args);
+        run_command(docker.env("DOCKER_BUILDKIT", "0").env("DOCKER_CONFIG", self.dir.join("config")))
     }
 }
 
@@ -390,7 +365,7 @@ fn docker_pulls_builds_and_pushes() {
     let image = ImageBuilder::new(21).layer(2, 30_000).layer(1, 100_000).build();
     image.write_layout(&src, "v1").unwrap();
     let base = format!("{host}/e2e/base:v1");
-    skopeo_push(&src, "v1", &base, false);
+    skopeo_push(&src, "v1", &base, &[]);
 
     // docker talks plain HTTP to registries on 127.0.0.0/8 without being told.
     let docker = Dockerd::start(&tmp.path().join("docker"));

@@ -27,13 +27,21 @@ pub use process::ServerProcess;
 /// Runs a client program the test command installed (skopeo, openssl, ...); its standard output.
 /// Panics with its output when it fails.
 pub fn run(program: &str, args: &[&str]) -> String {
-    let out = std::process::Command::new(program)
-        .args(args)
+    let mut command = std::process::Command::new(program);
+    command.args(args);
+    run_command(&mut command)
+}
+
+/// [`run`] for a command with more set up than its arguments (its environment, say).
+pub fn run_command(command: &mut std::process::Command) -> String {
+    let program = command.get_program().to_string_lossy().into_owned();
+    let out = command
         .output()
         .unwrap_or_else(|e| panic!("{program} is not runnable ({e}); the test command installs it"));
     assert!(
         out.status.success(),
-        "{program} {args:?} failed:\n{}\n{}",
+        "{program} {:?} failed:\n{}\n{}",
+        command.get_args().collect::<Vec<_>>(),
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
