@@ -214,7 +214,7 @@ impl Registry {
     /// a retry can never be overtaken by a write it does not know of. A task of its own is also
     /// cheaper: the connection's task hands each received piece to this one, where receiving into
     /// the request's own task woke that task while it ran, and tokio then passed it between its
-    /// workers on every piece (bench/RESULTS.md, "Push").
+    /// workers on every piece (bench/RESULTS.md, "a chunk's write in a task of its own").
     async fn write_chunk(
         &self,
         claim: InFlightGuard,
@@ -224,7 +224,7 @@ impl Registry {
     ) -> Result<(u64, DigestHasher, InFlightGuard)> {
         let (blobs, meta) = (self.blobs.clone(), self.meta.clone());
         let task = tokio::spawn(async move {
-            let written = write_chunk(&blobs, &meta, &record, declared_len, body).await;
+            let written = receive_chunk(&blobs, &meta, &record, declared_len, body).await;
             written.map(|(received, hasher)| (received, hasher, claim))
         });
         task.await.map_err(|e| Error::Unavailable(format!("the chunk's write task failed: {e}")))?
@@ -250,7 +250,7 @@ impl Registry {
 }
 
 /// The body of [`Registry::write_chunk`], run in its own task.
-async fn write_chunk(
+async fn receive_chunk(
     blobs: &blobs::Blobs,
     meta: &meta::Meta,
     record: &UploadRecord,
