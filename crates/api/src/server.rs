@@ -37,6 +37,9 @@ pub struct ServerConfig {
     pub http2: bool,
     /// Requests in flight finish within this after shutdown starts; then connections are cut.
     pub shutdown_grace: Duration,
+    /// Copy blob bytes to peers on this host through a small send buffer instead of sendfile
+    /// ([`ZeroCopyStream::new`] says why).
+    pub copy_to_local_peers: bool,
 }
 
 impl Default for ServerConfig {
@@ -46,6 +49,7 @@ impl Default for ServerConfig {
             max_header_bytes: 64 * 1024,
             http2: true,
             shutdown_grace: Duration::from_secs(30),
+            copy_to_local_peers: true,
         }
     }
 }
@@ -130,7 +134,7 @@ impl Server {
             };
             let _ = tcp.set_nodelay(true);
             stats.accepted.fetch_add(1, Ordering::Relaxed);
-            let stream = ZeroCopyStream::new(tcp, regions.clone());
+            let stream = ZeroCopyStream::new(tcp, regions.clone(), config.copy_to_local_peers);
             let connection = Connection {
                 builder: builder.clone(),
                 app: app.clone(),

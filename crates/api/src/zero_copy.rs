@@ -21,12 +21,47 @@ pub struct Peer(pub std::net::SocketAddr);
 
 pub struct ZeroCopyStream {
     tcp: TcpStream,
-    regions: Arc<MappedRegions>,
+    /// `None` for a peer on this host: its windows are copied (see [`ZeroCopyStream::new`]).
+    regions: Option<Arc<MappedRegions>>,
 }
 
+/// The send buffer of a connection to a peer on this host (the kernel doubles it for overhead).
+const LOCAL_SEND_BUFFER: libc::c_int = 128 << 10;
+
 impl ZeroCopyStream {
-    pub fn new(tcp: TcpStream, regions: Arc<MappedRegions>) -> ZeroCopyStream {
-        ZeroCopyStream { tcp, regions }
+    /// A connection whose mapped windows go out with sendfile, unless its peer is on this host
+    /// and `copy_local` is set.
+    ///
+    /// Over loopback nothing is saved by not copying: the peer's kernel copies every byte out of
+    /// the socket either way, from wherever the sent bytes live. With sendfile they live in page
+    /// cache pages, cold in the CPU's caches; copied by `write` into a send buffer kept small,
+    /// the bytes in flight stay cached until the peer reads them. That halves the CPU a local
+    /// pull costs both processes together (bench/RESULTS.md). Across a network the copy would be
+    /// pure cost and a small buffer would cap throughput on any real round-trip time, so remote
+    /// peers get sendfile and the kernel's send buffer autotuning.
+    pub fn new(tcp: TcpStream, regions: Arc<MappedRegions>, copy_local: bool) -> ZeroCopyStream {
+        let local = copy_local
+            && match (tcp.local_addr(), tcp.peer_addr()) {
+                (Ok(here), Ok(there)) => there.ip().is_loopback() || there.ip() == here.ip(),
+                _ => false,
+            };
+        if local {
+            let size = LOCAL_SEND_BUFFER;
+            // SAFETY: the socket is open and `size` is a valid c_int for the option's length.
+            let set = unsafe {
+                let ptr = (&raw const size).cast();
+                let len = size_of::<libc::c_int>() as libc::socklen_t;
+                libc::setsockopt(tcp.as_raw_fd(), libc::SOL_SOCKET, libc::SO_SNDBUF, ptr, len)
+            };
+            if set != 0 {
+                tracing::debug!(error = %io::Error::last_os_error(), "could not size a local connection's send buffer");
+            }
+        }
+        ZeroCopyStream { tcp, regions: (!local).then_some(regions) }
+    }
+
+    fn lookup(&self, bytes: &[u8]) -> Option<FileSlice> {
+        self.regions.as_ref()?.lookup(bytes)
     }
 
     fn poll_sendfile(&self, cx: &mut Context<'_>, slice: &FileSlice, len: usize) -> Poll<io::Result<usize>> {
@@ -56,7 +91,7 @@ impl AsyncRead for ZeroCopyStream {
 
 impl AsyncWrite for ZeroCopyStream {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        if let Some(slice) = self.regions.lookup(buf) {
+        if let Some(slice) = self.lookup(buf) {
             return self.poll_sendfile(cx, &slice, buf.len());
         }
         Pin::new(&mut self.tcp).poll_write(cx, buf)
@@ -68,11 +103,11 @@ impl AsyncWrite for ZeroCopyStream {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let Some(first) = bufs.iter().position(|b| !b.is_empty()) else { return Poll::Ready(Ok(0)) };
-        if let Some(slice) = self.regions.lookup(&bufs[first]) {
+        if let Some(slice) = self.lookup(&bufs[first]) {
             return self.poll_sendfile(cx, &slice, bufs[first].len());
         }
         // Plain slices up to the next mapped one go out in one writev.
-        let plain = bufs[first..].iter().take_while(|b| self.regions.lookup(b).is_none()).count();
+        let plain = bufs[first..].iter().take_while(|b| self.lookup(b).is_none()).count();
         Pin::new(&mut self.tcp).poll_write_vectored(cx, &bufs[first..first + plain])
     }
 

@@ -7,8 +7,9 @@
 
 use std::io::{self, Write as _};
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 
 use bytes::{Bytes, BytesMut};
 use futures::{StreamExt, stream};
@@ -29,6 +30,7 @@ const READ_WINDOW: usize = 1 << 20;
 pub struct FsBlobStore {
     root: PathBuf,
     regions: Arc<MappedRegions>,
+    maps: SharedMaps,
     part_writes: PartWrites,
 }
 
@@ -42,7 +44,8 @@ impl FsBlobStore {
         std::fs::write(&probe, b"ok")?;
         std::fs::remove_file(&probe)?;
         let part_writes = PartWrites::probe(&root.join("uploads"));
-        Ok(FsBlobStore { root: root.to_owned(), regions: MappedRegions::new(), part_writes })
+        let maps = SharedMaps::default();
+        Ok(FsBlobStore { root: root.to_owned(), regions: MappedRegions::new(), maps, part_writes })
     }
 
     /// How upload parts are written: direct I/O when the filesystem takes it.
@@ -113,8 +116,9 @@ impl BlobStore for FsBlobStore {
             file.read_exact(&mut buf).await.map_err(storage)?;
             return Ok(BlobBody::Stream { stream: stream::once(async { Ok(Bytes::from(buf)) }).boxed(), len });
         }
-        let file = Arc::new(file.into_std().await);
-        Ok(BlobBody::Stream { stream: mapped_windows(file, self.regions.clone(), range), len })
+        let file = file.into_std().await;
+        let map = self.maps.get_or_map(digest, file, &self.regions).map_err(storage)?;
+        Ok(BlobBody::Stream { stream: windows(map, range), len })
     }
 
     async fn put(&self, digest: &Digest, bytes: Bytes) -> Result<()> {
@@ -195,38 +199,57 @@ impl BlobStore for FsBlobStore {
     }
 }
 
-/// Streams `range` of a committed blob as memory-mapped windows of at most `READ_WINDOW` bytes.
-/// A window is mapped only when the body asks for it and unmapped once sent; nothing is faulted
-/// in here, so a connection that sends the windows with sendfile never makes them resident, and
-/// one that copies them holds at most the windows in flight.
-fn mapped_windows(file: Arc<std::fs::File>, regions: Arc<MappedRegions>, range: ByteRange) -> ByteStream {
-    const PAGE: u64 = 4096;
-    let end = range.end + 1;
-    let windows = (range.start..end).step_by(READ_WINDOW).map(move |at| (at, (end - at).min(READ_WINDOW as u64)));
-    stream::iter(windows)
-        .map(move |(at, len)| {
-            let aligned = at - at % PAGE;
-            let skip = (at - aligned) as usize;
-            // SAFETY: a committed blob file is never written or truncated again: commits rename
-            // a finished file into place and deletes unlink it, which leaves existing maps
-            // intact. So the mapped bytes cannot change or vanish under the map.
-            let map = unsafe { memmap2::MmapOptions::new().offset(aligned).len(skip + len as usize).map(&*file)? };
-            let guard = regions.register(&map[skip..], file.clone(), at);
-            Ok(Bytes::from_owner(Window { _guard: guard, map }).slice(skip..))
-        })
-        .boxed()
+/// Whole-blob maps, one per blob while any read of it is in progress, shared by those reads.
+///
+/// Mapping is cheap and faults nothing in: a connection that sends the windows with sendfile never
+/// makes a page resident. A connection that copies them (a peer on this host, TLS) faults pages in
+/// once per map rather than once per read, which is what a herd of pulls of one layer costs; they
+/// stay resident until the last read of that blob ends and the map is dropped.
+#[derive(Default)]
+struct SharedMaps {
+    live: Mutex<HashMap<Digest, Weak<BlobMap>>>,
 }
 
-/// A mapped window; the guard is declared first so it unregisters before the map is unmapped.
-struct Window {
+impl SharedMaps {
+    /// The live map of `digest`, or a new one of `file` (a committed blob of at least one byte).
+    fn get_or_map(&self, digest: &Digest, file: std::fs::File, regions: &Arc<MappedRegions>) -> io::Result<Bytes> {
+        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(map) = live.get(digest).and_then(Weak::upgrade) {
+            return Ok(Bytes::from_owner(SharedWindow(map)));
+        }
+        let file = Arc::new(file);
+        // SAFETY: a committed blob file is never written or truncated again: commits rename a
+        // finished file into place and deletes unlink it, which leaves existing maps intact. So
+        // the mapped bytes cannot change or vanish under the map. Content addressing makes a
+        // live map of a since-deleted file hold the same bytes as any later copy of the blob.
+        let map = unsafe { memmap2::Mmap::map(&*file)? };
+        let guard = regions.register(&map, file, 0);
+        let map = Arc::new(BlobMap { _guard: guard, map });
+        live.retain(|_, m| m.strong_count() > 0);
+        live.insert(digest.clone(), Arc::downgrade(&map));
+        Ok(Bytes::from_owner(SharedWindow(map)))
+    }
+}
+
+/// A mapped blob; the guard is declared first so it unregisters before the map is unmapped.
+struct BlobMap {
     _guard: RegionGuard,
     map: memmap2::Mmap,
 }
 
-impl AsRef<[u8]> for Window {
+struct SharedWindow(Arc<BlobMap>);
+
+impl AsRef<[u8]> for SharedWindow {
     fn as_ref(&self) -> &[u8] {
-        &self.map
+        &self.0.map
     }
+}
+
+/// Streams `range` of a mapped blob as slices of at most `READ_WINDOW` bytes.
+fn windows(map: Bytes, range: ByteRange) -> ByteStream {
+    let end = range.end + 1;
+    let starts = (range.start..end).step_by(READ_WINDOW);
+    stream::iter(starts.map(move |at| Ok(map.slice(at as usize..end.min(at + READ_WINDOW as u64) as usize)))).boxed()
 }
 
 /// Streams an async reader in `chunk`-sized pieces.
@@ -296,6 +319,38 @@ mod tests {
         let (ptr, len) = (probe.as_ptr() as usize, probe.len());
         drop(probe);
         assert!(regions.lookup_addr(ptr, len).is_none(), "dropped windows are unregistered");
+    }
+
+    #[tokio::test]
+    async fn reads_of_one_blob_share_one_map_while_any_is_alive() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsBlobStore::open(dir.path()).unwrap();
+        let (a, b): (Vec<u8>, Vec<u8>) = ((0..2 * READ_WINDOW).map(|i| i as u8).collect(), vec![7; 300_000]);
+        let (da, db) = (Digest::sha256_of(&a), Digest::sha256_of(&b));
+        store.put(&da, Bytes::from(a.clone())).await.unwrap();
+        store.put(&db, Bytes::from(b)).await.unwrap();
+        let first = |d: Digest, range| {
+            let store = &store;
+            async move {
+                let BlobBody::Stream { mut stream, .. } = store.open(&d, range).await.unwrap() else { panic!() };
+                stream.next().await.unwrap().unwrap()
+            }
+        };
+        let one = first(da.clone(), None).await;
+        let two = first(da.clone(), Some(ByteRange { start: 4096, end: 999_999 })).await;
+        assert_eq!(two.as_ptr() as usize, one.as_ptr() as usize + 4096, "a second read slices the same map");
+        assert_eq!(&two[..], &a[4096..1_000_000]);
+        let other = first(db, None).await;
+        let other_at = other.as_ptr() as usize;
+        assert!(other_at < one.as_ptr() as usize || other_at >= one.as_ptr() as usize + a.len(), "one map per blob");
+        assert_eq!(store.maps.live.lock().unwrap().len(), 2);
+
+        let (at, len) = (one.as_ptr() as usize, one.len());
+        drop((one, two));
+        assert!(store.mapped_regions().lookup_addr(at, len).is_none(), "the last read's end unmaps the blob");
+        let again = first(da, None).await;
+        assert_eq!(&again[..], &a[..READ_WINDOW], "a later read maps the blob anew");
+        assert_eq!(store.maps.live.lock().unwrap().len(), 2, "dead entries are pruned as maps are made");
     }
 
     #[test]

@@ -410,6 +410,9 @@ pub struct Http {
     pub body_rate_window_secs: u64,
     /// Upload requests one client may run at once; 0 means no limit.
     pub max_uploads_per_client: usize,
+    /// Send blob bytes to clients on this host by copying them through a small socket buffer,
+    /// which is faster over loopback than sendfile; remote clients always get sendfile.
+    pub copy_to_local_peers: bool,
 }
 
 impl Default for Http {
@@ -423,6 +426,7 @@ impl Default for Http {
             min_body_bytes_per_sec: u.min_bytes_per_sec,
             body_rate_window_secs: u.rate_window.as_secs(),
             max_uploads_per_client: u.max_per_client,
+            copy_to_local_peers: s.copy_to_local_peers,
         }
     }
 }
@@ -527,6 +531,7 @@ impl Config {
             max_header_bytes: self.http.max_header_bytes,
             http2: self.http.http2,
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
+            copy_to_local_peers: self.http.copy_to_local_peers,
         }
     }
 }

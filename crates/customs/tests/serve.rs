@@ -1,5 +1,6 @@
 //! `customs serve` as an operator meets it: where it listens, clear refusals, settings from the
-//! environment and the config file, and blob bytes over a real socket (sent with sendfile).
+//! environment and the config file, and blob bytes over a real socket (copied to a client on this
+//! host, sent with sendfile to any other).
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -114,11 +115,26 @@ async fn settings_reach_the_server_from_environment_and_file() {
 }
 
 #[tokio::test]
-async fn blob_bytes_over_a_real_socket_are_exact() {
+async fn blob_bytes_over_a_real_socket_are_exact_copied_to_a_local_client() {
+    let bytes_read = blob_bytes_over_a_real_socket(&[]).await;
+    // Copying reads the mapped pages, not the file: no read calls for the blob bytes.
+    assert!(bytes_read < 4_000_000, "the blob went out through read calls: {bytes_read} bytes read");
+}
+
+#[tokio::test]
+async fn blob_bytes_over_a_real_socket_are_exact_with_sendfile() {
+    let bytes_read = blob_bytes_over_a_real_socket(&[("CUSTOMS_HTTP__COPY_TO_LOCAL_PEERS", "false")]).await;
+    // sendfile counts what it sends as read from the file; 8 whole reads and the ranges.
+    assert!(bytes_read >= 8 * 3_500_123, "sendfile was not used: {bytes_read} bytes read");
+}
+
+/// Pushes a blob, reads it whole 8 times at once and in ranges, checks every byte, and returns
+/// how many bytes the server read with read-like calls meanwhile (`rchar` of /proc/PID/io).
+async fn blob_bytes_over_a_real_socket(env: &[(&str, &str)]) -> u64 {
     let tmp = tempfile::tempdir().unwrap();
-    let server = ServerProcess::start(customs(), &tmp.path().join("data")).unwrap();
+    let server = ServerProcess::start_with(customs(), &tmp.path().join("data"), env).unwrap();
     let client = Client::new(&server.url());
-    // Several mapped windows, and a tail that is not page aligned.
+    // Several windows, and a tail that is not page aligned.
     let mut data = vec![0; 3_500_123];
     Rng(99).fill(&mut data);
     let digest = Digest::sha256_of(&data);
@@ -126,6 +142,7 @@ async fn blob_bytes_over_a_real_socket_are_exact() {
     assert_eq!(r.status, StatusCode::CREATED);
     let path = format!("/v2/sock/blobs/{digest}");
 
+    let before = bytes_read(server.pid());
     let reads: Vec<_> = (0..8).map(|_| client.call(Method::GET, &path, &[], Bytes::new())).collect();
     for r in futures::future::join_all(reads).await {
         let r = r.unwrap();
@@ -139,7 +156,16 @@ async fn blob_bytes_over_a_real_socket_are_exact() {
         assert_eq!(r.status, StatusCode::PARTIAL_CONTENT, "{range}");
         assert!(r.body[..] == data[start..=end], "{range} returned other bytes");
     }
+    let read = bytes_read(server.pid()) - before;
     assert!(server.stop());
+    read
+}
+
+/// Bytes a process has read with read-like system calls (sendfile included).
+fn bytes_read(pid: u32) -> u64 {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap();
+    let line = io.lines().find_map(|l| l.strip_prefix("rchar: ")).unwrap();
+    line.trim().parse().unwrap()
 }
 
 #[tokio::test]
