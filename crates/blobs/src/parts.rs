@@ -66,6 +66,17 @@ impl PartWrites {
 /// One block is written on the blocking pool while the next is received. Whatever happens, no
 /// write is still running when this returns: a later write to the same part cannot be overtaken.
 pub(crate) async fn write(path: &Path, offset: u64, mut body: ByteStream, mode: PartWrites) -> Result<u64> {
+    // An empty chunk (a client's usual final PUT) writes nothing, so it needs no part: the
+    // earlier chunks were synced before they were acknowledged, and a commit checks the part.
+    let first = loop {
+        match body.next().await {
+            None => return Ok(0),
+            Some(Ok(chunk)) if chunk.is_empty() => continue,
+            Some(Ok(chunk)) => break chunk,
+            Some(Err(e)) => return Err(Error::Body(e)),
+        }
+    };
+    let mut body = futures::stream::once(std::future::ready(Ok(first))).chain(body);
     let head = (offset % ALIGN as u64) as usize;
     let opened = path.to_owned();
     let (file, earlier) = blocking(move || -> io::Result<(File, Vec<u8>)> {
@@ -290,6 +301,21 @@ mod tests {
         let missing = dir.path().join("missing");
         assert!(write(&missing, ALIGN as u64, body(vec![vec![1; 5]]), PartWrites::Direct).await.is_err());
         assert_eq!(std::fs::read(&path).unwrap(), vec![7; 10], "nothing written");
+    }
+
+    #[tokio::test]
+    async fn an_empty_chunk_touches_no_part() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing");
+        assert_eq!(write(&missing, 4096, body(vec![vec![], vec![]]), PartWrites::Direct).await.unwrap(), 0);
+        assert!(!missing.exists(), "no part was made");
+        let path = dir.path().join("part");
+        write(&path, 0, body(vec![vec![7; 10]]), PartWrites::Direct).await.unwrap();
+        assert_eq!(write(&path, 10, body(vec![]), PartWrites::Direct).await.unwrap(), 0);
+        assert_eq!(std::fs::read(&path).unwrap(), vec![7; 10]);
+        // Empty pieces before the first byte are skipped, not taken for the end.
+        assert_eq!(write(&path, 10, body(vec![vec![], vec![8; 3]]), PartWrites::Direct).await.unwrap(), 3);
+        assert_eq!(std::fs::read(&path).unwrap(), [vec![7; 10], vec![8; 3]].concat());
     }
 
     /// A body that fails mid-way: the error comes back (only once its blocks in flight are written,

@@ -133,7 +133,14 @@ impl Registry {
             return Err(Error::DigestMismatch { expected: digest.clone(), actual });
         }
         let _held = self.hold_bytes().await;
-        self.blobs.commit(id, size, digest).await?;
+        match self.blobs.commit(id, size, digest).await {
+            Ok(()) => {}
+            // A retry after a commit whose record never followed (a crash, a failed write to
+            // the records): the part is already the blob. Its bytes were just checked to hash to
+            // `digest`, so linking the committed copy links the same bytes.
+            Err(blobs::Error::UploadNotFound(_)) if self.blobs.stat(digest).await? == Some(size) => {}
+            Err(e) => return Err(e.into()),
+        }
         self.meta.finish_upload(id, repo, digest, size).await?;
         Ok(size)
     }
@@ -354,5 +361,28 @@ mod tests {
         };
         let read: Vec<Bytes> = stream.map(|c| c.unwrap()).collect().await;
         assert_eq!(read.concat(), b"the retry's bytes");
+    }
+
+    #[tokio::test]
+    async fn a_retried_put_completes_an_upload_whose_commit_landed_without_its_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let (blobs, registry) = registry(dir.path()).await;
+        let repo: RepoName = "team/app".parse().unwrap();
+        let id = registry.start_upload(&repo).await.unwrap().id;
+        registry.append(&repo, &id, Some(0), None, whole(b"committed, then the server died")).await.unwrap();
+        let digest = Digest::sha256_of(b"committed, then the server died");
+        // The bytes became the blob, and the server stopped before the records said so.
+        blobs.commit(&id, 31, &digest).await.unwrap();
+        assert_eq!(registry.meta.linked_blob(&repo, &digest).await.unwrap(), None);
+
+        let wrong = Digest::sha256_of(b"other bytes");
+        let refused = registry.finish_upload(&repo, &id, &wrong, Some(31), None, whole(b"")).await;
+        assert!(matches!(refused, Err(Error::DigestMismatch { .. })), "{refused:?}");
+        let id = registry.start_upload(&repo).await.unwrap().id;
+        registry.append(&repo, &id, Some(0), None, whole(b"committed, then the server died")).await.unwrap();
+        blobs.commit(&id, 31, &digest).await.unwrap();
+        assert_eq!(registry.finish_upload(&repo, &id, &digest, Some(31), None, whole(b"")).await.unwrap(), 31);
+        assert_eq!(registry.meta.linked_blob(&repo, &digest).await.unwrap(), Some(31), "the blob is in the repository");
+        assert!(registry.meta.upload(&id).await.unwrap().is_none(), "the session is over");
     }
 }
