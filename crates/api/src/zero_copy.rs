@@ -6,6 +6,7 @@
 //! being copied through, or faulted into, this process. Every other write is a plain write.
 
 use std::io;
+use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -42,7 +43,7 @@ impl ZeroCopyStream {
     pub fn new(tcp: TcpStream, regions: Arc<MappedRegions>, copy_local: bool) -> ZeroCopyStream {
         let local = copy_local
             && match (tcp.local_addr(), tcp.peer_addr()) {
-                (Ok(here), Ok(there)) => there.ip().is_loopback() || there.ip() == here.ip(),
+                (Ok(here), Ok(there)) => on_this_host(here.ip(), there.ip()),
                 _ => false,
             };
         if local {
@@ -83,6 +84,12 @@ impl ZeroCopyStream {
     }
 }
 
+/// Whether a peer at `there` reaching us at `here` is on this host: a loopback address (IPv4
+/// ones too when a dual-stack socket shows them as `::ffff:127.x.y.z`), or our own address.
+fn on_this_host(here: IpAddr, there: IpAddr) -> bool {
+    there.to_canonical().is_loopback() || there.to_canonical() == here.to_canonical()
+}
+
 impl AsyncRead for ZeroCopyStream {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.tcp).poll_read(cx, buf)
@@ -121,5 +128,23 @@ impl AsyncWrite for ZeroCopyStream {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.tcp).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_on_this_host_are_told_apart_from_remote_ones() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let node = ip("10.0.3.7");
+        for local in ["127.0.0.1", "127.0.0.2", "::1", "::ffff:127.0.0.1", "10.0.3.7", "::ffff:10.0.3.7"] {
+            assert!(on_this_host(node, ip(local)), "{local}");
+        }
+        for remote in ["10.0.3.8", "::ffff:10.0.3.8", "192.168.1.1", "fe80::1", "::ffff:192.168.1.1"] {
+            assert!(!on_this_host(node, ip(remote)), "{remote}");
+        }
+        assert!(on_this_host(ip("::ffff:127.0.0.1"), ip("::ffff:127.0.0.2")), "dual-stack loopback");
     }
 }
