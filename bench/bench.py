@@ -11,7 +11,7 @@ Prints, for each registry and as a ratio customs/Distribution:
   - wall time to push a ~500 MB, 5-layer image with skopeo (fresh registry each time)
   - customs' peak RSS (VmHWM) after the push, and at the end
 
-Usage: bench/bench.py [--seconds 10] [--push-mb 500] [--trials 2] [--limits default|off|on] [--layers tar|gzip]
+Usage: bench/bench.py [--seconds 10] [--push-mb 500] [--trials 2] [--blob-trials 5] [--limits default|off|on] [--layers tar|gzip]
   --limits off: admission limits so high they never engage, no per-client limits, no minimum
                 body rate (the "limits off" baseline)
   --limits on:  the default admission limits, plus per-client rate limits on every route class
@@ -298,6 +298,7 @@ def main():
     p.add_argument("--seconds", type=int, default=10)
     p.add_argument("--push-mb", type=int, default=500)
     p.add_argument("--trials", type=int, default=2)
+    p.add_argument("--blob-trials", type=int, default=5, help="timed blob GET runs per registry, alternating")
     p.add_argument("--limits", choices=sorted(LIMITS_ENV), default="default")
     p.add_argument("--layers", choices=["tar", "gzip"], default="tar",
                    help="tar: skopeo compresses the layers as it pushes; gzip: sent as they are")
@@ -326,8 +327,8 @@ def main():
 
         # Reads: one of each, seeded with the same fixtures. Each blob is read once before it is
         # timed, so both serve it from the page cache (customs writes uploads with O_DIRECT, so a
-        # blob just pushed to it is not cached yet; Distribution's is). Blob GET is timed `trials`
-        # times per registry, alternating, and the median kept: this VM drifts run to run.
+        # blob just pushed to it is not cached yet; Distribution's is). Blob GET is timed
+        # `blob_trials` times per registry, alternating, and the medians kept: this VM drifts.
         big = os.urandom(64 * 1024 * 1024)
         regs = [Distribution(tempfile.mkdtemp(dir=work)), Customs(tempfile.mkdtemp(dir=work))]
         try:
@@ -338,7 +339,7 @@ def main():
                 assert status == 200 and got == big, status
             blob_runs, cpu_runs = {}, {}
             sampler = RssSampler(regs[1].pid)
-            for _ in range(a.trials):
+            for _ in range(a.blob_trials):
                 for reg in regs:
                     cpu0 = cpu_seconds(reg.pid)
                     blob_rps = wrk(f"http://127.0.0.1:{reg.port}/v2/bench/app/blobs/{blobs[reg.name]}", 16, a.seconds)
@@ -367,7 +368,7 @@ def main():
 
     print(f"\ncustoms (limits: {a.limits}) vs CNCF Distribution 2.8 — {os.cpu_count()} cores, loopback, {a.seconds}s per load test")
     print(f"{'metric':<44}{'customs':>14}{'distribution':>14}{'ratio':>9}")
-    rows = [(f"blob GET MB/s (64 MiB, 16 conc, median of {a.trials})", "blob_mb_s", True),
+    rows = [(f"blob GET MB/s (64 MiB, 16 conc, median of {a.blob_trials})", "blob_mb_s", True),
             ("  server CPU seconds per GB served", "blob_server_cpu_s_per_gb", False),
             ("  MB/s, client drops bodies in kernel", "blob_mb_s_discarding", True),
             ("manifest GET req/s (64 conc)", "manifest_get_rps", True),
@@ -378,6 +379,8 @@ def main():
         c, d = results[key]["customs"], results[key]["distribution"]
         ratio = c / d if higher_better else d / c
         print(f"{label:<44}{c:>14.2f}{d:>14.2f}{ratio:>8.2f}x")
+    pairs = sorted(c / d for c, d in zip(results["blob_mb_s_runs"]["customs"], results["blob_mb_s_runs"]["distribution"]))
+    print(f"{'  blob GET ratio of each pair of runs':<44}{' '.join(f'{r:.2f}' for r in pairs)}")
     print(f"{'customs peak RSS after push (MB)':<44}{results['customs_peak_rss_mb_push']:>14.1f}")
     print(f"{'customs peak RSS at end (MB)':<44}{results['customs_peak_rss_mb_end']:>14.1f}")
     rss = results["customs_rss_mb_blob_reads"]
