@@ -1,9 +1,10 @@
-//! A TCP stream that sends mapped blob windows with `sendfile(2)`.
+//! A TCP stream that sends mapped blob windows with `sendfile(2)` to remote peers.
 //!
 //! hyper writes a response body's `Bytes` as they are (vectored writes, no copy). When such a
 //! slice is a window the blob store mapped ([`MappedRegions`]), [`ZeroCopyStream`] hands the
 //! kernel the file and offset instead, so blob bytes go from the page cache to the socket without
-//! being copied through, or faulted into, this process. Every other write is a plain write.
+//! being copied through, or faulted into, this process. Every other write is a plain write, and
+//! so is every write to a peer on this host (see [`ZeroCopyStream::new`]).
 
 use std::io;
 use std::net::IpAddr;
@@ -36,8 +37,8 @@ impl ZeroCopyStream {
     /// Over loopback nothing is saved by not copying: the peer's kernel copies every byte out of
     /// the socket either way, from wherever the sent bytes live. With sendfile they live in page
     /// cache pages, cold in the CPU's caches; copied by `write` into a send buffer kept small,
-    /// the bytes in flight stay cached until the peer reads them. That halves the CPU a local
-    /// pull costs both processes together (bench/RESULTS.md). Across a network the copy would be
+    /// the bytes in flight stay cached until the peer reads them. On two cores shared with the
+    /// client that doubles a local pull's MB/s (bench/RESULTS.md). Across a network the copy would be
     /// pure cost and a small buffer would cap throughput on any real round-trip time, so remote
     /// peers get sendfile and the kernel's send buffer autotuning.
     pub fn new(tcp: TcpStream, regions: Arc<MappedRegions>, copy_local: bool) -> ZeroCopyStream {
