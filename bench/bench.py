@@ -36,6 +36,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -136,7 +137,6 @@ class RssSampler:
     """The largest anonymous and file-backed resident sizes of a process, sampled every 50 ms."""
 
     def __init__(self, pid):
-        import threading
         self.pid, self.peak, self.done = pid, {"RssAnon": 0, "RssFile": 0}, threading.Event()
         self.thread = threading.Thread(target=self.run, daemon=True)
         self.thread.start()

@@ -38,6 +38,14 @@ fn layout_digest(dir: &Path, tag: &str) -> String {
         .unwrap_or_else(|| panic!("{tag} not in {index}"))
 }
 
+/// A multi-arch index of two small images, seeded `seed` and `seed + 1`.
+fn amd64_and_arm64(seed: u64) -> Index {
+    Index::new(vec![
+        ImageBuilder::new(seed).layer(2, 10_000).arch("amd64").build(),
+        ImageBuilder::new(seed + 1).layer(2, 10_000).arch("arm64").build(),
+    ])
+}
+
 #[test]
 fn skopeo_copies_images_in_and_out_with_identical_digests() {
     let tmp = tempfile::tempdir().unwrap();
@@ -50,10 +58,7 @@ fn skopeo_copies_images_in_and_out_with_identical_digests() {
     // skopeo's oci: transport only reads OCI types; it converts to Docker schema 2 on push.
     let for_docker = ImageBuilder::new(2).layer(2, 5000).layer(1, 70_000).build();
     for_docker.write_layout(&src, "docker").unwrap();
-    let index = Index::new(vec![
-        ImageBuilder::new(3).layer(2, 10_000).arch("amd64").build(),
-        ImageBuilder::new(4).layer(2, 10_000).arch("arm64").build(),
-    ]);
+    let index = amd64_and_arm64(3);
     index.write_layout(&src, "multi").unwrap();
 
     skopeo_push(&src, "v1", &format!("{host}/e2e/app:v1"), &[]);
@@ -246,10 +251,7 @@ fn containerd_pulls_unpacks_and_pushes() {
     let src = tmp.path().join("src");
     let image = ImageBuilder::new(11).layer(3, 20_000).layer(1, 200_000).build();
     image.write_layout(&src, "v1").unwrap();
-    let index = Index::new(vec![
-        ImageBuilder::new(12).layer(2, 10_000).arch("amd64").build(),
-        ImageBuilder::new(13).layer(2, 10_000).arch("arm64").build(),
-    ]);
+    let index = amd64_and_arm64(12);
     index.write_layout(&src, "multi").unwrap();
     skopeo_push(&src, "v1", &format!("{host}/e2e/app:v1"), &[]);
     skopeo_push(&src, "multi", &format!("{host}/e2e/multi:multi"), &["--all"]);

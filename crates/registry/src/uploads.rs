@@ -363,24 +363,28 @@ mod tests {
         assert_eq!(read.concat(), b"the retry's bytes");
     }
 
+    /// A session whose bytes became the blob `digest` while the server stopped before the records
+    /// said so: what a crash between the commit and its record leaves.
+    async fn committed_without_record(blobs: &blobs::Blobs, registry: &Registry, repo: &RepoName) -> UploadId {
+        let id = registry.start_upload(repo).await.unwrap().id;
+        registry.append(repo, &id, Some(0), None, whole(b"committed, then the server died")).await.unwrap();
+        blobs.commit(&id, 31, &Digest::sha256_of(b"committed, then the server died")).await.unwrap();
+        id
+    }
+
     #[tokio::test]
     async fn a_retried_put_completes_an_upload_whose_commit_landed_without_its_record() {
         let dir = tempfile::tempdir().unwrap();
         let (blobs, registry) = registry(dir.path()).await;
         let repo: RepoName = "team/app".parse().unwrap();
-        let id = registry.start_upload(&repo).await.unwrap().id;
-        registry.append(&repo, &id, Some(0), None, whole(b"committed, then the server died")).await.unwrap();
         let digest = Digest::sha256_of(b"committed, then the server died");
-        // The bytes became the blob, and the server stopped before the records said so.
-        blobs.commit(&id, 31, &digest).await.unwrap();
+        let id = committed_without_record(&blobs, &registry, &repo).await;
         assert_eq!(registry.meta.linked_blob(&repo, &digest).await.unwrap(), None);
 
         let wrong = Digest::sha256_of(b"other bytes");
         let refused = registry.finish_upload(&repo, &id, &wrong, Some(31), None, whole(b"")).await;
         assert!(matches!(refused, Err(Error::DigestMismatch { .. })), "{refused:?}");
-        let id = registry.start_upload(&repo).await.unwrap().id;
-        registry.append(&repo, &id, Some(0), None, whole(b"committed, then the server died")).await.unwrap();
-        blobs.commit(&id, 31, &digest).await.unwrap();
+        let id = committed_without_record(&blobs, &registry, &repo).await;
         assert_eq!(registry.finish_upload(&repo, &id, &digest, Some(31), None, whole(b"")).await.unwrap(), 31);
         assert_eq!(registry.meta.linked_blob(&repo, &digest).await.unwrap(), Some(31), "the blob is in the repository");
         assert!(registry.meta.upload(&id).await.unwrap().is_none(), "the session is over");
