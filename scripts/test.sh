@@ -58,14 +58,15 @@ fi
 export BOOKWORM_ROOTFS="$PWD/$bookworm"
 
 # A one-shot build (CI's fresh clone) gains nothing from rustc's incremental cache, which would
-# otherwise double what target/ holds. A cold test build takes about 3.5 GB; say so plainly when
-# the disk has less than that, rather than let a compiler die half-way with ENOSPC.
+# otherwise double what target/ holds. A fresh clone's whole run took 3.7 GB at its peak (the
+# build, the test venv and rootfs, the tests' temp data); say so plainly when the disk is short,
+# rather than let a compiler die half-way with ENOSPC.
 if [ -n "${CI:-}" ]; then
   export CARGO_INCREMENTAL=0
 fi
 free_kb=$(df -Pk target 2>/dev/null | awk 'NR == 2 { print $4 }')
 if [ -n "$free_kb" ] && [ "$free_kb" -lt $((5 * 1024 * 1024)) ]; then
-  echo "warning: only $((free_kb / 1024)) MB free where target/ lives; a cold build and the tests need about 5 GB" >&2
+  echo "warning: only $((free_kb / 1024)) MB free where target/ lives; a cold build and the tests take about 4 GB" >&2
 fi
 
 cargo test --workspace --locked "$@"
