@@ -274,8 +274,10 @@ async fn handle(
             Ok(StatusCode::ACCEPTED.into_response())
         }
         Endpoint::Referrers { repo, digest } => {
-            let filter = query.get("artifactType");
-            let manifests = registry.referrers(&repo, &digest, filter).await?;
+            // A media type never holds a space: a `+` left unencoded (`…+json` typed into a shell)
+            // still means `+`, not the space form encoding would make of it.
+            let filter = query.get("artifactType").map(|t| t.replace(' ', "+"));
+            let manifests = registry.referrers(&repo, &digest, filter.as_deref()).await?;
             let index = serde_json::json!({
                 "schemaVersion": 2,
                 "mediaType": media_type::OCI_INDEX,

@@ -495,7 +495,7 @@ async fn artifacts_subjects_and_referrers() {
         )
     };
     let sbom = artifact("application/vnd.example.sbom", 1);
-    let sig = artifact("application/vnd.example.sig", 2);
+    let sig = artifact("application/vnd.example.sig+json", 2);
     for a in [&sbom, &sig] {
         let d = Digest::sha256_of(a);
         let r = reg.put_manifest("art", &d.to_string(), mt::OCI_MANIFEST, a.clone()).await;
@@ -529,11 +529,18 @@ async fn artifacts_subjects_and_referrers() {
     assert_eq!(d["annotations"], json!({ "n": "1" }));
     assert_eq!(by_digest(&with_subject)["artifactType"], OCI_CONFIG);
 
-    let filtered = reg.get(&format!("/v2/art/referrers/{}?artifactType=application/vnd.example.sig", image.digest)).await;
-    assert_eq!(filtered.header("oci-filters-applied"), Some("artifactType"));
-    let listed = filtered.json()["manifests"].as_array().unwrap().clone();
-    assert_eq!(listed.len(), 1);
-    assert_eq!(listed[0]["digest"], Digest::sha256_of(&sig).to_string());
+    // The filter's `+` encoded as a client library does, and left bare as in a shell's curl.
+    for encoded in ["application/vnd.example.sig%2Bjson", "application/vnd.example.sig+json"] {
+        let filtered = reg.get(&format!("/v2/art/referrers/{}?artifactType={encoded}", image.digest)).await;
+        assert_eq!(filtered.header("oci-filters-applied"), Some("artifactType"));
+        let listed = filtered.json()["manifests"].as_array().unwrap().clone();
+        assert_eq!(listed.len(), 1, "{encoded}");
+        assert_eq!(listed[0]["digest"], Digest::sha256_of(&sig).to_string());
+        assert_eq!(listed[0]["artifactType"], "application/vnd.example.sig+json");
+    }
+    let none = reg.get(&format!("/v2/art/referrers/{}?artifactType=application/vnd.example.sig", image.digest)).await;
+    assert_eq!(none.header("oci-filters-applied"), Some("artifactType"));
+    assert_eq!(none.json()["manifests"], json!([]), "the filter matches the whole type, not a prefix");
 
     let unknown = reg.get(&format!("/v2/art/referrers/{}", Digest::sha256_of(b"nothing"))).await;
     assert_eq!(unknown.status, StatusCode::OK);
