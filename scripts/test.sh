@@ -9,8 +9,9 @@
 #   debootstrap (a clean Debian bookworm, made once into target/test-bookworm, that must show no
 #   secrets and no malware);
 # - from crates.io: cargo-auditable (builds a Rust binary whose dependencies the scanner reads);
-# - from PyPI, into target/test-venv: cyclonedx-python-lib and spdx-tools, which validate the
-#   SBOMs customs writes against their formats.
+# - from PyPI, into target/test-venv (its python is TEST_PYTHON): cyclonedx-python-lib and
+#   spdx-tools, which validate the SBOMs customs writes against their formats, and oras (the oras
+#   project's Python client; its Go CLI is in none of the package registries the test can reach).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,12 +41,13 @@ fi
 command -v cargo-auditable >/dev/null 2>&1 || cargo install --quiet --locked cargo-auditable
 
 venv=target/test-venv
-if ! "$venv/bin/python" -c 'import cyclonedx.validation.json, spdx_tools' >/dev/null 2>&1; then
-  echo "installing SBOM validators into $venv"
+if ! "$venv/bin/python" -c 'import cyclonedx.validation.json, spdx_tools, oras.layout' >/dev/null 2>&1; then
+  echo "installing SBOM validators and oras into $venv"
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check 'cyclonedx-python-lib[json-validation]==8.9.0' 'spdx-tools==0.8.5'
+  "$venv/bin/pip" install -q --disable-pip-version-check 'cyclonedx-python-lib[json-validation]==8.9.0' 'spdx-tools==0.8.5' \
+    'oras==0.2.43'
 fi
-export SBOM_VALIDATOR_PYTHON="$PWD/$venv/bin/python"
+export TEST_PYTHON="$PWD/$venv/bin/python"
 
 bookworm=target/test-bookworm
 if [ ! -f "$bookworm/var/lib/dpkg/status" ]; then

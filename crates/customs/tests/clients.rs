@@ -1,5 +1,6 @@
 //! End to end with real clients: skopeo, buildah, podman, containerd and docker against a real
-//! `customs serve` on 127.0.0.1:0. The test command installs the clients from Debian's packages.
+//! `customs serve` on 127.0.0.1:0, and the oras project's Python client. The test command installs
+//! the clients from Debian's packages, and oras from PyPI into the test venv (`TEST_PYTHON`).
 
 use std::path::Path;
 
@@ -124,6 +125,91 @@ fn skopeo_copies_images_in_and_out_with_identical_digests() {
         serde_json::from_str(&skopeo(&["list-tags", "--tls-verify=false", &format!("docker://{host}/e2e/app")])).unwrap();
     assert_eq!(tags["Tags"], serde_json::json!(["v1"]), "deleting by digest removed its tag");
     assert!(server.stop(), "customs exits cleanly on SIGTERM");
+}
+
+#[test]
+fn oras_pushes_pulls_and_finds_referrers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(customs(), &tmp.path().join("data")).unwrap();
+    let work = tmp.path().join("work");
+    let art = work.join("art");
+    std::fs::create_dir_all(&art).unwrap();
+    // Three and a bit chunks of the script's 1 MiB: the last PATCH is a short one.
+    let model = test_support::Rng(11).bytes(3 * (1 << 20) + 4321);
+    std::fs::write(art.join("model.bin"), &model).unwrap();
+    std::fs::write(art.join("README.txt"), "an artifact pushed by oras\n").unwrap();
+    std::fs::write(art.join("config.json"), r#"{"created-by":"clients.rs"}"#).unwrap();
+    std::fs::write(art.join("signature.json"), r#"{"signature":"not a real one"}"#).unwrap();
+    let index = amd64_and_arm64(21);
+    index.write_layout(&work.join("layout"), "multi").unwrap();
+
+    let python = std::env::var("TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/oras_client.py");
+    run_command(std::process::Command::new(&python).args([script, &server.addr, work.to_str().unwrap()]));
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(work.join("report.json")).unwrap()).unwrap();
+    let client = test_support::Client::new(&server.url());
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let get = |path: &str| rt.block_on(client.call(http::Method::GET, path, &[], "")).unwrap();
+
+    // The artifact: its manifest kept byte for byte, its files back whole.
+    let artifact = &report["artifact"];
+    let raw = get("/v2/oras/artifact/manifests/v1");
+    let digest = oci::Digest::sha256_of(&raw.body).to_string();
+    assert_eq!(artifact["served_digest"], digest.as_str());
+    assert_eq!(artifact["subject_digest"], digest.as_str(), "oras' own hash of the manifest it sent");
+    assert_eq!(artifact["config_media_type"], "application/vnd.customs.test.config.v1+json");
+    assert_eq!(artifact["layer_titles"], serde_json::json!(["model.bin", "README.txt"]));
+    assert_eq!(report["pulled"], serde_json::json!(["pulled/README.txt", "pulled/model.bin"]));
+    assert_eq!(std::fs::read(work.join("pulled/model.bin")).unwrap(), &model[..], "the chunked file came back whole");
+    assert_eq!(std::fs::read(work.join("pulled/README.txt")).unwrap(), b"an artifact pushed by oras\n");
+
+    // The signature, found through the referrers API, with and without the artifactType filter.
+    let signature = report["signature_digest"].as_str().unwrap();
+    let sig_type = "application/vnd.customs.test.signature.v1+json";
+    let referrers = &report["referrers"];
+    for (name, filtered) in [("all", None), ("signatures", Some("artifactType"))] {
+        let r = &referrers[name];
+        assert_eq!(r["status"], 200, "{name}: {r}");
+        assert_eq!(r["content_type"], oci::media_type::OCI_INDEX, "{name}");
+        assert_eq!(r["filters_applied"].as_str(), filtered, "{name}");
+        let manifests = r["manifests"].as_array().unwrap();
+        assert_eq!(manifests.len(), 1, "{name}: {r}");
+        assert_eq!(manifests[0]["digest"], signature, "{name}");
+        assert_eq!(manifests[0]["artifactType"], sig_type, "{name}: the config's media type stands for it");
+        assert_eq!(manifests[0]["annotations"]["org.example.signed-by"], "test", "{name}");
+    }
+    assert_eq!(referrers["other"]["filters_applied"], "artifactType");
+    assert_eq!(referrers["other"]["manifests"], serde_json::json!([]), "no referrer of another type");
+
+    // Tags: oras followed the Link header two at a time through the sorted list.
+    let all_tags = ["t1", "t2", "t3", "t4", "t5", "v1", "v1-sig"];
+    let pages: Vec<Vec<String>> = serde_json::from_value(report["tag_pages"].clone()).unwrap();
+    assert_eq!(pages.len(), 4, "{pages:?}");
+    assert!(pages.iter().all(|p| p.len() <= 2), "{pages:?}");
+    assert_eq!(pages.concat(), all_tags);
+    assert_eq!(report["tags_limited"], serde_json::json!(["t1", "t2", "t3"]));
+    assert_eq!(report["deleted"], serde_json::json!(["t2"]));
+    let left: Vec<&str> = all_tags.iter().copied().filter(|t| *t != "t2").collect();
+    assert_eq!(report["tags_after_delete"], serde_json::json!(left));
+    assert_eq!(get("/v2/oras/artifact/manifests/t2").status, http::StatusCode::NOT_FOUND);
+
+    // The layout went in as the same index and came back as the same blobs.
+    assert_eq!(oci::Digest::sha256_of(&get("/v2/oras/multi/manifests/multi").body), index.digest);
+    let back = work.join("layout-back/blobs/sha256");
+    assert_eq!(std::fs::read(back.join(index.digest.hex())).unwrap(), index.manifest);
+    for child in &index.images {
+        assert_eq!(std::fs::read(back.join(child.digest.hex())).unwrap(), child.manifest);
+        for blob in child.blobs() {
+            assert_eq!(std::fs::read(back.join(blob.digest.hex())).unwrap(), blob.bytes, "{} blob", child.arch);
+        }
+    }
+
+    // oras retries a request that failed with a 500: none may have been needed.
+    let metrics = String::from_utf8_lossy(&get("/metrics").body).into_owned();
+    let errors: Vec<&str> = metrics.lines().filter(|l| l.starts_with("customs_requests_total") && l.contains("status=\"5")).collect();
+    assert!(errors.is_empty(), "server errors: {errors:?}");
+    assert!(metrics.lines().any(|l| l.starts_with("customs_requests_total") && l.contains("status=\"202\"")), "{metrics}");
+    assert!(server.stop());
 }
 
 /// podman and buildah with their own throwaway storage (vfs), so the test touches no global state.

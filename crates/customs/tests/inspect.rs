@@ -100,7 +100,7 @@ fn pairs(list: &serde_json::Value, a: &str, b: &str) -> Vec<(String, String)> {
 }
 
 fn validate(kind: &str, file: &Path) {
-    let python = std::env::var("SBOM_VALIDATOR_PYTHON").unwrap_or_else(|_| "python3".into());
+    let python = std::env::var("TEST_PYTHON").unwrap_or_else(|_| "python3".into());
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/validate-sbom.py");
     let out = Command::new(python).arg(script).arg(kind).arg(file).output().unwrap();
     assert!(out.status.success(), "{kind}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));

@@ -126,7 +126,7 @@ fn every_push_is_inspected_and_its_sbom_and_report_are_referrers() {
     let sbom = artifact(&base, "team/app", &list, "application/vnd.cyclonedx+json");
     let sbom_file = tmp.path().join("sbom.json");
     std::fs::write(&sbom_file, &sbom).unwrap();
-    let python = std::env::var("SBOM_VALIDATOR_PYTHON").unwrap_or_else(|_| "python3".into());
+    let python = std::env::var("TEST_PYTHON").unwrap_or_else(|_| "python3".into());
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/validate-sbom.py");
     let out = Command::new(python).arg(script).arg("cyclonedx").arg(&sbom_file).output().unwrap();
     assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));

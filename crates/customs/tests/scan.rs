@@ -160,7 +160,7 @@ fn check(report: &serde_json::Value, what: &str) {
 }
 
 fn python() -> String {
-    std::env::var("SBOM_VALIDATOR_PYTHON").unwrap_or_else(|_| "python3".into())
+    std::env::var("TEST_PYTHON").unwrap_or_else(|_| "python3".into())
 }
 
 fn validate(kind: &str, file: &Path) {
@@ -168,7 +168,7 @@ fn validate(kind: &str, file: &Path) {
     let out = Command::new(python()).arg(&script).arg(kind).arg(file).output().expect("python runs");
     assert!(
         out.status.success(),
-        "{kind} validation failed (scripts/test.sh provides the validators in SBOM_VALIDATOR_PYTHON):\n{}{}",
+        "{kind} validation failed (scripts/test.sh provides the validators in TEST_PYTHON):\n{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
