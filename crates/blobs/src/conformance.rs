@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt, stream};
-use oci::Digest;
+use oci::{Algorithm, Digest};
 
 use crate::{BlobBody, BlobStore, ByteRange, ByteStream, Error, UploadId};
 
@@ -12,6 +12,7 @@ pub async fn run(store: &dyn BlobStore) {
     parts_commit_atomically(store).await;
     failed_write_keeps_earlier_bytes(store).await;
     commit_of_an_existing_digest(store).await;
+    listing_pages_through_every_blob(store).await;
 }
 
 fn body(parts: &[&[u8]]) -> ByteStream {
@@ -103,4 +104,42 @@ async fn commit_of_an_existing_digest(store: &dyn BlobStore) {
         assert!(matches!(store.read_part(&id, 0, 5).await, Err(Error::UploadNotFound(_))));
     }
     assert_eq!(read(store, &d, None).await, b"twice");
+}
+
+async fn listing_pages_through_every_blob(store: &dyn BlobStore) {
+    // What the earlier checks left, then blobs of both algorithms; a page at a time.
+    let before = store.list(None, usize::MAX).await.unwrap();
+    let mut added = Vec::new();
+    for i in 0..7u8 {
+        let data = vec![i; 10 + i as usize];
+        let d = Digest::of(if i % 3 == 0 { Algorithm::Sha512 } else { Algorithm::Sha256 }, &data);
+        store.put(&d, Bytes::from(data)).await.unwrap();
+        added.push((d, 10 + i as u64));
+    }
+    let mut all = Vec::new();
+    let mut after: Option<Digest> = None;
+    loop {
+        let page = store.list(after.as_ref(), 3).await.unwrap();
+        assert!(page.len() <= 3);
+        let Some(last) = page.last() else { break };
+        after = Some(last.digest.clone());
+        all.extend(page);
+    }
+    let names: Vec<String> = all.iter().map(|b| b.digest.to_string()).collect();
+    let mut sorted = names.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(names, sorted, "pages come in digest order, none twice");
+    assert_eq!(all.len(), before.len() + added.len());
+    for (d, size) in &added {
+        let b = all.iter().find(|b| &b.digest == d).unwrap_or_else(|| panic!("{d} listed"));
+        assert_eq!(b.size, *size);
+        let age = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64 - b.written_at_ms;
+        assert!((-5_000..600_000).contains(&age), "written just now: {age} ms ago");
+    }
+    // Deleted blobs are no longer listed.
+    for (d, _) in &added {
+        assert!(store.delete(d).await.unwrap());
+    }
+    assert_eq!(store.list(None, usize::MAX).await.unwrap(), before);
 }

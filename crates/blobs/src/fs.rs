@@ -18,7 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use crate::parts::{self, PartWrites};
 use crate::regions::{MappedRegions, RegionGuard};
-use crate::{BlobBody, BlobStore, ByteRange, ByteStream, Error, Result, UploadId};
+use crate::{BlobBody, BlobStore, ByteRange, ByteStream, Error, Result, StoredBlob, UploadId};
 
 /// Blobs smaller than this are read into memory; larger ones are memory-mapped.
 const MAP_THRESHOLD: u64 = 256 * 1024;
@@ -144,6 +144,12 @@ impl BlobStore for FsBlobStore {
         }
     }
 
+    async fn list(&self, after: Option<&Digest>, limit: usize) -> Result<Vec<StoredBlob>> {
+        let root = self.root.join("blobs");
+        let after = after.map(Digest::to_string);
+        blocking(move || list_blobs(&root, after.as_deref(), limit)).await
+    }
+
     async fn write_part(&self, id: &UploadId, offset: u64, body: ByteStream) -> Result<u64> {
         parts::write(&self.upload_path(id), offset, body, self.part_writes).await
     }
@@ -246,6 +252,61 @@ impl AsRef<[u8]> for SharedWindow {
 }
 
 /// Streams `range` of a mapped blob as slices of at most `READ_WINDOW` bytes.
+/// The walk behind [`FsBlobStore::list`] over `blobs/<algorithm>/<2 hex>/<hex>`: each level
+/// sorted, so digests come in the order of their strings (algorithm names are all six letters),
+/// and directories wholly before `after` are not read. A name that is no digest is passed over.
+fn list_blobs(root: &Path, after: Option<&str>, limit: usize) -> io::Result<Vec<StoredBlob>> {
+    let (after_algorithm, after_hex) = after.and_then(|a| a.split_once(':')).unwrap_or(("", ""));
+    let mut found = Vec::new();
+    for algorithm in sorted_names(root)? {
+        if algorithm.as_str() < after_algorithm {
+            continue;
+        }
+        let same_algorithm = algorithm == after_algorithm;
+        for prefix in sorted_names(&root.join(&algorithm))? {
+            if same_algorithm && prefix.as_str() < after_hex.get(..2).unwrap_or("") {
+                continue;
+            }
+            let dir = root.join(&algorithm).join(&prefix);
+            for hex in sorted_names(&dir)? {
+                let name = format!("{algorithm}:{hex}");
+                if after.is_some_and(|a| name.as_str() <= a) {
+                    continue;
+                }
+                let Ok(digest) = name.parse::<Digest>() else { continue };
+                let meta = match std::fs::metadata(dir.join(&hex)) {
+                    Ok(m) => m,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue, // deleted meanwhile
+                    Err(e) => return Err(e),
+                };
+                let written = meta.modified()?.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+                found.push(StoredBlob { digest, size: meta.len(), written_at_ms: written.as_millis() as i64 });
+                if found.len() == limit {
+                    return Ok(found);
+                }
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// The UTF-8 names in `dir`, sorted; none if it does not exist.
+fn sorted_names(dir: &Path) -> io::Result<Vec<String>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        if let Ok(name) = entry?.file_name().into_string() {
+            names.push(name);
+        }
+    }
+    names.sort_unstable();
+    Ok(names)
+}
+
 fn windows(map: Bytes, range: ByteRange) -> ByteStream {
     let end = range.end + 1;
     let starts = (range.start..end).step_by(READ_WINDOW);

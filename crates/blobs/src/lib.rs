@@ -1,7 +1,7 @@
 //! Content-addressed bytes.
 //!
-//! - [`BlobStore`] is the port: committed blobs by digest (stat, ranged open, whole put, delete)
-//!   and upload parts (write at an offset, commit under a digest, abort).
+//! - [`BlobStore`] is the port: committed blobs by digest (stat, ranged open, whole put, delete,
+//!   a paged listing) and upload parts (write at an offset, commit under a digest, abort).
 //! - [`FsBlobStore`] is the filesystem adapter of the embedded default.
 //! - [`conformance`] is the suite every adapter passes.
 //! - [`MappedRegions`] tells a connection which outgoing bytes are mapped blob windows, so it can
@@ -72,6 +72,15 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// A committed blob as [`BlobStore::list`] finds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredBlob {
+    pub digest: Digest,
+    pub size: u64,
+    /// When its bytes were last written, in milliseconds since the epoch.
+    pub written_at_ms: i64,
+}
+
 /// The bytes port. Adapters: [`FsBlobStore`]; S3 follows behind a feature.
 #[async_trait::async_trait]
 pub trait BlobStore: Send + Sync + 'static {
@@ -83,6 +92,10 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn put(&self, digest: &Digest, bytes: Bytes) -> Result<()>;
     /// Removes a committed blob; `false` if it was not there.
     async fn delete(&self, digest: &Digest) -> Result<bool>;
+    /// Up to `limit` committed blobs whose digests sort after `after` (from the first if `None`),
+    /// in the order of their digests' strings: garbage collection walks the store a page at a
+    /// time, so its memory does not grow with the store.
+    async fn list(&self, after: Option<&Digest>, limit: usize) -> Result<Vec<StoredBlob>>;
 
     /// Writes `body` into the upload at `offset`, creating the upload if needed; returns how many
     /// bytes were written. Durable when it returns. Bytes past `offset` from an earlier failed

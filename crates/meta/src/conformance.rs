@@ -14,6 +14,7 @@ pub async fn run(meta: &dyn MetaStore) {
     tags_and_catalog_page_in_order(meta).await;
     referrers_follow_subjects(meta).await;
     caches_know_their_least_recently_pulled(meta).await;
+    orphan_links_are_the_unreferenced_old_ones(meta).await;
     uploads_advance_only_from_where_they_are(meta).await;
     principals_grants_and_changes(meta).await;
     audit_is_ordered_and_filtered(meta).await;
@@ -208,6 +209,47 @@ async fn caches_know_their_least_recently_pulled(meta: &dyn MetaStore) {
         meta.least_recently_pulled("cache", i64::MAX, 10).await.unwrap().iter().all(|c| c.last_used_ms < later),
         "a deleted manifest's pulls go with it"
     );
+}
+
+async fn orphan_links_are_the_unreferenced_old_ones(meta: &dyn MetaStore) {
+    let (a, b) = (repo("orphans/a"), repo("orphans/b"));
+    for (r, blob) in [(&a, "layer"), (&a, "left"), (&b, "layer")] {
+        meta.link_blob(r, &d(blob), 3).await.unwrap();
+    }
+    let image = NewManifest {
+        record: record("orphans-image"),
+        blobs: vec![(d("layer"), 3)],
+        children: vec![],
+        tag: None,
+        inspect: false,
+        pushed_by: None,
+        children_optional: false,
+    };
+    meta.put_manifest(&a, &image).await.unwrap();
+    let mine = |links: Vec<(RepoName, Digest)>| -> Vec<(String, Digest)> {
+        links.into_iter().filter(|(r, _)| r.as_str().starts_with("orphans/")).map(|(r, d)| (r.to_string(), d)).collect()
+    };
+    let now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let soon = now() + 60_000;
+    // `layer` is referenced in a, not in b (a reference holds only in its own repository).
+    let mut want = vec![("orphans/a".to_owned(), d("left")), ("orphans/b".to_owned(), d("layer"))];
+    want.sort();
+    assert_eq!(mine(meta.orphan_links(soon, usize::MAX).await.unwrap()), want);
+    assert!(mine(meta.orphan_links(0, usize::MAX).await.unwrap()).is_empty(), "none linked before the epoch");
+    assert_eq!(meta.orphan_links(soon, 1).await.unwrap().len(), 1, "the limit holds");
+    // Linked again (pushed or mounted once more): it counts as new.
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    let between = now();
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    meta.link_blob(&a, &d("left"), 3).await.unwrap();
+    assert_eq!(mine(meta.orphan_links(between, usize::MAX).await.unwrap()), vec![("orphans/b".to_owned(), d("layer"))]);
+    // Once its manifest is gone, a layer is an orphan too.
+    assert!(meta.delete_manifest(&a, &d("orphans-image")).await.unwrap());
+    assert_eq!(mine(meta.orphan_links(soon, usize::MAX).await.unwrap()).len(), 3);
+    for (r, blob) in [(&a, "layer"), (&a, "left"), (&b, "layer")] {
+        assert!(meta.unlink_unreferenced_blob(r, &d(blob)).await.unwrap());
+    }
+    assert!(mine(meta.orphan_links(soon, usize::MAX).await.unwrap()).is_empty());
 }
 
 async fn referrers_follow_subjects(meta: &dyn MetaStore) {

@@ -118,6 +118,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[async_trait::async_trait]
 pub trait Repositories: Send + Sync + 'static {
     /// Records that `digest` (of `size` bytes) is in `repo`, creating the repository if needed.
+    /// Linking it again renews the link's time, from which [`Repositories::orphan_links`] counts.
     async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<()>;
     /// The size of `digest` if it is linked in `repo`.
     async fn linked_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>>;
@@ -149,6 +150,10 @@ pub trait Repositories: Send + Sync + 'static {
     /// Removes `digest`'s link from `repo` unless a manifest there references it, in one
     /// statement (a manifest recorded at the same moment either keeps it or fails).
     async fn unlink_unreferenced_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool>;
+    /// Up to `limit` blob links, linked (last) before `before_ms`, that no manifest of their
+    /// repository references: layers of a push whose manifest never came, or whose manifests
+    /// were deleted. Ordered by repository and digest.
+    async fn orphan_links(&self, before_ms: i64, limit: usize) -> Result<Vec<(RepoName, Digest)>>;
     /// Whether any repository links `digest` or holds a manifest of it: its bytes are needed.
     async fn digest_in_use(&self, digest: &Digest) -> Result<bool>;
 

@@ -66,16 +66,7 @@ impl Registry {
                 }
             }
         }
-        let _exclusive = self.bytes_guard.write().await;
-        for digest in freed {
-            if self.meta.digest_in_use(&digest).await? {
-                continue;
-            }
-            let size = self.blobs.stat(&digest).await?.unwrap_or(0);
-            if self.blobs.delete(&digest).await? {
-                evicted.bytes += size;
-            }
-        }
+        evicted.bytes = self.delete_unneeded_bytes(freed).await?.1;
         Ok(evicted)
     }
 }

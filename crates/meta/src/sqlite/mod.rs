@@ -346,6 +346,25 @@ impl Repositories for SqliteMeta {
         self.write_repo_digest(sql, repo, digest).await
     }
 
+    async fn orphan_links(&self, before_ms: i64, limit: usize) -> Result<Vec<(RepoName, Digest)>> {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT repo, digest FROM blob_links l WHERE created_at < $1 \
+             AND NOT EXISTS (SELECT 1 FROM manifest_refs r WHERE r.repo = l.repo AND r.target = l.digest) \
+             ORDER BY repo, digest LIMIT $2",
+        )
+        .bind(before_ms)
+        .bind(limit.min(i64::MAX as usize) as i64)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db)?;
+        rows.into_iter()
+            .map(|(repo, digest)| {
+                let corrupt = || Error::Corrupt(format!("stored link {repo:?} {digest:?} does not parse"));
+                Ok((repo.parse().map_err(|_| corrupt())?, digest.parse().map_err(|_| corrupt())?))
+            })
+            .collect()
+    }
+
     async fn digest_in_use(&self, digest: &Digest) -> Result<bool> {
         let found: Option<i64> = sqlx::query_scalar(
             "SELECT 1 FROM blob_links WHERE digest = $1 UNION ALL SELECT 1 FROM manifests WHERE digest = $1 LIMIT 1",
@@ -525,7 +544,7 @@ async fn link_in(tx: &mut Transaction<'_, Sqlite>, repo: &RepoName, digest: &Dig
     ensure_repo(tx, repo, now).await?;
     sqlx::query(
         "INSERT INTO blob_links (repo, digest, size, created_at) VALUES ($1, $2, $3, $4)
-         ON CONFLICT (repo, digest) DO NOTHING",
+         ON CONFLICT (repo, digest) DO UPDATE SET created_at = excluded.created_at",
     )
     .bind(repo.as_str())
     .bind(digest.to_string())

@@ -1,0 +1,80 @@
+//! Garbage collection over what pushes and deletes through the protocol left behind: the
+//! registry's `collect_garbage` pass, with the bytes looked for in the store's own directory.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use http::StatusCode;
+use oci::Digest;
+use test_support::{ImageBuilder, TestRegistry};
+
+fn stored(reg: &TestRegistry, d: &Digest) -> bool {
+    let path: PathBuf = reg.dir.path().join("blobs").join(d.algorithm().as_str()).join(&d.hex()[..2]).join(d.hex());
+    path.exists()
+}
+
+#[tokio::test]
+async fn a_pass_frees_what_deletes_and_abandoned_pushes_left_and_nothing_else() {
+    let reg = TestRegistry::new().await;
+    // One image kept, one deleted; the kept one's first layer also linked where the other was.
+    let kept = ImageBuilder::new(1).layer(1, 1000).layer(1, 2000).build();
+    let gone = ImageBuilder::new(2).layer(1, 3000).build();
+    assert_eq!(reg.push_image("gc/kept", &kept, "v1").await.status, StatusCode::CREATED);
+    assert_eq!(reg.push_image("gc/gone", &gone, "v1").await.status, StatusCode::CREATED);
+    let shared = &kept.layers[0];
+    reg.push_blob("gc/gone", &shared.bytes).await;
+    // A push whose manifest never came, and a blob whose link was deleted.
+    let abandoned = reg.push_blob("gc/abandoned", b"a layer nobody referenced").await;
+    let unlinked = reg.push_blob("gc/kept", b"deleted by digest").await;
+    assert_eq!(reg.delete(&format!("/v2/gc/kept/blobs/{unlinked}")).await.status, StatusCode::ACCEPTED);
+    assert_eq!(reg.delete(&format!("/v2/gc/gone/manifests/{}", gone.digest)).await.status, StatusCode::ACCEPTED);
+
+    // Nothing is old enough yet.
+    let young = reg.registry.collect_garbage(Duration::from_secs(3600)).await.unwrap();
+    assert_eq!(young, registry::Collected::default());
+    assert!(stored(&reg, &gone.digest) && stored(&reg, &abandoned) && stored(&reg, &unlinked));
+
+    let collected = reg.registry.collect_garbage(Duration::ZERO).await.unwrap();
+    // Links: gone's config and layer, the shared layer's second link, the abandoned blob.
+    assert_eq!(collected.links, 4, "{collected:?}");
+    let freed: Vec<&Digest> = vec![&gone.digest, &gone.config.digest, &gone.layers[0].digest, &abandoned, &unlinked];
+    assert_eq!(collected.blobs, freed.len(), "{collected:?}");
+    let sizes = gone.manifest.len() + gone.config.bytes.len() + gone.layers[0].bytes.len() + 25 + 17;
+    assert_eq!(collected.bytes, sizes as u64);
+    for d in freed {
+        assert!(!stored(&reg, d), "{d} freed");
+    }
+    assert_eq!(reg.head(&format!("/v2/gc/abandoned/blobs/{abandoned}")).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(reg.head(&format!("/v2/gc/gone/blobs/{}", shared.digest)).await.status, StatusCode::NOT_FOUND);
+
+    // The image still referenced is whole and served.
+    let manifest = reg.get("/v2/gc/kept/manifests/v1").await;
+    assert_eq!(manifest.status, StatusCode::OK);
+    assert_eq!(manifest.body, kept.manifest);
+    for blob in kept.blobs() {
+        let r = reg.get(&format!("/v2/gc/kept/blobs/{}", blob.digest)).await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(r.body, blob.bytes);
+    }
+    // A second pass finds nothing more.
+    assert_eq!(reg.registry.collect_garbage(Duration::ZERO).await.unwrap(), registry::Collected::default());
+}
+
+#[tokio::test]
+async fn a_manifest_after_its_layers_were_collected_is_refused_and_the_push_can_be_redone() {
+    let reg = TestRegistry::new().await;
+    let image = ImageBuilder::new(3).layer(1, 500).build();
+    for blob in image.blobs() {
+        reg.push_blob("gc/slow", &blob.bytes).await;
+    }
+    // The pass ran between the layers and the manifest, with no delay to spare them.
+    assert_eq!(reg.registry.collect_garbage(Duration::ZERO).await.unwrap().blobs, 2);
+    let late = reg.put_manifest("gc/slow", "v1", &image.media_type, image.manifest.clone()).await;
+    assert_eq!(late.status, StatusCode::BAD_REQUEST);
+    assert_eq!(late.error_code(), "MANIFEST_BLOB_UNKNOWN");
+    assert_eq!(reg.get("/v2/gc/slow/manifests/v1").await.status, StatusCode::NOT_FOUND, "nothing points at nothing");
+    // What a client does next: push the layers again, then the manifest.
+    assert_eq!(reg.push_image("gc/slow", &image, "v1").await.status, StatusCode::CREATED);
+    let r = reg.get(&format!("/v2/gc/slow/blobs/{}", image.layers[0].digest)).await;
+    assert_eq!(r.body, image.layers[0].bytes);
+}

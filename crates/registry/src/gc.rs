@@ -1,0 +1,95 @@
+//! Garbage collection: the bytes and links that deletes and abandoned pushes leave behind.
+//!
+//! A DELETE takes records away (a manifest, a tag, a blob's link); the bytes stay until no record
+//! anywhere needs them. A pass of [`Registry::collect_garbage`]:
+//! 1. unlinks the blob links that no manifest of their repository references, linked (last) more
+//!    than `delay` ago: layers of a push whose manifest never came, layers of deleted manifests;
+//! 2. deletes from the blob store the bytes written more than `delay` ago that no repository
+//!    links and no manifest is made of, under [`Registry::hold_bytes`]'s exclusive side (the
+//!    invariant in `evict.rs`), a page at a time.
+//!
+//! Why the delay: a client pushes layers first and the manifest that references them last, so
+//! a layer is unreferenced for as long as the push takes. A manifest that arrives after its
+//! layers were unlinked is refused with `MANIFEST_BLOB_UNKNOWN` (the records' transaction checks
+//! every link) and the client pushes the layers again; nothing is ever left pointing at nothing.
+
+use std::time::Duration;
+
+use oci::Digest;
+
+use crate::{Registry, Result, now_ms};
+
+/// Links and blobs handled per page: bounds memory and how long pushes wait on a deletion.
+const PAGE: usize = 500;
+
+/// What a pass of garbage collection removed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Collected {
+    /// Blob links no manifest of their repository referenced.
+    pub links: usize,
+    /// Blobs (layers, configs, manifests) deleted from the store.
+    pub blobs: usize,
+    /// Their bytes.
+    pub bytes: u64,
+}
+
+impl Registry {
+    /// One pass of garbage collection, sparing what was linked or written less than `delay` ago.
+    pub async fn collect_garbage(&self, delay: Duration) -> Result<Collected> {
+        // The last millisecond that is old enough.
+        let cutoff = now_ms().saturating_sub(delay.as_millis().min(i64::MAX as u128) as i64);
+        let mut collected = Collected::default();
+        loop {
+            let page = self.meta.orphan_links(cutoff + 1, PAGE).await?;
+            let mut unlinked = 0;
+            for (repo, digest) in &page {
+                // A manifest recorded since the page was read keeps its layer.
+                if self.meta.unlink_unreferenced_blob(repo, digest).await? {
+                    unlinked += 1;
+                }
+            }
+            collected.links += unlinked;
+            if page.len() < PAGE || unlinked == 0 {
+                break;
+            }
+        }
+        let mut after: Option<Digest> = None;
+        loop {
+            let page = self.blobs.list(after.as_ref(), PAGE).await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.digest.clone());
+            let mut unneeded = Vec::new();
+            for blob in page.iter().filter(|b| b.written_at_ms <= cutoff) {
+                if !self.meta.digest_in_use(&blob.digest).await? {
+                    unneeded.push(blob.digest.clone());
+                }
+            }
+            let (blobs, bytes) = self.delete_unneeded_bytes(unneeded).await?;
+            collected.blobs += blobs;
+            collected.bytes += bytes;
+            if page.len() < PAGE {
+                break;
+            }
+        }
+        Ok(collected)
+    }
+
+    /// Deletes the bytes of those of `digests` that no record needs, checked again under the
+    /// exclusive side of [`Registry::hold_bytes`]: nothing can come to need them meanwhile.
+    /// Returns how many blobs were deleted and their bytes.
+    pub(crate) async fn delete_unneeded_bytes(&self, digests: impl IntoIterator<Item = Digest>) -> Result<(usize, u64)> {
+        let (mut blobs, mut bytes) = (0, 0);
+        let _exclusive = self.bytes_guard.write().await;
+        for digest in digests {
+            if self.meta.digest_in_use(&digest).await? {
+                continue;
+            }
+            let size = self.blobs.stat(&digest).await?.unwrap_or(0);
+            if self.blobs.delete(&digest).await? {
+                blobs += 1;
+                bytes += size;
+            }
+        }
+        Ok((blobs, bytes))
+    }
+}
