@@ -4,7 +4,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::StatusCode;
+use oci::media_type as mt;
 use oci::Digest;
 use test_support::{ImageBuilder, TestRegistry};
 
@@ -27,6 +29,25 @@ async fn a_pass_frees_what_deletes_and_abandoned_pushes_left_and_nothing_else() 
     let abandoned = reg.push_blob("gc/abandoned", b"a layer nobody referenced").await;
     let unlinked = reg.push_blob("gc/kept", b"deleted by digest").await;
     assert_eq!(reg.delete(&format!("/v2/gc/kept/blobs/{unlinked}")).await.status, StatusCode::ACCEPTED);
+    // An SBOM of the image to be deleted, and one of the image kept.
+    let empty = reg.push_blob("gc/gone", b"{}").await;
+    reg.push_blob("gc/kept", b"{}").await;
+    let sbom = |subject: &test_support::Image| {
+        Bytes::from(
+            serde_json::json!({
+                "schemaVersion": 2, "mediaType": mt::OCI_MANIFEST, "artifactType": "application/spdx+json",
+                "config": { "mediaType": mt::OCI_EMPTY, "digest": empty.to_string(), "size": 2 },
+                "layers": [{ "mediaType": mt::OCI_EMPTY, "digest": empty.to_string(), "size": 2 }],
+                "subject": { "mediaType": mt::OCI_MANIFEST, "digest": subject.digest.to_string(), "size": subject.manifest.len() },
+            })
+            .to_string(),
+        )
+    };
+    let (gone_sbom, kept_sbom) = (sbom(&gone), sbom(&kept));
+    for (repo, m) in [("gc/gone", &gone_sbom), ("gc/kept", &kept_sbom)] {
+        let d = Digest::sha256_of(m).to_string();
+        assert_eq!(reg.put_manifest(repo, &d, mt::OCI_MANIFEST, m.clone()).await.status, StatusCode::CREATED);
+    }
     assert_eq!(reg.delete(&format!("/v2/gc/gone/manifests/{}", gone.digest)).await.status, StatusCode::ACCEPTED);
 
     // Nothing is old enough yet.
@@ -35,17 +56,26 @@ async fn a_pass_frees_what_deletes_and_abandoned_pushes_left_and_nothing_else() 
     assert!(stored(&reg, &gone.digest) && stored(&reg, &abandoned) && stored(&reg, &unlinked));
 
     let collected = reg.registry.collect_garbage(Duration::ZERO).await.unwrap();
-    // Links: gone's config and layer, the shared layer's second link, the abandoned blob.
-    assert_eq!(collected.links, 4, "{collected:?}");
-    let freed: Vec<&Digest> = vec![&gone.digest, &gone.config.digest, &gone.layers[0].digest, &abandoned, &unlinked];
+    // The deleted image's SBOM; links: gone's config and layer, the SBOM's empty blob, the
+    // shared layer's second link, the abandoned blob. The empty blob's bytes stay for kept's SBOM.
+    assert_eq!(collected.referrers, 1, "{collected:?}");
+    assert_eq!(collected.links, 5, "{collected:?}");
+    let gone_sbom_digest = Digest::sha256_of(&gone_sbom);
+    let freed: Vec<&Digest> =
+        vec![&gone.digest, &gone_sbom_digest, &gone.config.digest, &gone.layers[0].digest, &abandoned, &unlinked];
     assert_eq!(collected.blobs, freed.len(), "{collected:?}");
-    let sizes = gone.manifest.len() + gone.config.bytes.len() + gone.layers[0].bytes.len() + 25 + 17;
+    let sizes = gone.manifest.len() + gone_sbom.len() + gone.config.bytes.len() + gone.layers[0].bytes.len() + 25 + 17;
     assert_eq!(collected.bytes, sizes as u64);
     for d in freed {
         assert!(!stored(&reg, d), "{d} freed");
     }
     assert_eq!(reg.head(&format!("/v2/gc/abandoned/blobs/{abandoned}")).await.status, StatusCode::NOT_FOUND);
     assert_eq!(reg.head(&format!("/v2/gc/gone/blobs/{}", shared.digest)).await.status, StatusCode::NOT_FOUND);
+
+    assert_eq!(reg.get(&format!("/v2/gc/gone/referrers/{}", gone.digest)).await.json()["manifests"], serde_json::json!([]));
+    let kept_referrers = reg.get(&format!("/v2/gc/kept/referrers/{}", kept.digest)).await.json();
+    assert_eq!(kept_referrers["manifests"][0]["digest"], Digest::sha256_of(&kept_sbom).to_string());
+    assert!(stored(&reg, &empty));
 
     // The image still referenced is whole and served.
     let manifest = reg.get("/v2/gc/kept/manifests/v1").await;

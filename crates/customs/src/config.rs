@@ -46,6 +46,26 @@ pub struct Config {
     /// Upstream registries pulled through: `/v2/<name>/<repository>/...` is fetched from the
     /// upstream's `<repository>` (also `customs serve --mirror NAME=URL`).
     pub mirrors: Vec<Mirror>,
+    /// Garbage collection: freeing the bytes that deletes and abandoned pushes leave.
+    pub gc: Gc,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Gc {
+    /// Run a pass in the background every `interval_secs` while serving (`customs gc` runs one
+    /// on a stopped server's data directory either way).
+    pub enabled: bool,
+    pub interval_secs: u64,
+    /// Layers linked and bytes written less than this long ago are spared: a push in progress
+    /// has its layers in before the manifest that references them.
+    pub delay_secs: u64,
+}
+
+impl Default for Gc {
+    fn default() -> Self {
+        Gc { enabled: true, interval_secs: 3600, delay_secs: 3600 }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -617,6 +637,7 @@ impl Default for Config {
             gate: Gate::default(),
             webhooks: Vec::new(),
             mirrors: Vec::new(),
+            gc: Gc::default(),
         }
     }
 }

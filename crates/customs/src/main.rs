@@ -7,6 +7,7 @@ mod config;
 mod db;
 mod engines;
 mod gate;
+mod gc;
 mod policy_cmd;
 mod query;
 mod scan;
@@ -93,6 +94,14 @@ enum Command {
         #[command(subcommand)]
         command: query::WaiverCommand,
     },
+    /// Free what deletes and abandoned pushes left: one pass of garbage collection over the data
+    /// directory of a stopped server.
+    Gc {
+        #[command(flatten)]
+        args: ServeArgs,
+        #[command(flatten)]
+        gc: gc::GcArgs,
+    },
     /// Print the audit log: id, time, actor, action, target, client, detail.
     Audit {
         #[command(flatten)]
@@ -178,6 +187,7 @@ fn main() -> std::process::ExitCode {
         Command::Query { args, command } => args.load().and_then(|c| query::run(c, query::Command::Query(command))),
         Command::Waiver { args, command } => args.load().and_then(|c| query::run(c, query::Command::Waiver(command))),
         Command::Db { args, command } => args.load().and_then(|c| db::run(c, command)),
+        Command::Gc { args, gc } => args.load().and_then(|c| gc::run(c, gc)),
         Command::Policy { command } => match policy_cmd::run(command) {
             Ok(code) => return std::process::ExitCode::from(code),
             Err(e) => Err(e),

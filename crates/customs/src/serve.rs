@@ -1,6 +1,7 @@
 //! `customs serve`: open the stores, bind, serve until a signal, drain, stop workers.
 
 use std::fs::File;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,19 +31,34 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         .block_on(serve(config))
 }
 
+/// A data directory opened for the one process that may change its bytes: locked, its blob
+/// store and its records.
+pub(crate) struct DataDir {
+    pub path: PathBuf,
+    pub blobs: FsBlobStore,
+    pub meta: SqliteMeta,
+    _lock: File,
+}
+
+impl DataDir {
+    pub(crate) async fn open(data: &Path) -> anyhow::Result<DataDir> {
+        std::fs::create_dir_all(data).with_context(|| format!("cannot create data directory {}", data.display()))?;
+        let path = data.canonicalize().with_context(|| format!("cannot resolve data directory {}", data.display()))?;
+        let lock = lock_data_dir(&path)?;
+        let blobs = FsBlobStore::open(&path).with_context(|| format!("data directory {} is not writable", path.display()))?;
+        let meta = SqliteMeta::open(&path.join("meta.db"))
+            .await
+            .with_context(|| format!("cannot open the records database in {}", path.display()))?;
+        Ok(DataDir { path, blobs, meta, _lock: lock })
+    }
+}
+
 async fn serve(config: Config) -> anyhow::Result<()> {
-    let data = &config.data;
-    std::fs::create_dir_all(data).with_context(|| format!("cannot create data directory {}", data.display()))?;
-    let data = data.canonicalize().with_context(|| format!("cannot resolve data directory {}", data.display()))?;
-    let _lock = lock_data_dir(&data)?;
-    let blobs = FsBlobStore::open(&data).with_context(|| format!("data directory {} is not writable", data.display()))?;
+    let DataDir { path: data, blobs, meta, _lock } = DataDir::open(&config.data).await?;
     if blobs.part_writes() == blobs::PartWrites::Buffered {
         tracing::warn!(data = %data.display(), "the filesystem refuses O_DIRECT: uploads are written through the page cache, at more CPU per byte");
     }
     let regions = blobs.mapped_regions();
-    let meta = SqliteMeta::open(&data.join("meta.db"))
-        .await
-        .with_context(|| format!("cannot open the records database in {}", data.display()))?;
     let meta = Arc::new(meta);
     let mut registry_config = config.limits.registry();
     if config.gate.enabled {
@@ -85,6 +101,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let scheme = if tls.is_some() { "https" } else { "http" };
 
     let janitor = tokio::spawn(upload_janitor(registry.clone(), stop_rx.clone()));
+    let collector = config.gc.enabled.then(|| tokio::spawn(garbage_collector(registry.clone(), config.gc.clone(), stop_rx.clone())));
     let evictor = mirror.clone().map(|m| tokio::spawn(mirror_evictor(m, stop_rx.clone())));
     let inspectors = if config.inspection.enabled {
         let engines = crate::engines::build(&config, &crate::engines::Wanted { secrets: true, malware: true, misconfig: true }, &[], &[], None)
@@ -142,6 +159,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     let _ = stop_tx.send(true);
     let _ = janitor.await;
+    if let Some(c) = collector {
+        let _ = c.await;
+    }
     if let Some(e) = evictor {
         let _ = e.await;
     }
@@ -169,6 +189,27 @@ async fn upload_janitor(registry: Arc<Registry>, mut stop: watch::Receiver<bool>
             Ok(0) => {}
             Ok(n) => tracing::info!(worker = "upload-janitor", purged = n, "removed abandoned upload sessions"),
             Err(e) => tracing::warn!(worker = "upload-janitor", error = %e, "purging upload sessions failed"),
+        }
+    }
+}
+
+/// Worker "gc": a pass of garbage collection every `interval_secs` until shutdown, which waits
+/// for a pass under way to finish.
+async fn garbage_collector(registry: Arc<Registry>, gc: crate::config::Gc, mut stop: watch::Receiver<bool>) {
+    let period = Duration::from_secs(gc.interval_secs.max(1));
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            () = tokio::time::sleep(period) => {}
+        }
+        let started = std::time::Instant::now();
+        match registry.collect_garbage(Duration::from_secs(gc.delay_secs)).await {
+            Ok(c) if c == registry::Collected::default() => {}
+            Ok(c) => tracing::info!(
+                worker = "gc", referrers = c.referrers, links = c.links, blobs = c.blobs, bytes = c.bytes,
+                ms = started.elapsed().as_millis() as u64, "freed what no record needs"
+            ),
+            Err(e) => tracing::warn!(worker = "gc", error = %e, "a garbage collection pass failed"),
         }
     }
 }

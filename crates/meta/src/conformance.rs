@@ -15,6 +15,7 @@ pub async fn run(meta: &dyn MetaStore) {
     referrers_follow_subjects(meta).await;
     caches_know_their_least_recently_pulled(meta).await;
     orphan_links_are_the_unreferenced_old_ones(meta).await;
+    dangling_referrers_go_unless_kept(meta).await;
     uploads_advance_only_from_where_they_are(meta).await;
     principals_grants_and_changes(meta).await;
     audit_is_ordered_and_filtered(meta).await;
@@ -250,6 +251,43 @@ async fn orphan_links_are_the_unreferenced_old_ones(meta: &dyn MetaStore) {
         assert!(meta.unlink_unreferenced_blob(r, &d(blob)).await.unwrap());
     }
     assert!(mine(meta.orphan_links(soon, usize::MAX).await.unwrap()).is_empty());
+}
+
+async fn dangling_referrers_go_unless_kept(meta: &dyn MetaStore) {
+    let r = repo("dangling/app");
+    meta.link_blob(&r, &d("dangling-layer"), 1).await.unwrap();
+    let manifest = |name: &str, subject: Option<&str>, tag: Option<&str>, children: &[&str]| NewManifest {
+        record: ManifestRecord { subject: subject.map(d), ..record(name) },
+        blobs: vec![(d("dangling-layer"), 1)],
+        children: children.iter().map(|c| d(c)).collect(),
+        tag: tag.map(self::tag),
+        inspect: false,
+        pushed_by: None,
+        children_optional: false,
+    };
+    meta.put_manifest(&r, &manifest("image", None, Some("v1"), &[])).await.unwrap();
+    meta.put_manifest(&r, &manifest("sbom", Some("image"), None, &[])).await.unwrap();
+    meta.put_manifest(&r, &manifest("sbom-sig", Some("sbom"), None, &[])).await.unwrap();
+    meta.put_manifest(&r, &manifest("tagged-sig", Some("image"), Some("sig"), &[])).await.unwrap();
+    meta.put_manifest(&r, &manifest("early", Some("not-yet-pushed"), None, &[])).await.unwrap();
+    meta.put_manifest(&r, &manifest("child", Some("gone-too"), None, &[])).await.unwrap();
+    meta.put_manifest(&r, &manifest("index", None, Some("multi"), &["child"])).await.unwrap();
+    let soon = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64 + 60_000;
+    let mine = |v: Vec<(RepoName, Digest)>| -> Vec<Digest> { v.into_iter().filter(|(x, _)| x == &r).map(|(_, d)| d).collect() };
+
+    // While the image is there, only the referrer of what was never pushed dangles; not yet old.
+    assert!(mine(meta.delete_dangling_referrers(0, usize::MAX).await.unwrap()).is_empty());
+    assert_eq!(mine(meta.delete_dangling_referrers(soon, usize::MAX).await.unwrap()), vec![d("early")]);
+    // The image goes: its SBOM dangles, then the SBOM's signature; the tagged signature and the
+    // index's child are kept.
+    assert!(meta.delete_manifest(&r, &d("image")).await.unwrap());
+    assert_eq!(mine(meta.delete_dangling_referrers(soon, usize::MAX).await.unwrap()), vec![d("sbom")]);
+    assert_eq!(mine(meta.delete_dangling_referrers(soon, usize::MAX).await.unwrap()), vec![d("sbom-sig")]);
+    assert!(mine(meta.delete_dangling_referrers(soon, usize::MAX).await.unwrap()).is_empty());
+    for (kept, why) in [("tagged-sig", "tagged"), ("child", "in an index")] {
+        assert!(meta.manifest(&r, &Reference::Digest(d(kept))).await.unwrap().is_some(), "{why}");
+    }
+    assert!(meta.referrers(&r, &d("sbom"), None).await.unwrap().is_empty(), "gone with its references");
 }
 
 async fn referrers_follow_subjects(meta: &dyn MetaStore) {

@@ -150,6 +150,10 @@ pub trait Repositories: Send + Sync + 'static {
     /// Removes `digest`'s link from `repo` unless a manifest there references it, in one
     /// statement (a manifest recorded at the same moment either keeps it or fails).
     async fn unlink_unreferenced_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool>;
+    /// Deletes, in one transaction, up to `limit` referrers whose subject is not in their
+    /// repository (deleted, or never pushed), stored before `before_ms`, that no tag and no index
+    /// keeps; returns them. A referrer of a referrer so deleted is found by the next call.
+    async fn delete_dangling_referrers(&self, before_ms: i64, limit: usize) -> Result<Vec<(RepoName, Digest)>>;
     /// Up to `limit` blob links, linked (last) before `before_ms`, that no manifest of their
     /// repository references: layers of a push whose manifest never came, or whose manifests
     /// were deleted. Ordered by repository and digest.

@@ -2,9 +2,12 @@
 //!
 //! A DELETE takes records away (a manifest, a tag, a blob's link); the bytes stay until no record
 //! anywhere needs them. A pass of [`Registry::collect_garbage`]:
-//! 1. unlinks the blob links that no manifest of their repository references, linked (last) more
+//! 1. deletes the referrers (an SBOM, a report, a signature) stored more than `delay` ago whose
+//!    subject is not in their repository, unless a tag or an index keeps them; then the
+//!    referrers of those;
+//! 2. unlinks the blob links that no manifest of their repository references, linked (last) more
 //!    than `delay` ago: layers of a push whose manifest never came, layers of deleted manifests;
-//! 2. deletes from the blob store the bytes written more than `delay` ago that no repository
+//! 3. deletes from the blob store the bytes written more than `delay` ago that no repository
 //!    links and no manifest is made of, under [`Registry::hold_bytes`]'s exclusive side (the
 //!    invariant in `evict.rs`), a page at a time.
 //!
@@ -25,6 +28,8 @@ const PAGE: usize = 500;
 /// What a pass of garbage collection removed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Collected {
+    /// Referrers whose subject was gone.
+    pub referrers: usize,
     /// Blob links no manifest of their repository referenced.
     pub links: usize,
     /// Blobs (layers, configs, manifests) deleted from the store.
@@ -39,6 +44,16 @@ impl Registry {
         // The last millisecond that is old enough.
         let cutoff = now_ms().saturating_sub(delay.as_millis().min(i64::MAX as u128) as i64);
         let mut collected = Collected::default();
+        loop {
+            let deleted = self.meta.delete_dangling_referrers(cutoff + 1, PAGE).await?;
+            for (repo, _) in &deleted {
+                self.cache.invalidate(repo);
+            }
+            collected.referrers += deleted.len();
+            if deleted.is_empty() {
+                break;
+            }
+        }
         loop {
             let page = self.meta.orphan_links(cutoff + 1, PAGE).await?;
             let mut unlinked = 0;

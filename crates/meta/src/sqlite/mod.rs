@@ -238,23 +238,34 @@ impl Repositories for SqliteMeta {
 
     async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
         let mut tx = self.writer.begin().await.map_err(db)?;
-        for sql in [
-            "DELETE FROM tags WHERE repo = $1 AND digest = $2",
-            "DELETE FROM manifest_refs WHERE repo = $1 AND manifest = $2",
-            "DELETE FROM inspection_jobs WHERE repo = $1 AND digest = $2",
-            "DELETE FROM verdicts WHERE repo = $1 AND digest = $2",
-            "DELETE FROM manifest_pulls WHERE repo = $1 AND digest = $2",
-        ] {
-            sqlx::query(sql).bind(repo.as_str()).bind(digest.to_string()).execute(&mut *tx).await.map_err(db)?;
-        }
-        let done = sqlx::query("DELETE FROM manifests WHERE repo = $1 AND digest = $2")
-            .bind(repo.as_str())
-            .bind(digest.to_string())
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
+        let done = delete_manifest_in(&mut tx, repo, digest).await?;
         tx.commit().await.map_err(db)?;
-        Ok(done.rows_affected() > 0)
+        Ok(done)
+    }
+
+    async fn delete_dangling_referrers(&self, before_ms: i64, limit: usize) -> Result<Vec<(RepoName, Digest)>> {
+        let mut tx = self.writer.begin().await.map_err(db)?;
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT repo, digest FROM manifests m WHERE subject IS NOT NULL AND created_at < $1 \
+             AND NOT EXISTS (SELECT 1 FROM manifests s WHERE s.repo = m.repo AND s.digest = m.subject) \
+             AND NOT EXISTS (SELECT 1 FROM tags t WHERE t.repo = m.repo AND t.digest = m.digest) \
+             AND NOT EXISTS (SELECT 1 FROM manifest_refs r WHERE r.repo = m.repo AND r.target = m.digest) \
+             ORDER BY repo, digest LIMIT $2",
+        )
+        .bind(before_ms)
+        .bind(limit.min(i64::MAX as usize) as i64)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?;
+        let mut deleted = Vec::with_capacity(rows.len());
+        for (repo, digest) in rows {
+            let corrupt = || Error::Corrupt(format!("stored manifest {repo:?} {digest:?} does not parse"));
+            let (repo, digest): (RepoName, Digest) = (repo.parse().map_err(|_| corrupt())?, digest.parse().map_err(|_| corrupt())?);
+            delete_manifest_in(&mut tx, &repo, &digest).await?;
+            deleted.push((repo, digest));
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(deleted)
     }
 
     async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool> {
@@ -537,6 +548,26 @@ async fn ensure_repo(tx: &mut Transaction<'_, Sqlite>, repo: &RepoName, now: i64
         .await
         .map_err(db)?;
     Ok(())
+}
+
+/// Removes a manifest from `repo` with its tags, references, jobs, verdict and pulls.
+async fn delete_manifest_in(tx: &mut Transaction<'_, Sqlite>, repo: &RepoName, digest: &Digest) -> Result<bool> {
+    for sql in [
+        "DELETE FROM tags WHERE repo = $1 AND digest = $2",
+        "DELETE FROM manifest_refs WHERE repo = $1 AND manifest = $2",
+        "DELETE FROM inspection_jobs WHERE repo = $1 AND digest = $2",
+        "DELETE FROM verdicts WHERE repo = $1 AND digest = $2",
+        "DELETE FROM manifest_pulls WHERE repo = $1 AND digest = $2",
+    ] {
+        sqlx::query(sql).bind(repo.as_str()).bind(digest.to_string()).execute(&mut **tx).await.map_err(db)?;
+    }
+    let done = sqlx::query("DELETE FROM manifests WHERE repo = $1 AND digest = $2")
+        .bind(repo.as_str())
+        .bind(digest.to_string())
+        .execute(&mut **tx)
+        .await
+        .map_err(db)?;
+    Ok(done.rows_affected() > 0)
 }
 
 async fn link_in(tx: &mut Transaction<'_, Sqlite>, repo: &RepoName, digest: &Digest, size: u64) -> Result<()> {
