@@ -1,7 +1,6 @@
 //! Garbage collection over what pushes and deletes through the protocol left behind: the
 //! registry's `collect_garbage` pass, with the bytes looked for in the store's own directory.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -11,8 +10,7 @@ use oci::Digest;
 use test_support::{ImageBuilder, TestRegistry};
 
 fn stored(reg: &TestRegistry, d: &Digest) -> bool {
-    let path: PathBuf = reg.dir.path().join("blobs").join(d.algorithm().as_str()).join(&d.hex()[..2]).join(d.hex());
-    path.exists()
+    test_support::stored_blob_path(reg.dir.path(), d).exists()
 }
 
 #[tokio::test]

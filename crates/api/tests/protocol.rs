@@ -469,7 +469,7 @@ async fn invalid_manifests_are_refused_with_the_right_code() {
     assert_error(&reg.get("/v2/bad/manifests/v1").await, StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN");
     let tags = reg.get("/v2/bad/tags/list").await;
     assert_eq!(tags.json()["tags"], json!([]), "no failed push left a tag");
-    let manifest_bytes = reg.dir.path().join("blobs/sha256").join(&image.digest.hex()[..2]).join(image.digest.hex());
+    let manifest_bytes = test_support::stored_blob_path(reg.dir.path(), &image.digest);
     assert!(!manifest_bytes.exists(), "a refused manifest leaves no bytes behind");
 }
 

@@ -8,14 +8,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{Method, StatusCode};
 use oci::Digest;
-use test_support::{Client, ImageBuilder, ServerProcess, run};
+use test_support::{Client, ImageBuilder, ServerProcess, run, stored_blob_path};
 
 fn customs() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_customs"))
-}
-
-fn blob_file(data: &Path, d: &Digest) -> PathBuf {
-    data.join("blobs").join(d.algorithm().as_str()).join(&d.hex()[..2]).join(d.hex())
 }
 
 fn skopeo(args: &[&str]) -> String {
@@ -45,7 +41,7 @@ fn customs_gc_frees_a_deleted_image_once_the_server_is_stopped() {
     }
     skopeo(&["delete", "--tls-verify=false", &format!("docker://{host}/team/app@{}", deleted.digest)]);
     let deleted_files: Vec<PathBuf> =
-        std::iter::once(&deleted.digest).chain(deleted.blobs().map(|b| &b.digest)).map(|d| blob_file(&data, d)).collect();
+        std::iter::once(&deleted.digest).chain(deleted.blobs().map(|b| &b.digest)).map(|d| stored_blob_path(&data, d)).collect();
     assert!(deleted_files.iter().all(|f| f.exists()), "a delete takes records away, not bytes");
 
     // Not while a server uses the directory: its own passes do the work there.
@@ -108,14 +104,14 @@ async fn a_running_server_collects_in_the_background() {
     let path = format!("/v2/abandoned/blobs/uploads/?digest={digest}");
     assert_eq!(client.call(Method::POST, &path, &[], abandoned).await.unwrap().status, StatusCode::CREATED);
     let deadline = Instant::now() + Duration::from_secs(30);
-    while blob_file(&data, &digest).exists() {
+    while stored_blob_path(&data, &digest).exists() {
         assert!(Instant::now() < deadline, "no pass freed the abandoned layer in 30 s");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let head = client.call(Method::HEAD, &format!("/v2/abandoned/blobs/{digest}"), &[], Bytes::new()).await.unwrap();
     assert_eq!(head.status, StatusCode::NOT_FOUND);
     for blob in image.blobs() {
-        assert!(blob_file(&data, &blob.digest).exists(), "a referenced blob is kept");
+        assert!(stored_blob_path(&data, &blob.digest).exists(), "a referenced blob is kept");
         let r = client.call(Method::GET, &format!("/v2/keep/blobs/{}", blob.digest), &[], Bytes::new()).await.unwrap();
         assert_eq!(r.body, blob.bytes);
     }

@@ -243,8 +243,7 @@ fn new_advisories_rejudge_stored_images_without_reading_their_layers() {
     assert_eq!(status_of(&base, "/v2/team/java/manifests/1"), 200, "no Maven advisories yet: allowed");
     assert_eq!(status_of(&base, "/v2/team/py/manifests/1"), 200, "judged: only warnings");
     // Take the layer away: re-judging must not need it.
-    let hex = layer_digest.hex().to_owned();
-    let stored = data.join("blobs/sha256").join(&hex[..2]).join(&hex);
+    let stored = test_support::stored_blob_path(&data, &layer_digest);
     assert!(stored.exists(), "the layer is stored at {}", stored.display());
     std::fs::remove_file(&stored).unwrap();
 
@@ -333,8 +332,7 @@ fn layers_inspected_before_are_not_read_again() {
 
     // Spoil the stored bytes of the shared layer (same length, so the push finds it there): a
     // read of it now finds nothing but a broken gzip stream.
-    let hex = shared_digest.trim_start_matches("sha256:");
-    let stored = data.join("blobs/sha256").join(&hex[..2]).join(hex);
+    let stored = test_support::stored_blob_path(&data, &shared_digest.parse().unwrap());
     assert_eq!(std::fs::read(&stored).unwrap(), shared, "the layer is stored at {}", stored.display());
     std::fs::write(&stored, vec![0u8; shared.len()]).unwrap();
     push("second", "2");

@@ -48,6 +48,12 @@ pub fn run_command(command: &mut std::process::Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Where the filesystem blob store under the data directory `data` keeps `digest`'s bytes
+/// (`blobs/<algorithm>/<first two hex>/<hex>`), for tests that look at or spoil them.
+pub fn stored_blob_path(data: &std::path::Path, digest: &oci::Digest) -> std::path::PathBuf {
+    data.join("blobs").join(digest.algorithm().as_str()).join(&digest.hex()[..2]).join(digest.hex())
+}
+
 /// The value of one series (`name{labels}` exactly as exposed) in Prometheus text.
 pub fn metric(text: &str, series: &str) -> Option<f64> {
     let prefix = format!("{series} ");
