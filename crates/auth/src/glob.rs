@@ -1,5 +1,6 @@
 //! Repository globs: `/`-separated segments where `*` matches within one segment and a whole
-//! `**` segment matches any number of segments (none included).
+//! `**` segment matches any number of segments (none included). Tag globs: `*` matches any run
+//! of characters (a tag has no segments).
 
 use std::fmt;
 use std::str::FromStr;
@@ -17,6 +18,8 @@ pub enum GlobError {
     EmptySegment(String),
     #[error("namespace glob {0:?} may hold only lowercase letters, digits, '.', '_', '-', '/' and '*'")]
     BadCharacter(String),
+    #[error("tag glob {0:?} must be 1 to 128 letters, digits, '.', '_', '-' and '*'")]
+    BadTagGlob(String),
 }
 
 impl RepoGlob {
@@ -84,6 +87,38 @@ impl FromStr for RepoGlob {
     }
 }
 
+/// A set of tags named by a glob: `v*`, `release-*-rc*`, `latest`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct TagGlob(String);
+
+impl TagGlob {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn matches(&self, tag: &str) -> bool {
+        segment_matches(&self.0, tag)
+    }
+}
+
+impl FromStr for TagGlob {
+    type Err = GlobError;
+
+    fn from_str(s: &str) -> Result<TagGlob, GlobError> {
+        let allowed = |c: char| c.is_ascii_alphanumeric() || "._-*".contains(c);
+        if s.is_empty() || s.len() > 128 || !s.chars().all(allowed) {
+            return Err(GlobError::BadTagGlob(s.into()));
+        }
+        Ok(TagGlob(s.into()))
+    }
+}
+
+impl fmt::Display for TagGlob {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 impl fmt::Display for RepoGlob {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -122,6 +157,28 @@ mod tests {
         for (glob, name, want) in cases {
             let g: RepoGlob = glob.parse().unwrap();
             assert_eq!(g.matches(&name.parse().unwrap()), *want, "{glob} ~ {name}");
+        }
+    }
+
+    #[test]
+    fn tag_globs_match_the_whole_tag() {
+        let cases: &[(&str, &str, bool)] = &[
+            ("*", "anything", true),
+            ("latest", "latest", true),
+            ("latest", "latest-1", false),
+            ("v*", "v1.2.3", true),
+            ("v*", "dev", false),
+            ("release-*-rc*", "release-2.1-rc3", true),
+            ("release-*-rc*", "release-2.1", false),
+            ("*.sig", "sha256-ab.sig", true),
+            ("Main", "main", false),
+        ];
+        for (glob, tag, want) in cases {
+            let g: TagGlob = glob.parse().unwrap();
+            assert_eq!(g.matches(tag), *want, "{glob} ~ {tag}");
+        }
+        for bad in ["", "a/b", "v?", "a b", &"x".repeat(129)] {
+            assert_eq!(bad.parse::<TagGlob>(), Err(GlobError::BadTagGlob(bad.to_string())));
         }
     }
 

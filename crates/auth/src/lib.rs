@@ -17,7 +17,7 @@ pub mod password;
 mod scope;
 mod token;
 
-pub use glob::{GlobError, RepoGlob};
+pub use glob::{GlobError, RepoGlob, TagGlob};
 pub use grants::{ANONYMOUS, Action, Actions, Grant, Principal, PrincipalKind, Role};
 pub use scope::{Scope, ScopeError, challenge};
 pub use token::{Claims, ResourceAccess, TokenError, TokenKeys};

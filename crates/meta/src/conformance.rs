@@ -4,7 +4,7 @@ use oci::{Digest, Reference, RepoName, Tag, UploadId};
 
 use crate::{
     AuditEntry, AuditQuery, Error, GateState, GrantRecord, IdentityKind, InspectionState, ManifestRecord, MetaStore, NewManifest,
-    Page, PrincipalRecord, StoredReport, UploadRecord, Component, ImageVulnerability, NewWaiver, PackageQuery, ReportIndex, Verdict, VerdictWrite, Matches, ReportFacts, VerdictBatch, WebhookCursor, WebhookFailure,
+    Page, PrincipalRecord, StoredReport, TagRecord, UploadRecord, Component, ImageVulnerability, NewWaiver, PackageQuery, ReportIndex, Verdict, VerdictWrite, Matches, ReportFacts, VerdictBatch, WebhookCursor, WebhookFailure,
 };
 
 /// Runs every check against `meta`, panicking on the first failure.
@@ -16,6 +16,7 @@ pub async fn run(meta: &dyn MetaStore) {
     caches_know_their_least_recently_pulled(meta).await;
     orphan_links_are_the_unreferenced_old_ones(meta).await;
     dangling_referrers_go_unless_kept(meta).await;
+    tags_and_untagged_manifests_for_retention(meta).await;
     uploads_advance_only_from_where_they_are(meta).await;
     principals_grants_and_changes(meta).await;
     audit_is_ordered_and_filtered(meta).await;
@@ -162,6 +163,83 @@ async fn tags_and_catalog_page_in_order(meta: &dyn MetaStore) {
     let one = meta.repositories(&page(1, Some("conf/a"))).await.unwrap();
     assert_eq!(one.entries[0].to_string(), "conf/m");
     assert!(one.more);
+}
+
+async fn tags_and_untagged_manifests_for_retention(meta: &dyn MetaStore) {
+    let r = &repo("retention/app");
+    meta.link_blob(r, &d("retention-layer"), 1).await.unwrap();
+    let manifest = |name: &str, subject: Option<&str>, tag: Option<&str>, children: &[&str]| NewManifest {
+        record: ManifestRecord { subject: subject.map(d), ..record(name) },
+        blobs: vec![(d("retention-layer"), 1)],
+        children: children.iter().map(|c| d(c)).collect(),
+        tag: tag.map(self::tag),
+        inspect: false,
+        pushed_by: None,
+        children_optional: false,
+    };
+    let now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let tick = || std::thread::sleep(std::time::Duration::from_millis(3));
+    let started = now();
+    meta.put_manifest(r, &manifest("ret-1", None, Some("v1"), &[])).await.unwrap();
+    meta.put_manifest(r, &manifest("ret-2", None, Some("main"), &[])).await.unwrap();
+    meta.put_manifest(r, &manifest("ret-sbom", Some("ret-1"), None, &[])).await.unwrap();
+    meta.put_manifest(r, &manifest("ret-child", None, None, &[])).await.unwrap();
+    meta.put_manifest(r, &manifest("ret-index", None, None, &["ret-child"])).await.unwrap();
+    meta.put_manifest(r, &manifest("ret-pulled", None, None, &[])).await.unwrap();
+    tick();
+    let stored = now();
+    tick();
+    // `main` moves on: ret-2 has been untagged since now.
+    meta.put_manifest(r, &manifest("ret-3", None, Some("main"), &[])).await.unwrap();
+    let moved = now();
+    tick();
+    meta.record_pulls(&[(r.clone(), d("ret-pulled"), moved + 2), (r.clone(), d("ret-1"), moved + 1)]).await.unwrap();
+
+    let records = meta.tag_records(r).await.unwrap();
+    assert_eq!(records.iter().map(|t| (t.tag.as_str(), t.digest.clone())).collect::<Vec<_>>(), vec![("main", d("ret-3")), ("v1", d("ret-1"))]);
+    assert!(records[0].pushed_at_ms > stored && records[0].pushed_at_ms <= moved && records[1].pushed_at_ms < stored, "when pushed");
+    assert_eq!((records[0].pulled_at_ms, records[1].pulled_at_ms), (None, Some(moved + 1)), "pulls of the tag's manifest");
+    assert!(meta.tag_records(&repo("retention/none")).await.unwrap().is_empty());
+
+    // Idle and untagged: the index (its child is kept by it), not the SBOM (its subject keeps
+    // it), not what is tagged; ret-2 only once its untagging is old, ret-pulled once its pull is.
+    let idle = |before: i64| async move { meta.idle_untagged(r, before, 10).await.unwrap() };
+    assert!(idle(started).await.is_empty(), "nothing is that old");
+    assert_eq!(idle(stored + 1).await, vec![d("ret-index")]);
+    let mut want = vec![d("ret-index"), d("ret-2")];
+    want.sort();
+    assert_eq!(idle(moved + 1).await, want);
+    want.push(d("ret-pulled"));
+    want.sort();
+    assert_eq!(idle(now() + 60_000).await, want);
+    assert_eq!(meta.idle_untagged(r, now() + 60_000, 1).await.unwrap().len(), 1, "the limit holds");
+
+    // A tag is deleted only as it was read.
+    let v1 = records[1].clone();
+    let stale = TagRecord { pushed_at_ms: v1.pushed_at_ms - 1, ..v1.clone() };
+    assert!(!meta.delete_tag_if_unchanged(r, &stale).await.unwrap(), "pushed again since");
+    let moved_away = TagRecord { digest: d("ret-2"), ..v1.clone() };
+    assert!(!meta.delete_tag_if_unchanged(r, &moved_away).await.unwrap(), "points elsewhere now");
+    tick();
+    let before_untag = now();
+    assert!(meta.delete_tag_if_unchanged(r, &v1).await.unwrap());
+    assert!(!meta.delete_tag_if_unchanged(r, &v1).await.unwrap(), "already gone");
+    assert!(meta.manifest(r, &Reference::Digest(d("ret-1"))).await.unwrap().is_some(), "the tag only");
+    assert!(!idle(before_untag).await.contains(&d("ret-1")), "untagged from when its tag went");
+    assert!(idle(now() + 60_000).await.contains(&d("ret-1")));
+    // So does a plain tag delete.
+    assert!(meta.delete_tag(r, &tag("main")).await.unwrap());
+    assert!(!idle(before_untag).await.contains(&d("ret-3")));
+
+    // Deleting: the index first, its child on the next call; the SBOM stays with its subject.
+    let far = now() + 60_000;
+    let deleted = meta.delete_idle_untagged(r, far, 10).await.unwrap();
+    assert!(deleted.contains(&d("ret-index")) && !deleted.contains(&d("ret-child")), "{deleted:?}");
+    assert_eq!(deleted.len(), 5, "ret-1, ret-2, ret-3, ret-index, ret-pulled: {deleted:?}");
+    assert_eq!(meta.delete_idle_untagged(r, far, 10).await.unwrap(), vec![d("ret-child")]);
+    assert!(meta.delete_idle_untagged(r, far, 10).await.unwrap().is_empty());
+    assert!(meta.manifest(r, &Reference::Digest(d("ret-sbom"))).await.unwrap().is_some(), "a referrer waits for collection");
+    assert!(meta.tag_records(r).await.unwrap().is_empty());
 }
 
 async fn caches_know_their_least_recently_pulled(meta: &dyn MetaStore) {

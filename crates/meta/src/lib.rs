@@ -129,7 +129,20 @@ pub trait Repositories: Send + Sync + 'static {
     async fn manifest(&self, repo: &RepoName, reference: &Reference) -> Result<Option<ManifestRecord>>;
     /// Removes a manifest and every tag that points at it.
     async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool>;
+    /// Removes a tag (not its manifest), which counts as untagged from now if no tag is left on it.
     async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool>;
+    /// Every tag in `repo`, in byte order, with when it was pushed and its manifest last pulled.
+    async fn tag_records(&self, repo: &RepoName) -> Result<Vec<TagRecord>>;
+    /// Removes `record`'s tag only if it still points at the same manifest, pushed at the same
+    /// time: a tag pushed again since it was read is not the tag that was judged.
+    async fn delete_tag_if_unchanged(&self, repo: &RepoName, record: &TagRecord) -> Result<bool>;
+    /// Up to `limit` manifests in `repo`, by digest, that nothing keeps: no tag, no index that
+    /// lists them, not referrers (those go with their subject), and stored, untagged and pulled
+    /// last before `before_ms`.
+    async fn idle_untagged(&self, repo: &RepoName, before_ms: i64, limit: usize) -> Result<Vec<Digest>>;
+    /// Deletes what [`Repositories::idle_untagged`] finds, in one transaction; returns them. An
+    /// index's children so left with nothing to keep them are found by the next call.
+    async fn delete_idle_untagged(&self, repo: &RepoName, before_ms: i64, limit: usize) -> Result<Vec<Digest>>;
     /// Tags in byte order; `None` if the repository is unknown.
     async fn tags(&self, repo: &RepoName, page: &Page) -> Result<Option<Listing<Tag>>>;
     /// Repository names in byte order.
@@ -168,6 +181,16 @@ pub trait Repositories: Send + Sync + 'static {
     async fn least_recently_pulled(&self, prefix: &str, before_ms: i64, limit: usize) -> Result<Vec<CachedManifest>>;
     /// The bytes of the distinct blobs linked in repositories under `prefix/`.
     async fn linked_bytes(&self, prefix: &str) -> Result<u64>;
+}
+
+/// A tag, the manifest it points at, when it was (last) pushed and when that manifest was last
+/// pulled.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TagRecord {
+    pub tag: Tag,
+    pub digest: Digest,
+    pub pushed_at_ms: i64,
+    pub pulled_at_ms: Option<i64>,
 }
 
 /// A manifest a cache holds, and when it was last pulled (or stored, if never pulled).

@@ -9,7 +9,9 @@ use oci::{Digest, Reference, RepoName, Tag, UploadId};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{Row, Sqlite, Transaction};
 
-use crate::{CachedManifest, Error, Listing, ManifestRecord, NewManifest, Page, Repositories, Result, UploadRecord, UploadSessions};
+use crate::{
+    CachedManifest, Error, Listing, ManifestRecord, NewManifest, Page, Repositories, Result, TagRecord, UploadRecord, UploadSessions,
+};
 
 /// Schema migrations, applied in order once each.
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -25,6 +27,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (10, include_str!("../../migrations/sqlite/0010_query_indexes.sql")),
     (11, include_str!("../../migrations/sqlite/0011_manifest_pulls.sql")),
     (12, include_str!("../../migrations/sqlite/0012_stale_verdict_pages.sql")),
+    (13, include_str!("../../migrations/sqlite/0013_untagged_at.sql")),
 ];
 
 mod identities;
@@ -93,6 +96,19 @@ async fn migrate(pool: &SqlitePool) -> Result<()> {
         tracing::info!(version, "applied metadata migration");
     }
     Ok(())
+}
+
+/// The manifests of repository `$1` that no tag points at, no manifest references (an index's
+/// children) and that are not referrers (those go with their subject), stored, untagged and
+/// pulled last before `$2`.
+macro_rules! idle_untagged_from {
+    () => {
+        "FROM manifests m LEFT JOIN manifest_pulls p ON p.repo = m.repo AND p.digest = m.digest \
+         WHERE m.repo = $1 AND m.subject IS NULL \
+         AND MAX(m.created_at, COALESCE(m.untagged_at, 0), COALESCE(p.pulled_at, 0)) < $2 \
+         AND NOT EXISTS (SELECT 1 FROM tags t WHERE t.repo = m.repo AND t.digest = m.digest) \
+         AND NOT EXISTS (SELECT 1 FROM manifest_refs r WHERE r.repo = m.repo AND r.target = m.digest)"
+    };
 }
 
 macro_rules! manifest_select {
@@ -198,6 +214,7 @@ impl Repositories for SqliteMeta {
             .map_err(db)?;
         }
         if let Some(tag) = &m.tag {
+            mark_untagged(&mut tx, repo, tag, Some(&r.digest), now).await?;
             sqlx::query(
                 "INSERT INTO tags (repo, name, digest, updated_at) VALUES ($1, $2, $3, $4)
                  ON CONFLICT (repo, name) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at",
@@ -269,13 +286,86 @@ impl Repositories for SqliteMeta {
     }
 
     async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool> {
+        let mut tx = self.writer.begin().await.map_err(db)?;
+        mark_untagged(&mut tx, repo, tag, None, now_ms()).await?;
         let done = sqlx::query("DELETE FROM tags WHERE repo = $1 AND name = $2")
             .bind(repo.as_str())
             .bind(tag.as_str())
-            .execute(&self.writer)
+            .execute(&mut *tx)
             .await
             .map_err(db)?;
+        tx.commit().await.map_err(db)?;
         Ok(done.rows_affected() > 0)
+    }
+
+    async fn tag_records(&self, repo: &RepoName) -> Result<Vec<TagRecord>> {
+        let rows: Vec<(String, String, i64, Option<i64>)> = sqlx::query_as(
+            "SELECT t.name, t.digest, t.updated_at, p.pulled_at FROM tags t \
+             LEFT JOIN manifest_pulls p ON p.repo = t.repo AND p.digest = t.digest WHERE t.repo = $1 ORDER BY t.name",
+        )
+        .bind(repo.as_str())
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db)?;
+        rows.into_iter()
+            .map(|(tag, digest, pushed_at_ms, pulled_at_ms)| {
+                Ok(TagRecord { tag: parse(&tag)?, digest: parse(&digest)?, pushed_at_ms, pulled_at_ms })
+            })
+            .collect()
+    }
+
+    async fn delete_tag_if_unchanged(&self, repo: &RepoName, record: &TagRecord) -> Result<bool> {
+        let mut tx = self.writer.begin().await.map_err(db)?;
+        let done = sqlx::query("DELETE FROM tags WHERE repo = $1 AND name = $2 AND digest = $3 AND updated_at = $4")
+            .bind(repo.as_str())
+            .bind(record.tag.as_str())
+            .bind(record.digest.to_string())
+            .bind(record.pushed_at_ms)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        let deleted = done.rows_affected() > 0;
+        if deleted {
+            sqlx::query("UPDATE manifests SET untagged_at = $3 WHERE repo = $1 AND digest = $2")
+                .bind(repo.as_str())
+                .bind(record.digest.to_string())
+                .bind(now_ms())
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(deleted)
+    }
+
+    async fn idle_untagged(&self, repo: &RepoName, before_ms: i64, limit: usize) -> Result<Vec<Digest>> {
+        let digests: Vec<String> = sqlx::query_scalar(concat!("SELECT m.digest ", idle_untagged_from!(), " ORDER BY m.digest LIMIT $3"))
+            .bind(repo.as_str())
+            .bind(before_ms)
+            .bind(limit.min(i64::MAX as usize) as i64)
+            .fetch_all(&self.reader)
+            .await
+            .map_err(db)?;
+        digests.iter().map(|d| parse(d)).collect()
+    }
+
+    async fn delete_idle_untagged(&self, repo: &RepoName, before_ms: i64, limit: usize) -> Result<Vec<Digest>> {
+        let mut tx = self.writer.begin().await.map_err(db)?;
+        let digests: Vec<String> = sqlx::query_scalar(concat!("SELECT m.digest ", idle_untagged_from!(), " ORDER BY m.digest LIMIT $3"))
+            .bind(repo.as_str())
+            .bind(before_ms)
+            .bind(limit.min(i64::MAX as usize) as i64)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db)?;
+        let mut deleted = Vec::with_capacity(digests.len());
+        for digest in &digests {
+            let digest: Digest = parse(digest)?;
+            delete_manifest_in(&mut tx, repo, &digest).await?;
+            deleted.push(digest);
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(deleted)
     }
 
     async fn tags(&self, repo: &RepoName, page: &Page) -> Result<Option<Listing<Tag>>> {
@@ -547,6 +637,23 @@ async fn ensure_repo(tx: &mut Transaction<'_, Sqlite>, repo: &RepoName, now: i64
         .execute(&mut **tx)
         .await
         .map_err(db)?;
+    Ok(())
+}
+
+/// Records that the manifest `tag` points at in `repo` loses it now, unless it is `keeps` (a
+/// push that moves the tag onto the manifest it already points at).
+async fn mark_untagged(tx: &mut Transaction<'_, Sqlite>, repo: &RepoName, tag: &Tag, keeps: Option<&Digest>, now: i64) -> Result<()> {
+    sqlx::query(
+        "UPDATE manifests SET untagged_at = $4 WHERE repo = $1 \
+         AND digest = (SELECT digest FROM tags WHERE repo = $1 AND name = $2) AND digest <> $3",
+    )
+    .bind(repo.as_str())
+    .bind(tag.as_str())
+    .bind(keeps.map(Digest::to_string).unwrap_or_default())
+    .bind(now)
+    .execute(&mut **tx)
+    .await
+    .map_err(db)?;
     Ok(())
 }
 
