@@ -202,4 +202,13 @@ fn render_registry_stats(stats: &registry::RegistryStats, out: &mut String) {
     if let Some(open) = stats.upload_sessions_open {
         one("customs_upload_sessions_open", "gauge", "Upload sessions open now.", open);
     }
+    let gc = &stats.gc;
+    one("customs_gc_passes_total", "counter", "Garbage collection passes completed.", stats.gc_passes);
+    one("customs_gc_last_pass_timestamp_seconds", "gauge", "When the last garbage collection pass ended (0: none yet).", stats.gc_last_pass_ms / 1000);
+    one("customs_gc_referrers_deleted_total", "counter", "Referrers deleted because their subject was gone.", gc.referrers as u64);
+    one("customs_gc_links_deleted_total", "counter", "Blob links deleted because no manifest referenced them.", gc.links as u64);
+    one("customs_gc_blobs_deleted_total", "counter", "Blobs deleted from the store because no record needed them.", gc.blobs as u64);
+    one("customs_gc_bytes_deleted_total", "counter", "Bytes of the blobs garbage collection deleted.", gc.bytes);
+    one("customs_retention_tags_deleted_total", "counter", "Tags deleted by retention policies.", stats.expired_tags);
+    one("customs_retention_manifests_deleted_total", "counter", "Untagged manifests deleted by retention policies.", stats.expired_manifests);
 }

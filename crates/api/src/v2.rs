@@ -235,10 +235,8 @@ async fn handle(
                 None => (registry.get_manifest(&repo, &reference).await?, false),
             };
             registry.check_gate(&repo, &m.digest, gate_bypass(app, &proof)).await?;
-            if let Some((mirror, _)) = &mirrored {
-                // What eviction goes by.
-                mirror.record_pull(&repo, &m.digest, registry::now_ms());
-            }
+            // What mirror eviction and retention go by.
+            registry.record_pull(&repo, &m.digest, registry::now_ms());
             let etag = format!("\"{}\"", m.digest);
             let mut r = Response::builder()
                 .header(header::CONTENT_TYPE, &m.media_type)

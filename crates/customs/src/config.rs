@@ -48,6 +48,8 @@ pub struct Config {
     pub mirrors: Vec<Mirror>,
     /// Garbage collection: freeing the bytes that deletes and abandoned pushes leave.
     pub gc: Gc,
+    /// Which tags and untagged manifests repositories keep, applied at each `[gc]` pass.
+    pub retention: Retention,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -66,6 +68,42 @@ impl Default for Gc {
     fn default() -> Self {
         Gc { enabled: true, interval_secs: 3600, delay_secs: 3600 }
     }
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Retention {
+    /// Log what the policies would delete, and delete nothing (garbage collection still runs).
+    pub dry_run: bool,
+    /// Per repository glob, the first policy that names a repository deciding. A repository no
+    /// policy names keeps everything (the default: no policies).
+    pub policies: Vec<RetentionPolicy>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionPolicy {
+    /// Repository globs (`ci/**`, `team/*-dev`).
+    pub repositories: Vec<String>,
+    /// Rules that each keep some tags. None: every tag is kept. Any: a tag none keeps is deleted
+    /// (the tag, not its image).
+    pub keep_tags: Vec<KeepTags>,
+    /// Delete untagged manifests stored, untagged and pulled last more than this long ago
+    /// (not an index's children, not referrers: those go with what keeps them). Unset: kept.
+    pub delete_untagged_after_secs: Option<u64>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KeepTags {
+    /// Tag globs (`v*`, `latest`) the rule looks at; empty: every tag.
+    pub patterns: Vec<String>,
+    /// Of those, keep the N pushed last, the N pulled last, and those pushed or pulled within
+    /// the time; with none of these set, keep every tag the patterns name.
+    pub most_recently_pushed: Option<usize>,
+    pub most_recently_pulled: Option<usize>,
+    pub pushed_within_secs: Option<u64>,
+    pub pulled_within_secs: Option<u64>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -638,6 +676,7 @@ impl Default for Config {
             webhooks: Vec::new(),
             mirrors: Vec::new(),
             gc: Gc::default(),
+            retention: Retention::default(),
         }
     }
 }

@@ -101,7 +101,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let scheme = if tls.is_some() { "https" } else { "http" };
 
     let janitor = tokio::spawn(upload_janitor(registry.clone(), stop_rx.clone()));
-    let collector = config.gc.enabled.then(|| tokio::spawn(garbage_collector(registry.clone(), config.gc.clone(), stop_rx.clone())));
+    let pull_log = tokio::spawn(pull_recorder(registry.clone(), stop_rx.clone()));
+    let retention = crate::gc::retention(&config)?;
+    if !config.gc.enabled && !retention.policies.is_empty() {
+        tracing::warn!("retention policies are set but gc.enabled = false: they apply only when customs gc runs");
+    }
+    let collector =
+        config.gc.enabled.then(|| tokio::spawn(garbage_collector(registry.clone(), config.gc.clone(), retention, stop_rx.clone())));
     let evictor = mirror.clone().map(|m| tokio::spawn(mirror_evictor(m, stop_rx.clone())));
     let inspectors = if config.inspection.enabled {
         let engines = crate::engines::build(&config, &crate::engines::Wanted { secrets: true, malware: true, misconfig: true }, &[], &[], None)
@@ -159,6 +165,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     let _ = stop_tx.send(true);
     let _ = janitor.await;
+    let _ = pull_log.await;
     if let Some(c) = collector {
         let _ = c.await;
     }
@@ -193,29 +200,51 @@ async fn upload_janitor(registry: Arc<Registry>, mut stop: watch::Receiver<bool>
     }
 }
 
-/// Worker "gc": a pass of garbage collection every `interval_secs` until shutdown, which waits
-/// for a pass under way to finish.
-async fn garbage_collector(registry: Arc<Registry>, gc: crate::config::Gc, mut stop: watch::Receiver<bool>) {
+/// Worker "gc": a pass of retention and garbage collection every `interval_secs` until
+/// shutdown, which waits for a pass under way to finish.
+async fn garbage_collector(registry: Arc<Registry>, gc: crate::config::Gc, retention: registry::Retention, mut stop: watch::Receiver<bool>) {
     let period = Duration::from_secs(gc.interval_secs.max(1));
+    let delay = Duration::from_secs(gc.delay_secs);
     loop {
         tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
             () = tokio::time::sleep(period) => {}
         }
         let started = std::time::Instant::now();
-        match registry.collect_garbage(Duration::from_secs(gc.delay_secs)).await {
-            Ok(c) if c == registry::Collected::default() => {}
-            Ok(c) => tracing::info!(
-                worker = "gc", referrers = c.referrers, links = c.links, blobs = c.blobs, bytes = c.bytes,
-                ms = started.elapsed().as_millis() as u64, "freed what no record needs"
-            ),
-            Err(e) => tracing::warn!(worker = "gc", error = %e, "a garbage collection pass failed"),
+        match crate::gc::pass(&registry, &retention, delay, true).await {
+            Ok((expired, collected)) => {
+                let c = collected.unwrap_or_default();
+                if expired != registry::Expired::default() || c != registry::Collected::default() {
+                    tracing::info!(
+                        worker = "gc", dry_run = retention.dry_run, expired_tags = expired.tags.len(),
+                        expired_manifests = expired.manifests.len(), referrers = c.referrers, links = c.links,
+                        blobs = c.blobs, bytes = c.bytes, ms = started.elapsed().as_millis() as u64,
+                        "a pass of retention and garbage collection"
+                    );
+                }
+            }
+            Err(e) => tracing::warn!(worker = "gc", error = %e, "a retention and garbage collection pass failed"),
         }
     }
 }
 
-/// Worker "mirror-evict": a pass of the mirrors' eviction every minute; at shutdown, the pulls
-/// remembered since the last pass are written.
+/// Worker "pulls": writes the pulls noted in memory every minute and at shutdown.
+async fn pull_recorder(registry: Arc<Registry>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let stopping = tokio::select! {
+            _ = stop.wait_for(|s| *s) => true,
+            () = tokio::time::sleep(Duration::from_secs(60)) => false,
+        };
+        if let Err(e) = registry.flush_pulls().await {
+            tracing::warn!(worker = "pulls", error = %e, "recording pulls failed");
+        }
+        if stopping {
+            return;
+        }
+    }
+}
+
+/// Worker "mirror-evict": a pass of the mirrors' eviction every minute.
 async fn mirror_evictor(mirror: Arc<mirror::Mirror>, mut stop: watch::Receiver<bool>) {
     loop {
         tokio::select! {
@@ -225,9 +254,6 @@ async fn mirror_evictor(mirror: Arc<mirror::Mirror>, mut stop: watch::Receiver<b
         if let Err(e) = mirror.evict(registry::now_ms()).await {
             tracing::warn!(worker = "mirror-evict", error = %e, "an eviction pass failed");
         }
-    }
-    if let Err(e) = mirror.flush_pulls().await {
-        tracing::warn!(worker = "mirror-evict", error = %e, "recording the last pulls failed");
     }
 }
 

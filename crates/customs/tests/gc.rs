@@ -1,5 +1,6 @@
-//! Garbage collection as an operator meets it: `customs gc` on a stopped server's data directory
-//! after skopeo deleted an image, and the background pass of a running server.
+//! Garbage collection and retention as an operator meets them: `customs gc` on a stopped
+//! server's data directory after skopeo deleted an image or a retention policy expired one, and
+//! the background pass of a running server.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -8,7 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{Method, StatusCode};
 use oci::Digest;
-use test_support::{Client, ImageBuilder, ServerProcess, run, stored_blob_path};
+use test_support::{Client, ImageBuilder, ServerProcess, metric, run, stored_blob_path};
 
 fn customs() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_customs"))
@@ -110,10 +111,142 @@ async fn a_running_server_collects_in_the_background() {
     }
     let head = client.call(Method::HEAD, &format!("/v2/abandoned/blobs/{digest}"), &[], Bytes::new()).await.unwrap();
     assert_eq!(head.status, StatusCode::NOT_FOUND);
+    // Counted for /metrics once the pass ends.
+    loop {
+        let metrics = client.call(Method::GET, "/metrics", &[], Bytes::new()).await.unwrap().body;
+        let metrics = String::from_utf8(metrics.to_vec()).unwrap();
+        if metric(&metrics, "customs_gc_passes_total").unwrap() >= 1.0 {
+            assert_eq!(metric(&metrics, "customs_gc_blobs_deleted_total"), Some(1.0), "{metrics}");
+            assert_eq!(metric(&metrics, "customs_gc_bytes_deleted_total"), Some(33.0));
+            assert!(metric(&metrics, "customs_gc_last_pass_timestamp_seconds").unwrap() > 1.7e9);
+            break;
+        }
+        assert!(Instant::now() < deadline, "no pass ended in 30 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     for blob in image.blobs() {
         assert!(stored_blob_path(&data, &blob.digest).exists(), "a referenced blob is kept");
         let r = client.call(Method::GET, &format!("/v2/keep/blobs/{}", blob.digest), &[], Bytes::new()).await.unwrap();
         assert_eq!(r.body, blob.bytes);
     }
     assert!(server.stop());
+}
+
+#[test]
+fn retention_policies_keep_what_they_name_and_customs_gc_deletes_the_rest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let src = tmp.path().join("src");
+    let images: Vec<_> = (0..5).map(|i| ImageBuilder::new(40 + i).layer(1, 3_000).build()).collect();
+    let refs = ["release-1", "build-2", "build-3", "build-4", "build-9"];
+    for (image, tag) in images.iter().zip(refs) {
+        image.write_layout(&src, tag).unwrap();
+    }
+    let config = tmp.path().join("customs.toml");
+    std::fs::write(
+        &config,
+        r#"
+[inspection]
+enabled = false
+
+[[retention.policies]]
+repositories = ["ci/**"]
+delete_untagged_after_secs = 0
+
+[[retention.policies.keep_tags]]
+patterns = ["release-*"]
+
+[[retention.policies.keep_tags]]
+patterns = ["build-*"]
+most_recently_pushed = 1
+
+[[retention.policies.keep_tags]]
+pulled_within_secs = 3600
+"#,
+    )
+    .unwrap();
+    let config_arg = config.to_str().unwrap();
+    let log = tmp.path().join("serve.log");
+    let server = ServerProcess::start_args(customs(), &data, &["--config", config_arg], &[], &log).unwrap();
+    let host = server.addr.clone();
+    for (tag, repo) in refs.iter().zip(["ci/app", "ci/app", "ci/app", "ci/app", "team/app"]) {
+        let to = format!("docker://{host}/{repo}:{tag}");
+        skopeo(&["copy", "--dest-tls-verify=false", &format!("oci:{}:{tag}", src.display()), &to]);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // build-2 is in use: pulled (the server writes its pulls when it stops).
+    skopeo(&["inspect", "--tls-verify=false", &format!("docker://{host}/ci/app:build-2")]);
+    assert!(server.stop());
+
+    let gc = |extra: &[&str]| {
+        let mut args = vec!["gc", "--config", config_arg, "--data", data.to_str().unwrap(), "--delay-secs", "0"];
+        args.extend_from_slice(extra);
+        run(customs().to_str().unwrap(), &args)
+    };
+    let build_3 = &images[2];
+    let files: Vec<PathBuf> =
+        std::iter::once(&build_3.digest).chain(build_3.blobs().map(|b| &b.digest)).map(|d| stored_blob_path(&data, d)).collect();
+
+    // A dry run says what would go, and nothing goes.
+    let out = gc(&["--dry-run"]);
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            "retention would delete tag ci/app:build-3",
+            "retention would delete 1 tags and 0 untagged manifests",
+            "nothing deleted (--dry-run)"
+        ]
+    );
+    assert!(files.iter().all(|f| f.exists()));
+
+    // build-3: not release-*, not the newest build-*, not pulled. Its image is untagged from
+    // now on, so the next pass deletes it, and its bytes.
+    let out = gc(&[]);
+    assert!(out.starts_with("retention deleted tag ci/app:build-3\nretention deleted 1 tags and 0 untagged manifests\n"), "{out}");
+    assert!(files.iter().all(|f| f.exists()));
+    let out = gc(&[]);
+    let bytes = build_3.manifest.len() + build_3.blobs().map(|b| b.bytes.len()).sum::<usize>();
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            format!("retention deleted untagged manifest ci/app@{}", build_3.digest).as_str(),
+            "retention deleted 0 tags and 1 untagged manifests",
+            &format!(
+                "deleted 0 referrers of deleted manifests; unlinked 2 layers no manifest referenced; \
+                 deleted 3 blobs ({bytes} bytes) no record needed"
+            ),
+        ]
+    );
+    for f in &files {
+        assert!(!f.exists(), "{} freed", f.display());
+    }
+
+    // What the policy keeps, and what no policy names, comes back whole.
+    let server = ServerProcess::start_args(customs(), &data, &["--config", config_arg], &[], &log).unwrap();
+    let listed: serde_json::Value =
+        serde_json::from_str(&skopeo(&["list-tags", "--tls-verify=false", &format!("docker://{}/ci/app", server.addr)])).unwrap();
+    assert_eq!(listed["Tags"], serde_json::json!(["build-2", "build-4", "release-1"]));
+    let out_dir = tmp.path().join("out");
+    for (image, (tag, repo)) in images.iter().zip(refs.iter().zip(["ci/app", "ci/app", "ci/app", "ci/app", "team/app"])) {
+        if *tag == "build-3" {
+            continue;
+        }
+        let from = format!("docker://{}/{repo}:{tag}", server.addr);
+        skopeo(&["copy", "--src-tls-verify=false", &from, &format!("oci:{}:{tag}", out_dir.display())]);
+        for blob in image.blobs() {
+            assert_eq!(std::fs::read(out_dir.join("blobs/sha256").join(blob.digest.hex())).unwrap(), blob.bytes, "{tag}");
+        }
+    }
+    assert!(server.stop());
+
+    // A policy that names no repository is refused, with where it is.
+    std::fs::write(&config, "[[retention.policies]]\ndelete_untagged_after_secs = 60\n").unwrap();
+    let out = Command::new(customs()).args(["gc", "--config", config_arg, "--data"]).arg(&data).stdin(Stdio::null()).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("[[retention.policies]] #1: `repositories` names no repository glob"), "{err}");
+    std::fs::write(&config, "[[retention.policies]]\nrepositories = [\"ci/**\"]\n[[retention.policies.keep_tags]]\npatterns = [\"v?\"]\n").unwrap();
+    let out = Command::new(customs()).args(["gc", "--config", config_arg, "--data"]).arg(&data).stdin(Stdio::null()).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("tag glob \"v?\""), "{err}");
 }

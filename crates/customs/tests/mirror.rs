@@ -399,10 +399,10 @@ async fn eviction_takes_the_least_recently_pulled_and_spares_what_is_in_use() {
     // The clock: a pulled first, then b; c is pulled ten minutes before the passes, so it is in use.
     let now = 4_000_000_000_000_i64;
     let hour = 3_600_000;
-    puller.record_pull(&name("up/team/a"), &a.digest, now - 3 * hour);
-    puller.record_pull(&name("up/team/b"), &b.digest, now - 2 * hour);
-    puller.record_pull(&name("up/team/c"), &c.digest, now - 600_000);
-    puller.flush_pulls().await.unwrap();
+    registry.record_pull(&name("up/team/a"), &a.digest, now - 3 * hour);
+    registry.record_pull(&name("up/team/b"), &b.digest, now - 2 * hour);
+    registry.record_pull(&name("up/team/c"), &c.digest, now - 600_000);
+    registry.flush_pulls().await.unwrap();
     let total = meta.linked_bytes("up").await.unwrap();
 
     // One byte over: the least recently pulled image goes, and only it.
@@ -450,8 +450,8 @@ async fn eviction_takes_the_least_recently_pulled_and_spares_what_is_in_use() {
     let mut idle = UpstreamConfig::new("up", &up.url());
     idle.evict_unpulled_after = Some(Duration::from_secs(24 * 3600));
     let later = now + 30 * hour;
-    puller.record_pull(&name("up/team/a"), &a.digest, later - 60_000);
-    puller.flush_pulls().await.unwrap();
+    registry.record_pull(&name("up/team/a"), &a.digest, later - 60_000);
+    registry.flush_pulls().await.unwrap();
     let done = mirror_with(idle.clone()).evict(later).await.unwrap();
     assert_eq!(done.images, 1, "c, last pulled 30 hours ago");
     assert!(meta.manifest(&name("up/team/c"), &v1).await.unwrap().is_none());

@@ -1,8 +1,8 @@
 //! Eviction: what a mirror caches is taken out again when it has not been pulled for a while,
 //! or, least recently pulled first, when the cache holds more than its upstream may keep.
 //!
-//! Pulls are remembered in memory ([`Mirror::record_pull`]) and written to the records at each
-//! pass, so a pull costs no write. An image pulled within `keep_pulled_within` is never
+//! Pulls are remembered in memory ([`registry::Registry::record_pull`]) and written to the
+//! records before each pass, so a pull costs no write. An image pulled within `keep_pulled_within` is never
 //! evicted, whatever the size (a node may be pulling it right now); nor is one whose
 //! repository has a fetch under way. Evicting removes the manifest, its tags and referrers,
 //! the blob links nothing else in the repository needs, and the bytes nothing anywhere needs
@@ -15,8 +15,6 @@ use registry::Result;
 
 use crate::{Mirror, Upstream};
 
-/// Pulls remembered between passes, at most (later pulls of the same manifests still count).
-const PULLS_MAX: usize = 100_000;
 /// Manifests looked at per query.
 const BATCH: usize = 100;
 
@@ -28,32 +26,9 @@ pub struct Evictions {
 }
 
 impl Mirror {
-    /// Notes that `digest` was pulled from `repo` at `at_ms`.
-    pub fn record_pull(&self, repo: &RepoName, digest: &Digest, at_ms: i64) {
-        let mut pulls = self.pulls.lock().unwrap_or_else(|p| p.into_inner());
-        let key = (repo.clone(), digest.clone());
-        if let Some(at) = pulls.get_mut(&key) {
-            *at = (*at).max(at_ms);
-        } else if pulls.len() < PULLS_MAX {
-            pulls.insert(key, at_ms);
-        }
-    }
-
-    /// Writes the pulls remembered so far to the records.
-    pub async fn flush_pulls(&self) -> Result<()> {
-        let pulls: Vec<_> = {
-            let mut pulls = self.pulls.lock().unwrap_or_else(|p| p.into_inner());
-            pulls.drain().map(|((repo, digest), at)| (repo, digest, at)).collect()
-        };
-        if pulls.is_empty() {
-            return Ok(());
-        }
-        Ok(self.meta.record_pulls(&pulls).await?)
-    }
-
     /// One pass over every upstream with an eviction policy, as of `now_ms`.
     pub async fn evict(&self, now_ms: i64) -> Result<Evictions> {
-        self.flush_pulls().await?;
+        self.registry.flush_pulls().await?;
         let mut done = Evictions::default();
         for upstream in &self.upstreams {
             self.evict_upstream(upstream, now_ms, &mut done).await?;

@@ -229,8 +229,6 @@ pub struct Mirror {
     fills: Mutex<HashMap<(RepoName, Digest), Arc<Fill>>>,
     /// Names found to be local repositories, so the default upstream leaves them alone (bounded).
     local: Mutex<HashSet<RepoName>>,
-    /// Pulls of manifests since the last eviction pass, by repository and digest.
-    pulls: Mutex<HashMap<(RepoName, Digest), i64>>,
     pub stats: Stats,
 }
 
@@ -257,7 +255,6 @@ impl Mirror {
             pending: Mutex::default(),
             fills: Mutex::default(),
             local: Mutex::default(),
-            pulls: Mutex::default(),
             stats: Stats::default(),
         })
     }

@@ -16,6 +16,8 @@
 //! layers were unlinked is refused with `MANIFEST_BLOB_UNKNOWN` (the records' transaction checks
 //! every link) and the client pushes the layers again; nothing is ever left pointing at nothing.
 
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use oci::Digest;
@@ -36,6 +38,20 @@ pub struct Collected {
     pub blobs: usize,
     /// Their bytes.
     pub bytes: u64,
+}
+
+/// What every pass since the start removed, for `/metrics`.
+#[derive(Default)]
+pub(crate) struct GcStats {
+    pub passes: AtomicU64,
+    pub referrers: AtomicU64,
+    pub links: AtomicU64,
+    pub blobs: AtomicU64,
+    pub bytes: AtomicU64,
+    /// When the last pass ended, in epoch milliseconds; 0: none yet.
+    pub last_pass_ms: AtomicU64,
+    pub expired_tags: AtomicU64,
+    pub expired_manifests: AtomicU64,
 }
 
 impl Registry {
@@ -86,6 +102,13 @@ impl Registry {
                 break;
             }
         }
+        let stats = &self.gc_stats;
+        stats.passes.fetch_add(1, Relaxed);
+        stats.referrers.fetch_add(collected.referrers as u64, Relaxed);
+        stats.links.fetch_add(collected.links as u64, Relaxed);
+        stats.blobs.fetch_add(collected.blobs as u64, Relaxed);
+        stats.bytes.fetch_add(collected.bytes, Relaxed);
+        stats.last_pass_ms.store(now_ms().max(0) as u64, Relaxed);
         Ok(collected)
     }
 

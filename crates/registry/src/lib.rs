@@ -23,7 +23,9 @@ pub mod inspect;
 mod judge;
 pub mod signatures;
 mod manifests;
+mod pulls;
 mod range;
+mod retention;
 mod uploads;
 
 use std::sync::Arc;
@@ -41,6 +43,7 @@ pub use findings::{ImageReport, MAX_MATCHES, VersionFilter};
 pub use judge::{Basis, GateRules, Mode, NamespaceRule, PushMode, index as report_index};
 pub use manifests::{ManifestContent, PutManifest};
 pub use range::RangeRequest;
+pub use retention::{Expired, KeepTags, Retention, RetentionPolicy};
 pub use uploads::{MountResult, UploadStatus};
 
 use cache::ManifestCache;
@@ -108,6 +111,13 @@ pub struct RegistryStats {
     pub single_flight_shared: u64,
     /// `None` when the records do not answer.
     pub upload_sessions_open: Option<u64>,
+    /// Garbage collection and retention since the start: what passes removed.
+    pub gc: Collected,
+    pub gc_passes: u64,
+    /// When the last garbage collection pass ended (epoch milliseconds); 0: none yet.
+    pub gc_last_pass_ms: u64,
+    pub expired_tags: u64,
+    pub expired_manifests: u64,
 }
 
 pub struct Registry {
@@ -124,6 +134,8 @@ pub struct Registry {
     gate_rules: GateRules,
     /// Excludes deleting bytes while bytes are being made referenced ([`Registry::hold_bytes`]).
     bytes_guard: tokio::sync::RwLock<()>,
+    pulls: pulls::Pulls,
+    gc_stats: gc::GcStats,
 }
 
 impl Registry {
@@ -140,6 +152,8 @@ impl Registry {
             servable: gate::Servable::default(),
             gate_rules: GateRules::paved_road(),
             bytes_guard: tokio::sync::RwLock::new(()),
+            pulls: pulls::Pulls::default(),
+            gc_stats: gc::GcStats::default(),
         }
     }
 
@@ -165,11 +179,23 @@ impl Registry {
 
     /// Counters of the read path and the number of open upload sessions, for `/metrics`.
     pub async fn stats(&self) -> RegistryStats {
+        use std::sync::atomic::Ordering::Relaxed;
+        let g = &self.gc_stats;
         RegistryStats {
             manifest_cache_hits: self.cache.hits.load(std::sync::atomic::Ordering::Relaxed),
             manifest_cache_misses: self.cache.misses.load(std::sync::atomic::Ordering::Relaxed),
             single_flight_shared: self.manifest_flight.shared() + self.blob_flight.shared(),
             upload_sessions_open: self.meta.count_uploads().await.ok(),
+            gc: Collected {
+                referrers: g.referrers.load(Relaxed) as usize,
+                links: g.links.load(Relaxed) as usize,
+                blobs: g.blobs.load(Relaxed) as usize,
+                bytes: g.bytes.load(Relaxed),
+            },
+            gc_passes: g.passes.load(Relaxed),
+            gc_last_pass_ms: g.last_pass_ms.load(Relaxed),
+            expired_tags: g.expired_tags.load(Relaxed),
+            expired_manifests: g.expired_manifests.load(Relaxed),
         }
     }
 
