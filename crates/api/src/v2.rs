@@ -293,7 +293,7 @@ async fn handle(
             if head {
                 let size = match &mirrored {
                     Some((mirror, route)) => mirror.stat_blob(route, &repo, &digest).await?,
-                    None => registry.stat_blob(&repo, &digest).await?,
+                    None => registry.head_blob(&repo, &digest).await?,
                 };
                 return Ok(blob_headers(StatusCode::OK, &digest, &etag, size).body(Body::empty()).expect("valid response"));
             }

@@ -106,3 +106,36 @@ async fn a_manifest_after_its_layers_were_collected_is_refused_and_the_push_can_
     let r = reg.get(&format!("/v2/gc/slow/blobs/{}", image.layers[0].digest)).await;
     assert_eq!(r.body, image.layers[0].bytes);
 }
+
+#[tokio::test]
+async fn a_layer_a_client_found_with_head_is_spared_for_the_delay() {
+    let reg = TestRegistry::new().await;
+    // A push whose manifest never came, retried later: the client HEADs the layers, finds them,
+    // and sends only the manifest. A pass between the HEADs and the manifest must not unlink them.
+    let image = ImageBuilder::new(5).layer(1, 700).build();
+    for blob in image.blobs() {
+        reg.push_blob("gc/retried", &blob.bytes).await;
+    }
+    let abandoned = reg.push_blob("gc/retried", b"nobody asks about this one").await;
+    let delay = Duration::from_secs(1);
+    tokio::time::sleep(delay + Duration::from_millis(200)).await;
+    for blob in image.blobs() {
+        assert_eq!(reg.head(&format!("/v2/gc/retried/blobs/{}", blob.digest)).await.status, StatusCode::OK);
+    }
+    let collected = reg.registry.collect_garbage(delay).await.unwrap();
+    assert_eq!((collected.links, collected.blobs), (1, 1), "only the layer nobody found: {collected:?}");
+    assert!(!stored(&reg, &abandoned));
+    let put = reg.put_manifest("gc/retried", "v1", &image.media_type, image.manifest.clone()).await;
+    assert_eq!(put.status, StatusCode::CREATED, "{:?}", put.body);
+
+    // A HEAD counts for the delay, not longer: once it is old, an unreferenced layer goes.
+    let found = reg.push_blob("gc/found", b"found once, long ago").await;
+    assert_eq!(reg.head(&format!("/v2/gc/found/blobs/{found}")).await.status, StatusCode::OK);
+    tokio::time::sleep(delay + Duration::from_millis(200)).await;
+    let collected = reg.registry.collect_garbage(delay).await.unwrap();
+    assert_eq!((collected.links, collected.blobs), (1, 1), "{collected:?}");
+    assert!(!stored(&reg, &found));
+    for blob in image.blobs() {
+        assert!(stored(&reg, &blob.digest), "referenced now");
+    }
+}

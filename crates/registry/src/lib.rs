@@ -136,6 +136,7 @@ pub struct Registry {
     bytes_guard: tokio::sync::RwLock<()>,
     pulls: pulls::Pulls,
     gc_stats: gc::GcStats,
+    confirmed: gc::Confirmed,
 }
 
 impl Registry {
@@ -154,6 +155,7 @@ impl Registry {
             bytes_guard: tokio::sync::RwLock::new(()),
             pulls: pulls::Pulls::default(),
             gc_stats: gc::GcStats::default(),
+            confirmed: gc::Confirmed::default(),
         }
     }
 
