@@ -140,25 +140,27 @@ impl Registry {
                 }
             }
         }
+        let tags = out.tags[tags_before..].iter().map(|(_, tag)| (format!("{repo}:{tag}"), "no keep_tags rule keeps it"));
+        let manifests = out.manifests[manifests_before..]
+            .iter()
+            .map(|(_, digest)| (format!("{repo}@{digest}"), "untagged and idle past delete_untagged_after"));
+        let deleted: Vec<(String, &str)> = tags.chain(manifests).collect();
         if dry {
+            for (target, why) in &deleted {
+                tracing::info!(worker = "retention", reference = %target, why, "would delete (dry run)");
+            }
             return Ok(());
         }
-        if out.tags.len() > tags_before || out.manifests.len() > manifests_before {
+        if !deleted.is_empty() {
             self.cache.invalidate(repo);
         }
         let stats = &self.gc_stats;
         stats.expired_tags.fetch_add((out.tags.len() - tags_before) as u64, Relaxed);
         stats.expired_manifests.fetch_add((out.manifests.len() - manifests_before) as u64, Relaxed);
         let actor = Actor { name: "retention", client: None };
-        for (_, tag) in &out.tags[tags_before..] {
-            let target = format!("{repo}:{tag}");
-            tracing::info!(worker = "retention", reference = %target, "tag deleted");
-            self.audit(actor.clone(), "delete", &target, Some("no keep_tags rule keeps it")).await;
-        }
-        for (_, digest) in &out.manifests[manifests_before..] {
-            let target = format!("{repo}@{digest}");
-            tracing::info!(worker = "retention", reference = %target, "untagged manifest deleted");
-            self.audit(actor.clone(), "delete", &target, Some("untagged and idle past delete_untagged_after")).await;
+        for (target, why) in &deleted {
+            tracing::info!(worker = "retention", reference = %target, why, "deleted");
+            self.audit(actor.clone(), "delete", target, Some(why)).await;
         }
         Ok(())
     }
