@@ -339,33 +339,17 @@ impl Repositories for SqliteMeta {
     }
 
     async fn idle_untagged(&self, repo: &RepoName, before_ms: i64, limit: usize) -> Result<Vec<Digest>> {
-        let digests: Vec<String> = sqlx::query_scalar(concat!("SELECT m.digest ", idle_untagged_from!(), " ORDER BY m.digest LIMIT $3"))
-            .bind(repo.as_str())
-            .bind(before_ms)
-            .bind(limit.min(i64::MAX as usize) as i64)
-            .fetch_all(&self.reader)
-            .await
-            .map_err(db)?;
-        digests.iter().map(|d| parse(d)).collect()
+        idle_untagged_in(&self.reader, repo, before_ms, limit).await
     }
 
     async fn delete_idle_untagged(&self, repo: &RepoName, before_ms: i64, limit: usize) -> Result<Vec<Digest>> {
         let mut tx = self.writer.begin().await.map_err(db)?;
-        let digests: Vec<String> = sqlx::query_scalar(concat!("SELECT m.digest ", idle_untagged_from!(), " ORDER BY m.digest LIMIT $3"))
-            .bind(repo.as_str())
-            .bind(before_ms)
-            .bind(limit.min(i64::MAX as usize) as i64)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(db)?;
-        let mut deleted = Vec::with_capacity(digests.len());
+        let digests = idle_untagged_in(&mut *tx, repo, before_ms, limit).await?;
         for digest in &digests {
-            let digest: Digest = parse(digest)?;
-            delete_manifest_in(&mut tx, repo, &digest).await?;
-            deleted.push(digest);
+            delete_manifest_in(&mut tx, repo, digest).await?;
         }
         tx.commit().await.map_err(db)?;
-        Ok(deleted)
+        Ok(digests)
     }
 
     async fn tags(&self, repo: &RepoName, page: &Page) -> Result<Option<Listing<Tag>>> {
@@ -638,6 +622,19 @@ async fn ensure_repo(tx: &mut Transaction<'_, Sqlite>, repo: &RepoName, now: i64
         .await
         .map_err(db)?;
     Ok(())
+}
+
+/// Up to `limit` manifests of `repo` that nothing keeps, idle since before `before_ms` (see
+/// [`Repositories::idle_untagged`]), by digest.
+async fn idle_untagged_in<'e>(e: impl sqlx::SqliteExecutor<'e>, repo: &RepoName, before_ms: i64, limit: usize) -> Result<Vec<Digest>> {
+    let digests: Vec<String> = sqlx::query_scalar(concat!("SELECT m.digest ", idle_untagged_from!(), " ORDER BY m.digest LIMIT $3"))
+        .bind(repo.as_str())
+        .bind(before_ms)
+        .bind(limit.min(i64::MAX as usize) as i64)
+        .fetch_all(e)
+        .await
+        .map_err(db)?;
+    digests.iter().map(|d| parse(d)).collect()
 }
 
 /// Records that the manifest `tag` points at in `repo` loses it now, unless it is `keeps` (a
