@@ -20,7 +20,6 @@
 //! records' transaction checks every link) and the client pushes the layers again; nothing is
 //! ever left pointing at nothing.
 
-use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
@@ -45,13 +44,6 @@ pub struct Collected {
     pub bytes: u64,
 }
 
-/// Blob links found by a HEAD, remembered at most (past it, a HEAD is not remembered).
-const CONFIRMED_MAX: usize = 100_000;
-
-/// When each blob link was last found by a HEAD, by repository and digest.
-#[derive(Default)]
-pub(crate) struct Confirmed(std::sync::Mutex<HashMap<RepoName, HashMap<Digest, i64>>>, std::sync::atomic::AtomicUsize);
-
 /// What every pass since the start removed, for `/metrics`.
 #[derive(Default)]
 pub(crate) struct GcStats {
@@ -71,33 +63,8 @@ impl Registry {
     /// push it: garbage collection treats the link as made now.
     pub async fn head_blob(&self, repo: &RepoName, digest: &Digest) -> Result<u64> {
         let size = self.stat_blob(repo, digest).await?;
-        let Confirmed(by_repo, count) = &self.confirmed;
-        let mut by_repo = by_repo.lock().unwrap_or_else(|p| p.into_inner());
-        let now = now_ms();
-        if let Some(at) = by_repo.get_mut(repo).and_then(|m| m.get_mut(digest)) {
-            *at = now;
-        } else if count.load(Relaxed) < CONFIRMED_MAX {
-            by_repo.entry(repo.clone()).or_default().insert(digest.clone(), now);
-            count.fetch_add(1, Relaxed);
-        }
+        self.found_links.note(repo, digest, now_ms());
         Ok(size)
-    }
-
-    /// Whether a HEAD found `digest` in `repo` after `cutoff`.
-    fn confirmed_since(&self, repo: &RepoName, digest: &Digest, cutoff: i64) -> bool {
-        let by_repo = self.confirmed.0.lock().unwrap_or_else(|p| p.into_inner());
-        by_repo.get(repo).and_then(|m| m.get(digest)).is_some_and(|at| *at > cutoff)
-    }
-
-    /// Forgets the HEADs at or before `cutoff`: no pass asks about them any more.
-    fn forget_confirmed(&self, cutoff: i64) {
-        let Confirmed(by_repo, count) = &self.confirmed;
-        let mut by_repo = by_repo.lock().unwrap_or_else(|p| p.into_inner());
-        by_repo.retain(|_, digests| {
-            digests.retain(|_, at| *at > cutoff);
-            !digests.is_empty()
-        });
-        count.store(by_repo.values().map(HashMap::len).sum(), Relaxed);
     }
 
     /// One pass of garbage collection, sparing what was linked or written less than `delay` ago.
@@ -105,7 +72,7 @@ impl Registry {
         // The last millisecond that is old enough.
         let cutoff = now_ms().saturating_sub(delay.as_millis().min(i64::MAX as u128) as i64);
         let mut collected = Collected::default();
-        self.forget_confirmed(cutoff);
+        self.found_links.forget_until(cutoff);
         loop {
             let deleted = self.meta.delete_dangling_referrers(cutoff + 1, PAGE).await?;
             for (repo, _) in &deleted {
@@ -122,7 +89,7 @@ impl Registry {
             for (repo, digest) in &page {
                 // A client that found it will not push it again; a manifest recorded since the
                 // page was read keeps it.
-                if self.confirmed_since(repo, digest, cutoff) {
+                if self.found_links.get(repo, digest).is_some_and(|at| at > cutoff) {
                     continue;
                 }
                 if self.meta.unlink_unreferenced_blob(repo, digest).await? {

@@ -134,9 +134,11 @@ pub struct Registry {
     gate_rules: GateRules,
     /// Excludes deleting bytes while bytes are being made referenced ([`Registry::hold_bytes`]).
     bytes_guard: tokio::sync::RwLock<()>,
-    pulls: pulls::Pulls,
+    /// Pulls since the last flush.
+    pulls: pulls::Noted,
+    /// Blob links found by a HEAD within the garbage collection delay.
+    found_links: pulls::Noted,
     gc_stats: gc::GcStats,
-    confirmed: gc::Confirmed,
 }
 
 impl Registry {
@@ -153,9 +155,9 @@ impl Registry {
             servable: gate::Servable::default(),
             gate_rules: GateRules::paved_road(),
             bytes_guard: tokio::sync::RwLock::new(()),
-            pulls: pulls::Pulls::default(),
+            pulls: pulls::Noted::default(),
+            found_links: pulls::Noted::default(),
             gc_stats: gc::GcStats::default(),
-            confirmed: gc::Confirmed::default(),
         }
     }
 
