@@ -4,17 +4,10 @@
 
 use std::path::Path;
 
-use test_support::{ImageBuilder, Index, ServerProcess, run, run_command};
+use test_support::{ImageBuilder, Index, ServerProcess, run, run_command, skopeo};
 
 fn customs() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_customs"))
-}
-
-/// skopeo with the given arguments: its stdout, failing the test with its stderr.
-fn skopeo(args: &[&str]) -> String {
-    let mut all = vec!["--insecure-policy"];
-    all.extend_from_slice(args);
-    run("skopeo", &all)
 }
 
 /// Copies `tag` of the OCI layout `src` to the registry reference `to` with skopeo, with `extra`

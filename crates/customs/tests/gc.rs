@@ -9,16 +9,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{Method, StatusCode};
 use oci::Digest;
-use test_support::{Client, ImageBuilder, ServerProcess, metric, run, stored_blob_path};
+use test_support::{Client, ImageBuilder, ServerProcess, metric, run, skopeo, stored_blob_path};
 
 fn customs() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_customs"))
-}
-
-fn skopeo(args: &[&str]) -> String {
-    let mut all = vec!["--insecure-policy"];
-    all.extend_from_slice(args);
-    run("skopeo", &all)
 }
 
 #[test]

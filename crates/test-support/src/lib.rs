@@ -24,6 +24,14 @@ pub use client::Client;
 pub use image::{Blob, Image, ImageBuilder, Index, Rng, layer_tar_gz, write_image, write_oci_layout};
 pub use process::ServerProcess;
 
+/// skopeo with the given arguments (and `--insecure-policy`: the tests keep no signature policy):
+/// its stdout, failing the test with its stderr.
+pub fn skopeo(args: &[&str]) -> String {
+    let mut all = vec!["--insecure-policy"];
+    all.extend_from_slice(args);
+    run("skopeo", &all)
+}
+
 /// Runs a client program the test command installed (skopeo, openssl, ...); its standard output.
 /// Panics with its output when it fails.
 pub fn run(program: &str, args: &[&str]) -> String {
