@@ -4,7 +4,7 @@ use oci::{Digest, Reference, RepoName, Tag, UploadId};
 
 use crate::{
     AuditEntry, AuditQuery, Error, GateState, GrantRecord, IdentityKind, InspectionState, ManifestRecord, MetaStore, NewManifest,
-    Page, PrincipalRecord, StoredReport, TagRecord, UploadRecord, Component, ImageVulnerability, NewWaiver, PackageQuery, ReportIndex, Verdict, VerdictWrite, Matches, ReportFacts, VerdictBatch, WebhookCursor, WebhookFailure,
+    Page, PrincipalRecord, StoredReport, TagRecord, UploadRecord, Component, ImageVulnerability, NewWaiver, PackageQuery, ReportIndex, Verdict, VerdictWrite, Matches, ReportFacts, ScrubProgress, VerdictBatch, WebhookCursor, WebhookFailure,
 };
 
 /// Runs every check against `meta`, panicking on the first failure.
@@ -23,6 +23,64 @@ pub async fn run(meta: &dyn MetaStore) {
     inspections_are_leased_retried_and_completed(meta).await;
     stale_verdicts_page_by_digest_then_repository(meta).await;
     webhook_cursors_and_failures(meta).await;
+    damaged_blobs_read_as_absent_until_linked_again(meta).await;
+    scrub_progress_is_kept(meta).await;
+}
+
+async fn damaged_blobs_read_as_absent_until_linked_again(meta: &dyn MetaStore) {
+    let (a, b) = (&repo("damage/a"), &repo("damage/b"));
+    let layer = d("damage-layer");
+    meta.link_blob(a, &layer, 7).await.unwrap();
+    meta.link_blob(b, &layer, 7).await.unwrap();
+    assert!(meta.mark_damaged(&layer, "hashes to sha256:ff", 1_000).await.unwrap());
+    assert!(!meta.mark_damaged(&layer, "missing", 2_000).await.unwrap(), "marked once; the first reason stays");
+    assert_eq!(meta.linked_blob(a, &layer).await.unwrap(), None, "a damaged blob reads as absent");
+    assert_eq!(meta.linked_blob(b, &layer).await.unwrap(), None, "in every repository");
+    let image = |name: &str| NewManifest {
+        record: record(name),
+        blobs: vec![(layer.clone(), 7)],
+        children: vec![],
+        tag: None,
+        inspect: false,
+        pushed_by: None,
+        children_optional: false,
+    };
+    let refused = meta.put_manifest(a, &image("damage-image")).await;
+    assert!(matches!(refused, Err(Error::MissingReference(ref x)) if *x == layer), "{refused:?}");
+    let listed = meta.damaged_blobs(10).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!((&listed[0].digest, listed[0].reason.as_str(), listed[0].found_at_ms, listed[0].in_use), (&layer, "hashes to sha256:ff", 1_000, true));
+    assert_eq!(meta.forget_unused_damage().await.unwrap(), 0, "still linked: kept");
+
+    // Good bytes linked again (a finished upload) repair it in every repository at once.
+    meta.link_blob(b, &layer, 7).await.unwrap();
+    assert_eq!(meta.linked_blob(a, &layer).await.unwrap(), Some(7));
+    assert_eq!(meta.damaged_blobs(10).await.unwrap(), vec![]);
+    meta.put_manifest(a, &image("damage-image")).await.unwrap();
+
+    // A manifest stored again repairs its own digest.
+    let manifest = d("damage-image");
+    meta.mark_damaged(&manifest, "missing", 3_000).await.unwrap();
+    assert_eq!(meta.damaged_blobs(10).await.unwrap()[0].digest, manifest);
+    meta.put_manifest(a, &image("damage-image")).await.unwrap();
+    assert_eq!(meta.damaged_blobs(10).await.unwrap(), vec![]);
+
+    // A mark on a digest nothing needs any more is forgotten.
+    let gone = d("damage-gone");
+    meta.mark_damaged(&gone, "missing", 4_000).await.unwrap();
+    assert!(!meta.damaged_blobs(10).await.unwrap()[0].in_use);
+    assert_eq!(meta.forget_unused_damage().await.unwrap(), 1);
+    assert_eq!(meta.damaged_blobs(10).await.unwrap(), vec![]);
+}
+
+async fn scrub_progress_is_kept(meta: &dyn MetaStore) {
+    assert_eq!(meta.scrub_progress().await.unwrap(), None);
+    let mid = ScrubProgress { after: Some(d("scrubbed")), pass_started_ms: 10, last_pass_ended_ms: None };
+    meta.save_scrub_progress(&mid).await.unwrap();
+    assert_eq!(meta.scrub_progress().await.unwrap(), Some(mid));
+    let done = ScrubProgress { after: None, pass_started_ms: 10, last_pass_ended_ms: Some(20) };
+    meta.save_scrub_progress(&done).await.unwrap();
+    assert_eq!(meta.scrub_progress().await.unwrap(), Some(done));
 }
 
 async fn webhook_cursors_and_failures(meta: &dyn MetaStore) {

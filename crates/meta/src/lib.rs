@@ -7,6 +7,8 @@
 //! - [`Inspections`]: the inspection queue, reports by digest and verdicts by repository.
 //! - [`Findings`]: what inspections found, queried across images, and the waivers that set
 //!   findings aside.
+//! - [`Integrity`]: blobs found damaged (which then read as absent until pushed again) and the
+//!   scrub's progress.
 //! - [`SqliteMeta`] is the embedded adapter; PostgreSQL follows behind the same ports.
 //! - [`conformance`] is the suite every adapter passes.
 //!
@@ -19,6 +21,7 @@
 pub mod conformance;
 mod identities;
 mod inspections;
+mod integrity;
 mod sqlite;
 mod webhooks;
 
@@ -33,6 +36,7 @@ pub use inspections::{
     Component, Findings, GateState, ImageMatch, ImageVulnerability, InspectionJob, InspectionState, Inspections, Matches, NewWaiver,
     PackageQuery, ReportFacts, ReportIndex, StoredReport, Verdict, VerdictBatch, VerdictWrite, Waiver,
 };
+pub use integrity::{DamagedBlob, Integrity, ScrubProgress};
 pub use sqlite::SqliteMeta;
 pub use webhooks::{WebhookCursor, WebhookFailure, Webhooks};
 
@@ -219,8 +223,8 @@ pub trait UploadSessions: Send + Sync + 'static {
 }
 
 /// Every port of the records store.
-pub trait MetaStore: Repositories + UploadSessions + Identities + Inspections + Findings + Webhooks {}
-impl<T: Repositories + UploadSessions + Identities + Inspections + Findings + Webhooks> MetaStore for T {}
+pub trait MetaStore: Repositories + UploadSessions + Identities + Inspections + Findings + Webhooks + Integrity {}
+impl<T: Repositories + UploadSessions + Identities + Inspections + Findings + Webhooks + Integrity> MetaStore for T {}
 
 /// The handle the rest of the program holds.
 #[derive(Clone)]

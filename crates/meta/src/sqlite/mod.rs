@@ -28,10 +28,12 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (11, include_str!("../../migrations/sqlite/0011_manifest_pulls.sql")),
     (12, include_str!("../../migrations/sqlite/0012_stale_verdict_pages.sql")),
     (13, include_str!("../../migrations/sqlite/0013_untagged_at.sql")),
+    (14, include_str!("../../migrations/sqlite/0014_damaged_blobs.sql")),
 ];
 
 mod identities;
 mod inspections;
+mod integrity;
 mod webhooks;
 
 pub struct SqliteMeta {
@@ -111,6 +113,10 @@ macro_rules! idle_untagged_from {
     };
 }
 
+/// The size of a blob linked in a repository, unless it is damaged (see [`crate::Integrity`]).
+const LINKED_SIZE: &str = "SELECT size FROM blob_links WHERE repo = $1 AND digest = $2 \
+     AND NOT EXISTS (SELECT 1 FROM damaged_blobs WHERE digest = $2)";
+
 macro_rules! manifest_select {
     ($rest:literal) => {
         concat!("SELECT m.digest, m.media_type, m.size, m.artifact_type, m.subject, m.annotations ", $rest)
@@ -126,7 +132,7 @@ impl Repositories for SqliteMeta {
     }
 
     async fn linked_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>> {
-        let size: Option<i64> = sqlx::query_scalar("SELECT size FROM blob_links WHERE repo = $1 AND digest = $2")
+        let size: Option<i64> = sqlx::query_scalar(LINKED_SIZE)
             .bind(repo.as_str())
             .bind(digest.to_string())
             .fetch_optional(&self.reader)
@@ -144,7 +150,7 @@ impl Repositories for SqliteMeta {
         let mut tx = self.writer.begin().await.map_err(db)?;
         ensure_repo(&mut tx, repo, now).await?;
         for (digest, declared) in &m.blobs {
-            let size: Option<i64> = sqlx::query_scalar("SELECT size FROM blob_links WHERE repo = $1 AND digest = $2")
+            let size: Option<i64> = sqlx::query_scalar(LINKED_SIZE)
                 .bind(repo.as_str())
                 .bind(digest.to_string())
                 .fetch_optional(&mut *tx)
@@ -171,6 +177,8 @@ impl Repositories for SqliteMeta {
             }
         }
         let r = &m.record;
+        // The caller has just put the manifest's bytes in the store.
+        repaired(&mut tx, &r.digest).await?;
         sqlx::query(
             "INSERT INTO manifests (repo, digest, media_type, size, artifact_type, subject, annotations, created_at, pushed_by)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (repo, digest) DO NOTHING",
@@ -674,9 +682,12 @@ async fn delete_manifest_in(tx: &mut Transaction<'_, Sqlite>, repo: &RepoName, d
     Ok(done.rows_affected() > 0)
 }
 
+/// Links a blob whose bytes the caller has just found or put in the store, which also repairs it
+/// if it was marked damaged.
 async fn link_in(tx: &mut Transaction<'_, Sqlite>, repo: &RepoName, digest: &Digest, size: u64) -> Result<()> {
     let now = now_ms();
     ensure_repo(tx, repo, now).await?;
+    repaired(tx, digest).await?;
     sqlx::query(
         "INSERT INTO blob_links (repo, digest, size, created_at) VALUES ($1, $2, $3, $4)
          ON CONFLICT (repo, digest) DO UPDATE SET created_at = excluded.created_at",
@@ -688,6 +699,12 @@ async fn link_in(tx: &mut Transaction<'_, Sqlite>, repo: &RepoName, digest: &Dig
     .execute(&mut **tx)
     .await
     .map_err(db)?;
+    Ok(())
+}
+
+/// Removes `digest`'s damage mark: good bytes of it are in the store again.
+async fn repaired(tx: &mut Transaction<'_, Sqlite>, digest: &Digest) -> Result<()> {
+    sqlx::query("DELETE FROM damaged_blobs WHERE digest = $1").bind(digest.to_string()).execute(&mut **tx).await.map_err(db)?;
     Ok(())
 }
 
@@ -725,7 +742,7 @@ fn upload_record(r: &SqliteRow) -> Result<UploadRecord> {
     })
 }
 
-fn parse<T: FromStr>(s: &str) -> Result<T>
+pub(super) fn parse<T: FromStr>(s: &str) -> Result<T>
 where
     T::Err: std::fmt::Display,
 {
