@@ -13,6 +13,37 @@ pub async fn run(store: &dyn BlobStore) {
     failed_write_keeps_earlier_bytes(store).await;
     commit_of_an_existing_digest(store).await;
     listing_pages_through_every_blob(store).await;
+    stored_reads_and_quarantine(store).await;
+}
+
+async fn stored_reads_and_quarantine(store: &dyn BlobStore) {
+    // Two whole blocks of a stored read and an odd tail.
+    let data: Vec<u8> = (0..2_100_001u32).map(|i| (i % 253) as u8).collect();
+    let d = Digest::sha256_of(&data);
+    assert!(matches!(store.read_stored(&d).await, Err(Error::NotFound(_))));
+    store.put(&d, Bytes::from(data.clone())).await.unwrap();
+    let stored: Vec<Bytes> = store.read_stored(&d).await.unwrap().try_collect().await.unwrap();
+    assert_eq!(stored.concat(), data, "read as stored");
+    let small = Digest::sha256_of(b"quarantined small");
+    store.put(&small, Bytes::from_static(b"quarantined small")).await.unwrap();
+    let stored: Vec<Bytes> = store.read_stored(&small).await.unwrap().try_collect().await.unwrap();
+    assert_eq!(stored.concat(), b"quarantined small");
+
+    let place = store.quarantine(&d).await.unwrap();
+    assert!(place.is_some_and(|p| p.contains(&d.hex())), "says where the bytes went");
+    assert_eq!(store.stat(&d).await.unwrap(), None, "out of sight");
+    assert!(matches!(store.open(&d, None).await, Err(Error::NotFound(_))));
+    assert!(matches!(store.read_stored(&d).await, Err(Error::NotFound(_))));
+    let listed = store.list(None, 1000).await.unwrap();
+    assert!(listed.iter().all(|b| b.digest != d), "not listed");
+    assert_eq!(store.quarantine(&d).await.unwrap(), None, "nothing left to move");
+
+    // Its digest can be written again, and reads then find the new bytes.
+    let id = UploadId::new("quarantine-heal").unwrap();
+    store.write_part(&id, 0, body(&[&data])).await.unwrap();
+    store.commit(&id, data.len() as u64, &d).await.unwrap();
+    assert_eq!(read(store, &d, None).await, data);
+    assert!(store.delete(&d).await.unwrap());
 }
 
 fn body(parts: &[&[u8]]) -> ByteStream {

@@ -1,5 +1,5 @@
 //! The filesystem adapter: `blobs/<alg>/<2 hex>/<hex>` for committed blobs, `uploads/<id>` for
-//! upload parts, `tmp/` for whole puts.
+//! upload parts, `tmp/` for whole puts, `quarantine/<alg>-<hex>-<ms>` for blobs found damaged.
 //!
 //! Durability: part writes (`parts`) are `fdatasync`ed before they return; a commit syncs the
 //! part, renames it to its digest path (atomic on POSIX) and syncs the directory, so a crash leaves
@@ -16,6 +16,7 @@ use futures::{StreamExt, stream};
 use oci::Digest;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
+use crate::aligned::AlignedBuf;
 use crate::parts::{self, PartWrites};
 use crate::regions::{MappedRegions, RegionGuard};
 use crate::{BlobBody, BlobStore, ByteRange, ByteStream, Error, Result, StoredBlob, UploadId};
@@ -26,6 +27,8 @@ const MAP_THRESHOLD: u64 = 256 * 1024;
 const PART_CHUNK: usize = 256 << 10;
 /// Size of the memory-mapped windows a large blob is served in.
 const READ_WINDOW: usize = 1 << 20;
+/// Bytes in one read of [`BlobStore::read_stored`].
+const CHECK_BLOCK: usize = 1 << 20;
 
 pub struct FsBlobStore {
     root: PathBuf,
@@ -150,6 +153,39 @@ impl BlobStore for FsBlobStore {
         blocking(move || list_blobs(&root, after.as_deref(), limit)).await
     }
 
+    async fn read_stored(&self, digest: &Digest) -> Result<ByteStream> {
+        let (path, mode) = (self.blob_path(digest), self.part_writes);
+        let opened = blocking(move || match parts::open_read(&path, mode) {
+            Ok(f) => Ok(Some((f.metadata()?.len(), f))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        });
+        let (size, file) = opened.await?.ok_or_else(|| Error::NotFound(digest.clone()))?;
+        Ok(direct_reader(file, size))
+    }
+
+    async fn quarantine(&self, digest: &Digest) -> Result<Option<String>> {
+        let from = self.blob_path(digest);
+        let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis();
+        let to = self.root.join("quarantine").join(format!("{}-{}-{stamp}", digest.algorithm().as_str(), digest.hex()));
+        let moved = blocking(move || -> io::Result<Option<String>> {
+            let dir = to.parent().expect("quarantine paths have a parent");
+            std::fs::create_dir_all(dir)?;
+            match std::fs::rename(&from, &to) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(e),
+            }
+            std::fs::File::open(dir)?.sync_all()?;
+            std::fs::File::open(from.parent().expect("blob paths have a parent"))?.sync_all()?;
+            Ok(Some(to.display().to_string()))
+        })
+        .await?;
+        // Reads already under way keep their map; a later read of good bytes must not share it.
+        self.maps.forget(digest);
+        Ok(moved)
+    }
+
     async fn write_part(&self, id: &UploadId, offset: u64, body: ByteStream) -> Result<u64> {
         parts::write(&self.upload_path(id), offset, body, self.part_writes).await
     }
@@ -237,6 +273,13 @@ impl SharedMaps {
     }
 }
 
+impl SharedMaps {
+    /// Stops sharing `digest`'s live map with later reads (its bytes were found damaged).
+    fn forget(&self, digest: &Digest) {
+        self.live.lock().unwrap_or_else(|p| p.into_inner()).remove(digest);
+    }
+}
+
 /// A mapped blob; the guard is declared first so it unregisters before the map is unmapped.
 struct BlobMap {
     _guard: RegionGuard,
@@ -313,6 +356,27 @@ fn windows(map: Bytes, range: ByteRange) -> ByteStream {
     stream::iter(starts.map(move |at| Ok(map.slice(at as usize..end.min(at + READ_WINDOW as u64) as usize)))).boxed()
 }
 
+/// Streams a file's `size` bytes in blocks of [`CHECK_BLOCK`], each read on the blocking pool.
+fn direct_reader(file: std::fs::File, size: u64) -> ByteStream {
+    let file = Arc::new(file);
+    stream::unfold(Some(0u64), move |at| {
+        let file = file.clone();
+        async move {
+            let at = at.filter(|at| *at < size)?;
+            let len = (size - at).min(CHECK_BLOCK as u64) as usize;
+            let read = blocking(move || {
+                let mut buf = AlignedBuf::new(CHECK_BLOCK);
+                buf.fill_from(&file, at, len).map(|()| buf)
+            });
+            match read.await {
+                Ok(buf) => Some((Ok(Bytes::from_owner(buf)), Some(at + len as u64))),
+                Err(e) => Some((Err(io::Error::other(e.to_string())), None)),
+            }
+        }
+    })
+    .boxed()
+}
+
 /// Streams an async reader in `chunk`-sized pieces.
 fn chunked_reader<R: tokio::io::AsyncRead + Unpin + Send + 'static>(reader: R, chunk: usize) -> ByteStream {
     stream::unfold(reader, move |mut r| async move {
@@ -380,6 +444,25 @@ mod tests {
         let (ptr, len) = (probe.as_ptr() as usize, probe.len());
         drop(probe);
         assert!(regions.lookup_addr(ptr, len).is_none(), "dropped windows are unregistered");
+    }
+
+    /// A blob damaged in place while a read maps it: once quarantined and written again, a new
+    /// read must get the new bytes, not the damaged file's live map.
+    #[tokio::test]
+    async fn a_quarantined_blob_map_is_not_shared_with_later_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsBlobStore::open(dir.path()).unwrap();
+        let good: Vec<u8> = (0..2 * READ_WINDOW).map(|i| (i % 241) as u8).collect();
+        let d = Digest::sha256_of(&good);
+        store.put(&d, Bytes::from(good.clone())).await.unwrap();
+        let BlobBody::Stream { stream: held, .. } = store.open(&d, None).await.unwrap() else { panic!() };
+        std::fs::OpenOptions::new().write(true).open(store.blob_path(&d)).unwrap().write_all(&[0xff; 4096]).unwrap();
+        assert!(store.quarantine(&d).await.unwrap().is_some());
+        store.put(&d, Bytes::from(good.clone())).await.unwrap();
+        let BlobBody::Stream { stream, .. } = store.open(&d, None).await.unwrap() else { panic!() };
+        let read: Vec<Bytes> = futures::TryStreamExt::try_collect(stream).await.unwrap();
+        assert_eq!(read.concat(), good, "the new copy, not the damaged map");
+        drop(held);
     }
 
     #[tokio::test]

@@ -1,7 +1,7 @@
 //! Content-addressed bytes.
 //!
 //! - [`BlobStore`] is the port: committed blobs by digest (stat, ranged open, whole put, delete,
-//!   a paged listing) and upload parts (write at an offset, commit under a digest, abort).
+//!   a paged listing, uncached reads and quarantine for the scrub) and upload parts (write at an offset, commit under a digest, abort).
 //! - [`FsBlobStore`] is the filesystem adapter of the embedded default.
 //! - [`conformance`] is the suite every adapter passes.
 //! - [`MappedRegions`] tells a connection which outgoing bytes are mapped blob windows, so it can
@@ -14,6 +14,7 @@
 //!
 //! Architecture Invariant: no HTTP types. [`BlobBody`] is a stream of bytes or a redirect URL.
 
+mod aligned;
 pub mod conformance;
 mod fs;
 mod parts;
@@ -96,6 +97,14 @@ pub trait BlobStore: Send + Sync + 'static {
     /// in the order of their digests' strings: garbage collection walks the store a page at a
     /// time, so its memory does not grow with the store.
     async fn list(&self, after: Option<&Digest>, limit: usize) -> Result<Vec<StoredBlob>>;
+
+    /// Streams a committed blob as the medium holds it, for the scrub to hash: past any cache
+    /// where the store can, so that a copy still cached cannot hide damage underneath.
+    async fn read_stored(&self, digest: &Digest) -> Result<ByteStream>;
+    /// Moves a committed blob out of sight (reads find it absent, a commit of the digest writes
+    /// it anew) and keeps its bytes for the operator to examine; returns where they are, `None`
+    /// if the blob was not there.
+    async fn quarantine(&self, digest: &Digest) -> Result<Option<String>>;
 
     /// Writes `body` into the upload at `offset`, creating the upload if needed; returns how many
     /// bytes were written. Durable when it returns. Bytes past `offset` from an earlier failed

@@ -25,6 +25,7 @@ use std::path::Path;
 use bytes::Bytes;
 use futures::StreamExt;
 
+use crate::aligned::{ALIGN, AlignedBuf};
 use crate::fs::{blocking, storage};
 use crate::{ByteStream, Error, Result};
 
@@ -37,8 +38,6 @@ pub enum PartWrites {
     Buffered,
 }
 
-/// Alignment of direct writes: file offsets, lengths and buffer addresses.
-pub(crate) const ALIGN: usize = 4096;
 /// Bytes in one write; two buffers of this size are held per part being written.
 const BLOCK: usize = 1 << 20;
 
@@ -132,6 +131,16 @@ pub(crate) async fn write(path: &Path, offset: u64, mut body: ByteStream, mode: 
     Ok(written)
 }
 
+/// Opens a file for reading, with `O_DIRECT` in [`PartWrites::Direct`] (the same filesystem
+/// takes it), so reads come from the device and leave the page cache as it was.
+pub(crate) fn open_read(path: &Path, mode: PartWrites) -> io::Result<File> {
+    let flags = match mode {
+        PartWrites::Direct => libc::O_DIRECT,
+        PartWrites::Buffered => 0,
+    };
+    std::fs::OpenOptions::new().read(true).custom_flags(flags).open(path)
+}
+
 fn open(path: &Path, mode: PartWrites) -> io::Result<File> {
     let flags = match mode {
         PartWrites::Direct => libc::O_DIRECT,
@@ -183,56 +192,6 @@ impl Writer {
     }
 }
 
-/// Up to `cap` bytes starting at an [`ALIGN`]-aligned address. Safe code: a `Vec` whose first
-/// `start` bytes are skipped to reach the alignment, and which never grows past its capacity (so
-/// it is never moved).
-struct AlignedBuf {
-    raw: Vec<u8>,
-    start: usize,
-    cap: usize,
-}
-
-impl AlignedBuf {
-    fn new(cap: usize) -> AlignedBuf {
-        let mut raw: Vec<u8> = Vec::with_capacity(cap + ALIGN);
-        let start = raw.as_ptr().align_offset(ALIGN);
-        raw.resize(start, 0);
-        AlignedBuf { raw, start, cap }
-    }
-
-    fn len(&self) -> usize {
-        self.raw.len() - self.start
-    }
-
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    fn room(&self) -> usize {
-        self.cap - self.len()
-    }
-
-    fn extend(&mut self, bytes: &[u8]) {
-        assert!(bytes.len() <= self.room(), "an aligned buffer never grows");
-        self.raw.extend_from_slice(bytes);
-    }
-
-    /// Zeros up to the next [`ALIGN`] boundary; the caller truncates the file after writing.
-    fn pad(&mut self) {
-        let padded = self.len().next_multiple_of(ALIGN);
-        self.raw.resize(self.start + padded, 0);
-    }
-
-    fn block(&self) -> &[u8] {
-        &self.raw[self.start..]
-    }
-
-    fn cleared(mut self) -> AlignedBuf {
-        self.raw.truncate(self.start);
-        self
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,21 +202,6 @@ mod tests {
 
     fn data(len: usize, seed: u8) -> Vec<u8> {
         (0..len).map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[3] ^ seed).collect()
-    }
-
-    #[test]
-    fn buffers_are_aligned_and_never_move() {
-        let mut buf = AlignedBuf::new(3 * ALIGN);
-        let at = buf.block().as_ptr();
-        assert_eq!(at as usize % ALIGN, 0);
-        buf.extend(&[1; 5000]);
-        buf.pad();
-        assert_eq!(buf.len(), 2 * ALIGN, "padded to the next boundary");
-        assert_eq!(&buf.block()[4999..5001], &[1, 0]);
-        assert_eq!(buf.block().as_ptr(), at, "filling never reallocates");
-        let buf = buf.cleared();
-        assert!(buf.is_empty());
-        assert_eq!(buf.room(), 3 * ALIGN);
     }
 
     /// Chunks of awkward sizes at awkward offsets, in both modes: the file holds exactly the
