@@ -211,4 +211,14 @@ fn render_registry_stats(stats: &registry::RegistryStats, out: &mut String) {
     one("customs_gc_bytes_deleted_total", "counter", "Bytes of the blobs garbage collection deleted.", gc.bytes);
     one("customs_retention_tags_deleted_total", "counter", "Tags deleted by retention policies.", stats.expired_tags);
     one("customs_retention_manifests_deleted_total", "counter", "Untagged manifests deleted by retention policies.", stats.expired_manifests);
+    one("customs_scrub_passes_total", "counter", "Scrub passes completed.", stats.scrub_passes);
+    one("customs_scrub_blobs_checked_total", "counter", "Blobs the scrub read back and hashed.", stats.scrub_blobs);
+    one("customs_scrub_bytes_checked_total", "counter", "Bytes the scrub read back and hashed.", stats.scrub_bytes);
+    one(
+        "customs_blobs_damaged_total",
+        "counter",
+        "Blobs found damaged (not hashing to their digest, or missing) and made to read as absent until pushed again.",
+        stats.scrub_damaged,
+    );
+    one("customs_scrub_unreadable_total", "counter", "Blobs the scrub could not read (I/O errors); tried again next pass.", stats.scrub_unreadable);
 }

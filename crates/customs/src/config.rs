@@ -50,6 +50,8 @@ pub struct Config {
     pub gc: Gc,
     /// Which tags and untagged manifests repositories keep, applied at each `[gc]` pass.
     pub retention: Retention,
+    /// Every stored blob read back and hashed, so damaged bytes are found before a pull.
+    pub scrub: Scrub,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -67,6 +69,25 @@ pub struct Gc {
 impl Default for Gc {
     fn default() -> Self {
         Gc { enabled: true, interval_secs: 3600, delay_secs: 3600 }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Scrub {
+    /// Run passes in the background while serving (`customs scrub` runs one on a stopped
+    /// server's data directory either way).
+    pub enabled: bool,
+    /// A pass starts this long after the last one ended (the first: this long after the first
+    /// start); a pass cut short by a restart resumes at the next start.
+    pub interval_secs: u64,
+    /// Reads are paced to at most this many bytes a second (0: as fast as the disk goes).
+    pub bytes_per_sec: u64,
+}
+
+impl Default for Scrub {
+    fn default() -> Self {
+        Scrub { enabled: true, interval_secs: 86_400, bytes_per_sec: 64 << 20 }
     }
 }
 
@@ -677,6 +698,7 @@ impl Default for Config {
             mirrors: Vec::new(),
             gc: Gc::default(),
             retention: Retention::default(),
+            scrub: Scrub::default(),
         }
     }
 }

@@ -11,6 +11,7 @@ mod gc;
 mod policy_cmd;
 mod query;
 mod scan;
+mod scrub;
 mod serve;
 mod source;
 mod webhooks;
@@ -102,6 +103,15 @@ enum Command {
         #[command(flatten)]
         gc: gc::GcArgs,
     },
+    /// Read every stored blob back and hash it: damaged ones are moved aside and read as absent
+    /// until pushed again. One pass over the data directory of a stopped server; exits 1 if any
+    /// blob still in use is damaged.
+    Scrub {
+        #[command(flatten)]
+        args: ServeArgs,
+        #[command(flatten)]
+        scrub: scrub::ScrubArgs,
+    },
     /// Print the audit log: id, time, actor, action, target, client, detail.
     Audit {
         #[command(flatten)]
@@ -188,6 +198,10 @@ fn main() -> std::process::ExitCode {
         Command::Waiver { args, command } => args.load().and_then(|c| query::run(c, query::Command::Waiver(command))),
         Command::Db { args, command } => args.load().and_then(|c| db::run(c, command)),
         Command::Gc { args, gc } => args.load().and_then(|c| gc::run(c, gc)),
+        Command::Scrub { args, scrub } => match args.load().and_then(|c| scrub::run(c, scrub)) {
+            Ok(code) => return std::process::ExitCode::from(code),
+            Err(e) => Err(e),
+        },
         Command::Policy { command } => match policy_cmd::run(command) {
             Ok(code) => return std::process::ExitCode::from(code),
             Err(e) => Err(e),

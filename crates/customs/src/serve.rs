@@ -108,6 +108,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     let collector =
         config.gc.enabled.then(|| tokio::spawn(garbage_collector(registry.clone(), config.gc.clone(), retention, stop_rx.clone())));
+    let scrubber = config.scrub.enabled.then(|| tokio::spawn(crate::scrub::worker(registry.clone(), config.scrub.clone(), stop_rx.clone())));
     let evictor = mirror.clone().map(|m| tokio::spawn(mirror_evictor(m, stop_rx.clone())));
     let inspectors = if config.inspection.enabled {
         let engines = crate::engines::build(&config, &crate::engines::Wanted { secrets: true, malware: true, misconfig: true }, &[], &[], None)
@@ -171,6 +172,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     if let Some(e) = evictor {
         let _ = e.await;
+    }
+    if let Some(s) = scrubber {
+        let _ = s.await;
     }
     for w in inspectors.into_iter().chain(hooks) {
         let _ = w.await;

@@ -26,6 +26,7 @@ mod manifests;
 mod pulls;
 mod range;
 mod retention;
+mod scrub;
 mod uploads;
 
 use std::sync::Arc;
@@ -44,6 +45,7 @@ pub use judge::{Basis, GateRules, Mode, NamespaceRule, PushMode, index as report
 pub use manifests::{ManifestContent, PutManifest};
 pub use range::RangeRequest;
 pub use retention::{Expired, KeepTags, Retention, RetentionPolicy};
+pub use scrub::{Damage, Scrubbed};
 pub use uploads::{MountResult, UploadStatus};
 
 use cache::ManifestCache;
@@ -118,6 +120,13 @@ pub struct RegistryStats {
     pub gc_last_pass_ms: u64,
     pub expired_tags: u64,
     pub expired_manifests: u64,
+    /// The scrub since the start: blobs and bytes read back and hashed, blobs found damaged (by
+    /// the scrub or by a read that found their bytes missing), blobs it could not read, passes.
+    pub scrub_blobs: u64,
+    pub scrub_bytes: u64,
+    pub scrub_damaged: u64,
+    pub scrub_unreadable: u64,
+    pub scrub_passes: u64,
 }
 
 pub struct Registry {
@@ -139,6 +148,7 @@ pub struct Registry {
     /// Blob links found by a HEAD within the garbage collection delay.
     found_links: pulls::Noted,
     gc_stats: gc::GcStats,
+    scrub_stats: scrub::ScrubStats,
 }
 
 impl Registry {
@@ -158,6 +168,7 @@ impl Registry {
             pulls: pulls::Noted::default(),
             found_links: pulls::Noted::default(),
             gc_stats: gc::GcStats::default(),
+            scrub_stats: scrub::ScrubStats::default(),
         }
     }
 
@@ -184,7 +195,7 @@ impl Registry {
     /// Counters of the read path and the number of open upload sessions, for `/metrics`.
     pub async fn stats(&self) -> RegistryStats {
         use std::sync::atomic::Ordering::Relaxed;
-        let g = &self.gc_stats;
+        let (g, s) = (&self.gc_stats, &self.scrub_stats);
         RegistryStats {
             manifest_cache_hits: self.cache.hits.load(std::sync::atomic::Ordering::Relaxed),
             manifest_cache_misses: self.cache.misses.load(std::sync::atomic::Ordering::Relaxed),
@@ -200,6 +211,11 @@ impl Registry {
             gc_last_pass_ms: g.last_pass_ms.load(Relaxed),
             expired_tags: g.expired_tags.load(Relaxed),
             expired_manifests: g.expired_manifests.load(Relaxed),
+            scrub_blobs: s.blobs.load(Relaxed),
+            scrub_bytes: s.bytes.load(Relaxed),
+            scrub_damaged: s.damaged.load(Relaxed),
+            scrub_unreadable: s.unreadable.load(Relaxed),
+            scrub_passes: s.passes.load(Relaxed),
         }
     }
 
@@ -210,13 +226,14 @@ impl Registry {
             None => None,
             Some(r) => Some(r.resolve(size).ok_or(Error::RangeNotSatisfiable { size })?),
         };
-        let body = self.blobs.open(digest, range).await.map_err(|e| match e {
-            blobs::Error::NotFound(d) => {
-                tracing::error!(%repo, digest = %d, "blob is linked but its bytes are missing");
-                Error::BlobUnknown(d)
+        let body = match self.blobs.open(digest, range).await {
+            Ok(body) => body,
+            Err(blobs::Error::NotFound(d)) => {
+                self.note_missing(&d).await;
+                return Err(Error::BlobUnknown(d));
             }
-            other => other.into(),
-        })?;
+            Err(e) => return Err(e.into()),
+        };
         Ok(BlobRead { size, range, body })
     }
 

@@ -157,7 +157,20 @@ impl Registry {
             .manifest(repo, reference)
             .await?
             .ok_or_else(|| Error::ManifestUnknown(reference.clone()))?;
-        let bytes = self.read_small(&record).await?;
+        let bytes = match self.read_small(&record).await {
+            Ok(bytes) if Digest::of(record.digest.algorithm(), &bytes) == record.digest => bytes,
+            // Never serve bytes that are not the manifest: a client would refuse them anyway.
+            Ok(bytes) => {
+                let actual = Digest::of(record.digest.algorithm(), &bytes);
+                self.quarantine(&record.digest, &format!("its {} bytes hash to {actual}", bytes.len())).await?;
+                return Err(Error::ManifestUnknown(reference.clone()));
+            }
+            Err(Error::BlobUnknown(d)) => {
+                self.note_missing(&d).await;
+                return Err(Error::ManifestUnknown(reference.clone()));
+            }
+            Err(e) => return Err(e),
+        };
         let content = Arc::new(ManifestContent { digest: record.digest, media_type: record.media_type, bytes });
         self.cache.insert(generation, repo, reference, content.clone());
         Ok(content)
