@@ -30,7 +30,7 @@ async fn stored_reads_and_quarantine(store: &dyn BlobStore) {
     assert_eq!(stored.concat(), b"quarantined small");
 
     let place = store.quarantine(&d).await.unwrap();
-    assert!(place.is_some_and(|p| p.contains(&d.hex())), "says where the bytes went");
+    assert!(place.is_some_and(|p| p.contains(d.hex())), "says where the bytes went");
     assert_eq!(store.stat(&d).await.unwrap(), None, "out of sight");
     assert!(matches!(store.open(&d, None).await, Err(Error::NotFound(_))));
     assert!(matches!(store.read_stored(&d).await, Err(Error::NotFound(_))));
