@@ -459,3 +459,56 @@ async fn eviction_takes_the_least_recently_pulled_and_spares_what_is_in_use() {
     assert!(!stored(&c.layers[0].digest).await);
     assert!(mirror_with(idle).evict(later).await.unwrap().images == 0, "a second pass finds nothing more");
 }
+
+/// A cached layer that rotted on the mirror's disk: the scrub moves it aside, and the next pull
+/// fetches it from the upstream again instead of failing (or serving the bad bytes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_cached_layer_is_fetched_again_from_the_upstream() {
+    use blobs::{BlobBody, Blobs, FsBlobStore};
+    use futures::TryStreamExt;
+    use meta::{Meta, SqliteMeta};
+    use mirror::{Mirror, UpstreamConfig};
+    use oci::{Reference, RepoName};
+    use registry::{Registry, RegistryConfig};
+    use std::sync::Arc;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let (up, up_log) = upstream(tmp.path(), &[]);
+    let image = ImageBuilder::new(13).layer(1, 300_000).build();
+    let layout = tmp.path().join("layout");
+    image.write_layout(&layout, "v1").unwrap();
+    push_layout(&layout, "v1", &up.addr, "team/rot:v1", None);
+
+    let dir = tmp.path().join("mirror");
+    let blobs = Blobs(Arc::new(FsBlobStore::open(&dir).unwrap()));
+    let meta = Meta(Arc::new(SqliteMeta::open(&dir.join("meta.db")).await.unwrap()));
+    let registry = Arc::new(Registry::new(blobs.clone(), meta.clone(), RegistryConfig::default()));
+    let mirror = Arc::new(Mirror::new(registry.clone(), blobs.clone(), meta.clone(), vec![UpstreamConfig::new("up", &up.url())]).unwrap());
+    let repo: RepoName = "up/team/rot".parse().unwrap();
+    let route = mirror.route(&repo).unwrap().unwrap();
+    let layer = &image.layers[0];
+    let read = |mirror: Arc<Mirror>| {
+        let (route, repo, digest) = (route.clone(), repo.clone(), layer.digest.clone());
+        async move {
+            let BlobBody::Stream { stream, .. } = mirror.blob(&route, &repo, &digest, None).await.unwrap().body else { panic!() };
+            let chunks: Vec<bytes::Bytes> = stream.try_collect().await.unwrap();
+            chunks.concat()
+        }
+    };
+    assert_eq!(mirror.manifest(&route, &repo, &Reference::Tag("v1".parse().unwrap())).await.unwrap().content.digest, image.digest);
+    assert_eq!(read(mirror.clone()).await, &layer.bytes[..]);
+    let fetched = || upstream_requests(&up_log).get(&("GET".to_owned(), format!("/v2/team/rot/blobs/{}", layer.digest))).copied();
+    assert_eq!(fetched(), Some(1));
+
+    let path = test_support::stored_blob_path(&dir, &layer.digest);
+    let mut rotten = std::fs::read(&path).unwrap();
+    rotten[5000] ^= 0xff;
+    std::fs::write(&path, rotten).unwrap();
+    let found = registry.scrub(0).await.unwrap();
+    assert_eq!(found.damaged.iter().map(|d| &d.digest).collect::<Vec<_>>(), vec![&layer.digest], "{found:?}");
+
+    assert_eq!(read(mirror.clone()).await, &layer.bytes[..], "fetched again");
+    assert_eq!(fetched(), Some(2));
+    assert_eq!(registry.scrub(0).await.unwrap().damaged, vec![], "and stored whole");
+    assert!(up.stop());
+}
