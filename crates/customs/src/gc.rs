@@ -2,16 +2,13 @@
 //! using (a running server does its own passes, `[gc]`), and what both share: the pass itself
 //! and the `[retention]` settings made into policies.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use blobs::Blobs;
-use meta::Meta;
 use registry::{Collected, Expired, KeepTags, Registry, Retention, RetentionPolicy};
 
 use crate::config::Config;
-use crate::serve::DataDir;
+use crate::serve::{DataDir, Offline};
 
 #[derive(clap::Args)]
 pub struct GcArgs {
@@ -24,17 +21,13 @@ pub struct GcArgs {
 }
 
 pub fn run(config: Config, args: GcArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(config.data.is_dir(), "no data directory at {}", config.data.display());
     let delay = Duration::from_secs(args.delay_secs.unwrap_or(config.gc.delay_secs));
     let mut retention = retention(&config)?;
     retention.dry_run |= args.dry_run;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")?;
     runtime.block_on(async {
-        let dir = DataDir::open(&config.data)
-            .await
-            .context("a running server collects its own garbage (gc.enabled); stop it to run customs gc")?;
-        let meta = Arc::new(dir.meta);
-        let registry = Registry::new(Blobs(Arc::new(dir.blobs)), Meta(meta.clone()), config.limits.registry());
+        let Offline { registry, meta, .. } =
+            DataDir::offline(&config, "a running server collects its own garbage (gc.enabled); stop it to run customs gc").await?;
         let done = pass(&registry, &retention, delay, !args.dry_run).await;
         meta.close().await;
         let (expired, collected) = done?;

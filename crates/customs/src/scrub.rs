@@ -5,13 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use blobs::Blobs;
-use meta::Meta;
 use registry::Registry;
 use tokio::sync::watch;
 
 use crate::config::Config;
-use crate::serve::DataDir;
+use crate::serve::{DataDir, Offline};
 
 #[derive(clap::Args)]
 pub struct ScrubArgs {
@@ -25,19 +23,15 @@ pub struct ScrubArgs {
 
 /// Exits 0 if no blob in use is damaged, 1 if one is (found now or before and not pushed again).
 pub fn run(config: Config, args: ScrubArgs) -> anyhow::Result<u8> {
-    anyhow::ensure!(config.data.is_dir(), "no data directory at {}", config.data.display());
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")?;
     runtime.block_on(async {
-        let dir = DataDir::open(&config.data)
-            .await
-            .context("a running server scrubs its own store (scrub.enabled); stop it to run customs scrub")?;
-        let meta = Arc::new(dir.meta);
-        let registry = Registry::new(Blobs(Arc::new(dir.blobs)), Meta(meta.clone()), config.limits.registry());
+        let Offline { registry, meta, .. } =
+            DataDir::offline(&config, "a running server scrubs its own store (scrub.enabled); stop it to run customs scrub").await?;
         let done = async {
             if !args.list {
                 let found = registry.scrub(args.bytes_per_sec).await?;
                 for d in &found.damaged {
-                    println!("damaged {}: {}; its bytes were moved to {}", d.digest, d.reason, d.kept_at.as_deref().unwrap_or("-"));
+                    println!("damaged {}: {}; its bytes were moved to {}", d.digest, d.reason, d.kept_at);
                 }
                 println!(
                     "checked {} blobs ({} bytes): {} damaged, {} unreadable",

@@ -51,6 +51,23 @@ impl DataDir {
             .with_context(|| format!("cannot open the records database in {}", path.display()))?;
         Ok(DataDir { path, blobs, meta, _lock: lock })
     }
+
+    /// The registry over a stopped server's data directory, for one command (`gc`, `scrub`);
+    /// `instead` tells what a running server does in its place, for the refusal when one runs.
+    pub(crate) async fn offline(config: &Config, instead: &str) -> anyhow::Result<Offline> {
+        anyhow::ensure!(config.data.is_dir(), "no data directory at {}", config.data.display());
+        let dir = DataDir::open(&config.data).await.with_context(|| instead.to_owned())?;
+        let meta = Arc::new(dir.meta);
+        let registry = Registry::new(Blobs(Arc::new(dir.blobs)), Meta(meta.clone()), config.limits.registry());
+        Ok(Offline { registry, meta, _lock: dir._lock })
+    }
+}
+
+/// What [`DataDir::offline`] opens; the directory stays locked while it lives.
+pub(crate) struct Offline {
+    pub registry: Registry,
+    pub meta: Arc<SqliteMeta>,
+    _lock: File,
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

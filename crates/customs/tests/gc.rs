@@ -79,16 +79,7 @@ async fn a_running_server_collects_in_the_background() {
     // The image is pushed before collection starts, so no pass can fall between its layers and
     // its manifest (a pass with no delay would unlink them; the manifest would then be refused).
     let server = ServerProcess::start_with(customs(), &data, &[("CUSTOMS_GC__ENABLED", "false")]).unwrap();
-    let client = Client::new(&server.url());
-    for blob in image.blobs() {
-        let path = format!("/v2/keep/blobs/uploads/?digest={}", blob.digest);
-        assert_eq!(client.call(Method::POST, &path, &[], blob.bytes.clone()).await.unwrap().status, StatusCode::CREATED);
-    }
-    let put = client
-        .call(Method::PUT, "/v2/keep/manifests/v1", &[("content-type", image.media_type.as_str())], image.manifest.clone())
-        .await
-        .unwrap();
-    assert_eq!(put.status, StatusCode::CREATED);
+    Client::new(&server.url()).push_image("keep", &image, "v1").await;
     assert!(server.stop());
 
     let gc = [("CUSTOMS_GC__INTERVAL_SECS", "1"), ("CUSTOMS_GC__DELAY_SECS", "0")];

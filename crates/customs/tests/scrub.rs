@@ -104,15 +104,7 @@ async fn a_running_server_scrubs_in_the_background() {
     let env = [("CUSTOMS_INSPECTION__ENABLED", "false"), ("CUSTOMS_SCRUB__INTERVAL_SECS", "1")];
     let server = ServerProcess::start_with(customs(), &data, &env).unwrap();
     let client = Client::new(&server.url());
-    for blob in image.blobs() {
-        let path = format!("/v2/bg/blobs/uploads/?digest={}", blob.digest);
-        assert_eq!(client.call(Method::POST, &path, &[], blob.bytes.clone()).await.unwrap().status, StatusCode::CREATED);
-    }
-    let put = client
-        .call(Method::PUT, "/v2/bg/manifests/v1", &[("content-type", image.media_type.as_str())], image.manifest.clone())
-        .await
-        .unwrap();
-    assert_eq!(put.status, StatusCode::CREATED);
+    client.push_image("bg", &image, "v1").await;
     let layer = &image.layers[0];
     rot(&data, &layer.digest);
     let head = format!("/v2/bg/blobs/{}", layer.digest);

@@ -45,7 +45,7 @@ pub struct Damage {
     pub digest: Digest,
     pub reason: String,
     /// Where its bytes were moved.
-    pub kept_at: Option<String>,
+    pub kept_at: String,
 }
 
 /// Counts since the start, for `/metrics`.
@@ -181,18 +181,20 @@ impl Registry {
         Ok(())
     }
 
-    /// Moves `digest`'s bytes aside and marks it damaged; `None` if its bytes were gone already.
-    /// Under the exclusive side of [`Registry::hold_bytes`], so a mount or a commit of the same
-    /// digest lands wholly before (and its link is then taken away by the mark) or wholly after
-    /// (and its good bytes and link repair it).
+    /// Moves `digest`'s bytes aside and marks it damaged; `None` if its bytes were gone already
+    /// (deleted as garbage meanwhile, or moved by another find). Under the exclusive side of
+    /// [`Registry::hold_bytes`], so a mount or a commit of the same digest lands wholly before
+    /// (and its link is then taken away by the mark) or wholly after (and its good bytes and link
+    /// repair it).
     pub(crate) async fn quarantine(&self, digest: &Digest, reason: &str) -> Result<Option<Damage>> {
         let _exclusive = self.bytes_guard.write().await;
-        let kept_at = self.blobs.quarantine(digest).await?;
+        let Some(kept_at) = self.blobs.quarantine(digest).await? else {
+            return Ok(None);
+        };
         self.meta.mark_damaged(digest, reason, now_ms()).await?;
         self.scrub_stats.damaged.fetch_add(1, Relaxed);
-        tracing::error!(%digest, reason, kept_at = kept_at.as_deref().unwrap_or("-"),
-            "a stored blob is damaged: moved aside; it reads as absent until pushed again");
-        Ok(kept_at.map(|kept_at| Damage { digest: digest.clone(), reason: reason.to_owned(), kept_at: Some(kept_at) }))
+        tracing::error!(%digest, reason, kept_at, "a stored blob is damaged: moved aside; it reads as absent until pushed again");
+        Ok(Some(Damage { digest: digest.clone(), reason: reason.to_owned(), kept_at }))
     }
 
     /// A read found no bytes for a digest the records hold: marks it damaged, so it reads as

@@ -44,4 +44,16 @@ impl Client {
         let body: Bytes = body.collect().await?.to_bytes();
         Ok(TestResponse { status: parts.status, headers: parts.headers, body })
     }
+
+    /// Pushes `image` as `repo:tag`: each blob in one `POST ?digest=`, then the manifest; panics
+    /// on any status but 201.
+    pub async fn push_image(&self, repo: &str, image: &crate::Image, tag: &str) {
+        for blob in image.blobs() {
+            let r = self.call(Method::POST, &format!("/v2/{repo}/blobs/uploads/?digest={}", blob.digest), &[], blob.bytes.clone()).await;
+            assert_eq!(r.unwrap().status, http::StatusCode::CREATED, "blob {}", blob.digest);
+        }
+        let headers = [("content-type", image.media_type.as_str())];
+        let r = self.call(Method::PUT, &format!("/v2/{repo}/manifests/{tag}"), &headers, image.manifest.clone()).await;
+        assert_eq!(r.unwrap().status, http::StatusCode::CREATED, "manifest {repo}:{tag}");
+    }
 }
