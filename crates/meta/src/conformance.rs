@@ -113,6 +113,19 @@ fn d(s: &str) -> Digest {
     Digest::sha256_of(s.as_bytes())
 }
 
+/// Manifest `name` of the one-byte blob `layer`, with an optional subject, tag and children.
+fn layered(name: &str, layer: &str, subject: Option<&str>, tag: Option<&str>, children: &[&str]) -> NewManifest {
+    NewManifest {
+        record: ManifestRecord { subject: subject.map(d), ..record(name) },
+        blobs: vec![(d(layer), 1)],
+        children: children.iter().map(|c| d(c)).collect(),
+        tag: tag.map(self::tag),
+        inspect: false,
+        pushed_by: None,
+        children_optional: false,
+    }
+}
+
 fn record(name: &str) -> ManifestRecord {
     ManifestRecord {
         digest: d(name),
@@ -226,15 +239,7 @@ async fn tags_and_catalog_page_in_order(meta: &dyn MetaStore) {
 async fn tags_and_untagged_manifests_for_retention(meta: &dyn MetaStore) {
     let r = &repo("retention/app");
     meta.link_blob(r, &d("retention-layer"), 1).await.unwrap();
-    let manifest = |name: &str, subject: Option<&str>, tag: Option<&str>, children: &[&str]| NewManifest {
-        record: ManifestRecord { subject: subject.map(d), ..record(name) },
-        blobs: vec![(d("retention-layer"), 1)],
-        children: children.iter().map(|c| d(c)).collect(),
-        tag: tag.map(self::tag),
-        inspect: false,
-        pushed_by: None,
-        children_optional: false,
-    };
+    let manifest = |name, subject, tag, children: &[&str]| layered(name, "retention-layer", subject, tag, children);
     let now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
     let tick = || std::thread::sleep(std::time::Duration::from_millis(3));
     let started = now();
@@ -392,15 +397,7 @@ async fn orphan_links_are_the_unreferenced_old_ones(meta: &dyn MetaStore) {
 async fn dangling_referrers_go_unless_kept(meta: &dyn MetaStore) {
     let r = repo("dangling/app");
     meta.link_blob(&r, &d("dangling-layer"), 1).await.unwrap();
-    let manifest = |name: &str, subject: Option<&str>, tag: Option<&str>, children: &[&str]| NewManifest {
-        record: ManifestRecord { subject: subject.map(d), ..record(name) },
-        blobs: vec![(d("dangling-layer"), 1)],
-        children: children.iter().map(|c| d(c)).collect(),
-        tag: tag.map(self::tag),
-        inspect: false,
-        pushed_by: None,
-        children_optional: false,
-    };
+    let manifest = |name, subject, tag, children: &[&str]| layered(name, "dangling-layer", subject, tag, children);
     meta.put_manifest(&r, &manifest("image", None, Some("v1"), &[])).await.unwrap();
     meta.put_manifest(&r, &manifest("sbom", Some("image"), None, &[])).await.unwrap();
     meta.put_manifest(&r, &manifest("sbom-sig", Some("sbom"), None, &[])).await.unwrap();

@@ -143,12 +143,7 @@ impl Registry {
             Ok(s) => s,
             // Deleted since the listing.
             Err(blobs::Error::NotFound(_)) => return Ok(()),
-            Err(e) => {
-                tracing::warn!(%digest, error = %e, "scrub: could not open a blob; it is checked again next pass");
-                found.unreadable += 1;
-                stats.unreadable.fetch_add(1, Relaxed);
-                return Ok(());
-            }
+            Err(e) => return self.unreadable(digest, &e, found),
         };
         let mut hasher = DigestHasher::new(digest.algorithm());
         let mut read = 0u64;
@@ -159,12 +154,7 @@ impl Registry {
                     read += bytes.len() as u64;
                     pace.account(bytes.len()).await;
                 }
-                Err(e) => {
-                    tracing::warn!(%digest, error = %e, "scrub: could not read a blob; it is checked again next pass");
-                    found.unreadable += 1;
-                    stats.unreadable.fetch_add(1, Relaxed);
-                    return Ok(());
-                }
+                Err(e) => return self.unreadable(digest, &e, found),
             }
         }
         found.blobs += 1;
@@ -178,6 +168,14 @@ impl Registry {
                 found.damaged.push(damage);
             }
         }
+        Ok(())
+    }
+
+    /// A blob the store could not read (an I/O error): not judged, tried again next pass.
+    fn unreadable(&self, digest: &Digest, error: &dyn std::fmt::Display, found: &mut Scrubbed) -> Result<()> {
+        tracing::warn!(%digest, %error, "scrub: could not read a blob; it is checked again next pass");
+        found.unreadable += 1;
+        self.scrub_stats.unreadable.fetch_add(1, Relaxed);
         Ok(())
     }
 
