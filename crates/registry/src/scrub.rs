@@ -36,8 +36,6 @@ pub struct Scrubbed {
     pub damaged: Vec<Damage>,
     /// Blobs that could not be read (an I/O error): not judged, tried again next pass.
     pub unreadable: u64,
-    /// Whether the pass reached the end of the store.
-    pub finished: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -111,7 +109,6 @@ impl Registry {
         self.meta.save_scrub_progress(&progress).await?;
         self.meta.forget_unused_damage().await?;
         self.scrub_stats.passes.fetch_add(1, Relaxed);
-        found.finished = true;
         Ok(found)
     }
 
