@@ -615,6 +615,67 @@ async fn deletes_of_tags_manifests_and_blobs() {
 }
 
 #[tokio::test]
+async fn immutable_tags_keep_their_manifest_through_pushes_deletes_and_retention() {
+    let rule = |repos: &[&str], tags: &[&str]| registry::ImmutableRule {
+        repositories: repos.iter().map(|g| g.parse().unwrap()).collect(),
+        tags: tags.iter().map(|g| g.parse().unwrap()).collect(),
+    };
+    let immutable_tags = registry::ImmutableTags { rules: vec![rule(&["prod/**"], &["v*"]), rule(&["base/*"], &[])] };
+    let reg = TestRegistry::with_config(registry::RegistryConfig { immutable_tags, ..Default::default() }).await;
+    let (a, b) = (ImageBuilder::new(31).layer(1, 10).build(), ImageBuilder::new(32).layer(1, 10).build());
+    let digest_of = async |reference: &str| {
+        let r = reg.head(&format!("/v2/prod/app/manifests/{reference}")).await;
+        r.header("docker-content-digest").map(str::to_owned)
+    };
+    assert_eq!(reg.push_image("prod/app", &a, "v1").await.status, StatusCode::CREATED);
+    assert_eq!(reg.push_image("prod/app", &a, "v1").await.status, StatusCode::CREATED, "the same push again");
+
+    // Another image under v1: refused before its manifest is stored, and v1 stays.
+    let refused = reg.push_image("prod/app", &b, "v1").await;
+    assert_error(&refused, StatusCode::FORBIDDEN, "DENIED");
+    let message = refused.json()["errors"][0]["message"].as_str().unwrap().to_owned();
+    assert_eq!(message, format!("tag v1 is immutable here: it stays on {}", a.digest));
+    assert_eq!(digest_of("v1").await, Some(a.digest.to_string()));
+    assert_error(&reg.get(&format!("/v2/prod/app/manifests/{}", b.digest)).await, StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN");
+    assert!(!test_support::stored_blob_path(reg.dir.path(), &b.digest).exists(), "the refused manifest's bytes are not kept");
+    // Tags no rule names move freely, here and in other repositories.
+    for (repo, tag) in [("prod/app", "latest"), ("prod/app", "rc-1"), ("dev/app", "v1")] {
+        assert_eq!(reg.push_image(repo, &a, tag).await.status, StatusCode::CREATED);
+        assert_eq!(reg.push_image(repo, &b, tag).await.status, StatusCode::CREATED, "{repo}:{tag} moves");
+    }
+    assert_eq!(reg.push_image("prod/app", &b, "v2").await.status, StatusCode::CREATED, "a new immutable tag");
+
+    // Neither the tag nor the manifest carrying it can be deleted; a mutable tag can.
+    assert_error(&reg.delete("/v2/prod/app/manifests/v1").await, StatusCode::FORBIDDEN, "DENIED");
+    assert_error(&reg.delete(&format!("/v2/prod/app/manifests/{}", a.digest)).await, StatusCode::FORBIDDEN, "DENIED");
+    assert_error(&reg.delete("/v2/prod/app/manifests/v9").await, StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN");
+    assert_eq!(digest_of("v1").await, Some(a.digest.to_string()));
+    assert_eq!(reg.delete("/v2/prod/app/manifests/latest").await.status, StatusCode::ACCEPTED);
+    assert_eq!(reg.delete(&format!("/v2/dev/app/manifests/{}", b.digest)).await.status, StatusCode::ACCEPTED);
+
+    // cosign adds a signature by moving its `.sig` tag, which no rule holds.
+    let sig_tag = format!("{}.sig", a.digest.to_string().replace(':', "-"));
+    assert_eq!(reg.push_image("base/img", &a, "latest").await.status, StatusCode::CREATED);
+    assert_error(&reg.push_image("base/img", &b, "latest").await, StatusCode::FORBIDDEN, "DENIED");
+    assert_eq!(reg.push_image("base/img", &a, &sig_tag).await.status, StatusCode::CREATED);
+    assert_eq!(reg.push_image("base/img", &b, &sig_tag).await.status, StatusCode::CREATED);
+
+    // Retention keeps them even when no rule of its own does.
+    let retention = registry::Retention {
+        policies: vec![registry::RetentionPolicy {
+            repositories: vec!["prod/**".parse().unwrap()],
+            keep_tags: vec![registry::KeepTags { patterns: vec!["nothing-*".parse().unwrap()], ..Default::default() }],
+            delete_untagged_after: None,
+        }],
+        dry_run: false,
+    };
+    let expired = reg.registry.expire(&retention).await.unwrap();
+    assert_eq!(expired.tags, vec![("prod/app".parse().unwrap(), "rc-1".parse().unwrap())]);
+    let tags = reg.get("/v2/prod/app/tags/list").await.json();
+    assert_eq!(tags["tags"], json!(["v1", "v2"]));
+}
+
+#[tokio::test]
 async fn malformed_paths_are_4xx_never_5xx() {
     let reg = TestRegistry::new().await;
     let cases: &[(Method, &str, StatusCode, &str)] = &[

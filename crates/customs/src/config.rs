@@ -52,6 +52,17 @@ pub struct Config {
     pub retention: Retention,
     /// Every stored blob read back and hashed, so damaged bytes are found before a pull.
     pub scrub: Scrub,
+    /// Tags that, once pushed, keep pointing at the manifest they were pushed with.
+    pub immutable_tags: Vec<ImmutableTags>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ImmutableTags {
+    /// Repository globs (`prod/**`).
+    pub repositories: Vec<String>,
+    /// Tag globs (`v*`); empty: every tag.
+    pub tags: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -699,6 +710,7 @@ impl Default for Config {
             gc: Gc::default(),
             retention: Retention::default(),
             scrub: Scrub::default(),
+            immutable_tags: Vec::new(),
         }
     }
 }
@@ -716,16 +728,28 @@ impl Default for Limits {
     }
 }
 
-impl Limits {
-    pub fn registry(&self) -> registry::RegistryConfig {
-        registry::RegistryConfig {
-            max_manifest_bytes: self.max_manifest_bytes,
-            max_upload_sessions: self.max_upload_sessions,
-            upload_session_ttl: Duration::from_secs(self.upload_session_ttl_secs),
-            manifest_cache_bytes: self.manifest_cache_bytes,
-            manifest_cache_ttl: Duration::from_secs(self.manifest_cache_ttl_secs),
-            gate_wait: None,
+impl Config {
+    /// The registry core's settings (the pull gate's wait aside), or what is wrong with them.
+    pub fn registry(&self) -> anyhow::Result<registry::RegistryConfig> {
+        let limits = &self.limits;
+        let mut rules = Vec::new();
+        for (i, rule) in self.immutable_tags.iter().enumerate() {
+            let at = || format!("[[immutable_tags]] #{}", i + 1);
+            anyhow::ensure!(!rule.repositories.is_empty(), "{}: `repositories` names no repository glob", at());
+            rules.push(registry::ImmutableRule {
+                repositories: rule.repositories.iter().map(|g| g.parse()).collect::<Result<_, _>>().with_context(at)?,
+                tags: rule.tags.iter().map(|g| g.parse()).collect::<Result<_, _>>().with_context(at)?,
+            });
         }
+        Ok(registry::RegistryConfig {
+            max_manifest_bytes: limits.max_manifest_bytes,
+            max_upload_sessions: limits.max_upload_sessions,
+            upload_session_ttl: Duration::from_secs(limits.upload_session_ttl_secs),
+            manifest_cache_bytes: limits.manifest_cache_bytes,
+            manifest_cache_ttl: Duration::from_secs(limits.manifest_cache_ttl_secs),
+            gate_wait: None,
+            immutable_tags: registry::ImmutableTags { rules },
+        })
     }
 }
 

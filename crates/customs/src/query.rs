@@ -65,7 +65,7 @@ pub fn run(config: Config, command: Command) -> anyhow::Result<()> {
     tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async move {
         let meta = crate::access::open_records(&config).await?;
         let blobs = FsBlobStore::open(&config.data).with_context(|| format!("cannot open {}", config.data.display()))?;
-        let registry = Registry::new(Blobs(Arc::new(blobs)), Meta(meta.clone()), config.limits.registry());
+        let registry = Registry::new(Blobs(Arc::new(blobs)), Meta(meta.clone()), config.registry()?);
         let actor_name = crate::access::cli_actor_name();
         let actor = Actor { name: &actor_name, client: None };
         let result = command_on(&registry, &actor, command).await;

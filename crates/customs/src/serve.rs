@@ -58,7 +58,7 @@ impl DataDir {
         anyhow::ensure!(config.data.is_dir(), "no data directory at {}", config.data.display());
         let dir = DataDir::open(&config.data).await.with_context(|| instead.to_owned())?;
         let meta = Arc::new(dir.meta);
-        let registry = Registry::new(Blobs(Arc::new(dir.blobs)), Meta(meta.clone()), config.limits.registry());
+        let registry = Registry::new(Blobs(Arc::new(dir.blobs)), Meta(meta.clone()), config.registry()?);
         Ok(Offline { registry, meta, _lock: dir._lock })
     }
 }
@@ -77,7 +77,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     let regions = blobs.mapped_regions();
     let meta = Arc::new(meta);
-    let mut registry_config = config.limits.registry();
+    let mut registry_config = config.registry()?;
     if config.gate.enabled {
         if config.inspection.enabled {
             registry_config.gate_wait = Some(Duration::from_secs(config.gate.wait_secs));

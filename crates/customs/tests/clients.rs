@@ -121,6 +121,61 @@ fn skopeo_copies_images_in_and_out_with_identical_digests() {
 }
 
 #[test]
+fn skopeo_cannot_move_or_delete_an_immutable_tag() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (config, data, log) = (tmp.path().join("customs.toml"), tmp.path().join("data"), tmp.path().join("log"));
+    std::fs::write(&config, "[[immutable_tags]]\nrepositories = [\"prod/**\"]\ntags = [\"v*\"]\n").unwrap();
+    let config_arg = config.to_str().unwrap();
+    let server = ServerProcess::start_args(customs(), &data, &["--config", config_arg], &[], &log).unwrap();
+    let host = server.addr.clone();
+    let src = tmp.path().join("src");
+    let (a, b) = (ImageBuilder::new(41).layer(2, 5000).build(), ImageBuilder::new(42).layer(2, 5000).build());
+    a.write_layout(&src, "a").unwrap();
+    b.write_layout(&src, "b").unwrap();
+    let (v1, latest) = (format!("docker://{host}/prod/app:v1"), format!("docker://{host}/prod/app:latest"));
+    let digest = |reference: &str| {
+        let inspect: serde_json::Value = serde_json::from_str(&skopeo(&["inspect", "--tls-verify=false", reference])).unwrap();
+        inspect["Digest"].as_str().unwrap().to_owned()
+    };
+    let refused = |args: &[&str]| {
+        let out = std::process::Command::new("skopeo").arg("--insecure-policy").args(args).output().unwrap();
+        assert!(!out.status.success(), "skopeo {args:?} succeeded");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+
+    skopeo_push(&src, "a", &format!("{host}/prod/app:v1"), &[]);
+    skopeo_push(&src, "a", &format!("{host}/prod/app:v1"), &[]);
+    let b_layout = format!("oci:{}:b", src.display());
+    let err = refused(&["copy", "--dest-tls-verify=false", &b_layout, &v1]);
+    assert!(err.contains(&format!("denied: tag v1 is immutable here: it stays on {}", a.digest)), "{err}");
+    assert_eq!(digest(&v1), a.digest.to_string());
+    // Deleting by tag is a DELETE of the digest the tag points at: refused too.
+    let err = refused(&["delete", "--tls-verify=false", &v1]);
+    assert!(err.contains(&format!("tag v1 is immutable here: it stays on {}", a.digest)) && err.contains("403 Forbidden"), "{err}");
+    assert_eq!(digest(&v1), a.digest.to_string());
+    // A tag no rule names moves and goes as always.
+    skopeo_push(&src, "a", &format!("{host}/prod/app:latest"), &[]);
+    skopeo(&["copy", "--dest-tls-verify=false", &b_layout, &latest]);
+    assert_eq!(digest(&latest), b.digest.to_string());
+    skopeo(&["delete", "--tls-verify=false", &latest]);
+    let tags: serde_json::Value =
+        serde_json::from_str(&skopeo(&["list-tags", "--tls-verify=false", &format!("docker://{host}/prod/app")])).unwrap();
+    assert_eq!(tags["Tags"], serde_json::json!(["v1"]));
+    assert!(server.stop());
+
+    // A rule that names no repository stops the server, saying which rule.
+    std::fs::write(&config, "[[immutable_tags]]\ntags = [\"v*\"]\n").unwrap();
+    let out = std::process::Command::new(customs())
+        .args(["serve", "--listen", "127.0.0.1:0", "--config", config_arg, "--data"])
+        .arg(&data)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("[[immutable_tags]] #1: `repositories` names no repository glob"), "{err}");
+}
+
+#[test]
 fn oras_pushes_pulls_and_finds_referrers() {
     let tmp = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(customs(), &tmp.path().join("data")).unwrap();

@@ -3,7 +3,7 @@
 use oci::{Digest, Reference, RepoName, Tag, UploadId};
 
 use crate::{
-    AuditEntry, AuditQuery, Error, GateState, GrantRecord, IdentityKind, InspectionState, ManifestRecord, MetaStore, NewManifest,
+    AuditEntry, AuditQuery, Error, GateState, GrantRecord, IdentityKind, InspectionState, ManifestRecord, MetaStore, NewManifest, NO_KEPT_TAGS,
     Page, PrincipalRecord, StoredReport, TagRecord, UploadRecord, Component, ImageVulnerability, NewWaiver, PackageQuery, ReportIndex, Verdict, VerdictWrite, Matches, ReportFacts, ScrubProgress, VerdictBatch, WebhookCursor, WebhookFailure,
 };
 
@@ -16,6 +16,7 @@ pub async fn run(meta: &dyn MetaStore) {
     caches_know_their_least_recently_pulled(meta).await;
     orphan_links_are_the_unreferenced_old_ones(meta).await;
     dangling_referrers_go_unless_kept(meta).await;
+    immutable_tags_stay_where_they_are(meta).await;
     tags_and_untagged_manifests_for_retention(meta).await;
     uploads_advance_only_from_where_they_are(meta).await;
     principals_grants_and_changes(meta).await;
@@ -44,6 +45,7 @@ async fn damaged_blobs_read_as_absent_until_linked_again(meta: &dyn MetaStore) {
         inspect: false,
         pushed_by: None,
         children_optional: false,
+        tag_immutable: false,
     };
     let refused = meta.put_manifest(a, &image("damage-image")).await;
     assert!(matches!(refused, Err(Error::MissingReference(ref x)) if *x == layer), "{refused:?}");
@@ -123,6 +125,7 @@ fn layered(name: &str, layer: &str, subject: Option<&str>, tag: Option<&str>, ch
         inspect: false,
         pushed_by: None,
         children_optional: false,
+        tag_immutable: false,
     }
 }
 
@@ -162,6 +165,7 @@ async fn manifests_check_their_references(meta: &dyn MetaStore) {
         inspect: false,
         pushed_by: Some("ann".into()),
         children_optional: false,
+        tag_immutable: false,
     };
     meta.link_blob(&r, &d("config"), 2).await.unwrap();
     let missing = meta.put_manifest(&r, &image).await.unwrap_err();
@@ -181,9 +185,9 @@ async fn manifests_check_their_references(meta: &dyn MetaStore) {
     assert_eq!(meta.manifest(&r, &Reference::Digest(d("image"))).await.unwrap(), Some(record("image")));
     assert_eq!(meta.manifest(&repo("conf/other"), &Reference::Digest(d("image"))).await.unwrap(), None);
 
-    let index = NewManifest { record: record("index"), blobs: vec![], children: vec![d("image")], tag: Some(tag("multi")), inspect: false, pushed_by: None, children_optional: false };
+    let index = NewManifest { record: record("index"), blobs: vec![], children: vec![d("image")], tag: Some(tag("multi")), inspect: false, pushed_by: None, children_optional: false, tag_immutable: false };
     meta.put_manifest(&r, &index).await.unwrap();
-    let orphan = NewManifest { record: record("orphan"), blobs: vec![], children: vec![d("nope")], tag: None, inspect: true, pushed_by: None, children_optional: false };
+    let orphan = NewManifest { record: record("orphan"), blobs: vec![], children: vec![d("nope")], tag: None, inspect: true, pushed_by: None, children_optional: false, tag_immutable: false };
     assert!(matches!(meta.put_manifest(&r, &orphan).await, Err(Error::MissingReference(_))));
     // A mirror's index: its children arrive when they are pulled; until then it is judged by
     // the children present (none: unjudged).
@@ -191,7 +195,7 @@ async fn manifests_check_their_references(meta: &dyn MetaStore) {
     meta.put_manifest(&r, &mirrored).await.unwrap();
     assert!(meta.manifest(&r, &Reference::Digest(d("mirrored"))).await.unwrap().is_some());
     assert_eq!(meta.gate_state(&r, &d("mirrored")).await.unwrap(), crate::GateState::Unjudged);
-    assert!(meta.delete_manifest(&r, &d("mirrored")).await.unwrap());
+    assert!(meta.delete_manifest(&r, &d("mirrored"), NO_KEPT_TAGS).await.unwrap());
 
     // Moving a tag, deleting a tag, deleting a manifest with its tags.
     meta.put_manifest(&r, &NewManifest { tag: Some(tag("v1")), ..index.clone() }).await.unwrap();
@@ -199,8 +203,8 @@ async fn manifests_check_their_references(meta: &dyn MetaStore) {
     assert!(meta.delete_tag(&r, &tag("v1")).await.unwrap());
     assert!(!meta.delete_tag(&r, &tag("v1")).await.unwrap());
     assert!(meta.manifest(&r, &Reference::Digest(d("index"))).await.unwrap().is_some(), "tag delete keeps the manifest");
-    assert!(meta.delete_manifest(&r, &d("index")).await.unwrap());
-    assert!(!meta.delete_manifest(&r, &d("index")).await.unwrap());
+    assert!(meta.delete_manifest(&r, &d("index"), NO_KEPT_TAGS).await.unwrap());
+    assert!(!meta.delete_manifest(&r, &d("index"), NO_KEPT_TAGS).await.unwrap());
     assert_eq!(meta.manifest(&r, &Reference::Tag(tag("multi"))).await.unwrap(), None);
 }
 
@@ -209,7 +213,7 @@ async fn tags_and_catalog_page_in_order(meta: &dyn MetaStore) {
     let names = ["b", "a", "C", "a1", "_z"];
     meta.link_blob(&r, &d("c"), 1).await.unwrap();
     for n in names {
-        let m = NewManifest { record: record("t"), blobs: vec![(d("c"), 1)], children: vec![], tag: Some(tag(n)), inspect: false, pushed_by: None, children_optional: false };
+        let m = NewManifest { record: record("t"), blobs: vec![(d("c"), 1)], children: vec![], tag: Some(tag(n)), inspect: false, pushed_by: None, children_optional: false, tag_immutable: false };
         meta.put_manifest(&r, &m).await.unwrap();
     }
     let strings = |l: &crate::Listing<Tag>| l.entries.iter().map(|t| t.to_string()).collect::<Vec<_>>();
@@ -320,6 +324,7 @@ async fn caches_know_their_least_recently_pulled(meta: &dyn MetaStore) {
         inspect: false,
         pushed_by: None,
         children_optional: false,
+        tag_immutable: false,
     };
     meta.put_manifest(&a, &image("m1", &[("x", 5), ("y", 7)], None)).await.unwrap();
     meta.put_manifest(&b, &image("m2", &[("x", 5), ("z", 11)], None)).await.unwrap();
@@ -340,7 +345,7 @@ async fn caches_know_their_least_recently_pulled(meta: &dyn MetaStore) {
 
     // A blob stays linked while a manifest of the repository references it.
     assert!(!meta.unlink_unreferenced_blob(&a, &d("x")).await.unwrap());
-    assert!(meta.delete_manifest(&a, &d("m1")).await.unwrap());
+    assert!(meta.delete_manifest(&a, &d("m1"), NO_KEPT_TAGS).await.unwrap());
     assert!(meta.unlink_unreferenced_blob(&a, &d("x")).await.unwrap());
     assert!(!meta.unlink_unreferenced_blob(&a, &d("y")).await.unwrap(), "the referrer still references y");
     assert!(meta.digest_in_use(&d("x")).await.unwrap(), "still linked in cache/b");
@@ -366,6 +371,7 @@ async fn orphan_links_are_the_unreferenced_old_ones(meta: &dyn MetaStore) {
         inspect: false,
         pushed_by: None,
         children_optional: false,
+        tag_immutable: false,
     };
     meta.put_manifest(&a, &image).await.unwrap();
     let mine = |links: Vec<(RepoName, Digest)>| -> Vec<(String, Digest)> {
@@ -386,12 +392,42 @@ async fn orphan_links_are_the_unreferenced_old_ones(meta: &dyn MetaStore) {
     meta.link_blob(&a, &d("left"), 3).await.unwrap();
     assert_eq!(mine(meta.orphan_links(between, usize::MAX).await.unwrap()), vec![("orphans/b".to_owned(), d("layer"))]);
     // Once its manifest is gone, a layer is an orphan too.
-    assert!(meta.delete_manifest(&a, &d("orphans-image")).await.unwrap());
+    assert!(meta.delete_manifest(&a, &d("orphans-image"), NO_KEPT_TAGS).await.unwrap());
     assert_eq!(mine(meta.orphan_links(soon, usize::MAX).await.unwrap()).len(), 3);
     for (r, blob) in [(&a, "layer"), (&a, "left"), (&b, "layer")] {
         assert!(meta.unlink_unreferenced_blob(r, &d(blob)).await.unwrap());
     }
     assert!(mine(meta.orphan_links(soon, usize::MAX).await.unwrap()).is_empty());
+}
+
+async fn immutable_tags_stay_where_they_are(meta: &dyn MetaStore) {
+    let r = repo("immutable/app");
+    meta.link_blob(&r, &d("immutable-layer"), 1).await.unwrap();
+    let image = |name, tag: &str, tag_immutable| NewManifest { tag_immutable, ..layered(name, "immutable-layer", None, Some(tag), &[]) };
+    let tagged = async |t: &str| meta.manifest(&r, &Reference::Tag(tag(t))).await.unwrap().map(|m| m.digest);
+    meta.put_manifest(&r, &image("one", "v1", true)).await.unwrap();
+    meta.put_manifest(&r, &image("one", "v1", true)).await.expect("pushed again onto the manifest it points at");
+    match meta.put_manifest(&r, &image("two", "v1", true)).await {
+        Err(Error::TagImmutable { tag: t, digest }) => assert_eq!((t, digest), (tag("v1"), d("one"))),
+        other => panic!("an immutable tag moved: {other:?}"),
+    }
+    assert_eq!(tagged("v1").await, Some(d("one")));
+    assert_eq!(meta.manifest(&r, &Reference::Digest(d("two"))).await.unwrap(), None, "nothing of the refused push is recorded");
+    meta.put_manifest(&r, &image("two", "latest", true)).await.expect("a new tag");
+    meta.put_manifest(&r, &image("two", "v1", false)).await.expect("the caller decides what is immutable");
+    assert_eq!(tagged("v1").await, Some(d("two")));
+
+    // A manifest with a kept tag is not deleted, nor are its other tags.
+    let v1: &(dyn Fn(&Tag) -> bool + Sync) = &|t| t.as_str() == "v1";
+    match meta.delete_manifest(&r, &d("two"), v1).await {
+        Err(Error::TagImmutable { tag: t, digest }) => assert_eq!((t, digest), (tag("v1"), d("two"))),
+        other => panic!("a manifest with an immutable tag was deleted: {other:?}"),
+    }
+    assert_eq!((tagged("v1").await, tagged("latest").await), (Some(d("two")), Some(d("two"))));
+    assert!(meta.delete_manifest(&r, &d("one"), v1).await.unwrap(), "no tag left on it");
+    assert!(meta.delete_tag(&r, &tag("v1")).await.unwrap());
+    assert!(meta.delete_manifest(&r, &d("two"), v1).await.unwrap(), "its tag v1 was deleted first");
+    assert_eq!(tagged("latest").await, None);
 }
 
 async fn dangling_referrers_go_unless_kept(meta: &dyn MetaStore) {
@@ -413,7 +449,7 @@ async fn dangling_referrers_go_unless_kept(meta: &dyn MetaStore) {
     assert_eq!(mine(meta.delete_dangling_referrers(soon, usize::MAX).await.unwrap()), vec![d("early")]);
     // The image goes: its SBOM dangles, then the SBOM's signature; the tagged signature and the
     // index's child are kept.
-    assert!(meta.delete_manifest(&r, &d("image")).await.unwrap());
+    assert!(meta.delete_manifest(&r, &d("image"), NO_KEPT_TAGS).await.unwrap());
     assert_eq!(mine(meta.delete_dangling_referrers(soon, usize::MAX).await.unwrap()), vec![d("sbom")]);
     assert_eq!(mine(meta.delete_dangling_referrers(soon, usize::MAX).await.unwrap()), vec![d("sbom-sig")]);
     assert!(mine(meta.delete_dangling_referrers(soon, usize::MAX).await.unwrap()).is_empty());
@@ -440,6 +476,7 @@ async fn referrers_follow_subjects(meta: &dyn MetaStore) {
             inspect: false,
             pushed_by: None,
             children_optional: false,
+            tag_immutable: false,
         };
         meta.put_manifest(&r, &m).await.unwrap();
     }
@@ -449,7 +486,7 @@ async fn referrers_follow_subjects(meta: &dyn MetaStore) {
     assert!(sboms.iter().all(|m| m.annotations.as_deref() == Some(r#"{"k":"v"}"#)));
     assert!(meta.referrers(&r, &d("other"), None).await.unwrap().is_empty());
     assert!(meta.referrers(&repo("conf/elsewhere"), &d("subject"), None).await.unwrap().is_empty());
-    meta.delete_manifest(&r, &d("sig")).await.unwrap();
+    meta.delete_manifest(&r, &d("sig"), NO_KEPT_TAGS).await.unwrap();
     assert_eq!(meta.referrers(&r, &d("subject"), None).await.unwrap().len(), 2);
 }
 
@@ -611,7 +648,7 @@ async fn stale_verdicts_page_by_digest_then_repository(meta: &dyn MetaStore) {
 async fn inspections_are_leased_retried_and_completed(meta: &dyn MetaStore) {
     let r = repo("conf/inspect");
     meta.link_blob(&r, &d("ic"), 1).await.unwrap();
-    let image = |name: &str, inspect| NewManifest { record: record(name), blobs: vec![(d("ic"), 1)], children: vec![], tag: None, inspect, pushed_by: None, children_optional: false };
+    let image = |name: &str, inspect| NewManifest { record: record(name), blobs: vec![(d("ic"), 1)], children: vec![], tag: None, inspect, pushed_by: None, children_optional: false, tag_immutable: false };
     // A refused manifest enqueues nothing; a stored one is queued in the same transaction.
     let orphan = NewManifest { children: vec![d("nope")], ..image("i-orphan", true) };
     assert!(meta.put_manifest(&r, &orphan).await.is_err());
@@ -687,7 +724,7 @@ async fn inspections_are_leased_retried_and_completed(meta: &dyn MetaStore) {
     // Verdicts are per repository: another repository holding the same bytes has its own.
     assert_eq!(meta.gate_state(&repo("conf/elsewhere"), &d("i-one")).await.unwrap(), GateState::Unjudged);
     // An index is judged through its children.
-    meta.put_manifest(&r, &NewManifest { record: record("i-index"), blobs: vec![], children: vec![d("i-one"), d("i-plain")], tag: Some(tag("multi")), inspect: false, pushed_by: None, children_optional: false })
+    meta.put_manifest(&r, &NewManifest { record: record("i-index"), blobs: vec![], children: vec![d("i-one"), d("i-plain")], tag: Some(tag("multi")), inspect: false, pushed_by: None, children_optional: false, tag_immutable: false })
         .await
         .unwrap();
     match meta.gate_state(&r, &d("i-index")).await.unwrap() {
@@ -800,8 +837,8 @@ async fn inspections_are_leased_retried_and_completed(meta: &dyn MetaStore) {
     assert!(!meta.remove_waiver(w.id).await.unwrap());
     assert_eq!(meta.waivers().await.unwrap(), vec![second]);
     // Deleting the manifest forgets its job and verdict.
-    assert!(meta.delete_manifest(&r, &d("i-index")).await.unwrap());
-    assert!(meta.delete_manifest(&r, &d("i-one")).await.unwrap());
+    assert!(meta.delete_manifest(&r, &d("i-index"), NO_KEPT_TAGS).await.unwrap());
+    assert!(meta.delete_manifest(&r, &d("i-one"), NO_KEPT_TAGS).await.unwrap());
     assert_eq!(meta.verdict(&r, &d("i-one")).await.unwrap(), None);
     assert_eq!(meta.inspection_state(&r, &d("i-one")).await.unwrap(), None);
     // Failed for good.

@@ -69,7 +69,16 @@ pub struct NewManifest {
     /// The children need not be present: a mirror stores an index as the upstream sent it and
     /// fetches its images when they are pulled.
     pub children_optional: bool,
+    /// The tag is immutable: it is set if absent and left as it is if it already points at this
+    /// manifest; pointing at another, nothing is recorded ([`Error::TagImmutable`]).
+    pub tag_immutable: bool,
 }
+
+/// Tags a delete must not take away (immutable ones): a manifest that has one stays.
+pub type KeptTags<'a> = &'a (dyn Fn(&Tag) -> bool + Sync);
+
+/// No tag is kept from a delete.
+pub const NO_KEPT_TAGS: KeptTags<'static> = &|_| false;
 
 /// One page of a sorted listing: at most `n` entries after `last`.
 #[derive(Clone, Debug, Default)]
@@ -108,6 +117,9 @@ pub enum Error {
     UploadExists(String),
     #[error("{0} already exists")]
     Exists(String),
+    /// An immutable tag would move or go: it points at `digest`, and nothing was changed.
+    #[error("tag {tag} is immutable: it points at {digest}")]
+    TagImmutable { tag: Tag, digest: Digest },
     /// The database failed or could not be reached; nothing was changed.
     #[error("metadata store failed: {0}")]
     Unavailable(String),
@@ -131,8 +143,9 @@ pub trait Repositories: Send + Sync + 'static {
     /// blob is linked with the declared size and every child manifest is in `repo`.
     async fn put_manifest(&self, repo: &RepoName, manifest: &NewManifest) -> Result<()>;
     async fn manifest(&self, repo: &RepoName, reference: &Reference) -> Result<Option<ManifestRecord>>;
-    /// Removes a manifest and every tag that points at it.
-    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool>;
+    /// Removes a manifest and every tag that points at it, unless one of those tags is `kept`:
+    /// then nothing changes ([`Error::TagImmutable`]).
+    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest, kept: KeptTags<'_>) -> Result<bool>;
     /// Removes a tag (not its manifest), which counts as untagged from now if no tag is left on it.
     async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool>;
     /// Every tag in `repo`, in byte order, with when it was pushed and its manifest last pulled.

@@ -1,6 +1,6 @@
 //! What can go wrong in the registry core, named for what the caller does about it.
 
-use oci::{Digest, Reference, RepoName};
+use oci::{Digest, Reference, RepoName, Tag};
 
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum Error {
@@ -72,6 +72,13 @@ pub enum Error {
     Invalid(String),
 }
 
+impl Error {
+    /// An immutable tag (see `immutable.rs`) would move away from `digest`, or go.
+    pub(crate) fn immutable(tag: &Tag, digest: &Digest) -> Error {
+        Error::Denied(format!("tag {tag} is immutable here: it stays on {digest}"))
+    }
+}
+
 impl From<blobs::Error> for Error {
     fn from(e: blobs::Error) -> Error {
         match e {
@@ -89,6 +96,7 @@ impl From<meta::Error> for Error {
             meta::Error::MissingReference(d) => Error::ManifestBlobUnknown(d),
             e @ meta::Error::SizeMismatch { .. } => Error::ManifestInvalid(e.to_string()),
             meta::Error::Exists(name) => Error::Exists(name),
+            meta::Error::TagImmutable { tag, digest } => Error::immutable(&tag, &digest),
             e @ (meta::Error::UploadExists(_) | meta::Error::Unavailable(_) | meta::Error::Corrupt(_)) => {
                 Error::Unavailable(e.to_string())
             }

@@ -55,7 +55,7 @@ impl Registry {
                 Some(m) => m.blobs().map(|d| d.digest.clone()).collect(),
                 None => Vec::new(),
             };
-            if self.meta.delete_manifest(repo, &next).await? {
+            if self.meta.delete_manifest(repo, &next, meta::NO_KEPT_TAGS).await? {
                 evicted.manifests += 1;
             }
             self.cache.invalidate(repo);

@@ -125,7 +125,7 @@ impl Registry {
             }
             refused => {
                 if !existed {
-                    self.meta.delete_manifest(repo, digest).await?;
+                    self.meta.delete_manifest(repo, digest, meta::NO_KEPT_TAGS).await?;
                     self.cache.invalidate(repo);
                 }
                 Err(refusal(refused))

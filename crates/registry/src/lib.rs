@@ -19,6 +19,7 @@ mod findings;
 mod flight;
 mod gate;
 mod gc;
+mod immutable;
 pub mod inspect;
 mod judge;
 pub mod signatures;
@@ -40,6 +41,7 @@ pub use access::{Access, AccessConfig, Actor, IssuedToken, NewRobot, PrincipalIn
 pub use error::Error;
 pub use evict::Evicted;
 pub use gc::Collected;
+pub use immutable::{ImmutableRule, ImmutableTags};
 pub use findings::{ImageReport, MAX_MATCHES, VersionFilter};
 pub use judge::{Basis, GateRules, Mode, NamespaceRule, PushMode, index as report_index};
 pub use manifests::{ManifestContent, PutManifest};
@@ -70,6 +72,8 @@ pub struct RegistryConfig {
     /// The pull gate: an image is served only once inspected and allowed, and a pull waits this
     /// long for a pending verdict before 429. `None`: no gate (nothing is inspected here).
     pub gate_wait: Option<Duration>,
+    /// Tags that keep pointing at the manifest they were pushed with.
+    pub immutable_tags: ImmutableTags,
 }
 
 impl Default for RegistryConfig {
@@ -81,6 +85,7 @@ impl Default for RegistryConfig {
             manifest_cache_bytes: 64 * 1024 * 1024,
             manifest_cache_ttl: Duration::from_secs(5),
             gate_wait: None,
+            immutable_tags: ImmutableTags::default(),
         }
     }
 }

@@ -41,10 +41,20 @@ impl Registry {
         bytes: Bytes,
         pushed_by: Option<&str>,
     ) -> Result<PutManifest> {
-        let (manifest, new) = self.prepare(reference, content_type, &bytes, pushed_by)?;
+        let (manifest, mut new) = self.prepare(reference, content_type, &bytes, pushed_by)?;
         let digest = new.record.digest.clone();
         // Refuse early, before writing bytes, what the transaction below would refuse anyway, so
         // that bad pushes leave no garbage; the transaction stays the guard against races.
+        if let Some(tag) = &new.tag
+            && self.config.immutable_tags.protects(repo, tag)
+        {
+            new.tag_immutable = true;
+            if let Some(current) = self.meta.manifest(repo, reference).await?
+                && current.digest != digest
+            {
+                return Err(Error::immutable(tag, &current.digest));
+            }
+        }
         self.precheck_references(repo, &new.blobs, &new.children).await?;
         // Bytes first, durable; then the records in one transaction.
         let held = self.hold_bytes().await;
@@ -136,7 +146,7 @@ impl Registry {
             annotations,
         };
         let inspect = is_image(&manifest);
-        let new = NewManifest { record, blobs, children, tag, inspect, pushed_by: pushed_by.map(str::to_owned), children_optional: false };
+        let new = NewManifest { record, blobs, children, tag, inspect, pushed_by: pushed_by.map(str::to_owned), children_optional: false, tag_immutable: false };
         Ok((manifest, new))
     }
 
@@ -176,10 +186,16 @@ impl Registry {
         Ok(content)
     }
 
-    /// Deletes a manifest (by digest, with every tag on it) or only a tag.
+    /// Deletes a manifest (by digest, with every tag on it) or only a tag; neither while an
+    /// immutable tag would go with it.
     pub async fn delete_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<()> {
+        let immutable = &self.config.immutable_tags;
         let deleted = match reference {
-            Reference::Digest(d) => self.meta.delete_manifest(repo, d).await,
+            Reference::Digest(d) => self.meta.delete_manifest(repo, d, &|t| immutable.protects(repo, t)).await,
+            Reference::Tag(t) if immutable.protects(repo, t) => {
+                let current = self.meta.manifest(repo, reference).await?.ok_or_else(|| Error::ManifestUnknown(reference.clone()))?;
+                return Err(Error::immutable(t, &current.digest));
+            }
             Reference::Tag(t) => self.meta.delete_tag(repo, t).await,
         };
         self.cache.invalidate(repo);

@@ -14,6 +14,8 @@
 //! (SBOMs, signatures) go with their subject: garbage collection deletes them once it is gone,
 //! and their bytes, and the layers of what was deleted, in the same pass.
 //!
+//! Immutable tags (`immutable.rs`) are kept whatever the policy says.
+//!
 //! Every deletion is written to the audit log as the actor `retention`.
 
 use std::collections::HashSet;
@@ -114,6 +116,9 @@ impl Registry {
         if !policy.keep_tags.is_empty() {
             let records = self.meta.tag_records(repo).await?;
             for record in tags_to_delete(&records, &policy.keep_tags, now) {
+                if self.config.immutable_tags.protects(repo, &record.tag) {
+                    continue;
+                }
                 if let Some(subject) = attachment_subject(&record.tag)
                     && self.meta.manifest(repo, &Reference::Digest(subject)).await?.is_some()
                 {
@@ -198,7 +203,7 @@ fn tags_to_delete<'a>(tags: &'a [TagRecord], rules: &[KeepTags], now: i64) -> Ve
 }
 
 /// The subject a tag in the referrers tag schema (`<alg>-<hex>`, optionally `.<suffix>`) names.
-fn attachment_subject(tag: &Tag) -> Option<Digest> {
+pub(crate) fn attachment_subject(tag: &Tag) -> Option<Digest> {
     let (algorithm, rest) = tag.as_str().split_once('-')?;
     let hex = rest.split_once('.').map_or(rest, |(hex, _)| hex);
     format!("{algorithm}:{hex}").parse().ok()

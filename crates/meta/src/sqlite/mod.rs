@@ -10,7 +10,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use sqlx::{Row, Sqlite, Transaction};
 
 use crate::{
-    CachedManifest, Error, Listing, ManifestRecord, NewManifest, Page, Repositories, Result, TagRecord, UploadRecord, UploadSessions,
+    CachedManifest, Error, KeptTags, Listing, ManifestRecord, NewManifest, Page, Repositories, Result, TagRecord, UploadRecord,
+    UploadSessions,
 };
 
 /// Schema migrations, applied in order once each.
@@ -222,6 +223,12 @@ impl Repositories for SqliteMeta {
             .map_err(db)?;
         }
         if let Some(tag) = &m.tag {
+            if m.tag_immutable
+                && let Some(digest) = tagged(&mut tx, repo, tag).await?
+                && digest != r.digest
+            {
+                return Err(Error::TagImmutable { tag: tag.clone(), digest });
+            }
             mark_untagged(&mut tx, repo, tag, Some(&r.digest), now).await?;
             sqlx::query(
                 "INSERT INTO tags (repo, name, digest, updated_at) VALUES ($1, $2, $3, $4)
@@ -261,8 +268,20 @@ impl Repositories for SqliteMeta {
         row.map_err(db)?.map(|r| manifest_record(&r)).transpose()
     }
 
-    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
+    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest, kept: KeptTags<'_>) -> Result<bool> {
         let mut tx = self.writer.begin().await.map_err(db)?;
+        let tags: Vec<String> = sqlx::query_scalar("SELECT name FROM tags WHERE repo = $1 AND digest = $2 ORDER BY name")
+            .bind(repo.as_str())
+            .bind(digest.to_string())
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db)?;
+        for tag in tags {
+            let tag: Tag = parse(&tag)?;
+            if kept(&tag) {
+                return Err(Error::TagImmutable { tag, digest: digest.clone() });
+            }
+        }
         let done = delete_manifest_in(&mut tx, repo, digest).await?;
         tx.commit().await.map_err(db)?;
         Ok(done)
@@ -643,6 +662,17 @@ async fn idle_untagged_in<'e>(e: impl sqlx::SqliteExecutor<'e>, repo: &RepoName,
         .await
         .map_err(db)?;
     digests.iter().map(|d| parse(d)).collect()
+}
+
+/// The manifest `tag` points at in `repo`.
+async fn tagged(tx: &mut Transaction<'_, Sqlite>, repo: &RepoName, tag: &Tag) -> Result<Option<Digest>> {
+    let digest: Option<String> = sqlx::query_scalar("SELECT digest FROM tags WHERE repo = $1 AND name = $2")
+        .bind(repo.as_str())
+        .bind(tag.as_str())
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(db)?;
+    digest.map(|d| parse(&d)).transpose()
 }
 
 /// Records that the manifest `tag` points at in `repo` loses it now, unless it is `keeps` (a
