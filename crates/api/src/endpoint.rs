@@ -41,6 +41,26 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
+    /// Whether it changes what is stored (every method but GET and HEAD).
+    pub(crate) fn writes(&self) -> bool {
+        match self {
+            Endpoint::Base
+            | Endpoint::Catalog
+            | Endpoint::Tags { .. }
+            | Endpoint::GetManifest { .. }
+            | Endpoint::Referrers { .. }
+            | Endpoint::GetBlob { .. }
+            | Endpoint::UploadStatus { .. } => false,
+            Endpoint::PutManifest { .. }
+            | Endpoint::DeleteManifest { .. }
+            | Endpoint::DeleteBlob { .. }
+            | Endpoint::StartUpload { .. }
+            | Endpoint::PatchUpload { .. }
+            | Endpoint::FinishUpload { .. }
+            | Endpoint::CancelUpload { .. } => true,
+        }
+    }
+
     /// The repository of a pull (manifest and blob reads, tags, referrers): what a mirror's
     /// `?ns=` routing renames.
     pub(crate) fn pulled_repo_mut(&mut self) -> Option<&mut RepoName> {

@@ -28,6 +28,8 @@ pub enum ApiError {
     BodyTooSlow,
     NotFound,
     MethodNotAllowed,
+    /// The registry is read-only (`read_only = true`): nothing a client sends is stored.
+    ReadOnly,
     /// No or bad credentials, or a token without the scope: a challenge follows.
     Unauthorized { message: String, error: Option<&'static str>, scope: Option<String> },
     /// [`ApiError::Unauthorized`] with its `WWW-Authenticate` value.
@@ -100,6 +102,12 @@ impl IntoResponse for ApiError {
                 vec![(header::WWW_AUTHENTICATE, www_authenticate)],
             ),
             ApiError::Denied(m) => (StatusCode::FORBIDDEN, ErrorCode::Denied, m, vec![]),
+            ApiError::ReadOnly => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                ErrorCode::Unsupported,
+                "the registry is read-only for maintenance: pulls are served, pushes and changes are refused".into(),
+                vec![],
+            ),
         };
         if status.is_server_error() && !expected {
             tracing::error!(%status, code = code.as_str(), %message, "request failed");

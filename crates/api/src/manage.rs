@@ -89,6 +89,10 @@ where
     Fut: std::future::Future<Output = (Result<Response, ApiError>, Held)>,
 {
     observe(app, RouteClass::Api, request, |app, client, request| async move {
+        let read = request.method() == http::Method::GET || request.method() == http::Method::HEAD;
+        if app.registry.config().read_only && !read {
+            return (ApiError::ReadOnly.into_response(), Held::default());
+        }
         match admitted(app, client, request).await {
             (Ok(response), held) => (response, held),
             (Err(e), held) => (e.into_response(), held),

@@ -40,6 +40,7 @@ pub(crate) async fn dispatch(State(app): State<Arc<App>>, request: Request) -> R
     let class = parsed.as_ref().map_or(RouteClass::Api, RouteClass::of);
     observe(&app, class, request, |app, client, request| async move {
         match parsed {
+            Ok(endpoint) if endpoint.writes() && app.registry.config().read_only => (ApiError::ReadOnly.into_response(), Held::default()),
             Ok(endpoint) => admitted(&app, endpoint, class, client, request).await,
             Err(e) => (e.into_response(), Held::default()),
         }

@@ -704,6 +704,53 @@ async fn malformed_paths_are_4xx_never_5xx() {
 }
 
 #[tokio::test]
+async fn read_only_serves_pulls_and_refuses_every_write() {
+    let reg = TestRegistry::new().await;
+    let image = ImageBuilder::new(51).layer(2, 100).build();
+    assert_eq!(reg.push_image("ro/app", &image, "v1").await.status, StatusCode::CREATED);
+    let session = start_upload(&reg, "ro/app").await;
+    assert_eq!(patch(&reg, &session, Some((0, 9)), &bytes(10, 3)).await.status, StatusCode::ACCEPTED);
+
+    // The same directory, read-only.
+    let TestRegistry { dir, router, registry, .. } = reg;
+    drop((router, registry));
+    let reg = TestRegistry::open(dir, registry::RegistryConfig { read_only: true, ..Default::default() }).await;
+    let files = blob_files(&reg).await;
+    assert_eq!(&reg.get("/v2/ro/app/manifests/v1").await.body[..], &image.manifest[..]);
+    assert_eq!(&reg.get(&format!("/v2/ro/app/blobs/{}", image.layers[0].digest)).await.body[..], &image.layers[0].bytes[..]);
+    assert_eq!(reg.get("/v2/ro/app/tags/list").await.json()["tags"], json!(["v1"]));
+    assert_eq!(reg.get("/v2/_catalog").await.json()["repositories"], json!(["ro/app"]));
+    let status = reg.get(&session).await;
+    assert_eq!((status.status, status.header("range")), (StatusCode::NO_CONTENT, Some("0-9")), "a session can be asked about");
+
+    let other = ImageBuilder::new(52).layer(1, 100).build();
+    let digest = &other.layers[0].digest;
+    let writes = [
+        (Method::POST, "/v2/ro/app/blobs/uploads/".to_owned()),
+        (Method::POST, format!("/v2/ro/app/blobs/uploads/?digest={digest}")),
+        (Method::POST, format!("/v2/ro/new/blobs/uploads/?mount={}&from=ro/app", image.layers[0].digest)),
+        (Method::PATCH, session.clone()),
+        (Method::PUT, format!("{session}?digest={digest}")),
+        (Method::DELETE, session.clone()),
+        (Method::PUT, "/v2/ro/app/manifests/v2".to_owned()),
+        (Method::DELETE, "/v2/ro/app/manifests/v1".to_owned()),
+        (Method::DELETE, format!("/v2/ro/app/manifests/{}", image.digest)),
+        (Method::DELETE, format!("/v2/ro/app/blobs/{}", image.layers[0].digest)),
+        (Method::POST, "/api/v1/waivers".to_owned()),
+    ];
+    for (method, path) in writes {
+        let r = reg.call(method.clone(), &path, &[("content-type", mt::OCI_MANIFEST)], Bytes::from_static(b"{}")).await;
+        assert_error(&r, StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED");
+        let message = r.json()["errors"][0]["message"].as_str().unwrap().to_owned();
+        assert!(message.starts_with("the registry is read-only for maintenance"), "{method} {path}: {message}");
+    }
+    assert_eq!(blob_files(&reg).await, files);
+    assert_eq!(reg.get(&session).await.header("range"), Some("0-9"));
+    assert_eq!(reg.get("/v2/ro/app/tags/list").await.json()["tags"], json!(["v1"]));
+    assert_error(&reg.get("/v2/ro/new/tags/list").await, StatusCode::NOT_FOUND, "NAME_UNKNOWN");
+}
+
+#[tokio::test]
 async fn upload_sessions_survive_a_restart_and_are_bounded() {
     let config = registry::RegistryConfig { max_upload_sessions: 2, ..Default::default() };
     let reg = TestRegistry::with_config(config.clone()).await;

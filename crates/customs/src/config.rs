@@ -54,6 +54,9 @@ pub struct Config {
     pub scrub: Scrub,
     /// Tags that, once pushed, keep pointing at the manifest they were pushed with.
     pub immutable_tags: Vec<ImmutableTags>,
+    /// Maintenance: pulls are served; pushes, deletes and management changes are refused, and
+    /// no worker changes what is stored (a mirror serves only what it has cached).
+    pub read_only: bool,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -711,6 +714,7 @@ impl Default for Config {
             retention: Retention::default(),
             scrub: Scrub::default(),
             immutable_tags: Vec::new(),
+            read_only: false,
         }
     }
 }
@@ -749,6 +753,7 @@ impl Config {
             manifest_cache_ttl: Duration::from_secs(limits.manifest_cache_ttl_secs),
             gate_wait: None,
             immutable_tags: registry::ImmutableTags { rules },
+            read_only: self.read_only,
         })
     }
 }

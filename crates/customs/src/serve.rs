@@ -56,6 +56,7 @@ impl DataDir {
     /// `instead` tells what a running server does in its place, for the refusal when one runs.
     pub(crate) async fn offline(config: &Config, instead: &str) -> anyhow::Result<Offline> {
         anyhow::ensure!(config.data.is_dir(), "no data directory at {}", config.data.display());
+        anyhow::ensure!(!config.read_only, "read_only = true: this would change what is stored; turn read_only off first");
         let dir = DataDir::open(&config.data).await.with_context(|| instead.to_owned())?;
         let meta = Arc::new(dir.meta);
         let registry = Registry::new(Blobs(Arc::new(dir.blobs)), Meta(meta.clone()), config.registry()?);
@@ -88,7 +89,16 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let rules = crate::gate::rules(&config)?;
     let blobs = Blobs(Arc::new(blobs));
     let registry = Arc::new(Registry::new(blobs.clone(), Meta(meta.clone()), registry_config).with_gate_rules(rules));
-    let upstreams = config.mirrors.iter().map(crate::config::Mirror::upstream).collect::<anyhow::Result<Vec<_>>>()?;
+    let mut upstreams = config.mirrors.iter().map(crate::config::Mirror::upstream).collect::<anyhow::Result<Vec<_>>>()?;
+    // Read-only: nothing a worker or a fetch would store; what mirrors cached is served as it is.
+    let writes = !config.read_only;
+    if config.read_only {
+        tracing::warn!(
+            "read-only (read_only = true): pushes, deletes and management changes are refused; upload expiry, pull records, \
+             gc, retention, the scrub, inspection, webhooks and mirror fetches are paused"
+        );
+        upstreams.clear();
+    }
     let mirror = if upstreams.is_empty() {
         None
     } else {
@@ -117,17 +127,17 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
 
-    let janitor = tokio::spawn(upload_janitor(registry.clone(), stop_rx.clone()));
-    let pull_log = tokio::spawn(pull_recorder(registry.clone(), stop_rx.clone()));
+    let janitor = writes.then(|| tokio::spawn(upload_janitor(registry.clone(), stop_rx.clone())));
+    let pull_log = writes.then(|| tokio::spawn(pull_recorder(registry.clone(), stop_rx.clone())));
     let retention = crate::gc::retention(&config)?;
-    if !config.gc.enabled && !retention.policies.is_empty() {
+    if !config.gc.enabled && !retention.policies.is_empty() && writes {
         tracing::warn!("retention policies are set but gc.enabled = false: they apply only when customs gc runs");
     }
     let collector =
-        config.gc.enabled.then(|| tokio::spawn(garbage_collector(registry.clone(), config.gc.clone(), retention, stop_rx.clone())));
-    let scrubber = config.scrub.enabled.then(|| tokio::spawn(crate::scrub::worker(registry.clone(), config.scrub.clone(), stop_rx.clone())));
+        (config.gc.enabled && writes).then(|| tokio::spawn(garbage_collector(registry.clone(), config.gc.clone(), retention, stop_rx.clone())));
+    let scrubber = (config.scrub.enabled && writes).then(|| tokio::spawn(crate::scrub::worker(registry.clone(), config.scrub.clone(), stop_rx.clone())));
     let evictor = mirror.clone().map(|m| tokio::spawn(mirror_evictor(m, stop_rx.clone())));
-    let inspectors = if config.inspection.enabled {
+    let inspectors = if config.inspection.enabled && writes {
         let engines = crate::engines::build(&config, &crate::engines::Wanted { secrets: true, malware: true, misconfig: true }, &[], &[], None)
             .context("cannot load the inspection engines ([scan] settings)")?;
         let settings = workers::InspectionSettings {
@@ -144,7 +154,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     } else {
         Vec::new()
     };
-    let hooks = crate::webhooks::worker(&config, Meta(meta.clone()))?.map(|worker| tokio::spawn(worker.run(stop_rx.clone())));
+    let hooks = crate::webhooks::worker(&config, Meta(meta.clone()))?.filter(|_| writes).map(|worker| tokio::spawn(worker.run(stop_rx.clone())));
     let stats = Arc::new(api::ConnectionStats::default());
     let (auth, refresher) = if config.auth.enabled {
         let access = crate::access::open(&config, &data, Meta(meta.clone())).await?;
@@ -182,22 +192,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         }
     }
     let _ = stop_tx.send(true);
-    let _ = janitor.await;
-    let _ = pull_log.await;
-    if let Some(c) = collector {
-        let _ = c.await;
-    }
-    if let Some(e) = evictor {
-        let _ = e.await;
-    }
-    if let Some(s) = scrubber {
-        let _ = s.await;
-    }
-    for w in inspectors.into_iter().chain(hooks) {
+    let workers = janitor.into_iter().chain(pull_log).chain(collector).chain(evictor).chain(scrubber).chain(inspectors).chain(hooks);
+    for w in workers.chain(refresher) {
         let _ = w.await;
-    }
-    if let Some(r) = refresher {
-        let _ = r.await;
     }
     meta.close().await;
     tracing::info!("stopped");

@@ -175,6 +175,69 @@ fn skopeo_cannot_move_or_delete_an_immutable_tag() {
     assert!(!out.status.success() && err.contains("[[immutable_tags]] #1: `repositories` names no repository glob"), "{err}");
 }
 
+/// Every file under `dir` with a digest of its bytes, in path order.
+fn tree(dir: &Path) -> Vec<(String, oci::Digest)> {
+    fn walk(dir: &Path, out: &mut Vec<(String, oci::Digest)>) {
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else {
+                out.push((path.display().to_string(), oci::Digest::sha256_of(&std::fs::read(&path).unwrap())));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, &mut out);
+    out.sort();
+    out
+}
+
+#[test]
+fn read_only_serves_skopeo_what_is_stored_and_changes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, log) = (tmp.path().join("data"), tmp.path().join("log"));
+    let src = tmp.path().join("src");
+    let (a, b) = (ImageBuilder::new(61).layer(2, 5000).build(), ImageBuilder::new(62).layer(1, 5000).build());
+    a.write_layout(&src, "a").unwrap();
+    b.write_layout(&src, "b").unwrap();
+    let server = ServerProcess::start(customs(), &data).unwrap();
+    skopeo_push(&src, "a", &format!("{}/ro/app:v1", server.addr), &[]);
+    // A pull waits for the verdict; a read-only server judges nothing.
+    skopeo(&["inspect", "--tls-verify=false", &format!("docker://{}/ro/app:v1", server.addr)]);
+    assert!(server.stop());
+    let before = tree(&data);
+
+    let server = ServerProcess::start_logged(customs(), &data, &[("CUSTOMS_READ_ONLY", "true")], &log).unwrap();
+    let host = server.addr.clone();
+    let out = tmp.path().join("out");
+    skopeo(&["copy", "--src-tls-verify=false", &format!("docker://{host}/ro/app:v1"), &format!("oci:{}:v1", out.display())]);
+    assert_eq!(layout_digest(&out, "v1"), a.digest.to_string());
+    let refused = |args: &[&str]| {
+        let out = std::process::Command::new("skopeo").arg("--insecure-policy").args(args).output().unwrap();
+        assert!(!out.status.success(), "skopeo {args:?} succeeded");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = refused(&["copy", "--dest-tls-verify=false", &format!("oci:{}:b", src.display()), &format!("docker://{host}/ro/app:v2")]);
+    assert!(err.contains("the registry is read-only for maintenance"), "{err}");
+    let err = refused(&["delete", "--tls-verify=false", &format!("docker://{host}/ro/app:v1")]);
+    assert!(err.contains("the registry is read-only for maintenance"), "{err}");
+    assert!(server.stop());
+    assert!(std::fs::read_to_string(&log).unwrap().contains("read-only (read_only = true)"), "the server says so at start");
+    assert_eq!(tree(&data), before, "not a byte of the data directory changed");
+
+    // Nor may an offline pass change it.
+    let out = std::process::Command::new(customs())
+        .args(["gc", "--data"])
+        .arg(&data)
+        .env("CUSTOMS_READ_ONLY", "true")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("read_only = true: this would change what is stored"), "{err}");
+}
+
 #[test]
 fn oras_pushes_pulls_and_finds_referrers() {
     let tmp = tempfile::tempdir().unwrap();

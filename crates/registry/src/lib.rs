@@ -74,6 +74,8 @@ pub struct RegistryConfig {
     pub gate_wait: Option<Duration>,
     /// Tags that keep pointing at the manifest they were pushed with.
     pub immutable_tags: ImmutableTags,
+    /// Maintenance: `api` refuses every write, and reads that find damage mark nothing.
+    pub read_only: bool,
 }
 
 impl Default for RegistryConfig {
@@ -86,6 +88,7 @@ impl Default for RegistryConfig {
             manifest_cache_ttl: Duration::from_secs(5),
             gate_wait: None,
             immutable_tags: ImmutableTags::default(),
+            read_only: false,
         }
     }
 }

@@ -182,6 +182,10 @@ impl Registry {
     /// (and its link is then taken away by the mark) or wholly after (and its good bytes and link
     /// repair it).
     pub(crate) async fn quarantine(&self, digest: &Digest, reason: &str) -> Result<Option<Damage>> {
+        if self.config.read_only {
+            tracing::error!(%digest, reason, "a stored blob is damaged: left in place (read-only); it is not served");
+            return Ok(None);
+        }
         let _exclusive = self.bytes_guard.write().await;
         let Some(kept_at) = self.blobs.quarantine(digest).await? else {
             return Ok(None);
@@ -195,6 +199,10 @@ impl Registry {
     /// A read found no bytes for a digest the records hold: marks it damaged, so it reads as
     /// absent (HEAD no longer says it is there) and a push repairs it.
     pub(crate) async fn note_missing(&self, digest: &Digest) {
+        if self.config.read_only {
+            tracing::error!(%digest, "a stored blob's bytes are missing (read-only: not marked)");
+            return;
+        }
         tracing::error!(%digest, "a stored blob's bytes are missing; it reads as absent until pushed again");
         match self.meta.mark_damaged(digest, "missing", now_ms()).await {
             Ok(true) => {
