@@ -55,7 +55,8 @@ pub struct Config {
     /// Tags that, once pushed, keep pointing at the manifest they were pushed with.
     pub immutable_tags: Vec<ImmutableTags>,
     /// Maintenance: pulls are served; pushes, deletes and management changes are refused, and
-    /// no worker changes what is stored (a mirror serves only what it has cached).
+    /// no worker changes what is stored (mirrors fetch nothing; what they cached is served
+    /// under their prefix).
     pub read_only: bool,
 }
 
