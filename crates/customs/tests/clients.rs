@@ -20,6 +20,13 @@ fn skopeo_push(src: &Path, tag: &str, to: &str, extra: &[&str]) {
     skopeo(&args);
 }
 
+/// skopeo with `args`, which must fail: its standard error.
+fn skopeo_refused(args: &[&str]) -> String {
+    let out = std::process::Command::new("skopeo").arg("--insecure-policy").args(args).output().unwrap();
+    assert!(!out.status.success(), "skopeo {args:?} succeeded");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// The digest recorded for `tag` in an OCI layout's index.json.
 fn layout_digest(dir: &Path, tag: &str) -> String {
     let index: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
@@ -137,20 +144,15 @@ fn skopeo_cannot_move_or_delete_an_immutable_tag() {
         let inspect: serde_json::Value = serde_json::from_str(&skopeo(&["inspect", "--tls-verify=false", reference])).unwrap();
         inspect["Digest"].as_str().unwrap().to_owned()
     };
-    let refused = |args: &[&str]| {
-        let out = std::process::Command::new("skopeo").arg("--insecure-policy").args(args).output().unwrap();
-        assert!(!out.status.success(), "skopeo {args:?} succeeded");
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    };
 
     skopeo_push(&src, "a", &format!("{host}/prod/app:v1"), &[]);
     skopeo_push(&src, "a", &format!("{host}/prod/app:v1"), &[]);
     let b_layout = format!("oci:{}:b", src.display());
-    let err = refused(&["copy", "--dest-tls-verify=false", &b_layout, &v1]);
+    let err = skopeo_refused(&["copy", "--dest-tls-verify=false", &b_layout, &v1]);
     assert!(err.contains(&format!("denied: tag v1 is immutable here: it stays on {}", a.digest)), "{err}");
     assert_eq!(digest(&v1), a.digest.to_string());
     // Deleting by tag is a DELETE of the digest the tag points at: refused too.
-    let err = refused(&["delete", "--tls-verify=false", &v1]);
+    let err = skopeo_refused(&["delete", "--tls-verify=false", &v1]);
     assert!(err.contains(&format!("tag v1 is immutable here: it stays on {}", a.digest)) && err.contains("403 Forbidden"), "{err}");
     assert_eq!(digest(&v1), a.digest.to_string());
     // A tag no rule names moves and goes as always.
@@ -213,14 +215,9 @@ fn read_only_serves_skopeo_what_is_stored_and_changes_nothing() {
     let out = tmp.path().join("out");
     skopeo(&["copy", "--src-tls-verify=false", &format!("docker://{host}/ro/app:v1"), &format!("oci:{}:v1", out.display())]);
     assert_eq!(layout_digest(&out, "v1"), a.digest.to_string());
-    let refused = |args: &[&str]| {
-        let out = std::process::Command::new("skopeo").arg("--insecure-policy").args(args).output().unwrap();
-        assert!(!out.status.success(), "skopeo {args:?} succeeded");
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    };
-    let err = refused(&["copy", "--dest-tls-verify=false", &format!("oci:{}:b", src.display()), &format!("docker://{host}/ro/app:v2")]);
+    let err = skopeo_refused(&["copy", "--dest-tls-verify=false", &format!("oci:{}:b", src.display()), &format!("docker://{host}/ro/app:v2")]);
     assert!(err.contains("the registry is read-only for maintenance"), "{err}");
-    let err = refused(&["delete", "--tls-verify=false", &format!("docker://{host}/ro/app:v1")]);
+    let err = skopeo_refused(&["delete", "--tls-verify=false", &format!("docker://{host}/ro/app:v1")]);
     assert!(err.contains("the registry is read-only for maintenance"), "{err}");
     assert!(server.stop());
     assert!(std::fs::read_to_string(&log).unwrap().contains("read-only (read_only = true)"), "the server says so at start");
