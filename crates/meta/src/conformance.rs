@@ -37,16 +37,7 @@ async fn damaged_blobs_read_as_absent_until_linked_again(meta: &dyn MetaStore) {
     assert!(!meta.mark_damaged(&layer, "missing", 2_000).await.unwrap(), "marked once; the first reason stays");
     assert_eq!(meta.linked_blob(a, &layer).await.unwrap(), None, "a damaged blob reads as absent");
     assert_eq!(meta.linked_blob(b, &layer).await.unwrap(), None, "in every repository");
-    let image = |name: &str| NewManifest {
-        record: record(name),
-        blobs: vec![(layer.clone(), 7)],
-        children: vec![],
-        tag: None,
-        inspect: false,
-        pushed_by: None,
-        children_optional: false,
-        tag_immutable: false,
-    };
+    let image = |name: &str| manifest(name, &[("damage-layer", 7)]);
     let refused = meta.put_manifest(a, &image("damage-image")).await;
     assert!(matches!(refused, Err(Error::MissingReference(ref x)) if *x == layer), "{refused:?}");
     let listed = meta.damaged_blobs(10).await.unwrap();
@@ -115,17 +106,27 @@ fn d(s: &str) -> Digest {
     Digest::sha256_of(s.as_bytes())
 }
 
-/// Manifest `name` of the one-byte blob `layer`, with an optional subject, tag and children.
-fn layered(name: &str, layer: &str, subject: Option<&str>, tag: Option<&str>, children: &[&str]) -> NewManifest {
+/// Manifest `name` of `blobs` (name and size), untagged, with nothing else asked of it.
+fn manifest(name: &str, blobs: &[(&str, u64)]) -> NewManifest {
     NewManifest {
-        record: ManifestRecord { subject: subject.map(d), ..record(name) },
-        blobs: vec![(d(layer), 1)],
-        children: children.iter().map(|c| d(c)).collect(),
-        tag: tag.map(self::tag),
+        record: record(name),
+        blobs: blobs.iter().map(|(b, size)| (d(b), *size)).collect(),
+        children: vec![],
+        tag: None,
         inspect: false,
         pushed_by: None,
         children_optional: false,
         tag_immutable: false,
+    }
+}
+
+/// Manifest `name` of the one-byte blob `layer`, with an optional subject, tag and children.
+fn layered(name: &str, layer: &str, subject: Option<&str>, tag: Option<&str>, children: &[&str]) -> NewManifest {
+    NewManifest {
+        record: ManifestRecord { subject: subject.map(d), ..record(name) },
+        children: children.iter().map(|c| d(c)).collect(),
+        tag: tag.map(self::tag),
+        ..manifest(name, &[(layer, 1)])
     }
 }
 
@@ -157,16 +158,8 @@ async fn blob_links_are_per_repository(meta: &dyn MetaStore) {
 
 async fn manifests_check_their_references(meta: &dyn MetaStore) {
     let r = repo("conf/m");
-    let image = NewManifest {
-        record: record("image"),
-        blobs: vec![(d("config"), 2), (d("layer"), 10)],
-        children: vec![],
-        tag: Some(tag("v1")),
-        inspect: false,
-        pushed_by: Some("ann".into()),
-        children_optional: false,
-        tag_immutable: false,
-    };
+    let image =
+        NewManifest { tag: Some(tag("v1")), pushed_by: Some("ann".into()), ..manifest("image", &[("config", 2), ("layer", 10)]) };
     meta.link_blob(&r, &d("config"), 2).await.unwrap();
     let missing = meta.put_manifest(&r, &image).await.unwrap_err();
     assert!(matches!(missing, Error::MissingReference(x) if x == d("layer")));
@@ -185,9 +178,9 @@ async fn manifests_check_their_references(meta: &dyn MetaStore) {
     assert_eq!(meta.manifest(&r, &Reference::Digest(d("image"))).await.unwrap(), Some(record("image")));
     assert_eq!(meta.manifest(&repo("conf/other"), &Reference::Digest(d("image"))).await.unwrap(), None);
 
-    let index = NewManifest { record: record("index"), blobs: vec![], children: vec![d("image")], tag: Some(tag("multi")), inspect: false, pushed_by: None, children_optional: false, tag_immutable: false };
+    let index = NewManifest { children: vec![d("image")], tag: Some(tag("multi")), ..manifest("index", &[]) };
     meta.put_manifest(&r, &index).await.unwrap();
-    let orphan = NewManifest { record: record("orphan"), blobs: vec![], children: vec![d("nope")], tag: None, inspect: true, pushed_by: None, children_optional: false, tag_immutable: false };
+    let orphan = NewManifest { children: vec![d("nope")], inspect: true, ..manifest("orphan", &[]) };
     assert!(matches!(meta.put_manifest(&r, &orphan).await, Err(Error::MissingReference(_))));
     // A mirror's index: its children arrive when they are pulled; until then it is judged by
     // the children present (none: unjudged).
@@ -213,7 +206,7 @@ async fn tags_and_catalog_page_in_order(meta: &dyn MetaStore) {
     let names = ["b", "a", "C", "a1", "_z"];
     meta.link_blob(&r, &d("c"), 1).await.unwrap();
     for n in names {
-        let m = NewManifest { record: record("t"), blobs: vec![(d("c"), 1)], children: vec![], tag: Some(tag(n)), inspect: false, pushed_by: None, children_optional: false, tag_immutable: false };
+        let m = NewManifest { tag: Some(tag(n)), ..manifest("t", &[("c", 1)]) };
         meta.put_manifest(&r, &m).await.unwrap();
     }
     let strings = |l: &crate::Listing<Tag>| l.entries.iter().map(|t| t.to_string()).collect::<Vec<_>>();
@@ -318,13 +311,7 @@ async fn caches_know_their_least_recently_pulled(meta: &dyn MetaStore) {
     assert_eq!(meta.linked_bytes("nothing").await.unwrap(), 0);
     let image = |name: &str, blobs: &[(&str, u64)], subject: Option<&str>| NewManifest {
         record: ManifestRecord { subject: subject.map(d), ..record(name) },
-        blobs: blobs.iter().map(|(b, s)| (d(b), *s)).collect(),
-        children: vec![],
-        tag: None,
-        inspect: false,
-        pushed_by: None,
-        children_optional: false,
-        tag_immutable: false,
+        ..manifest(name, blobs)
     };
     meta.put_manifest(&a, &image("m1", &[("x", 5), ("y", 7)], None)).await.unwrap();
     meta.put_manifest(&b, &image("m2", &[("x", 5), ("z", 11)], None)).await.unwrap();
@@ -363,16 +350,7 @@ async fn orphan_links_are_the_unreferenced_old_ones(meta: &dyn MetaStore) {
     for (r, blob) in [(&a, "layer"), (&a, "left"), (&b, "layer")] {
         meta.link_blob(r, &d(blob), 3).await.unwrap();
     }
-    let image = NewManifest {
-        record: record("orphans-image"),
-        blobs: vec![(d("layer"), 3)],
-        children: vec![],
-        tag: None,
-        inspect: false,
-        pushed_by: None,
-        children_optional: false,
-        tag_immutable: false,
-    };
+    let image = manifest("orphans-image", &[("layer", 3)]);
     meta.put_manifest(&a, &image).await.unwrap();
     let mine = |links: Vec<(RepoName, Digest)>| -> Vec<(String, Digest)> {
         links.into_iter().filter(|(r, _)| r.as_str().starts_with("orphans/")).map(|(r, d)| (r.to_string(), d)).collect()
@@ -470,13 +448,7 @@ async fn referrers_follow_subjects(meta: &dyn MetaStore) {
                 annotations: Some(r#"{"k":"v"}"#.into()),
                 ..record(name)
             },
-            blobs: vec![(d("c"), 1)],
-            children: vec![],
-            tag: None,
-            inspect: false,
-            pushed_by: None,
-            children_optional: false,
-            tag_immutable: false,
+            ..manifest(name, &[("c", 1)])
         };
         meta.put_manifest(&r, &m).await.unwrap();
     }
@@ -648,7 +620,7 @@ async fn stale_verdicts_page_by_digest_then_repository(meta: &dyn MetaStore) {
 async fn inspections_are_leased_retried_and_completed(meta: &dyn MetaStore) {
     let r = repo("conf/inspect");
     meta.link_blob(&r, &d("ic"), 1).await.unwrap();
-    let image = |name: &str, inspect| NewManifest { record: record(name), blobs: vec![(d("ic"), 1)], children: vec![], tag: None, inspect, pushed_by: None, children_optional: false, tag_immutable: false };
+    let image = |name: &str, inspect| NewManifest { inspect, ..manifest(name, &[("ic", 1)]) };
     // A refused manifest enqueues nothing; a stored one is queued in the same transaction.
     let orphan = NewManifest { children: vec![d("nope")], ..image("i-orphan", true) };
     assert!(meta.put_manifest(&r, &orphan).await.is_err());
@@ -724,7 +696,7 @@ async fn inspections_are_leased_retried_and_completed(meta: &dyn MetaStore) {
     // Verdicts are per repository: another repository holding the same bytes has its own.
     assert_eq!(meta.gate_state(&repo("conf/elsewhere"), &d("i-one")).await.unwrap(), GateState::Unjudged);
     // An index is judged through its children.
-    meta.put_manifest(&r, &NewManifest { record: record("i-index"), blobs: vec![], children: vec![d("i-one"), d("i-plain")], tag: Some(tag("multi")), inspect: false, pushed_by: None, children_optional: false, tag_immutable: false })
+    meta.put_manifest(&r, &NewManifest { children: vec![d("i-one"), d("i-plain")], tag: Some(tag("multi")), ..manifest("i-index", &[]) })
         .await
         .unwrap();
     match meta.gate_state(&r, &d("i-index")).await.unwrap() {
