@@ -740,9 +740,8 @@ impl Config {
         let mut rules = Vec::new();
         for (i, rule) in self.immutable_tags.iter().enumerate() {
             let at = || format!("[[immutable_tags]] #{}", i + 1);
-            anyhow::ensure!(!rule.repositories.is_empty(), "{}: `repositories` names no repository glob", at());
             rules.push(registry::ImmutableRule {
-                repositories: rule.repositories.iter().map(|g| g.parse()).collect::<Result<_, _>>().with_context(at)?,
+                repositories: repository_globs(&rule.repositories, at)?,
                 tags: rule.tags.iter().map(|g| g.parse()).collect::<Result<_, _>>().with_context(at)?,
             });
         }
@@ -757,6 +756,12 @@ impl Config {
             read_only: self.read_only,
         })
     }
+}
+
+/// The repository globs of the rule `at` names, at least one.
+pub fn repository_globs(globs: &[String], at: impl Fn() -> String) -> anyhow::Result<Vec<auth::RepoGlob>> {
+    anyhow::ensure!(!globs.is_empty(), "{}: `repositories` names no repository glob", at());
+    globs.iter().map(|g| g.parse()).collect::<Result<_, _>>().with_context(at)
 }
 
 const ENV_PREFIX: &str = "CUSTOMS_";

@@ -68,8 +68,7 @@ pub fn retention(config: &Config) -> anyhow::Result<Retention> {
     let mut policies = Vec::new();
     for (i, p) in config.retention.policies.iter().enumerate() {
         let at = || format!("[[retention.policies]] #{}", i + 1);
-        anyhow::ensure!(!p.repositories.is_empty(), "{}: `repositories` names no repository glob", at());
-        let repositories = p.repositories.iter().map(|g| g.parse()).collect::<Result<_, _>>().with_context(at)?;
+        let repositories = crate::config::repository_globs(&p.repositories, at)?;
         let mut keep_tags = Vec::new();
         for k in &p.keep_tags {
             keep_tags.push(KeepTags {
