@@ -2,7 +2,8 @@
 //!
 //! - [`BlobStore`] is the port: committed blobs by digest (stat, ranged open, whole put, delete,
 //!   a paged listing, uncached reads and quarantine for the scrub) and upload parts (write at an offset, commit under a digest, abort).
-//! - [`FsBlobStore`] is the filesystem adapter of the embedded default.
+//! - [`FsBlobStore`] is the filesystem adapter of the embedded default; `S3BlobStore` (feature
+//!   `s3`) keeps blobs in an S3-compatible store.
 //! - [`conformance`] is the suite every adapter passes.
 //! - [`MappedRegions`] tells a connection which outgoing bytes are mapped blob windows, so it can
 //!   send them with sendfile instead of copying them.
@@ -19,6 +20,8 @@ pub mod conformance;
 mod fs;
 mod parts;
 mod regions;
+#[cfg(feature = "s3")]
+mod s3;
 
 use std::sync::Arc;
 
@@ -30,6 +33,8 @@ pub use oci::UploadId;
 pub use fs::FsBlobStore;
 pub use parts::PartWrites;
 pub use regions::{FileSlice, MappedRegions};
+#[cfg(feature = "s3")]
+pub use s3::{S3BlobStore, S3Credentials, S3Settings};
 
 /// Bytes flowing into or out of the store.
 pub type ByteStream = BoxStream<'static, Result<Bytes, std::io::Error>>;
@@ -82,7 +87,7 @@ pub struct StoredBlob {
     pub written_at_ms: i64,
 }
 
-/// The bytes port. Adapters: [`FsBlobStore`]; S3 follows behind a feature.
+/// The bytes port. Adapters: [`FsBlobStore`]; `S3BlobStore` behind the feature `s3`.
 #[async_trait::async_trait]
 pub trait BlobStore: Send + Sync + 'static {
     /// The size of a committed blob, or `None`.

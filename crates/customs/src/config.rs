@@ -16,6 +16,8 @@ pub struct Config {
     pub listen: String,
     /// Directory holding blobs (`blobs/`, `uploads/`) and records (`meta.db`).
     pub data: PathBuf,
+    /// Where blobs live instead of the data directory (an S3-compatible store).
+    pub storage: Storage,
     /// Log filter (`info`, `debug`, `customs=debug,sqlx=warn`, ...).
     pub log: String,
     /// `text` (human) or `json` (one object per line, for log pipelines).
@@ -58,6 +60,48 @@ pub struct Config {
     /// no worker changes what is stored (mirrors fetch nothing; what they cached is served
     /// under their prefix).
     pub read_only: bool,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Storage {
+    /// Blobs in an S3-compatible bucket (AWS S3, MinIO, Ceph RGW, Garage) when `bucket` is set;
+    /// records stay in the data directory's `meta.db`.
+    pub s3: S3,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct S3 {
+    /// Empty: blobs stay in the data directory.
+    pub bucket: String,
+    /// Empty: `AWS_REGION` or `us-east-1`.
+    pub region: String,
+    /// A store other than AWS: its URL (`https://minio.example:9000`); requests are path-style.
+    pub endpoint: String,
+    /// Keys go under this prefix within the bucket (Distribution's `rootdirectory`).
+    pub prefix: String,
+    /// Allow an `http://` endpoint.
+    pub allow_http: bool,
+    /// More trusted CA certificates (PEM) for the endpoint's TLS.
+    pub ca_file: PathBuf,
+    // Credentials are not settings: the standard AWS variables (AWS_ACCESS_KEY_ID,
+    // AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN), a web identity token or the instance's role.
+}
+
+impl S3 {
+    /// The adapter's settings, or `None` when blobs stay in the data directory.
+    pub fn settings(&self) -> Option<blobs::S3Settings> {
+        let some = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+        (!self.bucket.is_empty()).then(|| blobs::S3Settings {
+            bucket: self.bucket.clone(),
+            region: some(&self.region),
+            endpoint: some(&self.endpoint),
+            prefix: self.prefix.clone(),
+            allow_http: self.allow_http,
+            credentials: None,
+        })
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -716,6 +760,7 @@ impl Default for Config {
             scrub: Scrub::default(),
             immutable_tags: Vec::new(),
             read_only: false,
+            storage: Storage::default(),
         }
     }
 }

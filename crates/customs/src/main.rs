@@ -14,6 +14,7 @@ mod scan;
 mod scrub;
 mod serve;
 mod source;
+mod storage;
 mod webhooks;
 
 use std::path::PathBuf;

@@ -1,10 +1,8 @@
 //! `customs query …` and `customs waiver …`: the gate's questions and waivers on the local data
 //! directory, through the same `Registry` calls as `/api/v1`.
 
-use std::sync::Arc;
 
 use anyhow::Context;
-use blobs::{Blobs, FsBlobStore};
 use meta::{ImageMatch, Meta, NewWaiver, PackageQuery};
 use oci::{Digest, RepoName};
 use registry::{Actor, Registry, VersionFilter};
@@ -64,8 +62,8 @@ pub enum Command {
 pub fn run(config: Config, command: Command) -> anyhow::Result<()> {
     tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async move {
         let meta = crate::access::open_records(&config).await?;
-        let blobs = FsBlobStore::open(&config.data).with_context(|| format!("cannot open {}", config.data.display()))?;
-        let registry = Registry::new(Blobs(Arc::new(blobs)), Meta(meta.clone()), config.registry()?);
+        let blobs = crate::storage::open(&config, &config.data).await?.blobs;
+        let registry = Registry::new(blobs, Meta(meta.clone()), config.registry()?);
         let actor_name = crate::access::cli_actor_name();
         let actor = Actor { name: &actor_name, client: None };
         let result = command_on(&registry, &actor, command).await;

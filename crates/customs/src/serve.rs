@@ -1,13 +1,13 @@
 //! `customs serve`: open the stores, bind, serve until a signal, drain, stop workers.
 
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use api::{Server, Stopped};
-use blobs::{Blobs, FsBlobStore};
+use blobs::{Blobs, MappedRegions};
 use meta::{Meta, SqliteMeta};
 use registry::Registry;
 use tokio::sync::watch;
@@ -32,24 +32,28 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 }
 
 /// A data directory opened for the one process that may change its bytes: locked, its blob
-/// store and its records.
+/// store (there or in S3) and its records.
 pub(crate) struct DataDir {
     pub path: PathBuf,
-    pub blobs: FsBlobStore,
+    pub blobs: Blobs,
+    pub regions: Arc<MappedRegions>,
+    /// Where the blobs are.
+    pub place: String,
     pub meta: SqliteMeta,
     _lock: File,
 }
 
 impl DataDir {
-    pub(crate) async fn open(data: &Path) -> anyhow::Result<DataDir> {
+    pub(crate) async fn open(config: &Config) -> anyhow::Result<DataDir> {
+        let data = &config.data;
         std::fs::create_dir_all(data).with_context(|| format!("cannot create data directory {}", data.display()))?;
         let path = data.canonicalize().with_context(|| format!("cannot resolve data directory {}", data.display()))?;
         let lock = lock_data_dir(&path)?;
-        let blobs = FsBlobStore::open(&path).with_context(|| format!("data directory {} is not writable", path.display()))?;
+        let crate::storage::Storage { blobs, regions, place } = crate::storage::open(config, &path).await?;
         let meta = SqliteMeta::open(&path.join("meta.db"))
             .await
             .with_context(|| format!("cannot open the records database in {}", path.display()))?;
-        Ok(DataDir { path, blobs, meta, _lock: lock })
+        Ok(DataDir { path, blobs, regions, place, meta, _lock: lock })
     }
 
     /// The registry over a stopped server's data directory, for one command (`gc`, `scrub`);
@@ -57,9 +61,9 @@ impl DataDir {
     pub(crate) async fn offline(config: &Config, instead: &str) -> anyhow::Result<Offline> {
         anyhow::ensure!(config.data.is_dir(), "no data directory at {}", config.data.display());
         anyhow::ensure!(!config.read_only, "read_only = true: this would change what is stored; turn read_only off first");
-        let dir = DataDir::open(&config.data).await.with_context(|| instead.to_owned())?;
+        let dir = DataDir::open(config).await.with_context(|| instead.to_owned())?;
         let meta = Arc::new(dir.meta);
-        let registry = Registry::new(Blobs(Arc::new(dir.blobs)), Meta(meta.clone()), config.registry()?);
+        let registry = Registry::new(dir.blobs, Meta(meta.clone()), config.registry()?);
         Ok(Offline { registry, meta, _lock: dir._lock })
     }
 }
@@ -72,11 +76,7 @@ pub(crate) struct Offline {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    let DataDir { path: data, blobs, meta, _lock } = DataDir::open(&config.data).await?;
-    if blobs.part_writes() == blobs::PartWrites::Buffered {
-        tracing::warn!(data = %data.display(), "the filesystem refuses O_DIRECT: uploads are written through the page cache, at more CPU per byte");
-    }
-    let regions = blobs.mapped_regions();
+    let DataDir { path: data, blobs, regions, place, meta, _lock } = DataDir::open(&config).await?;
     let meta = Arc::new(meta);
     let mut registry_config = config.registry()?;
     if config.gate.enabled {
@@ -87,7 +87,6 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         }
     }
     let rules = crate::gate::rules(&config)?;
-    let blobs = Blobs(Arc::new(blobs));
     let registry = Arc::new(Registry::new(blobs.clone(), Meta(meta.clone()), registry_config).with_gate_rules(rules));
     let mut upstreams = config.mirrors.iter().map(crate::config::Mirror::upstream).collect::<anyhow::Result<Vec<_>>>()?;
     // Read-only: nothing a worker or a fetch would store; what mirrors cached is served as it is.
@@ -181,6 +180,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     // this line finds a complete server.
     println!("customs listening on {scheme}://{addr}");
     println!("customs data in {}", data.display());
+    if place != data.join("blobs").display().to_string() {
+        println!("customs blobs in {place}");
+    }
     let signal = async {
         shutdown_signal().await;
         tracing::info!("shutting down: no new connections, draining requests");

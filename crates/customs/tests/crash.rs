@@ -1,5 +1,6 @@
 //! SIGKILL a real server in the middle of concurrent uploads and manifest pushes, restart it,
-//! and check that every acknowledged write reads back intact and nothing half-written shows.
+//! and check that every acknowledged write reads back intact and nothing half-written shows:
+//! with blobs in the data directory, and with blobs in S3.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -7,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use http::{Method, StatusCode};
 use oci::Digest;
-use test_support::{Client, Rng, ServerProcess};
+use test_support::{Client, Rng, S3_BUCKET, S3Server, ServerProcess};
 
 fn customs() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_customs"))
@@ -106,10 +107,11 @@ async fn push_chunked(client: &Client, repo: &str, digest: &Digest, data: &[u8])
     }
 }
 
-/// Every file under `blobs/` must hash to its own name: no prefix of a blob is ever visible.
+/// Every file under `root` (a store's `blobs/`) must hash to its own name, under the directory
+/// named by its algorithm: no prefix of a blob is ever visible.
 fn assert_blob_files_complete(root: &Path) -> usize {
     let mut checked = 0;
-    let mut stack = vec![root.join("blobs")];
+    let mut stack = vec![root.to_owned()];
     while let Some(dir) = stack.pop() {
         for entry in std::fs::read_dir(&dir).unwrap().flatten() {
             let path = entry.path();
@@ -118,7 +120,7 @@ fn assert_blob_files_complete(root: &Path) -> usize {
                 continue;
             }
             let name = path.file_name().unwrap().to_str().unwrap();
-            let alg = path.parent().unwrap().parent().unwrap().file_name().unwrap().to_str().unwrap();
+            let alg = path.ancestors().filter_map(|a| a.file_name()?.to_str()).find(|a| a.starts_with("sha")).unwrap();
             let want: Digest = format!("{alg}:{name}").parse().unwrap();
             let got = Digest::of(want.algorithm(), &std::fs::read(&path).unwrap());
             assert_eq!(got, want, "{} holds bytes of another digest", path.display());
@@ -132,7 +134,24 @@ fn assert_blob_files_complete(root: &Path) -> usize {
 async fn sigkill_during_pushes_loses_nothing_acknowledged() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    let server = ServerProcess::start(customs(), &data).unwrap();
+    crash_and_check(&data, &[], &data.join("blobs")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_during_pushes_to_s3_loses_nothing_acknowledged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s3 = S3Server::start(&tmp.path().join("s3"));
+    let env = s3.serve_env("crash");
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let data = tmp.path().join("data");
+    crash_and_check(&data, &env, &tmp.path().join("s3").join(S3_BUCKET).join("crash/blobs")).await;
+    assert!(!data.join("blobs").join("sha256").exists(), "the blobs went to S3");
+}
+
+/// Pushes with 8 writers to a server over `data` (and `env`), kills it, restarts it and checks
+/// what it acknowledged; `blob_files` is where the store keeps committed blobs as files.
+async fn crash_and_check(data: &Path, env: &[(&str, &str)], blob_files: &Path) {
+    let server = ServerProcess::start_with(customs(), data, env).unwrap();
     let client = Client::new(&server.url());
     let acked = Arc::new(Mutex::new(Acked::default()));
     let enough = Arc::new(tokio::sync::Notify::new());
@@ -149,10 +168,10 @@ async fn sigkill_during_pushes_loses_nothing_acknowledged() {
     let acked = std::mem::take(&mut *acked.lock().unwrap());
     assert!(acked.manifests.len() >= 24 && acked.blobs.len() >= 24);
 
-    let files = assert_blob_files_complete(&data);
+    let files = assert_blob_files_complete(blob_files);
     assert!(files >= acked.blobs.len());
 
-    let server = ServerProcess::start(customs(), &data).unwrap();
+    let server = ServerProcess::start_with(customs(), data, env).unwrap();
     let client = Client::new(&server.url());
     for (repo, digest) in &acked.blobs {
         let r = client.call(Method::GET, &format!("/v2/{repo}/blobs/{digest}"), &[], Bytes::new()).await.unwrap();

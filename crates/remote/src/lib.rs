@@ -183,8 +183,9 @@ fn pct(s: &str) -> String {
     out
 }
 
-/// HTTPS (and plain HTTP) with the system's roots and `ca_pem`'s CA certificates.
-fn connector(ca_pem: Option<&[u8]>) -> Result<hyper_rustls::HttpsConnector<HttpConnector>, Error> {
+/// HTTPS (and plain HTTP) with the system's roots and `ca_pem`'s CA certificates: what every
+/// outgoing connection of customs goes through (upstreams, webhooks, the S3 store).
+pub fn https_connector(ca_pem: Option<&[u8]>) -> Result<hyper_rustls::HttpsConnector<HttpConnector>, Error> {
     use rustls::pki_types::{CertificateDer, pem::PemObject};
     let mut roots = rustls::RootCertStore::empty();
     let native = rustls_native_certs::load_native_certs();
@@ -221,7 +222,7 @@ const TOKEN_MARGIN: Duration = Duration::from_secs(5);
 impl Client {
     /// `ca_pem`: more trusted CA certificates (PEM), for registries with a private CA.
     pub fn new(credentials: Option<Credentials>, plain_http: bool, ca_pem: Option<&[u8]>) -> Result<Client, Error> {
-        let http = Http::builder(TokioExecutor::new()).build(connector(ca_pem)?);
+        let http = Http::builder(TokioExecutor::new()).build(https_connector(ca_pem)?);
         Ok(Client {
             http,
             credentials,

@@ -18,7 +18,7 @@ pub struct Poster {
 
 impl Poster {
     pub fn new(ca_pem: Option<&[u8]>, timeout: Duration) -> Result<Poster, Error> {
-        Ok(Poster { http: Http::builder(TokioExecutor::new()).build(crate::connector(ca_pem)?), timeout })
+        Ok(Poster { http: Http::builder(TokioExecutor::new()).build(crate::https_connector(ca_pem)?), timeout })
     }
 
     /// POSTs `body` with `headers`; the status. A status that is not 2xx is an [`Error::Status`]

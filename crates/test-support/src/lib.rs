@@ -6,10 +6,12 @@
 //! - [`Client`]: a small HTTP/1.1 client for talking to a real server.
 //! - [`ImageBuilder`]: deterministic images (tar.gz layers, config, manifest, index) and OCI
 //!   image layouts that skopeo can copy from.
+//! - [`S3Server`]: a real S3 server (s3s-fs, SigV4 checked) on 127.0.0.1:0.
 
 mod client;
 mod image;
 mod process;
+mod s3;
 
 use std::sync::Arc;
 
@@ -23,6 +25,7 @@ use tower::ServiceExt;
 pub use client::Client;
 pub use image::{Blob, Image, ImageBuilder, Index, Rng, layer_tar_gz, write_image, write_oci_layout};
 pub use process::ServerProcess;
+pub use s3::{BUCKET as S3_BUCKET, S3Server};
 
 /// skopeo with the given arguments (and `--insecure-policy`: the tests keep no signature policy):
 /// its stdout, failing the test with its stderr.

@@ -1,0 +1,150 @@
+//! `customs serve` with its blobs in S3 (`[storage.s3]`), against a real S3 server (s3s-fs,
+//! SigV4 checked) and a real skopeo: what is pushed lands in the bucket whole, comes back with
+//! the same digests, survives a restart, and `customs gc` frees it there.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use oci::Digest;
+use test_support::{ImageBuilder, Index, S3_BUCKET, S3Server, ServerProcess, run_command, skopeo};
+
+fn customs() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_customs"))
+}
+
+fn refs(env: &[(String, String)]) -> Vec<(&str, &str)> {
+    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
+/// The bytes S3 holds under `key`, read from the server's own directory.
+fn object(s3_root: &Path, key: &str) -> Vec<u8> {
+    std::fs::read(s3_root.join(S3_BUCKET).join(key)).unwrap_or_else(|e| panic!("object {key}: {e}"))
+}
+
+fn files_under(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| if e.path().is_dir() { files_under(&e.path()) } else { 1 })
+        .sum()
+}
+
+#[test]
+fn skopeo_round_trips_images_through_blobs_kept_in_s3_and_gc_frees_them_there() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (s3_root, data, src, out) =
+        (tmp.path().join("s3"), tmp.path().join("data"), tmp.path().join("src"), tmp.path().join("out"));
+    let s3 = S3Server::start(&s3_root);
+    let mut env = s3.serve_env("registry");
+    // Inspection off: its SBOM and report would add referrers at their own pace; gc counts below.
+    env.push(("CUSTOMS_INSPECTION__ENABLED".into(), "false".into()));
+    let env = refs(&env);
+
+    // A layer of 12 MB goes to S3 as a multipart upload; the others in one PUT each.
+    let kept = ImageBuilder::new(51).layer(1, 12_000_000).layer(3, 40_000).build();
+    let deleted = ImageBuilder::new(52).layer(1, 30_000).build();
+    let index = Index::new(vec![
+        ImageBuilder::new(53).layer(2, 10_000).arch("amd64").build(),
+        ImageBuilder::new(54).layer(2, 10_000).arch("arm64").build(),
+    ]);
+    kept.write_layout(&src, "kept").unwrap();
+    deleted.write_layout(&src, "deleted").unwrap();
+    index.write_layout(&src, "multi").unwrap();
+
+    let server = ServerProcess::start_with(customs(), &data, &env).unwrap();
+    let host = server.addr.clone();
+    let push = |tag: &str, extra: &[&str]| {
+        let (from, to) = (format!("oci:{}:{tag}", src.display()), format!("docker://{host}/team/app:{tag}"));
+        let mut args = vec!["copy", "--dest-tls-verify=false"];
+        args.extend_from_slice(extra);
+        args.extend([from.as_str(), to.as_str()]);
+        skopeo(&args);
+    };
+    push("kept", &[]);
+    push("deleted", &[]);
+    push("multi", &["--all"]);
+
+    // Every blob and manifest is an object under the prefix holding exactly its bytes; no
+    // upload is left in the bucket and nothing is in the data directory's blobs/.
+    let images = [&kept, &deleted].into_iter().chain(&index.images);
+    for image in images {
+        let manifest = (&image.digest, &image.manifest[..]);
+        for (digest, bytes) in std::iter::once(manifest).chain(image.blobs().map(|b| (&b.digest, &b.bytes[..]))) {
+            let stored = object(&s3_root, &format!("registry/blobs/sha256/{}", digest.hex()));
+            assert!(stored == bytes, "{digest} is stored whole in S3");
+        }
+    }
+    assert_eq!(object(&s3_root, &format!("registry/blobs/sha256/{}", index.digest.hex())), index.manifest);
+    assert_eq!(s3.keys("registry/uploads/"), Vec::<String>::new(), "uploads are gone once committed");
+    assert_eq!(s3.open_multipart_parts(), 0);
+    assert_eq!(files_under(&data.join("blobs")), 0, "no blob in the data directory");
+
+    // Back out with the same digests, byte for byte.
+    skopeo(&["copy", "--src-tls-verify=false", &format!("docker://{host}/team/app:kept"), &format!("oci:{}:kept", out.display())]);
+    for blob in kept.blobs() {
+        assert!(std::fs::read(out.join("blobs/sha256").join(blob.digest.hex())).unwrap() == blob.bytes);
+    }
+    skopeo(&[
+        "copy",
+        "--all",
+        "--src-tls-verify=false",
+        &format!("docker://{host}/team/app:multi"),
+        &format!("oci:{}:multi", out.display()),
+    ]);
+    let layout: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("index.json")).unwrap()).unwrap();
+    let multi = layout["manifests"].as_array().unwrap().iter().find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == "multi");
+    assert_eq!(multi.unwrap()["digest"], index.digest.to_string());
+
+    skopeo(&["delete", "--tls-verify=false", &format!("docker://{host}/team/app@{}", deleted.digest)]);
+    assert!(server.stop());
+
+    // customs gc over the bucket: the deleted image's objects go, the rest stay.
+    let mut gc = Command::new(customs());
+    gc.args(["gc", "--delay-secs", "0", "--data"]).arg(&data).stdin(Stdio::null());
+    for (k, v) in &env {
+        gc.env(k, v);
+    }
+    let printed = run_command(&mut gc);
+    let freed: Vec<&Digest> = std::iter::once(&deleted.digest).chain(deleted.blobs().map(|b| &b.digest)).collect();
+    let bytes = deleted.manifest.len() + deleted.blobs().map(|b| b.bytes.len()).sum::<usize>();
+    assert!(printed.contains(&format!("deleted {} blobs ({bytes} bytes) no record needed", freed.len())), "{printed}");
+    let keys = s3.keys("registry/blobs/");
+    for d in freed {
+        assert!(!keys.contains(&format!("registry/blobs/sha256/{}", d.hex())), "{d} freed in S3");
+    }
+    for blob in kept.blobs() {
+        assert!(keys.contains(&format!("registry/blobs/sha256/{}", blob.digest.hex())), "{} kept", blob.digest);
+    }
+
+    // A restart reads the same bucket: the image kept comes back whole.
+    let server = ServerProcess::start_with(customs(), &data, &env).unwrap();
+    let again = tmp.path().join("again");
+    let from = format!("docker://{}/team/app:kept", server.addr);
+    skopeo(&["copy", "--src-tls-verify=false", &from, &format!("oci:{}:kept", again.display())]);
+    for blob in kept.blobs() {
+        assert!(std::fs::read(again.join("blobs/sha256").join(blob.digest.hex())).unwrap() == blob.bytes);
+    }
+    assert!(server.stop());
+}
+
+#[test]
+fn serve_refuses_to_start_on_an_s3_store_it_cannot_write() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s3 = S3Server::start(&tmp.path().join("s3"));
+    let mut env = s3.serve_env("registry");
+    env.iter_mut().find(|(k, _)| k == "AWS_SECRET_ACCESS_KEY").unwrap().1 = "not-the-secret".into();
+    let out = Command::new(customs())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(tmp.path().join("data"))
+        .envs(env)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("the S3 store cannot be used"), "{err}");
+    assert!(err.contains("cannot write to s3://customs-test/registry"), "{err}");
+    assert!(err.contains("SignatureDoesNotMatch"), "{err}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("listening"), "it never listened");
+}
