@@ -123,6 +123,13 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn commit(&self, id: &UploadId, len: u64, digest: &Digest) -> Result<()>;
     /// Removes an upload's bytes; no error if there are none.
     async fn abort(&self, id: &UploadId) -> Result<()>;
+
+    /// A URL from which a client may GET a committed blob itself for a while (a presigned URL),
+    /// or `None` when reads go through this process. Whether the blob is there is not checked:
+    /// the caller knows from its records.
+    async fn presign(&self, _digest: &Digest) -> Result<Option<String>> {
+        Ok(None)
+    }
 }
 
 /// The handle the rest of the program holds.

@@ -70,7 +70,7 @@ pub struct Storage {
     pub s3: S3,
 }
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct S3 {
     /// Empty: blobs stay in the data directory.
@@ -85,8 +85,28 @@ pub struct S3 {
     pub allow_http: bool,
     /// More trusted CA certificates (PEM) for the endpoint's TLS.
     pub ca_file: PathBuf,
+    /// Send clients a presigned URL (307) for a whole-blob GET instead of streaming it through
+    /// customs. Every client must reach `endpoint` (or AWS) itself.
+    pub redirect: bool,
+    /// How long a presigned URL is good for.
+    pub redirect_secs: u64,
     // Credentials are not settings: the standard AWS variables (AWS_ACCESS_KEY_ID,
     // AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN), a web identity token or the instance's role.
+}
+
+impl Default for S3 {
+    fn default() -> Self {
+        S3 {
+            bucket: String::new(),
+            region: String::new(),
+            endpoint: String::new(),
+            prefix: String::new(),
+            allow_http: false,
+            ca_file: PathBuf::new(),
+            redirect: false,
+            redirect_secs: 1200,
+        }
+    }
 }
 
 impl S3 {
@@ -100,6 +120,7 @@ impl S3 {
             prefix: self.prefix.clone(),
             allow_http: self.allow_http,
             credentials: None,
+            redirect_for: self.redirect.then(|| Duration::from_secs(self.redirect_secs.max(1))),
         })
     }
 }

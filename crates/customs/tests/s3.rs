@@ -148,3 +148,59 @@ fn serve_refuses_to_start_on_an_s3_store_it_cannot_write() {
     assert!(err.contains("SignatureDoesNotMatch"), "{err}");
     assert!(!String::from_utf8_lossy(&out.stdout).contains("listening"), "it never listened");
 }
+
+#[tokio::test]
+async fn whole_blob_gets_are_redirected_to_presigned_urls_that_clients_follow() {
+    use bytes::Bytes;
+    use http::{Method, StatusCode};
+    use test_support::Client;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let s3 = S3Server::start(&tmp.path().join("s3"));
+    let mut env = s3.serve_env("registry");
+    env.push(("CUSTOMS_STORAGE__S3__REDIRECT".into(), "true".into()));
+    env.push(("CUSTOMS_INSPECTION__ENABLED".into(), "false".into()));
+    let server = ServerProcess::start_with(customs(), &tmp.path().join("data"), &refs(&env)).unwrap();
+    let client = Client::new(&server.url());
+    let image = ImageBuilder::new(61).layer(2, 50_000).build();
+    client.push_image("team/app", &image, "v1").await;
+    let layer = &image.layers[0];
+    let path = format!("/v2/team/app/blobs/{}", layer.digest);
+
+    // A whole GET: 307 to a URL signed for this object, which serves its bytes to anyone holding it.
+    let r = client.call(Method::GET, &path, &[], Bytes::new()).await.unwrap();
+    assert_eq!(r.status, StatusCode::TEMPORARY_REDIRECT);
+    assert_eq!(r.header("docker-content-digest"), Some(layer.digest.to_string().as_str()));
+    let url = r.header("location").unwrap().to_owned();
+    assert!(url.starts_with(&format!("{}/{S3_BUCKET}/registry/blobs/sha256/{}?", s3.endpoint(), layer.digest.hex())), "{url}");
+    assert!(url.contains("X-Amz-Signature="), "{url}");
+    let fetched = client.call(Method::GET, &url, &[], Bytes::new()).await.unwrap();
+    assert_eq!(fetched.status, StatusCode::OK);
+    assert!(fetched.body == layer.bytes, "the presigned URL serves the blob");
+    // The signature is checked: the URL of another object with it is refused.
+    let other = url.replace(layer.digest.hex(), image.config.digest.hex());
+    assert_eq!(client.call(Method::GET, &other, &[], Bytes::new()).await.unwrap().status, StatusCode::FORBIDDEN);
+
+    // HEAD, ranges and conditional GETs are still answered by customs.
+    let head = client.call(Method::HEAD, &path, &[], Bytes::new()).await.unwrap();
+    assert_eq!((head.status, head.header("content-length")), (StatusCode::OK, Some(layer.bytes.len().to_string().as_str())));
+    let ranged = client.call(Method::GET, &path, &[("range", "bytes=10-19")], Bytes::new()).await.unwrap();
+    assert_eq!(ranged.status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(&ranged.body[..], &layer.bytes[10..20]);
+    let etag = format!("\"{}\"", layer.digest);
+    let unchanged = client.call(Method::GET, &path, &[("if-none-match", etag.as_str())], Bytes::new()).await.unwrap();
+    assert_eq!(unchanged.status, StatusCode::NOT_MODIFIED);
+    // A blob the repository does not link gets no URL.
+    let elsewhere = client.call(Method::GET, &format!("/v2/team/other/blobs/{}", layer.digest), &[], Bytes::new()).await.unwrap();
+    assert_eq!(elsewhere.status, StatusCode::NOT_FOUND);
+    assert_eq!(elsewhere.json()["errors"][0]["code"], "BLOB_UNKNOWN");
+
+    // skopeo follows the redirects and gets every byte (nothing else runs on this runtime).
+    let out = tmp.path().join("out");
+    let from = format!("docker://{}/team/app:v1", server.addr);
+    skopeo(&["copy", "--src-tls-verify=false", &from, &format!("oci:{}:v1", out.display())]);
+    for blob in image.blobs() {
+        assert!(std::fs::read(out.join("blobs/sha256").join(blob.digest.hex())).unwrap() == blob.bytes);
+    }
+    assert!(server.stop());
+}

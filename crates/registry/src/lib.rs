@@ -227,6 +227,13 @@ impl Registry {
         }
     }
 
+    /// Where a client may fetch a blob linked in `repo` itself (a presigned URL of the store), or
+    /// `None` when it is served through this process.
+    pub async fn blob_url(&self, repo: &RepoName, digest: &Digest) -> Result<Option<String>> {
+        self.stat_blob(repo, digest).await?;
+        Ok(self.blobs.presign(digest).await?)
+    }
+
     /// Opens a blob linked in `repo`, or a range of it.
     pub async fn get_blob(&self, repo: &RepoName, digest: &Digest, range: Option<RangeRequest>) -> Result<BlobRead> {
         let size = self.stat_blob(repo, digest).await?;

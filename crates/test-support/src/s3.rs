@@ -73,6 +73,7 @@ impl S3Server {
                 access_key_id: self.access_key.clone(),
                 secret_access_key: self.secret_key.clone(),
             }),
+            redirect_for: None,
         }
     }
 

@@ -27,9 +27,11 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt, stream};
+use ::http::Method;
 use hyper_util::client::legacy::connect::Connect;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path;
+use object_store::signer::Signer;
 use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig, WriteMultipart};
 use oci::Digest;
 
@@ -63,6 +65,9 @@ pub struct S3Settings {
     /// Static keys, or `None` for the environment's: `AWS_ACCESS_KEY_ID` and
     /// `AWS_SECRET_ACCESS_KEY`, a web identity token (EKS), or the instance's metadata service.
     pub credentials: Option<S3Credentials>,
+    /// Hand clients presigned GET URLs valid this long ([`BlobStore::presign`]) instead of
+    /// streaming blobs through this process; `None`: stream.
+    pub redirect_for: Option<std::time::Duration>,
 }
 
 #[derive(Clone)]
@@ -83,6 +88,7 @@ pub struct S3BlobStore {
     root: Path,
     /// `s3://bucket/prefix`, for messages.
     url: String,
+    redirect_for: Option<std::time::Duration>,
 }
 
 impl S3BlobStore {
@@ -110,7 +116,13 @@ impl S3BlobStore {
         let root = Path::parse(settings.prefix.trim_matches('/'))
             .map_err(|e| Error::Storage(format!("S3 prefix {:?}: {e}", settings.prefix)))?;
         let url = format!("s3://{}/{}", settings.bucket, root);
-        Ok(S3BlobStore { store: Arc::new(store), bucket: settings.bucket.clone(), root, url })
+        Ok(S3BlobStore {
+            store: Arc::new(store),
+            bucket: settings.bucket.clone(),
+            root,
+            url,
+            redirect_for: settings.redirect_for,
+        })
     }
 
     /// Writes, reads back and removes a probe object: the bucket is there, the credentials
@@ -378,6 +390,12 @@ impl BlobStore for S3BlobStore {
         }
         // Content-addressed: a blob already there holds the same bytes.
         self.abort(id).await
+    }
+
+    async fn presign(&self, digest: &Digest) -> Result<Option<String>> {
+        let Some(valid_for) = self.redirect_for else { return Ok(None) };
+        let url = self.store.signed_url(Method::GET, &self.blob_key(digest), valid_for).await.map_err(storage)?;
+        Ok(Some(url.to_string()))
     }
 
     async fn abort(&self, id: &UploadId) -> Result<()> {
