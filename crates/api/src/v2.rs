@@ -300,16 +300,10 @@ async fn handle(
             }
             registry.check_blob_gate(&repo, &digest, gate_bypass(app, &proof), mirrored.is_some()).await?;
             let range = range_request(headers)?;
-            // A store that hands out presigned URLs serves whole blobs itself; ranges and
-            // conditional GETs are answered here.
-            if mirrored.is_none() && range.is_none() && !headers.contains_key(header::IF_NONE_MATCH)
-                && let Some(url) = registry.blob_url(&repo, &digest).await?
-            {
-                return Ok(redirect(&digest, url));
-            }
             let read = match &mirrored {
                 Some((mirror, route)) => mirror.blob(route, &repo, &digest, range).await?,
-                None => registry.get_blob(&repo, &digest, range).await?,
+                // A whole blob may be a redirect to the store; a conditional GET is answered here.
+                None => registry.serve_blob(&repo, &digest, range).await?,
             };
             if not_modified(headers, &etag) {
                 let r = blob_headers(StatusCode::NOT_MODIFIED, &digest, &etag, read.size);
@@ -317,7 +311,14 @@ async fn handle(
             }
             let (stream, len) = match read.body {
                 BlobBody::Stream { stream, len } => (stream, len),
-                BlobBody::Redirect(url) => return Ok(redirect(&digest, url)),
+                BlobBody::Redirect(url) => {
+                    return Ok(Response::builder()
+                        .status(StatusCode::TEMPORARY_REDIRECT)
+                        .header(header::LOCATION, url)
+                        .header(DOCKER_CONTENT_DIGEST, digest.to_string())
+                        .body(Body::empty())
+                        .expect("valid response"));
+                }
             };
             let r = match read.range {
                 Some(range) => blob_headers(StatusCode::PARTIAL_CONTENT, &digest, &etag, len)
@@ -423,16 +424,6 @@ fn blob_created(repo: &RepoName, digest: &Digest) -> Response {
         .header(header::LOCATION, format!("/v2/{repo}/blobs/{digest}"))
         .header(DOCKER_CONTENT_DIGEST, digest.to_string())
         .header(header::CONTENT_LENGTH, 0)
-        .body(Body::empty())
-        .expect("valid response")
-}
-
-/// 307 to where the blob's bytes are served (Distribution answers a redirecting store the same).
-fn redirect(digest: &Digest, url: String) -> Response {
-    Response::builder()
-        .status(StatusCode::TEMPORARY_REDIRECT)
-        .header(header::LOCATION, url)
-        .header(DOCKER_CONTENT_DIGEST, digest.to_string())
         .body(Body::empty())
         .expect("valid response")
 }

@@ -227,16 +227,25 @@ impl Registry {
         }
     }
 
-    /// Where a client may fetch a blob linked in `repo` itself (a presigned URL of the store), or
-    /// `None` when it is served through this process.
-    pub async fn blob_url(&self, repo: &RepoName, digest: &Digest) -> Result<Option<String>> {
-        self.stat_blob(repo, digest).await?;
-        Ok(self.blobs.presign(digest).await?)
+    /// Opens a blob linked in `repo`, or a range of it, for a client: a whole blob may come back
+    /// as [`BlobBody::Redirect`] to a URL the store serves it from itself (a presigned URL).
+    pub async fn serve_blob(&self, repo: &RepoName, digest: &Digest, range: Option<RangeRequest>) -> Result<BlobRead> {
+        self.read_blob(repo, digest, range, true).await
     }
 
-    /// Opens a blob linked in `repo`, or a range of it.
+    /// Opens a blob linked in `repo`, or a range of it, as a stream of its bytes.
     pub async fn get_blob(&self, repo: &RepoName, digest: &Digest, range: Option<RangeRequest>) -> Result<BlobRead> {
+        self.read_blob(repo, digest, range, false).await
+    }
+
+    async fn read_blob(&self, repo: &RepoName, digest: &Digest, range: Option<RangeRequest>, may_redirect: bool) -> Result<BlobRead> {
         let size = self.stat_blob(repo, digest).await?;
+        if may_redirect
+            && range.is_none()
+            && let Some(url) = self.blobs.presign(digest).await?
+        {
+            return Ok(BlobRead { size, range: None, body: BlobBody::Redirect(url) });
+        }
         let range = match range {
             None => None,
             Some(r) => Some(r.resolve(size).ok_or(Error::RangeNotSatisfiable { size })?),
