@@ -31,12 +31,27 @@ async fn read(store: &S3BlobStore, d: &Digest) -> Vec<u8> {
     all
 }
 
+/// Every path under `dir`, directories and the server's own metadata files included.
+fn tree(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut all: Vec<_> = std::fs::read_dir(dir).unwrap().flatten().map(|e| e.path()).collect();
+    for sub in all.clone().iter().filter(|p| p.is_dir()) {
+        all.extend(tree(sub));
+    }
+    all.sort();
+    all
+}
+
 #[tokio::test]
 async fn the_s3_adapter_passes_the_port_conformance_suite() {
     let dir = tempfile::tempdir().unwrap();
     let server = S3Server::start(dir.path());
     let store = store(&server, "conformance");
-    store.check().await.unwrap();
+    // A check for reading (a read-only server) leaves no trace; one for writing works.
+    let before = tree(dir.path());
+    store.check(false).await.unwrap();
+    assert_eq!(tree(dir.path()), before, "a read check writes nothing");
+    store.check(true).await.unwrap();
+    assert_eq!(server.keys(""), Vec::<String>::new(), "the write probe is removed");
     blobs::conformance::run(&store).await;
     // What the suite leaves is under the prefix, and no upload's segments are left behind.
     let keys = server.keys("");
@@ -106,9 +121,12 @@ async fn wrong_keys_and_an_unreachable_store_are_refused_with_a_message_that_say
     let server = S3Server::start(dir.path());
     let mut settings = server.settings("p");
     settings.credentials.as_mut().unwrap().secret_access_key = "not-the-secret".into();
-    let refused = S3BlobStore::new(&settings, HttpConnector::new()).unwrap().check().await.unwrap_err().to_string();
+    let wrong = S3BlobStore::new(&settings, HttpConnector::new()).unwrap();
+    let refused = wrong.check(true).await.unwrap_err().to_string();
     assert!(refused.contains("cannot write to s3://customs-test/p"), "{refused}");
-    assert!(refused.contains("SignatureDoesNotMatch") || refused.contains("403"), "{refused}");
+    assert!(refused.contains("SignatureDoesNotMatch"), "{refused}");
+    let refused = wrong.check(false).await.unwrap_err().to_string();
+    assert!(refused.contains("cannot list s3://customs-test/p") && refused.contains("SignatureDoesNotMatch"), "{refused}");
 
     assert!(server.keys("").is_empty(), "nothing written");
 
@@ -117,7 +135,7 @@ async fn wrong_keys_and_an_unreachable_store_are_refused_with_a_message_that_say
     let mut settings = server.settings("");
     settings.endpoint = Some(format!("http://{closed}"));
     let started = std::time::Instant::now();
-    let unreachable = S3BlobStore::new(&settings, HttpConnector::new()).unwrap().check().await.unwrap_err().to_string();
+    let unreachable = S3BlobStore::new(&settings, HttpConnector::new()).unwrap().check(true).await.unwrap_err().to_string();
     assert!(unreachable.contains("cannot write to s3://customs-test/"), "{unreachable}");
     assert!(started.elapsed() < std::time::Duration::from_secs(20), "gave up after {:?}", started.elapsed());
 }

@@ -49,7 +49,7 @@ impl DataDir {
         std::fs::create_dir_all(data).with_context(|| format!("cannot create data directory {}", data.display()))?;
         let path = data.canonicalize().with_context(|| format!("cannot resolve data directory {}", data.display()))?;
         let lock = lock_data_dir(&path)?;
-        let crate::storage::Storage { blobs, regions, place } = crate::storage::open(config, &path).await?;
+        let crate::storage::Storage { blobs, regions, place } = crate::storage::open(config, &path, !config.read_only).await?;
         let meta = SqliteMeta::open(&path.join("meta.db"))
             .await
             .with_context(|| format!("cannot open the records database in {}", path.display()))?;

@@ -17,9 +17,9 @@ pub(crate) struct Storage {
     pub place: String,
 }
 
-/// Opens the configured store and checks that it can be written: a server that could not store a
-/// push must not start.
-pub(crate) async fn open(config: &Config, data: &Path) -> anyhow::Result<Storage> {
+/// Opens the configured store and checks that it can be written (`write`: a server that could not
+/// store a push must not start), or read (a read-only server, a query: they write nothing).
+pub(crate) async fn open(config: &Config, data: &Path, write: bool) -> anyhow::Result<Storage> {
     let Some(settings) = config.storage.s3.settings() else {
         let fs = FsBlobStore::open(data).with_context(|| format!("data directory {} is not writable", data.display()))?;
         if fs.part_writes() == blobs::PartWrites::Buffered {
@@ -36,7 +36,7 @@ pub(crate) async fn open(config: &Config, data: &Path) -> anyhow::Result<Storage
     };
     let connector = remote::https_connector(ca.as_deref()).context("storage.s3: the TLS settings")?;
     let store = S3BlobStore::new(&settings, connector).context("storage.s3")?;
-    store.check().await.context("the S3 store cannot be used (storage.s3; credentials from AWS_* variables)")?;
+    store.check(write).await.context("the S3 store cannot be used (storage.s3; credentials from AWS_* variables)")?;
     let place = store.url().to_owned();
     Ok(Storage { blobs: Blobs(Arc::new(store)), regions: MappedRegions::new(), place })
 }

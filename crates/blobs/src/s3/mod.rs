@@ -126,10 +126,14 @@ impl S3BlobStore {
     }
 
     /// Writes, reads back and removes a probe object: the bucket is there, the credentials
-    /// are good and allowed to write.
-    pub async fn check(&self) -> Result<()> {
-        let probe = self.root.clone().join(".customs-probe").join(format!("{}-{}", std::process::id(), now().as_nanos()));
+    /// are good and allowed to write. `write = false` (a read-only server, a query) only lists.
+    pub async fn check(&self, write: bool) -> Result<()> {
         let fail = |what: &str, e: object_store::Error| Error::Storage(format!("{what} {}: {e}", self.url));
+        if !write {
+            self.store.list(Some(&self.root)).try_next().await.map_err(|e| fail("cannot list", e))?;
+            return Ok(());
+        }
+        let probe = self.root.clone().join(".customs-probe").join(format!("{}-{}", std::process::id(), now().as_nanos()));
         self.store.put(&probe, PutPayload::from_static(b"ok")).await.map_err(|e| fail("cannot write to", e))?;
         let read = self.store.get(&probe).await.map_err(|e| fail("cannot read from", e))?;
         read.bytes().await.map_err(|e| fail("cannot read from", e))?;
