@@ -204,3 +204,53 @@ async fn whole_blob_gets_are_redirected_to_presigned_urls_that_clients_follow() 
     }
     assert!(server.stop());
 }
+
+#[test]
+fn customs_scrub_moves_a_rotten_object_to_quarantine_in_the_bucket_and_a_push_repairs_it() {
+    use std::io::{Seek, Write};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let (s3_root, data, src) = (tmp.path().join("s3"), tmp.path().join("data"), tmp.path().join("src"));
+    let s3 = S3Server::start(&s3_root);
+    let mut env = s3.serve_env("registry");
+    env.push(("CUSTOMS_INSPECTION__ENABLED".into(), "false".into()));
+    let env = refs(&env);
+    let image = ImageBuilder::new(71).layer(2, 40_000).build();
+    image.write_layout(&src, "v1").unwrap();
+    let (from, to) = (format!("oci:{}:v1", src.display()), |addr: &str| format!("docker://{addr}/team/app:v1"));
+    let server = ServerProcess::start_with(customs(), &data, &env).unwrap();
+    skopeo(&["copy", "--dest-tls-verify=false", &from, &to(&server.addr)]);
+    assert!(server.stop());
+
+    // The object rots in the store, as a failing disk under it would leave it.
+    let layer = &image.layers[0];
+    let key = format!("registry/blobs/sha256/{}", layer.digest.hex());
+    let mut f = std::fs::OpenOptions::new().write(true).open(s3_root.join(S3_BUCKET).join(&key)).unwrap();
+    f.seek(std::io::SeekFrom::Start(1000)).unwrap();
+    f.write_all(b"bit rot").unwrap();
+    drop(f);
+
+    let scrub = || {
+        let mut cmd = Command::new(customs());
+        cmd.args(["scrub", "--data"]).arg(&data).envs(env.iter().copied()).stdin(Stdio::null());
+        let out = cmd.output().unwrap();
+        (out.status.code().unwrap(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+    };
+    let (code, said) = scrub();
+    assert_eq!(code, 1, "{said}");
+    assert!(said.starts_with(&format!("damaged {}: its {} bytes hash to sha256:", layer.digest, layer.bytes.len())), "{said}");
+    let quarantined = format!("s3://{S3_BUCKET}/registry/quarantine/sha256/{}-", layer.digest.hex());
+    assert!(said.contains(&format!("its bytes were moved to {quarantined}")), "{said}");
+    let keys = s3.keys("registry/");
+    assert!(!keys.contains(&key), "out of sight");
+    assert!(keys.iter().any(|k| k.starts_with(&format!("registry/quarantine/sha256/{}-", layer.digest.hex()))), "{keys:?}");
+
+    // The same image pushed again writes the layer anew; the next pass finds nothing.
+    let server = ServerProcess::start_with(customs(), &data, &env).unwrap();
+    skopeo(&["copy", "--dest-tls-verify=false", &from, &to(&server.addr)]);
+    assert!(server.stop());
+    assert!(object(&s3_root, &key) == layer.bytes, "repaired");
+    let (code, said) = scrub();
+    assert_eq!(code, 0, "{said}");
+    assert!(said.trim().ends_with("0 damaged, 0 unreadable"), "{said}");
+}
