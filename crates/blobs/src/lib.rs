@@ -124,6 +124,13 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Removes an upload's bytes; no error if there are none.
     async fn abort(&self, id: &UploadId) -> Result<()>;
 
+    /// The fewest bytes worth a [`BlobStore::write_part`] of their own: a writer that chooses how
+    /// much to send at once (a mirror filling a blob) gathers at least this much. 0 for a
+    /// filesystem; an object store's part size, below which each write costs a request of its own.
+    fn write_granularity(&self) -> usize {
+        0
+    }
+
     /// A URL from which a client may GET a committed blob itself for a while (a presigned URL),
     /// or `None` when reads go through this process. Whether the blob is there is not checked:
     /// the caller knows from its records.

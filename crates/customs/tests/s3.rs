@@ -254,3 +254,55 @@ fn customs_scrub_moves_a_rotten_object_to_quarantine_in_the_bucket_and_a_push_re
     assert_eq!(code, 0, "{said}");
     assert!(said.trim().ends_with("0 damaged, 0 unreadable"), "{said}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mirror_over_s3_fetches_a_blob_once_while_twenty_clients_stream_it() {
+    use bytes::Bytes;
+    use http::{Method, StatusCode};
+    use test_support::Client;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let quiet = [("CUSTOMS_GATE__ENABLED", "false"), ("CUSTOMS_INSPECTION__ENABLED", "false")];
+    let upstream = ServerProcess::start_with(customs(), &tmp.path().join("upstream"), &quiet).unwrap();
+    // A 20 MB layer: the mirror writes it to S3 as 8 MiB segments while the clients read them.
+    let image = ImageBuilder::new(81).layer(1, 20_000_000).layer(1, 5_000).build();
+    Client::new(&upstream.url()).push_image("team/app", &image, "v1").await;
+
+    let s3_root = tmp.path().join("s3");
+    let s3 = S3Server::start(&s3_root);
+    let mut env = s3.serve_env("mirror");
+    env.extend(quiet.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let mirror_flag = format!("up={}", upstream.url());
+    let log = tmp.path().join("mirror.log");
+    let mirror = ServerProcess::start_args(customs(), &tmp.path().join("data"), &["--mirror", &mirror_flag], &refs(&env), &log).unwrap();
+    let client = Client::new(&mirror.url());
+
+    // Twenty clients ask for the uncached layer at once, and one for the manifest (which fetches
+    // the image's blobs before it is stored): one download, the others stream from its segments.
+    let layer = image.layers[0].clone();
+    let pulls: Vec<_> = (0..20)
+        .map(|_| {
+            let (client, path) = (client.clone(), format!("/v2/up/team/app/blobs/{}", layer.digest));
+            tokio::spawn(async move { client.call(Method::GET, &path, &[], Bytes::new()).await.unwrap() })
+        })
+        .collect();
+    let accept = [("accept", "application/vnd.oci.image.manifest.v1+json")];
+    let m = client.call(Method::GET, "/v2/up/team/app/manifests/v1", &accept, Bytes::new()).await.unwrap();
+    assert_eq!(m.status, StatusCode::OK, "{:?}", m.body);
+    for pull in pulls {
+        let r = pull.await.unwrap();
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(Digest::sha256_of(&r.body), layer.digest, "every client gets the whole blob");
+    }
+    let metrics = client.call(Method::GET, "/metrics", &[], Bytes::new()).await.unwrap();
+    let text = String::from_utf8_lossy(&metrics.body).into_owned();
+    let blob_gets = test_support::metric(&text, "customs_mirror_upstream_blob_gets_total");
+    assert_eq!(blob_gets, Some(3.0), "one upstream GET per blob of the image");
+    assert!(test_support::metric(&text, "customs_mirror_joined_total").is_some_and(|j| j >= 19.0), "{text}");
+    let key = format!("mirror/blobs/sha256/{}", layer.digest.hex());
+    assert!(object(&s3_root, &key) == layer.bytes, "cached whole in S3");
+    assert_eq!(s3.keys("mirror/uploads/"), Vec::<String>::new(), "the fill's segments are gone");
+    assert_eq!(s3.open_multipart_parts(), 0);
+    assert!(mirror.stop());
+    assert!(upstream.stop());
+}

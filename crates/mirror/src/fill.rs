@@ -22,7 +22,8 @@ use tokio::sync::watch;
 
 use crate::{Mirror, Route};
 
-/// Bytes received before they are written to the part (and readers see them).
+/// Bytes received before they are written to the part (and readers see them), or the store's
+/// [`blobs::BlobStore::write_granularity`] if more (S3: a segment object per write).
 pub const FLUSH_BYTES: usize = 1 << 20;
 /// Connections to the upstream tried per download (the first included) before it fails.
 const TRIES: u32 = 4;
@@ -172,6 +173,7 @@ impl Mirror {
         let image = route.image();
         let mut hasher = DigestHasher::new(digest.algorithm());
         let (mut written, mut published) = (0u64, 0u64);
+        let flush_at = FLUSH_BYTES.max(self.blobs.write_granularity());
         let mut size = declared;
         let mut tries = 0;
         'connection: loop {
@@ -222,7 +224,7 @@ impl Mirror {
                 }
                 hasher.update(&data);
                 buf.extend_from_slice(&data);
-                if buf.len() >= FLUSH_BYTES {
+                if buf.len() >= flush_at {
                     self.flush(upload, &mut written, &mut buf).await?;
                     if let Some(size) = size.filter(|_| written > published) {
                         published = written;

@@ -396,6 +396,10 @@ impl BlobStore for S3BlobStore {
         self.abort(id).await
     }
 
+    fn write_granularity(&self) -> usize {
+        PART
+    }
+
     async fn presign(&self, digest: &Digest) -> Result<Option<String>> {
         let Some(valid_for) = self.redirect_for else { return Ok(None) };
         let url = self.store.signed_url(Method::GET, &self.blob_key(digest), valid_for).await.map_err(storage)?;
