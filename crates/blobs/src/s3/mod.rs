@@ -247,6 +247,13 @@ impl S3BlobStore {
         Ok(written)
     }
 
+    async fn delete_segments(&self, segments: BTreeMap<u64, (u64, Path)>) -> Result<()> {
+        let keys = segments.into_values().map(|(_, key)| Ok(key));
+        let deleted = self.store.delete_stream(stream::iter(keys).boxed());
+        deleted.try_collect::<Vec<_>>().await.map_err(storage)?;
+        Ok(())
+    }
+
     async fn head(&self, key: &Path) -> Result<Option<object_store::ObjectMeta>> {
         match self.store.head(key).await {
             Ok(meta) => Ok(Some(meta)),
@@ -393,7 +400,7 @@ impl BlobStore for S3BlobStore {
             }
         }
         // Content-addressed: a blob already there holds the same bytes.
-        self.abort(id).await
+        self.delete_segments(segments).await
     }
 
     fn write_granularity(&self) -> usize {
@@ -407,9 +414,7 @@ impl BlobStore for S3BlobStore {
     }
 
     async fn abort(&self, id: &UploadId) -> Result<()> {
-        let keys: Vec<Path> = self.segments(id).await?.into_values().map(|(_, key)| key).collect();
-        let deleted = self.store.delete_stream(stream::iter(keys.into_iter().map(Ok)).boxed());
-        deleted.try_collect::<Vec<_>>().await.map_err(storage)?;
-        Ok(())
+        let segments = self.segments(id).await?;
+        self.delete_segments(segments).await
     }
 }
