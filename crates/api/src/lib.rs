@@ -221,4 +221,24 @@ fn render_registry_stats(stats: &registry::RegistryStats, out: &mut String) {
         stats.scrub_damaged,
     );
     one("customs_scrub_unreadable_total", "counter", "Blobs the scrub could not read (I/O errors); tried again next pass.", stats.scrub_unreadable);
+    if let Some(store) = &stats.store {
+        render_store_stats(store, out);
+    }
+}
+
+fn render_store_stats(store: &blobs::StoreStats, out: &mut String) {
+    use std::fmt::Write as _;
+    let name = "customs_storage_requests_total";
+    prom::header(out, name, "counter", "Requests to the blob store's service (S3), every attempt, by answer: a status class, or failed (no answer).");
+    for (class, n) in &store.answered {
+        let _ = writeln!(out, "{name}{{answer=\"{class}\"}} {n}");
+    }
+    let _ = writeln!(out, "{name}{{answer=\"failed\"}} {}", store.failed);
+    prom::single(
+        out,
+        "customs_storage_request_wait_seconds_total",
+        "counter",
+        "Time spent waiting for the blob store's service to answer, summed over requests.",
+        store.wait_micros as f64 / 1e6,
+    );
 }

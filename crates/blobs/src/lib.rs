@@ -87,6 +87,19 @@ pub struct StoredBlob {
     pub written_at_ms: i64,
 }
 
+/// What a store that talks to a service over the network has asked of it since the start, every
+/// attempt counted (a retried request counts each time): answers by status class, requests that
+/// got no answer, and the time spent waiting for answers.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// `(class, count)` for `2xx`, `3xx`, `4xx` (a HEAD of an absent blob is a 404) and `5xx`.
+    pub answered: Vec<(&'static str, u64)>,
+    /// Refused connections, resets, time-outs.
+    pub failed: u64,
+    /// Summed time from sending a request to its answer's head, in microseconds.
+    pub wait_micros: u64,
+}
+
 /// The bytes port. Adapters: [`FsBlobStore`]; `S3BlobStore` behind the feature `s3`.
 #[async_trait::async_trait]
 pub trait BlobStore: Send + Sync + 'static {
@@ -129,6 +142,11 @@ pub trait BlobStore: Send + Sync + 'static {
     /// filesystem; an object store's part size, below which each write costs a request of its own.
     fn write_granularity(&self) -> usize {
         0
+    }
+
+    /// Requests to the service behind the store, for `/metrics`; `None` for a local filesystem.
+    fn stats(&self) -> Option<StoreStats> {
+        None
     }
 
     /// A URL from which a client may GET a committed blob itself for a while (a presigned URL),

@@ -53,6 +53,12 @@ async fn the_s3_adapter_passes_the_port_conformance_suite() {
     store.check(true).await.unwrap();
     assert_eq!(server.keys(""), Vec::<String>::new(), "the write probe is removed");
     blobs::conformance::run(&store).await;
+    // Every request was answered; HEADs of absent blobs are 404s.
+    let stats = store.stats().unwrap();
+    let answered = |class: &str| stats.answered.iter().find(|(c, _)| *c == class).unwrap().1;
+    assert!(answered("2xx") > 50 && answered("4xx") > 0, "{stats:?}");
+    assert_eq!((answered("5xx"), stats.failed), (0, 0), "{stats:?}");
+    assert!(stats.wait_micros > 0);
     // What the suite leaves is under the prefix, and no upload's segments are left behind.
     let keys = server.keys("");
     assert!(!keys.is_empty());
@@ -127,6 +133,8 @@ async fn wrong_keys_and_an_unreachable_store_are_refused_with_a_message_that_say
     assert!(refused.contains("SignatureDoesNotMatch"), "{refused}");
     let refused = wrong.check(false).await.unwrap_err().to_string();
     assert!(refused.contains("cannot list s3://customs-test/p") && refused.contains("SignatureDoesNotMatch"), "{refused}");
+    let stats = wrong.stats().unwrap();
+    assert_eq!(stats.answered, vec![("2xx", 0), ("3xx", 0), ("4xx", 2), ("5xx", 0)], "a 403 is not retried");
 
     assert!(server.keys("").is_empty(), "nothing written");
 
@@ -135,7 +143,9 @@ async fn wrong_keys_and_an_unreachable_store_are_refused_with_a_message_that_say
     let mut settings = server.settings("");
     settings.endpoint = Some(format!("http://{closed}"));
     let started = std::time::Instant::now();
-    let unreachable = S3BlobStore::new(&settings, HttpConnector::new()).unwrap().check(true).await.unwrap_err().to_string();
+    let closed_store = S3BlobStore::new(&settings, HttpConnector::new()).unwrap();
+    let unreachable = closed_store.check(true).await.unwrap_err().to_string();
+    assert_eq!(closed_store.stats().unwrap().failed, 5, "the first attempt and four retries, each counted");
     assert!(unreachable.contains("cannot write to s3://customs-test/"), "{unreachable}");
     assert!(started.elapsed() < std::time::Duration::from_secs(20), "gave up after {:?}", started.elapsed());
 }

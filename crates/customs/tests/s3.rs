@@ -97,6 +97,12 @@ fn skopeo_round_trips_images_through_blobs_kept_in_s3_and_gc_frees_them_there() 
     assert_eq!(multi.unwrap()["digest"], index.digest.to_string());
 
     skopeo(&["delete", "--tls-verify=false", &format!("docker://{host}/team/app@{}", deleted.digest)]);
+    // What the bucket was asked shows in /metrics.
+    let metrics = test_support::run("curl", &["-s", &format!("http://{host}/metrics")]);
+    let requests = |answer: &str| test_support::metric(&metrics, &format!("customs_storage_requests_total{{answer=\"{answer}\"}}"));
+    assert!(requests("2xx").is_some_and(|n| n > 20.0), "{metrics}");
+    assert_eq!((requests("5xx"), requests("failed")), (Some(0.0), Some(0.0)), "{metrics}");
+    assert!(test_support::metric(&metrics, "customs_storage_request_wait_seconds_total").is_some_and(|s| s > 0.0));
     assert!(server.stop());
 
     // customs gc over the bucket: the deleted image's objects go, the rest stay.

@@ -135,6 +135,8 @@ pub struct RegistryStats {
     pub scrub_damaged: u64,
     pub scrub_unreadable: u64,
     pub scrub_passes: u64,
+    /// Requests to the service behind the blob store (S3); `None` for a filesystem.
+    pub store: Option<blobs::StoreStats>,
 }
 
 pub struct Registry {
@@ -224,6 +226,7 @@ impl Registry {
             scrub_damaged: s.damaged.load(Relaxed),
             scrub_unreadable: s.unreadable.load(Relaxed),
             scrub_passes: s.passes.load(Relaxed),
+            store: self.blobs.stats(),
         }
     }
 

@@ -35,7 +35,7 @@ use object_store::signer::Signer;
 use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig, WriteMultipart};
 use oci::Digest;
 
-use crate::{BlobBody, BlobStore, ByteRange, ByteStream, Error, Result, StoredBlob, UploadId};
+use crate::{BlobBody, BlobStore, ByteRange, ByteStream, Error, Result, StoreStats, StoredBlob, UploadId};
 
 /// The size of one part of a multipart upload (S3's least is 5 MiB), and the most of a body held
 /// before the first is sent: a smaller body goes in one PUT.
@@ -89,6 +89,7 @@ pub struct S3BlobStore {
     /// `s3://bucket/prefix`, for messages.
     url: String,
     redirect_for: Option<std::time::Duration>,
+    counters: Arc<http::Counters>,
 }
 
 impl S3BlobStore {
@@ -98,11 +99,12 @@ impl S3BlobStore {
     where
         C: Connect + Clone + Send + Sync + std::fmt::Debug + 'static,
     {
+        let counters = Arc::new(http::Counters::default());
         let mut builder = AmazonS3Builder::from_env()
             .with_bucket_name(&settings.bucket)
             .with_allow_http(settings.allow_http)
             .with_retry(RetryConfig { max_retries: RETRIES, retry_timeout: RETRY_FOR, ..Default::default() })
-            .with_http_connector(http::HyperConnector::new(connector));
+            .with_http_connector(http::HyperConnector::new(connector, counters.clone()));
         if let Some(region) = &settings.region {
             builder = builder.with_region(region);
         }
@@ -122,6 +124,7 @@ impl S3BlobStore {
             root,
             url,
             redirect_for: settings.redirect_for,
+            counters,
         })
     }
 
@@ -405,6 +408,10 @@ impl BlobStore for S3BlobStore {
 
     fn write_granularity(&self) -> usize {
         PART
+    }
+
+    fn stats(&self) -> Option<StoreStats> {
+        Some(self.counters.stats())
     }
 
     async fn presign(&self, digest: &Digest) -> Result<Option<String>> {
