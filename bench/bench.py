@@ -118,6 +118,38 @@ class Distribution:
             time.sleep(0.05)
 
 
+class ConfiguredDistribution:
+    """Distribution 2.8 from a config of the bench's own: `storage` is the YAML under `storage:`
+    beside the in-memory descriptor cache (two-space indented), `extra` more top-level YAML."""
+    name = "distribution"
+
+    def __init__(self, state, storage, extra=""):
+        self.port = free_port()
+        config = os.path.join(state, "config.yml")
+        with open(config, "w") as f:
+            f.write(f"version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n"
+                    f"storage:\n  cache:\n    blobdescriptor: inmemory\n{storage}"
+                    f"http:\n  addr: 127.0.0.1:{self.port}\n{extra}")
+        log = os.path.join(state, "log")
+        # The AWS SDK of its S3 driver refuses to start when AWS_CA_BUNDLE is set.
+        env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
+        binary = os.environ.get("DISTRIBUTION_BIN", "/usr/bin/docker-registry")
+        self.proc = subprocess.Popen([binary, "serve", config], stdout=subprocess.DEVNULL, stderr=open(log, "wb"), env=env)
+        self.pid = self.proc.pid
+        for _ in range(100):
+            try:
+                if request(self.port, "GET", "/v2/")[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"distribution did not start: {open(log).read()}")
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=30)
+
+
 def cpu_seconds(pid):
     """User plus system CPU time the process has used so far."""
     with open(f"/proc/{pid}/stat") as f:

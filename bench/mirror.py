@@ -23,18 +23,15 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections import Counter
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench  # noqa: E402
 import herd  # noqa: E402
 
-DISTRIBUTION = os.environ.get("DISTRIBUTION_BIN", "/usr/bin/docker-registry")
 NOTHING_GATED = {"CUSTOMS_GATE__ENABLED": "false", "CUSTOMS_INSPECTION__ENABLED": "false"}
 
 
@@ -67,49 +64,14 @@ class CustomsMirror(bench.Customs):
         super().__init__(state, args=("--mirror", f"up=http://127.0.0.1:{upstream_port}"), env=env)
 
 
-class DistributionProxy:
+class DistributionProxy(bench.ConfiguredDistribution):
     """Distribution 2.8 with `proxy.remoteurl`: its pull-through cache mode."""
-    name = "distribution"
     prefix = ""
 
     def __init__(self, state, upstream_port, gate=False):
-        self.port = bench.free_port()
         os.makedirs(os.path.join(state, "data"), exist_ok=True)
-        config = os.path.join(state, "config.yml")
-        with open(config, "w") as f:
-            f.write(f"""version: 0.1
-log:
-  level: error
-  accesslog:
-    disabled: true
-storage:
-  cache:
-    blobdescriptor: inmemory
-  filesystem:
-    rootdirectory: {state}/data
-  maintenance:
-    uploadpurging:
-      enabled: false
-http:
-  addr: 127.0.0.1:{self.port}
-proxy:
-  remoteurl: http://127.0.0.1:{upstream_port}
-""")
-        self.proc = subprocess.Popen([DISTRIBUTION, "serve", config], stdout=subprocess.DEVNULL,
-                                     stderr=open(os.path.join(state, "log"), "wb"))
-        self.pid = self.proc.pid
-        for _ in range(100):
-            try:
-                if bench.request(self.port, "GET", "/v2/")[0] == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError("distribution did not start")
-
-    def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(timeout=30)
+        storage = f"  filesystem:\n    rootdirectory: {state}/data\n  maintenance:\n    uploadpurging:\n      enabled: false\n"
+        super().__init__(state, storage, f"proxy:\n  remoteurl: http://127.0.0.1:{upstream_port}\n")
 
 
 def pull(port, repo, clients):

@@ -17,7 +17,6 @@ Needs what bench/bench.py needs; builds the release `s3server` if missing.
 import argparse
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -25,7 +24,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench import (ROOT, Customs, cpu_seconds, ensure_tools, free_port, make_push_image,  # noqa: E402
+from bench import (ROOT, ConfiguredDistribution, Customs, cpu_seconds, ensure_tools, free_port, make_push_image,  # noqa: E402
                    peak_rss_mb, request, seed_fixtures, sh, wrk)
 
 S3SERVER = os.path.join(ROOT, "target", "release", "s3server")
@@ -81,22 +80,9 @@ class CustomsS3(Customs):
             "AWS_ACCESS_KEY_ID": s3.key, "AWS_SECRET_ACCESS_KEY": s3.secret})
 
 
-class DistributionS3:
-    name = "distribution"
-
+class DistributionS3(ConfiguredDistribution):
     def __init__(self, state, s3, prefix):
-        self.port = free_port()
-        config = os.path.join(state, "config.yml")
-        with open(config, "w") as f:
-            f.write(f"""version: 0.1
-log:
-  level: error
-  accesslog:
-    disabled: true
-storage:
-  cache:
-    blobdescriptor: inmemory
-  s3:
+        super().__init__(state, f"""  s3:
     accesskey: {s3.key}
     secretkey: {s3.secret}
     region: us-east-1
@@ -112,25 +98,7 @@ storage:
   maintenance:
     uploadpurging:
       enabled: false
-http:
-  addr: 127.0.0.1:{self.port}
 """)
-        self.log = open(os.path.join(state, "log"), "w")
-        # The AWS SDK fails to start when AWS_CA_BUNDLE is set with a custom HTTP client.
-        env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
-        self.proc = subprocess.Popen(["docker-registry", "serve", config], stdout=self.log, stderr=subprocess.STDOUT, env=env)
-        self.pid = self.proc.pid
-        for _ in range(100):
-            try:
-                if request(self.port, "GET", "/v2/")[0] == 200:
-                    return
-            except OSError:
-                time.sleep(0.1)
-        raise SystemExit(f"distribution did not start: {open(os.path.join(state, 'log')).read()}")
-
-    def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(timeout=30)
 
 
 def main():
