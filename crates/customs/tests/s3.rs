@@ -21,6 +21,15 @@ fn object(s3_root: &Path, key: &str) -> Vec<u8> {
     std::fs::read(s3_root.join(S3_BUCKET).join(key)).unwrap_or_else(|e| panic!("object {key}: {e}"))
 }
 
+/// skopeo copies `addr`/`reference` into the layout `out`; every blob of `image` must come back.
+fn pull_whole(addr: &str, reference: &str, out: &Path, image: &test_support::Image) {
+    let tag = reference.rsplit(':').next().unwrap();
+    skopeo(&["copy", "--src-tls-verify=false", &format!("docker://{addr}/{reference}"), &format!("oci:{}:{tag}", out.display())]);
+    for blob in image.blobs() {
+        assert!(std::fs::read(out.join("blobs/sha256").join(blob.digest.hex())).unwrap() == blob.bytes, "{} whole", blob.digest);
+    }
+}
+
 fn files_under(dir: &Path) -> usize {
     std::fs::read_dir(dir)
         .into_iter()
@@ -81,10 +90,7 @@ fn skopeo_round_trips_images_through_blobs_kept_in_s3_and_gc_frees_them_there() 
     assert_eq!(files_under(&data.join("blobs")), 0, "no blob in the data directory");
 
     // Back out with the same digests, byte for byte.
-    skopeo(&["copy", "--src-tls-verify=false", &format!("docker://{host}/team/app:kept"), &format!("oci:{}:kept", out.display())]);
-    for blob in kept.blobs() {
-        assert!(std::fs::read(out.join("blobs/sha256").join(blob.digest.hex())).unwrap() == blob.bytes);
-    }
+    pull_whole(&host, "team/app:kept", &out, &kept);
     skopeo(&[
         "copy",
         "--all",
@@ -125,12 +131,7 @@ fn skopeo_round_trips_images_through_blobs_kept_in_s3_and_gc_frees_them_there() 
 
     // A restart reads the same bucket: the image kept comes back whole.
     let server = ServerProcess::start_with(customs(), &data, &env).unwrap();
-    let again = tmp.path().join("again");
-    let from = format!("docker://{}/team/app:kept", server.addr);
-    skopeo(&["copy", "--src-tls-verify=false", &from, &format!("oci:{}:kept", again.display())]);
-    for blob in kept.blobs() {
-        assert!(std::fs::read(again.join("blobs/sha256").join(blob.digest.hex())).unwrap() == blob.bytes);
-    }
+    pull_whole(&server.addr, "team/app:kept", &tmp.path().join("again"), &kept);
     assert!(server.stop());
 }
 
@@ -202,12 +203,7 @@ async fn whole_blob_gets_are_redirected_to_presigned_urls_that_clients_follow() 
     assert_eq!(elsewhere.json()["errors"][0]["code"], "BLOB_UNKNOWN");
 
     // skopeo follows the redirects and gets every byte (nothing else runs on this runtime).
-    let out = tmp.path().join("out");
-    let from = format!("docker://{}/team/app:v1", server.addr);
-    skopeo(&["copy", "--src-tls-verify=false", &from, &format!("oci:{}:v1", out.display())]);
-    for blob in image.blobs() {
-        assert!(std::fs::read(out.join("blobs/sha256").join(blob.digest.hex())).unwrap() == blob.bytes);
-    }
+    pull_whole(&server.addr, "team/app:v1", &tmp.path().join("out"), &image);
     assert!(server.stop());
 }
 
