@@ -149,3 +149,21 @@ async fn wrong_keys_and_an_unreachable_store_are_refused_with_a_message_that_say
     assert!(unreachable.contains("cannot write to s3://customs-test/"), "{unreachable}");
     assert!(started.elapsed() < std::time::Duration::from_secs(20), "gave up after {:?}", started.elapsed());
 }
+
+#[tokio::test]
+async fn a_prefix_belongs_to_the_first_registry_that_claims_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = S3Server::start(dir.path());
+    let (one, other) = (store(&server, "shared"), store(&server, "shared"));
+    one.claim("id-one\ncustoms data directory /srv/one on host-a\n").await.unwrap();
+    one.claim("id-one\ncustoms data directory /moved/one on host-b\n").await.unwrap();
+    let refused = other.claim("id-two\ncustoms data directory /srv/two on host-c\n").await.unwrap_err().to_string();
+    assert!(
+        refused.contains("s3://customs-test/shared holds the blobs of customs data directory /srv/one on host-a (id id-one)"),
+        "{refused}"
+    );
+    assert!(refused.contains("another bucket or prefix"), "{refused}");
+    // Another prefix in the same bucket is free.
+    store(&server, "elsewhere").claim("id-two\nsomewhere\n").await.unwrap();
+    assert_eq!(server.keys(""), vec!["elsewhere/.customs-owner".to_owned(), "shared/.customs-owner".to_owned()]);
+}

@@ -18,7 +18,9 @@ pub(crate) struct Storage {
 }
 
 /// Opens the configured store and checks that it can be written (`write`: a server that could not
-/// store a push must not start), or read (a read-only server, a query: they write nothing).
+/// store a push must not start), or read (a read-only server, a query: they write nothing). A
+/// writer also claims an S3 prefix for the data directory `data` ([`data_dir_id`]): one whose
+/// records are elsewhere is refused.
 pub(crate) async fn open(config: &Config, data: &Path, write: bool) -> anyhow::Result<Storage> {
     let Some(settings) = config.storage.s3.settings() else {
         let fs = FsBlobStore::open(data).with_context(|| format!("data directory {} is not writable", data.display()))?;
@@ -37,6 +39,34 @@ pub(crate) async fn open(config: &Config, data: &Path, write: bool) -> anyhow::R
     let connector = remote::https_connector(ca.as_deref()).context("storage.s3: the TLS settings")?;
     let store = S3BlobStore::new(&settings, connector).context("storage.s3")?;
     store.check(write).await.context("the S3 store cannot be used (storage.s3; credentials from AWS_* variables)")?;
+    if write {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        let owner = format!("{}\ncustoms data directory {} on {}\n", data_dir_id(data)?, data.display(), host.trim());
+        store.claim(&owner).await.context("storage.s3")?;
+    }
     let place = store.url().to_owned();
     Ok(Storage { blobs: Blobs(Arc::new(store)), regions: MappedRegions::new(), place })
+}
+
+/// The data directory's own id (`<data>/id`, made at its first use and synced, so a crash cannot
+/// leave a directory that no longer matches its claim): what an S3 prefix's claim names.
+fn data_dir_id(data: &Path) -> anyhow::Result<String> {
+    let file = data.join("id");
+    match std::fs::read_to_string(&file) {
+        Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_owned()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", file.display())),
+    }
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let tmp = data.join("id.tmp");
+    let written = (|| -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        std::io::Write::write_all(&mut f, format!("{id}\n").as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &file)?;
+        std::fs::File::open(data)?.sync_all()
+    })();
+    written.with_context(|| format!("cannot write {}", file.display()))?;
+    Ok(id)
 }

@@ -136,6 +136,34 @@ fn skopeo_round_trips_images_through_blobs_kept_in_s3_and_gc_frees_them_there() 
 }
 
 #[test]
+fn serve_refuses_a_prefix_another_data_directory_holds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s3 = S3Server::start(&tmp.path().join("s3"));
+    let env = s3.serve_env("registry");
+    let (first, second) = (tmp.path().join("first"), tmp.path().join("second"));
+    let server = ServerProcess::start_with(customs(), &first, &refs(&env)).unwrap();
+    assert!(server.stop());
+    let out = Command::new(customs())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(&second)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let id = std::fs::read_to_string(first.join("id")).unwrap();
+    let owner = format!("holds the blobs of customs data directory {}", first.canonicalize().unwrap().display());
+    assert!(err.contains(&owner) && err.contains(&format!("(id {})", id.trim())), "{err}");
+    // The first starts again (so does customs gc, which writes too); so does the second elsewhere.
+    let server = ServerProcess::start_with(customs(), &first, &refs(&env)).unwrap();
+    assert!(server.stop());
+    let elsewhere = s3.serve_env("second");
+    let server = ServerProcess::start_with(customs(), &second, &refs(&elsewhere)).unwrap();
+    assert!(server.stop());
+}
+
+#[test]
 fn serve_refuses_to_start_on_an_s3_store_it_cannot_write() {
     let tmp = tempfile::tempdir().unwrap();
     let s3 = S3Server::start(&tmp.path().join("s3"));

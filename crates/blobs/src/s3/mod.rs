@@ -143,6 +143,49 @@ impl S3BlobStore {
         self.store.delete(&probe).await.map_err(|e| fail("cannot delete in", e))
     }
 
+    /// Makes the prefix this `owner`'s (a data directory's id, then a line that says where it is),
+    /// or refuses: records elsewhere do not know of this one's blobs, and their garbage collection
+    /// would delete what this one needs (and this one's, theirs). The first owner writes
+    /// `.customs-owner` (only if no other did meanwhile); later starts compare with it.
+    pub async fn claim(&self, owner: &str) -> Result<()> {
+        let key = self.root.clone().join(".customs-owner");
+        let id = |text: &str| text.lines().next().unwrap_or("").to_owned();
+        let current = match self.store.get(&key).await {
+            Ok(got) => Some(String::from_utf8_lossy(&got.bytes().await.map_err(storage)?).into_owned()),
+            Err(object_store::Error::NotFound { .. }) => None,
+            Err(e) => return Err(storage(e)),
+        };
+        let current = match current {
+            Some(current) => current,
+            None => {
+                let create = object_store::PutOptions { mode: object_store::PutMode::Create, ..Default::default() };
+                match self.store.put_opts(&key, PutPayload::from(owner.to_owned()), create).await {
+                    Ok(_) => return Ok(()),
+                    // Another server claimed it since the read: compare with that one.
+                    Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {
+                        let got = self.store.get(&key).await.map_err(storage)?;
+                        String::from_utf8_lossy(&got.bytes().await.map_err(storage)?).into_owned()
+                    }
+                    // A store without conditional writes: the read just found none.
+                    Err(_) => {
+                        self.store.put(&key, PutPayload::from(owner.to_owned())).await.map_err(storage)?;
+                        return Ok(());
+                    }
+                }
+            }
+        };
+        if id(&current) == id(owner) {
+            return Ok(());
+        }
+        let whose = current.lines().nth(1).unwrap_or("another customs");
+        Err(Error::Storage(format!(
+            "{} holds the blobs of {whose} (id {}); two registries over one prefix would delete each other's blobs: \
+             give this one another bucket or prefix",
+            self.url,
+            id(&current)
+        )))
+    }
+
     /// `s3://bucket/prefix`.
     pub fn url(&self) -> &str {
         &self.url
