@@ -18,7 +18,8 @@ use object_store::client::{
 
 use crate::StoreStats;
 
-/// How long a request may wait for its response's head. Bodies have no deadline: a blob is
+/// How long a request may take to be sent (a part is 8 MiB) and answered with a response head: 30 s,
+/// object_store's own default for a whole request. Response bodies have no deadline: a blob is
 /// streamed for as long as its reader keeps reading.
 const RESPONSE_HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 
