@@ -176,6 +176,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         tls,
         stats,
     };
+    // The handlers go in before the line below: a SIGTERM that follows it at once (an orchestrator
+    // that changed its mind, a test) must drain the server, not kill it.
+    let stop_signals = ShutdownSignals::install().context("cannot install the SIGTERM and SIGINT handlers")?;
     // Said only once everything is ready (the first admin, the engines), so that whoever waits for
     // this line finds a complete server.
     println!("customs listening on {scheme}://{addr}");
@@ -184,7 +187,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         println!("customs blobs in {place}");
     }
     let signal = async {
-        shutdown_signal().await;
+        stop_signals.recv().await;
         tracing::info!("shutting down: no new connections, draining requests");
     };
     match server.run(signal).await {
@@ -290,20 +293,22 @@ fn lock_data_dir(data: &std::path::Path) -> anyhow::Result<File> {
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
+/// SIGTERM and SIGINT, caught from the moment they are installed.
+struct ShutdownSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    fn install() -> std::io::Result<ShutdownSignals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(ShutdownSignals { term: signal(SignalKind::terminate())?, int: signal(SignalKind::interrupt())? })
+    }
+
+    async fn recv(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
         }
-    };
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
     }
 }

@@ -44,6 +44,17 @@ fn prints_where_it_listens_and_where_data_lives() {
 }
 
 #[test]
+fn a_sigterm_right_after_the_listening_line_drains_and_exits_cleanly() {
+    // The handlers were installed only once the server ran, a moment after the line: a SIGTERM
+    // in between killed the process (exit by signal, no drain): 1 start in 12 when measured.
+    let tmp = tempfile::tempdir().unwrap();
+    for n in 0..20 {
+        let server = ServerProcess::start(customs(), &tmp.path().join("data")).unwrap();
+        assert!(server.stop(), "start {n}: customs did not exit cleanly on a SIGTERM right after it listened");
+    }
+}
+
+#[test]
 fn refuses_a_port_in_use_an_unusable_directory_and_a_shared_directory() {
     let tmp = tempfile::tempdir().unwrap();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
