@@ -227,13 +227,14 @@ fn render_registry_stats(stats: &registry::RegistryStats, out: &mut String) {
 }
 
 fn render_store_stats(store: &blobs::StoreStats, out: &mut String) {
-    use std::fmt::Write as _;
-    let name = "customs_storage_requests_total";
-    prom::header(out, name, "counter", "Requests to the blob store's service (S3), every attempt, by answer: a status class, or failed (no answer).");
-    for (class, n) in &store.answered {
-        let _ = writeln!(out, "{name}{{answer=\"{class}\"}} {n}");
-    }
-    let _ = writeln!(out, "{name}{{answer=\"failed\"}} {}", store.failed);
+    prom::labelled(
+        out,
+        "customs_storage_requests_total",
+        "counter",
+        "Requests to the blob store's service (S3), every attempt, by answer: a status class, or failed (no answer).",
+        "answer",
+        store.answered.iter().copied().chain([("failed", store.failed)]),
+    );
     prom::single(
         out,
         "customs_storage_request_wait_seconds_total",

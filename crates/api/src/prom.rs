@@ -16,10 +16,22 @@ pub(crate) fn single(out: &mut String, name: &str, kind: &str, help: &str, value
     let _ = writeln!(out, "{name} {value}");
 }
 
+/// A family with one series per value of one label.
+pub(crate) fn labelled<'a>(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    label: &str,
+    series: impl IntoIterator<Item = (&'a str, u64)>,
+) {
+    header(out, name, kind, help);
+    for (value_of_label, value) in series {
+        let _ = writeln!(out, "{name}{{{label}=\"{value_of_label}\"}} {value}");
+    }
+}
+
 /// A family with one series per route class.
 pub(crate) fn per_class(out: &mut String, name: &str, kind: &str, help: &str, value: impl Fn(RouteClass) -> u64) {
-    header(out, name, kind, help);
-    for class in RouteClass::ALL {
-        let _ = writeln!(out, "{name}{{class=\"{}\"}} {}", class.as_str(), value(class));
-    }
+    labelled(out, name, kind, help, "class", RouteClass::ALL.into_iter().map(|c| (c.as_str(), value(c))));
 }

@@ -368,12 +368,11 @@ impl BlobStore for S3BlobStore {
 
     async fn list(&self, after: Option<&Digest>, limit: usize) -> Result<Vec<StoredBlob>> {
         let dir = self.root.clone().join("blobs");
-        let listed = match after {
+        let mut listed = match after {
             Some(d) => self.store.list_with_offset(Some(&dir), &self.blob_key(d)),
             None => self.store.list(Some(&dir)),
         };
         let mut found = Vec::new();
-        let mut listed = listed;
         while found.len() < limit {
             let Some(object) = listed.try_next().await.map_err(storage)? else { break };
             let mut parts = object.location.parts().rev();
