@@ -179,20 +179,8 @@ fn skopeo_cannot_move_or_delete_an_immutable_tag() {
 
 /// Every file under `dir` with a digest of its bytes, in path order.
 fn tree(dir: &Path) -> Vec<(String, oci::Digest)> {
-    fn walk(dir: &Path, out: &mut Vec<(String, oci::Digest)>) {
-        for entry in std::fs::read_dir(dir).unwrap().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                walk(&path, out);
-            } else {
-                out.push((path.display().to_string(), oci::Digest::sha256_of(&std::fs::read(&path).unwrap())));
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(dir, &mut out);
-    out.sort();
-    out
+    let hashed = |f: std::path::PathBuf| (f.display().to_string(), oci::Digest::sha256_of(&std::fs::read(&f).unwrap()));
+    test_support::files_under(dir).into_iter().map(hashed).collect()
 }
 
 #[test]

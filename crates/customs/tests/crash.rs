@@ -110,24 +110,15 @@ async fn push_chunked(client: &Client, repo: &str, digest: &Digest, data: &[u8])
 /// Every file under `root` (a store's `blobs/`) must hash to its own name, under the directory
 /// named by its algorithm: no prefix of a blob is ever visible.
 fn assert_blob_files_complete(root: &Path) -> usize {
-    let mut checked = 0;
-    let mut stack = vec![root.to_owned()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-                continue;
-            }
-            let name = path.file_name().unwrap().to_str().unwrap();
-            let alg = path.ancestors().filter_map(|a| a.file_name()?.to_str()).find(|a| a.starts_with("sha")).unwrap();
-            let want: Digest = format!("{alg}:{name}").parse().unwrap();
-            let got = Digest::of(want.algorithm(), &std::fs::read(&path).unwrap());
-            assert_eq!(got, want, "{} holds bytes of another digest", path.display());
-            checked += 1;
-        }
+    let files = test_support::files_under(root);
+    for path in &files {
+        let name = path.file_name().unwrap().to_str().unwrap();
+        let alg = path.ancestors().filter_map(|a| a.file_name()?.to_str()).find(|a| a.starts_with("sha")).unwrap();
+        let want: Digest = format!("{alg}:{name}").parse().unwrap();
+        let got = Digest::of(want.algorithm(), &std::fs::read(path).unwrap());
+        assert_eq!(got, want, "{} holds bytes of another digest", path.display());
     }
-    checked
+    files.len()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -30,15 +30,6 @@ fn pull_whole(addr: &str, reference: &str, out: &Path, image: &test_support::Ima
     }
 }
 
-fn files_under(dir: &Path) -> usize {
-    std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| if e.path().is_dir() { files_under(&e.path()) } else { 1 })
-        .sum()
-}
-
 #[test]
 fn skopeo_round_trips_images_through_blobs_kept_in_s3_and_gc_frees_them_there() {
     let tmp = tempfile::tempdir().unwrap();
@@ -87,7 +78,7 @@ fn skopeo_round_trips_images_through_blobs_kept_in_s3_and_gc_frees_them_there() 
     assert_eq!(object(&s3_root, &format!("registry/blobs/sha256/{}", index.digest.hex())), index.manifest);
     assert_eq!(s3.keys("registry/uploads/"), Vec::<String>::new(), "uploads are gone once committed");
     assert_eq!(s3.open_multipart_parts(), 0);
-    assert_eq!(files_under(&data.join("blobs")), 0, "no blob in the data directory");
+    assert_eq!(test_support::files_under(&data.join("blobs")), Vec::<std::path::PathBuf>::new(), "no blob in the data directory");
 
     // Back out with the same digests, byte for byte.
     pull_whole(&host, "team/app:kept", &out, &kept);

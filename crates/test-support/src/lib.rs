@@ -65,6 +65,22 @@ pub fn stored_blob_path(data: &std::path::Path, digest: &oci::Digest) -> std::pa
     data.join("blobs").join(digest.algorithm().as_str()).join(&digest.hex()[..2]).join(digest.hex())
 }
 
+/// Every file under `dir`, however deep, sorted; none if `dir` is not there.
+pub fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let (mut files, mut dirs) = (Vec::new(), vec![dir.to_owned()]);
+    while let Some(d) = dirs.pop() {
+        for path in std::fs::read_dir(&d).into_iter().flatten().flatten().map(|e| e.path()) {
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
 /// The value of one series (`name{labels}` exactly as exposed) in Prometheus text.
 pub fn metric(text: &str, series: &str) -> Option<f64> {
     let prefix = format!("{series} ");

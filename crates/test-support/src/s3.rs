@@ -98,23 +98,8 @@ impl S3Server {
     /// directory (what is stored, whatever the API would say).
     pub fn keys(&self, prefix: &str) -> Vec<String> {
         let bucket = self.root.join(BUCKET);
-        let mut keys = Vec::new();
-        let mut dirs = vec![bucket.clone()];
-        while let Some(dir) = dirs.pop() {
-            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-                let path = entry.path();
-                if path.is_dir() {
-                    dirs.push(path);
-                } else if let Ok(key) = path.strip_prefix(&bucket) {
-                    let key = key.to_string_lossy().into_owned();
-                    if key.starts_with(prefix) {
-                        keys.push(key);
-                    }
-                }
-            }
-        }
-        keys.sort();
-        keys
+        let keys = crate::files_under(&bucket).into_iter().filter_map(|f| Some(f.strip_prefix(&bucket).ok()?.to_string_lossy().into_owned()));
+        keys.filter(|k| k.starts_with(prefix)).collect()
     }
 
     /// Multipart uploads begun and neither completed nor aborted (their parts lie in the root).
