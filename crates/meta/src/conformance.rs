@@ -309,6 +309,9 @@ async fn caches_know_their_least_recently_pulled(meta: &dyn MetaStore) {
     }
     assert_eq!(meta.linked_bytes("cache").await.unwrap(), 23, "distinct blobs under cache/ only (not cache_x/)");
     assert_eq!(meta.linked_bytes("nothing").await.unwrap(), 0);
+    assert!(meta.linked_under("cache", &d("x")).await.unwrap() && meta.linked_under("cache", &d("z")).await.unwrap());
+    assert!(!meta.linked_under("cache", &d("w")).await.unwrap(), "w is under cache_x/, not cache/");
+    assert!(meta.linked_under("cache_x", &d("w")).await.unwrap() && !meta.linked_under("cache/a", &d("x")).await.unwrap());
     let image = |name: &str, blobs: &[(&str, u64)], subject: Option<&str>| NewManifest {
         record: ManifestRecord { subject: subject.map(d), ..record(name) },
         ..manifest(name, blobs)

@@ -198,6 +198,8 @@ pub trait Repositories: Send + Sync + 'static {
     async fn least_recently_pulled(&self, prefix: &str, before_ms: i64, limit: usize) -> Result<Vec<CachedManifest>>;
     /// The bytes of the distinct blobs linked in repositories under `prefix/`.
     async fn linked_bytes(&self, prefix: &str) -> Result<u64>;
+    /// Whether `digest` is linked in any repository under `prefix/`.
+    async fn linked_under(&self, prefix: &str, digest: &Digest) -> Result<bool>;
 }
 
 /// A tag, the manifest it points at, when it was (last) pushed and when that manifest was last

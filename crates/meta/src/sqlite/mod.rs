@@ -30,6 +30,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (12, include_str!("../../migrations/sqlite/0012_stale_verdict_pages.sql")),
     (13, include_str!("../../migrations/sqlite/0013_untagged_at.sql")),
     (14, include_str!("../../migrations/sqlite/0014_damaged_blobs.sql")),
+    (15, include_str!("../../migrations/sqlite/0015_blob_links_by_digest.sql")),
 ];
 
 mod identities;
@@ -544,6 +545,19 @@ impl Repositories for SqliteMeta {
         .map_err(db)?;
         Ok(total.max(0) as u64)
     }
+
+    async fn linked_under(&self, prefix: &str, digest: &Digest) -> Result<bool> {
+        let (from, to) = prefix_range(prefix);
+        let found: Option<i64> =
+            sqlx::query_scalar(LINKED_UNDER)
+                .bind(digest.to_string())
+                .bind(from)
+                .bind(to)
+                .fetch_optional(&self.reader)
+                .await
+                .map_err(db)?;
+        Ok(found.is_some())
+    }
 }
 
 impl SqliteMeta {
@@ -553,6 +567,10 @@ impl SqliteMeta {
         Ok(done.rows_affected() > 0)
     }
 }
+
+/// Whether a digest (`$1`) is linked under a prefix (`$2`, `$3` from [`prefix_range`]): an index
+/// seek, asked at each commit into a namespace with a quota.
+const LINKED_UNDER: &str = "SELECT 1 FROM blob_links WHERE digest = $1 AND repo >= $2 AND repo < $3 LIMIT 1";
 
 /// The names under `prefix/` as a half-open range: `[prefix/, prefix0)` (`0` follows `/`), which
 /// an index on names serves and `LIKE` wildcards (`_` is one) cannot confuse.
@@ -836,6 +854,21 @@ mod tests {
         assert_eq!(stored.to_json().unwrap(), whole, "the same report, read back from its two parts");
         assert!(!stored.facts.contains("CVE-2023-0286"), "{}", stored.facts);
         assert_eq!(stored.matches.digest, "", "unknown: the next re-match stores its matches again");
+    }
+
+    #[tokio::test]
+    async fn a_quota_check_seeks_the_links_of_one_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = SqliteMeta::open(&dir.path().join("meta.db")).await.unwrap();
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {LINKED_UNDER}")))
+            .bind("sha256:x")
+            .bind("ns/")
+            .bind("ns0")
+            .fetch_all(&meta.reader)
+            .await
+            .unwrap();
+        let plan: Vec<String> = rows.iter().map(|r| r.get::<String, _>("detail")).collect();
+        assert!(plan.iter().any(|d| d.contains("INDEX blob_links_by_digest (digest=? AND repo>? AND repo<?)")), "{plan:?}");
     }
 
     #[tokio::test]
