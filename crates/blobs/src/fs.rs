@@ -18,6 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use crate::aligned::AlignedBuf;
 use crate::parts::{self, PartWrites};
+use crate::space::{self, Space};
 use crate::regions::{MappedRegions, RegionGuard};
 use crate::{BlobBody, BlobStore, ByteRange, ByteStream, Error, Result, StoredBlob, UploadId};
 
@@ -35,6 +36,10 @@ pub struct FsBlobStore {
     regions: Arc<MappedRegions>,
     maps: SharedMaps,
     part_writes: PartWrites,
+    /// Free bytes that writes leave alone ([`Space`]).
+    reserve: u64,
+    /// Names temporary files apart, so two puts of one digest at once never share one.
+    tmp_seq: std::sync::atomic::AtomicU64,
 }
 
 impl FsBlobStore {
@@ -48,7 +53,8 @@ impl FsBlobStore {
         std::fs::remove_file(&probe)?;
         let part_writes = PartWrites::probe(&root.join("uploads"));
         let maps = SharedMaps::default();
-        Ok(FsBlobStore { root: root.to_owned(), regions: MappedRegions::new(), maps, part_writes })
+        let tmp_seq = Default::default();
+        Ok(FsBlobStore { root: root.to_owned(), regions: MappedRegions::new(), maps, part_writes, reserve: 0, tmp_seq })
     }
 
     /// How upload parts are written: direct I/O when the filesystem takes it.
@@ -59,6 +65,11 @@ impl FsBlobStore {
     /// The same store, writing parts `how` (tests run both ways on one filesystem).
     pub fn with_part_writes(self, how: PartWrites) -> FsBlobStore {
         FsBlobStore { part_writes: how, ..self }
+    }
+
+    /// The same store, refusing new upload bytes once the filesystem has only `bytes` free.
+    pub fn with_reserve(self, bytes: u64) -> FsBlobStore {
+        FsBlobStore { reserve: bytes, ..self }
     }
 
     /// The windows this store has mapped, for connections that send them with sendfile.
@@ -128,7 +139,8 @@ impl BlobStore for FsBlobStore {
         if self.stat(digest).await?.is_some() {
             return Ok(());
         }
-        let tmp = self.root.join("tmp").join(format!("{}-{}", digest.hex(), std::process::id()));
+        let seq = self.tmp_seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = self.root.join("tmp").join(format!("{}-{}-{seq}", digest.hex(), std::process::id()));
         let path = tmp.clone();
         blocking(move || -> io::Result<()> {
             let mut f = std::fs::File::create(&path)?;
@@ -187,7 +199,8 @@ impl BlobStore for FsBlobStore {
     }
 
     async fn write_part(&self, id: &UploadId, offset: u64, body: ByteStream) -> Result<u64> {
-        parts::write(&self.upload_path(id), offset, body, self.part_writes).await
+        let room = || Space::of(&self.root, self.reserve).map_err(storage)?.check();
+        parts::write(&self.upload_path(id), offset, body, self.part_writes, &room).await
     }
 
     async fn read_part(&self, id: &UploadId, start: u64, len: u64) -> Result<ByteStream> {
@@ -238,6 +251,10 @@ impl BlobStore for FsBlobStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(storage(e)),
         }
+    }
+
+    fn space(&self) -> Option<Space> {
+        Space::of(&self.root, self.reserve).ok()
     }
 }
 
@@ -394,6 +411,9 @@ fn chunked_reader<R: tokio::io::AsyncRead + Unpin + Send + 'static>(reader: R, c
 }
 
 pub(crate) fn storage(e: io::Error) -> Error {
+    if space::is_full(&e) {
+        return Error::NoSpace(format!("the registry's storage is full: {e}"));
+    }
     Error::Storage(e.to_string())
 }
 
@@ -503,5 +523,25 @@ mod tests {
         let file = dir.path().join("not-a-dir");
         std::fs::write(&file, b"x").unwrap();
         assert!(FsBlobStore::open(&file).is_err());
+    }
+
+    /// A store at its reserve refuses upload bytes before taking any, and says so; with the
+    /// reserve lifted, the same session takes them.
+    #[tokio::test]
+    async fn a_store_at_its_reserve_refuses_new_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let free = FsBlobStore::open(dir.path()).unwrap().space().unwrap().free;
+        let full = FsBlobStore::open(dir.path()).unwrap().with_reserve(free + (1 << 30));
+        let space = full.space().unwrap();
+        assert_eq!((space.reserve, space.available()), (free + (1 << 30), 0));
+        let id = UploadId::new("at-the-reserve").unwrap();
+        let body = || stream::iter([Ok(Bytes::from_static(b"some bytes"))]).boxed();
+        let refused = full.write_part(&id, 0, body()).await;
+        let Err(Error::NoSpace(message)) = refused else { panic!("refused for want of space: {refused:?}") };
+        assert!(message.contains("nearly full"), "{message}");
+        assert!(!dir.path().join("uploads").join(id.as_str()).exists(), "nothing of it was kept");
+
+        let roomy = FsBlobStore::open(dir.path()).unwrap();
+        assert_eq!(roomy.write_part(&id, 0, body()).await.unwrap(), 10);
     }
 }

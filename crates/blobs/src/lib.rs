@@ -7,6 +7,7 @@
 //! - [`conformance`] is the suite every adapter passes.
 //! - [`MappedRegions`] tells a connection which outgoing bytes are mapped blob windows, so it can
 //!   send them with sendfile instead of copying them.
+//! - [`Space`]: the filesystem under a store and the reserve that uploads leave free.
 //!
 //! Architecture Invariant: the store never decides what bytes are *right*. Hashing and digest
 //! verification are `registry`'s, so every adapter gets them the same; the store's promise is
@@ -22,6 +23,7 @@ mod parts;
 mod regions;
 #[cfg(feature = "s3")]
 mod s3;
+mod space;
 
 use std::sync::Arc;
 
@@ -33,6 +35,7 @@ pub use oci::UploadId;
 pub use fs::FsBlobStore;
 pub use parts::PartWrites;
 pub use regions::{FileSlice, MappedRegions};
+pub use space::{Space, human_size};
 #[cfg(feature = "s3")]
 pub use s3::{S3BlobStore, S3Credentials, S3Settings};
 
@@ -74,6 +77,9 @@ pub enum Error {
     /// The store itself failed; nothing was committed.
     #[error("blob storage failed: {0}")]
     Storage(String),
+    /// The store is short of space (at its reserve, or the medium is full); nothing was committed.
+    #[error("{0}")]
+    NoSpace(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -146,6 +152,13 @@ pub trait BlobStore: Send + Sync + 'static {
 
     /// Requests to the service behind the store, for `/metrics`; `None` for a local filesystem.
     fn stats(&self) -> Option<StoreStats> {
+        None
+    }
+
+    /// The filesystem under the store and the reserve it keeps free; `None` when it has no
+    /// filesystem of its own to fill (an object store). Writes are refused with
+    /// [`Error::NoSpace`] once [`Space::available`] is 0.
+    fn space(&self) -> Option<Space> {
         None
     }
 

@@ -58,13 +58,44 @@ impl PartWrites {
     }
 }
 
+/// Bytes received between two asks of `room` (a `statvfs`, about a microsecond).
+const ROOM_EVERY: u64 = 16 << 20;
+
 /// Writes `body` into the part file at `path` from `offset`, syncs it, and returns the bytes
 /// written. The file is left exactly `offset + written` long. Bytes before `offset` must be on
 /// disk already (the session's earlier chunks).
 ///
+/// `room` is asked before the first byte and every [`ROOM_EVERY`] bytes after; once it refuses,
+/// or the disk is full, the write stops with [`Error::NoSpace`] and the part is cut back to
+/// `offset`, so what it had taken is free again and the session is where it was.
+///
 /// One block is written on the blocking pool while the next is received. Whatever happens, no
 /// write is still running when this returns: a later write to the same part cannot be overtaken.
-pub(crate) async fn write(path: &Path, offset: u64, mut body: ByteStream, mode: PartWrites) -> Result<u64> {
+pub(crate) async fn write(
+    path: &Path,
+    offset: u64,
+    body: ByteStream,
+    mode: PartWrites,
+    room: &(dyn Fn() -> Result<()> + Sync),
+) -> Result<u64> {
+    let written = write_from(path, offset, body, mode, room).await;
+    if let Err(Error::NoSpace(_)) = &written {
+        let part = path.to_owned();
+        let cut = blocking(move || std::fs::OpenOptions::new().write(true).open(&part)?.set_len(offset)).await;
+        if let Err(e) = cut {
+            tracing::warn!(part = %path.display(), error = %e, "could not cut a part back after running out of space");
+        }
+    }
+    written
+}
+
+async fn write_from(
+    path: &Path,
+    offset: u64,
+    mut body: ByteStream,
+    mode: PartWrites,
+    room: &(dyn Fn() -> Result<()> + Sync),
+) -> Result<u64> {
     // An empty chunk (a client's usual final PUT) writes nothing, so it needs no part: the
     // earlier chunks were synced before they were acknowledged, and a commit checks the part.
     let first = loop {
@@ -75,6 +106,7 @@ pub(crate) async fn write(path: &Path, offset: u64, mut body: ByteStream, mode: 
             Some(Err(e)) => return Err(Error::Body(e)),
         }
     };
+    room()?;
     let mut body = futures::stream::once(std::future::ready(Ok(first))).chain(body);
     let head = (offset % ALIGN as u64) as usize;
     let opened = path.to_owned();
@@ -101,6 +133,9 @@ pub(crate) async fn write(path: &Path, offset: u64, mut body: ByteStream, mode: 
     let received: Result<()> = async {
         while let Some(chunk) = body.next().await {
             let mut chunk: Bytes = chunk.map_err(Error::Body)?;
+            if (written + chunk.len() as u64) / ROOM_EVERY > written / ROOM_EVERY {
+                room()?;
+            }
             written += chunk.len() as u64;
             while !chunk.is_empty() {
                 let n = chunk.len().min(buf.room());
@@ -196,6 +231,9 @@ impl Writer {
 mod tests {
     use super::*;
 
+    /// A disk with room to spare.
+    const ROOMY: &(dyn Fn() -> Result<()> + Sync) = &|| Ok(());
+
     fn body(parts: Vec<Vec<u8>>) -> ByteStream {
         futures::stream::iter(parts.into_iter().map(|p| Ok(Bytes::from(p)))).boxed()
     }
@@ -221,7 +259,7 @@ mod tests {
                 let bytes = data(len, i as u8);
                 // Each PATCH arrives in pieces that do not line up with anything.
                 let pieces: Vec<Vec<u8>> = bytes.chunks(65_521).map(<[u8]>::to_vec).collect();
-                let n = write(&path, expected.len() as u64, body(pieces), mode).await.unwrap();
+                let n = write(&path, expected.len() as u64, body(pieces), mode, ROOMY).await.unwrap();
                 assert_eq!(n, len as u64);
                 expected.extend_from_slice(&bytes);
                 let on_disk = std::fs::read(&path).unwrap();
@@ -237,13 +275,13 @@ mod tests {
     async fn a_part_shorter_than_the_offset_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("part");
-        write(&path, 0, body(vec![vec![7; 10]]), PartWrites::Direct).await.unwrap();
+        write(&path, 0, body(vec![vec![7; 10]]), PartWrites::Direct, ROOMY).await.unwrap();
         for offset in [20, ALIGN as u64] {
-            let err = write(&path, offset, body(vec![vec![1; 5]]), PartWrites::Direct).await.unwrap_err();
+            let err = write(&path, offset, body(vec![vec![1; 5]]), PartWrites::Direct, ROOMY).await.unwrap_err();
             assert!(err.to_string().contains("holds 10 bytes"), "{err}");
         }
         let missing = dir.path().join("missing");
-        assert!(write(&missing, ALIGN as u64, body(vec![vec![1; 5]]), PartWrites::Direct).await.is_err());
+        assert!(write(&missing, ALIGN as u64, body(vec![vec![1; 5]]), PartWrites::Direct, ROOMY).await.is_err());
         assert_eq!(std::fs::read(&path).unwrap(), vec![7; 10], "nothing written");
     }
 
@@ -251,14 +289,14 @@ mod tests {
     async fn an_empty_chunk_touches_no_part() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("missing");
-        assert_eq!(write(&missing, 4096, body(vec![vec![], vec![]]), PartWrites::Direct).await.unwrap(), 0);
+        assert_eq!(write(&missing, 4096, body(vec![vec![], vec![]]), PartWrites::Direct, ROOMY).await.unwrap(), 0);
         assert!(!missing.exists(), "no part was made");
         let path = dir.path().join("part");
-        write(&path, 0, body(vec![vec![7; 10]]), PartWrites::Direct).await.unwrap();
-        assert_eq!(write(&path, 10, body(vec![]), PartWrites::Direct).await.unwrap(), 0);
+        write(&path, 0, body(vec![vec![7; 10]]), PartWrites::Direct, ROOMY).await.unwrap();
+        assert_eq!(write(&path, 10, body(vec![]), PartWrites::Direct, ROOMY).await.unwrap(), 0);
         assert_eq!(std::fs::read(&path).unwrap(), vec![7; 10]);
         // Empty pieces before the first byte are skipped, not taken for the end.
-        assert_eq!(write(&path, 10, body(vec![vec![], vec![8; 3]]), PartWrites::Direct).await.unwrap(), 3);
+        assert_eq!(write(&path, 10, body(vec![vec![], vec![8; 3]]), PartWrites::Direct, ROOMY).await.unwrap(), 3);
         assert_eq!(std::fs::read(&path).unwrap(), [vec![7; 10], vec![8; 3]].concat());
     }
 
@@ -269,17 +307,50 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mode = PartWrites::probe(dir.path());
         let path = dir.path().join("part");
-        write(&path, 0, body(vec![vec![9; 10]]), mode).await.unwrap();
+        write(&path, 0, body(vec![vec![9; 10]]), mode, ROOMY).await.unwrap();
         let failing = futures::stream::iter(vec![
             Ok(Bytes::from(vec![1; 3 * BLOCK])),
             Err(io::Error::new(io::ErrorKind::UnexpectedEof, "cut")),
         ])
         .boxed();
-        assert!(matches!(write(&path, 10, failing, mode).await, Err(Error::Body(_))));
+        assert!(matches!(write(&path, 10, failing, mode, ROOMY).await, Err(Error::Body(_))));
         let retry = data(BLOCK + 17, 5);
-        write(&path, 10, body(vec![retry.clone()]), mode).await.unwrap();
+        write(&path, 10, body(vec![retry.clone()]), mode, ROOMY).await.unwrap();
         let on_disk = std::fs::read(&path).unwrap();
         assert_eq!(&on_disk[..10], &[9; 10]);
         assert!(on_disk[10..] == retry[..], "the retry's bytes, and nothing of the failed body after them");
+    }
+
+    /// Room that runs out part way through a PATCH: the write stops there with `NoSpace`, the
+    /// part is cut back to where the session was, and once there is room the same chunk lands.
+    #[tokio::test]
+    async fn a_write_that_runs_out_of_room_gives_its_bytes_back() {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let mode = PartWrites::probe(dir.path());
+        let path = dir.path().join("part");
+        write(&path, 0, body(vec![vec![9; 10]]), mode, ROOMY).await.unwrap();
+
+        // Room for the first two asks only: before the first byte, and at 16 MiB.
+        let asked = AtomicU64::new(0);
+        let room = || -> Result<()> {
+            if asked.fetch_add(1, Ordering::SeqCst) < 2 { Ok(()) } else { Err(Error::NoSpace("full".into())) }
+        };
+        let chunk = data(40 << 20, 3);
+        let pieces: Vec<Vec<u8>> = chunk.chunks(1 << 20).map(<[u8]>::to_vec).collect();
+        let refused = write(&path, 10, body(pieces.clone()), mode, &room).await;
+        assert!(matches!(refused, Err(Error::NoSpace(_))), "{refused:?}");
+        assert_eq!(asked.load(Ordering::SeqCst), 3, "asked before the first byte, at 16 MiB and at 32 MiB");
+        assert_eq!(std::fs::read(&path).unwrap(), vec![9; 10], "the part holds what it held before");
+
+        // Refused before the first byte: nothing is made.
+        let never = || -> Result<()> { Err(Error::NoSpace("full".into())) };
+        let missing = dir.path().join("missing");
+        assert!(matches!(write(&missing, 0, body(vec![vec![1; 5]]), mode, &never).await, Err(Error::NoSpace(_))));
+        assert!(!missing.exists());
+
+        assert_eq!(write(&path, 10, body(pieces), mode, ROOMY).await.unwrap(), 40 << 20);
+        let on_disk = std::fs::read(&path).unwrap();
+        assert!(on_disk[..10] == [9; 10] && on_disk[10..] == chunk[..]);
     }
 }
