@@ -221,8 +221,30 @@ fn render_registry_stats(stats: &registry::RegistryStats, out: &mut String) {
         stats.scrub_damaged,
     );
     one("customs_scrub_unreadable_total", "counter", "Blobs the scrub could not read (I/O errors); tried again next pass.", stats.scrub_unreadable);
+    if let Some(space) = &stats.space {
+        one("customs_storage_free_bytes", "gauge", "Free bytes on the blob store's filesystem.", space.free);
+        one(
+            "customs_storage_reserve_bytes",
+            "gauge",
+            "Free bytes kept on the blob store's filesystem: below them, uploads are refused (storage.min_free_bytes).",
+            space.reserve,
+        );
+    }
     if let Some(store) = &stats.store {
         render_store_stats(store, out);
+    }
+    if !stats.quotas.is_empty() {
+        let quotas = &stats.quotas;
+        let series = |value: fn(&registry::QuotaUsage) -> u64| quotas.iter().map(move |q| (q.namespace.as_str(), value(q)));
+        prom::labelled(out, "customs_quota_limit_bytes", "gauge", "Namespaces' storage quotas.", "namespace", series(|q| q.max_bytes));
+        prom::labelled(
+            out,
+            "customs_quota_used_bytes",
+            "gauge",
+            "Bytes of the distinct blobs linked in each namespace with a quota.",
+            "namespace",
+            series(|q| q.used_bytes),
+        );
     }
 }
 

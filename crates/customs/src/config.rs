@@ -56,18 +56,47 @@ pub struct Config {
     pub scrub: Scrub,
     /// Tags that, once pushed, keep pointing at the manifest they were pushed with.
     pub immutable_tags: Vec<ImmutableTags>,
+    /// Storage quotas per namespace: pushes that would pass them are refused.
+    pub quotas: Quotas,
     /// Maintenance: pulls are served; pushes, deletes and management changes are refused, and
     /// no worker changes what is stored (mirrors fetch nothing; what they cached is served
     /// under their prefix).
     pub read_only: bool,
 }
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Storage {
     /// Blobs in an S3-compatible bucket (AWS S3, MinIO, Ceph RGW, Garage) when `bucket` is set;
     /// records stay in the data directory's `meta.db`.
     pub s3: S3,
+    /// Free bytes kept on the data directory's filesystem: below them new uploads are refused
+    /// (507), so the records, pulls, deletes and garbage collection still have room. 0: none.
+    pub min_free_bytes: u64,
+}
+
+impl Default for Storage {
+    fn default() -> Self {
+        Storage { s3: S3::default(), min_free_bytes: 1 << 30 }
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Quotas {
+    /// Bytes each namespace (a repository's first path component) may hold when no
+    /// `[[quotas.namespaces]]` entry names it; 0: no quota.
+    pub default_bytes: u64,
+    pub namespaces: Vec<NamespaceQuota>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NamespaceQuota {
+    /// Repositories under `NAMESPACE/` (`team-a`, `org/team`); the longest entry applies.
+    pub namespace: String,
+    /// The distinct blobs linked in them, at most this many bytes; 0: no quota, default or not.
+    pub max_bytes: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -780,6 +809,7 @@ impl Default for Config {
             retention: Retention::default(),
             scrub: Scrub::default(),
             immutable_tags: Vec::new(),
+            quotas: Quotas::default(),
             read_only: false,
             storage: Storage::default(),
         }
@@ -811,6 +841,19 @@ impl Config {
                 tags: rule.tags.iter().map(|g| g.parse()).collect::<Result<_, _>>().with_context(at)?,
             });
         }
+        let mut namespaces = Vec::new();
+        for (i, q) in self.quotas.namespaces.iter().enumerate() {
+            let at = || format!("[[quotas.namespaces]] #{}", i + 1);
+            q.namespace.parse::<oci::RepoName>().map_err(|e| anyhow::anyhow!("{}: namespace {:?}: {e}", at(), q.namespace))?;
+            anyhow::ensure!(
+                !namespaces.iter().any(|n: &registry::NamespaceQuota| n.namespace == q.namespace),
+                "{}: namespace {} is named twice",
+                at(),
+                q.namespace
+            );
+            namespaces.push(registry::NamespaceQuota { namespace: q.namespace.clone(), max_bytes: (q.max_bytes > 0).then_some(q.max_bytes) });
+        }
+        let default_bytes = (self.quotas.default_bytes > 0).then_some(self.quotas.default_bytes);
         Ok(registry::RegistryConfig {
             max_manifest_bytes: limits.max_manifest_bytes,
             max_upload_sessions: limits.max_upload_sessions,
@@ -820,6 +863,7 @@ impl Config {
             gate_wait: None,
             immutable_tags: registry::ImmutableTags { rules },
             read_only: self.read_only,
+            quotas: registry::Quotas { namespaces, default_bytes },
         })
     }
 }
@@ -951,5 +995,34 @@ mod tests {
         let wrong_type = Config::load(None, env(&[("CUSTOMS_LIMITS__MAX_UPLOAD_SESSIONS", "many")])).unwrap_err();
         assert!(wrong_type.to_string().contains("invalid settings"), "{wrong_type}");
         assert!(Config::load(Some(Path::new("/nonexistent/customs.toml")), env(&[])).is_err());
+    }
+
+    #[test]
+    fn quotas_and_the_storage_reserve_from_file_and_environment() {
+        let c = Config::load(None, env(&[])).unwrap();
+        assert_eq!(c.storage.min_free_bytes, 1 << 30, "1 GiB kept free unless set");
+        assert!(c.registry().unwrap().quotas.is_empty());
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("customs.toml");
+        let text = "[quotas]\ndefault_bytes = 5000\n[[quotas.namespaces]]\nnamespace = \"org/team\"\nmax_bytes = 100\n\
+                    [[quotas.namespaces]]\nnamespace = \"ci\"\nmax_bytes = 0\n";
+        std::fs::write(&file, text).unwrap();
+        let c = Config::load(Some(&file), env(&[("CUSTOMS_STORAGE__MIN_FREE_BYTES", "0")])).unwrap();
+        assert_eq!(c.storage.min_free_bytes, 0);
+        let quotas = c.registry().unwrap().quotas;
+        let of = |repo: &str| quotas.of(&repo.parse().unwrap()).map(|(ns, max)| (ns.to_owned(), max));
+        assert_eq!(of("org/team/app"), Some(("org/team".to_owned(), 100)));
+        assert_eq!(of("org/app"), Some(("org".to_owned(), 5000)));
+        assert_eq!(of("ci/job"), None, "0: no quota, not even the default");
+
+        for (bad, says) in [
+            ("[[quotas.namespaces]]\nnamespace = \"Team\"\nmax_bytes = 1\n", "[[quotas.namespaces]] #1: namespace \"Team\""),
+            ("[[quotas.namespaces]]\nnamespace = \"a\"\n[[quotas.namespaces]]\nnamespace = \"a\"\n", "#2: namespace a is named twice"),
+        ] {
+            std::fs::write(&file, bad).unwrap();
+            let err = Config::load(Some(&file), env(&[])).unwrap().registry().unwrap_err();
+            assert!(err.to_string().contains(says), "{err}");
+        }
     }
 }

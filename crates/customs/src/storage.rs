@@ -23,7 +23,19 @@ pub(crate) struct Storage {
 /// records are elsewhere is refused.
 pub(crate) async fn open(config: &Config, data: &Path, write: bool) -> anyhow::Result<Storage> {
     let Some(settings) = config.storage.s3.settings() else {
-        let fs = FsBlobStore::open(data).with_context(|| format!("data directory {} is not writable", data.display()))?;
+        let fs = FsBlobStore::open(data)
+            .with_context(|| format!("data directory {} is not writable", data.display()))?
+            .with_reserve(config.storage.min_free_bytes);
+        if let Some(space) = blobs::BlobStore::space(&fs)
+            && space.available() == 0
+        {
+            tracing::warn!(
+                data = %data.display(),
+                free = space.free,
+                reserve = space.reserve,
+                "the data directory's filesystem is at its reserve of free space: uploads are refused until space is freed (storage.min_free_bytes)"
+            );
+        }
         if fs.part_writes() == blobs::PartWrites::Buffered {
             tracing::warn!(data = %data.display(), "the filesystem refuses O_DIRECT: uploads are written through the page cache, at more CPU per byte");
         }

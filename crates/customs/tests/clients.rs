@@ -177,6 +177,42 @@ fn skopeo_cannot_move_or_delete_an_immutable_tag() {
     assert!(!out.status.success() && err.contains("[[immutable_tags]] #1: `repositories` names no repository glob"), "{err}");
 }
 
+/// What skopeo is told when storage is short: a namespace's quota (403, with the numbers) and a
+/// disk at the reserve customs keeps free (507); pulls go on either way.
+#[test]
+fn skopeo_is_told_when_a_quota_or_the_disk_refuses_a_push() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (config, data, log) = (tmp.path().join("customs.toml"), tmp.path().join("data"), tmp.path().join("log"));
+    std::fs::write(&config, "[[quotas.namespaces]]\nnamespace = \"team-a\"\nmax_bytes = 30000\n").unwrap();
+    let config_arg = config.to_str().unwrap();
+    let server = ServerProcess::start_args(customs(), &data, &["--config", config_arg], &[], &log).unwrap();
+    let host = server.addr.clone();
+    let src = tmp.path().join("src");
+    let (small, large) = (ImageBuilder::new(71).layer(2, 5000).build(), ImageBuilder::new(72).layer(8, 5000).build());
+    small.write_layout(&src, "small").unwrap();
+    large.write_layout(&src, "large").unwrap();
+
+    skopeo_push(&src, "small", &format!("{host}/team-a/app:small"), &[]);
+    let large_layout = format!("oci:{}:large", src.display());
+    let err = skopeo_refused(&["copy", "--dest-tls-verify=false", &large_layout, &format!("docker://{host}/team-a/app:large")]);
+    assert!(err.contains("denied: storing this") && err.contains("namespace team-a") && err.contains("30 kB storage quota"), "{err}");
+    skopeo_push(&src, "large", &format!("{host}/team-b/app:large"), &[]);
+    assert!(server.stop());
+
+    // The same data with more free space asked for than the disk has: the server says so at start,
+    // pushes are refused with 507, pulls are served.
+    let env = [("CUSTOMS_STORAGE__MIN_FREE_BYTES", "9000000000000000000")];
+    let server = ServerProcess::start_args(customs(), &data, &["--config", config_arg], &env, &log).unwrap();
+    let host = server.addr.clone();
+    let err = skopeo_refused(&["copy", "--dest-tls-verify=false", &large_layout, &format!("docker://{host}/team-c/app:large")]);
+    assert!(err.contains("507 Insufficient Storage"), "{err}");
+    let out = tmp.path().join("out");
+    skopeo(&["copy", "--src-tls-verify=false", &format!("docker://{host}/team-b/app:large"), &format!("oci:{}:large", out.display())]);
+    assert_eq!(layout_digest(&out, "large"), large.digest.to_string());
+    assert!(server.stop());
+    assert!(std::fs::read_to_string(&log).unwrap().contains("at its reserve of free space"), "the server says so at start");
+}
+
 /// Every file under `dir` with a digest of its bytes, in path order.
 fn tree(dir: &Path) -> Vec<(String, oci::Digest)> {
     let hashed = |f: std::path::PathBuf| (f.display().to_string(), oci::Digest::sha256_of(&std::fs::read(&f).unwrap()));

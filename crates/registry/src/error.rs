@@ -53,6 +53,13 @@ pub enum Error {
     /// Storage or records failed; nothing was made visible. Retrying may work.
     #[error("{0}")]
     Unavailable(String),
+    /// The storage is at its reserve of free space, or full: nothing more is taken until space is
+    /// freed. Retrying soon will not work.
+    #[error("{0}")]
+    InsufficientStorage(String),
+    /// The namespace's storage quota would be exceeded; nothing was stored.
+    #[error("{0}")]
+    OverQuota(String),
     /// No credentials, or credentials that do not hold: say who you are.
     #[error("{0}")]
     Unauthenticated(String),
@@ -86,6 +93,7 @@ impl From<blobs::Error> for Error {
             blobs::Error::UploadNotFound(_) => Error::UploadUnknown,
             blobs::Error::Body(e) => Error::UploadInvalid(format!("request body ended early: {e}")),
             blobs::Error::Storage(msg) => Error::Unavailable(msg),
+            blobs::Error::NoSpace(msg) => Error::InsufficientStorage(msg),
         }
     }
 }

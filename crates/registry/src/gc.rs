@@ -97,6 +97,10 @@ impl Registry {
                 }
             }
             collected.links += unlinked;
+            if unlinked > 0 {
+                // Those bytes no longer count against their namespaces' quotas.
+                self.quota_usage.forget();
+            }
             if page.len() < PAGE || unlinked == 0 {
                 break;
             }

@@ -25,6 +25,7 @@ mod judge;
 pub mod signatures;
 mod manifests;
 mod pulls;
+mod quota;
 mod range;
 mod retention;
 mod scrub;
@@ -45,6 +46,7 @@ pub use immutable::{ImmutableRule, ImmutableTags};
 pub use findings::{ImageReport, MAX_MATCHES, VersionFilter};
 pub use judge::{Basis, GateRules, Mode, NamespaceRule, PushMode, index as report_index};
 pub use manifests::{ManifestContent, PutManifest};
+pub use quota::{NamespaceQuota, QuotaUsage, Quotas};
 pub use range::RangeRequest;
 pub use retention::{Expired, KeepTags, Retention, RetentionPolicy};
 pub use scrub::{Damage, Scrubbed};
@@ -76,6 +78,8 @@ pub struct RegistryConfig {
     pub immutable_tags: ImmutableTags,
     /// Maintenance: `api` refuses every write, and reads that find damage mark nothing.
     pub read_only: bool,
+    /// Storage quotas per namespace.
+    pub quotas: Quotas,
 }
 
 impl Default for RegistryConfig {
@@ -89,6 +93,7 @@ impl Default for RegistryConfig {
             gate_wait: None,
             immutable_tags: ImmutableTags::default(),
             read_only: false,
+            quotas: Quotas::default(),
         }
     }
 }
@@ -137,6 +142,10 @@ pub struct RegistryStats {
     pub scrub_passes: u64,
     /// Requests to the service behind the blob store (S3); `None` for a filesystem.
     pub store: Option<blobs::StoreStats>,
+    /// The filesystem under the blob store; `None` for an object store.
+    pub space: Option<blobs::Space>,
+    /// Namespaces with a quota, and their usage (empty when the records do not answer).
+    pub quotas: Vec<QuotaUsage>,
 }
 
 pub struct Registry {
@@ -159,6 +168,7 @@ pub struct Registry {
     found_links: pulls::Noted,
     gc_stats: gc::GcStats,
     scrub_stats: scrub::ScrubStats,
+    quota_usage: quota::Usage,
 }
 
 impl Registry {
@@ -179,6 +189,7 @@ impl Registry {
             found_links: pulls::Noted::default(),
             gc_stats: gc::GcStats::default(),
             scrub_stats: scrub::ScrubStats::default(),
+            quota_usage: quota::Usage::default(),
         }
     }
 
@@ -227,6 +238,8 @@ impl Registry {
             scrub_unreadable: s.unreadable.load(Relaxed),
             scrub_passes: s.passes.load(Relaxed),
             store: self.blobs.stats(),
+            space: self.blobs.space(),
+            quotas: self.quotas().await.unwrap_or_default(),
         }
     }
 
@@ -266,7 +279,11 @@ impl Registry {
 
     /// Removes a blob from `repo` (its bytes stay until no repository links them).
     pub async fn delete_blob(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
-        if self.meta.unlink_blob(repo, digest).await? { Ok(()) } else { Err(Error::BlobUnknown(digest.clone())) }
+        if !self.meta.unlink_blob(repo, digest).await? {
+            return Err(Error::BlobUnknown(digest.clone()));
+        }
+        self.quota_usage.forget();
+        Ok(())
     }
 
     /// Whether both stores answer: a read of the records and a stat in the bytes.

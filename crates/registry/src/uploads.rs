@@ -57,6 +57,11 @@ impl Drop for InFlightGuard {
 impl Registry {
     /// Opens a new upload session in `repo`.
     pub async fn start_upload(&self, repo: &RepoName) -> Result<UploadStatus> {
+        // Refused before the client sends a byte: a disk at its reserve, a namespace at its quota.
+        if let Some(space) = self.blobs.space() {
+            space.check()?;
+        }
+        self.check_quota(repo).await?;
         let limit = self.config.max_upload_sessions;
         if self.meta.count_uploads().await? >= limit {
             return Err(Error::TooManyUploads { limit });
@@ -82,7 +87,11 @@ impl Registry {
             && let Some(size) = self.meta.linked_blob(from, digest).await?
             && self.blobs.stat(digest).await?.is_some()
         {
+            let quota = self.reserve_quota(repo, digest, size).await?;
             self.meta.link_blob(repo, digest, size).await?;
+            if let Some(reservation) = quota {
+                reservation.settle();
+            }
             return Ok(MountResult::Mounted { size });
         }
         drop(held);
@@ -132,6 +141,15 @@ impl Registry {
             self.drop_session(id).await;
             return Err(Error::DigestMismatch { expected: digest.clone(), actual });
         }
+        let quota = match self.reserve_quota(repo, digest, size).await {
+            Ok(quota) => quota,
+            Err(e @ Error::OverQuota(_)) => {
+                // Refused for good: free the session's bytes now rather than at its expiry.
+                self.drop_session(id).await;
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
         let _held = self.hold_bytes().await;
         match self.blobs.commit(id, size, digest).await {
             Ok(()) => {}
@@ -142,6 +160,9 @@ impl Registry {
             Err(e) => return Err(e.into()),
         }
         self.meta.finish_upload(id, repo, digest, size).await?;
+        if let Some(reservation) = quota {
+            reservation.settle();
+        }
         Ok(size)
     }
 
@@ -159,6 +180,25 @@ impl Registry {
             self.drop_session(&status.id).await;
         }
         result
+    }
+
+    /// Stores a small blob the registry makes itself (an inspection's SBOM or report) whole, and
+    /// links it in `repo`. Not a client's upload: neither a quota nor the storage reserve refuses
+    /// it, so an image that was let in can always be inspected; it counts toward its namespace's
+    /// usage all the same.
+    pub async fn put_own_blob(&self, repo: &RepoName, bytes: bytes::Bytes) -> Result<(Digest, u64)> {
+        let (digest, size) = (Digest::sha256_of(&bytes), bytes.len() as u64);
+        let new_to_quota = match self.config.quotas.of(repo) {
+            Some((namespace, _)) if !self.meta.linked_under(namespace, &digest).await? => Some(namespace),
+            _ => None,
+        };
+        let _held = self.hold_bytes().await;
+        self.blobs.put(&digest, bytes).await?;
+        self.meta.link_blob(repo, &digest, size).await?;
+        if let Some(namespace) = new_to_quota {
+            self.quota_usage.add(namespace, size);
+        }
+        Ok((digest, size))
     }
 
     pub async fn cancel_upload(&self, repo: &RepoName, id: &UploadId) -> Result<()> {

@@ -156,14 +156,19 @@ impl TestRegistry {
     }
 
     async fn build(dir: tempfile::TempDir, config: registry::RegistryConfig, limits: &api::HttpLimits) -> TestRegistry {
-        TestRegistry::assemble(dir, config, limits, None).await
+        TestRegistry::assemble(dir, config, limits, None, 0).await
+    }
+
+    /// A registry over `dir` whose blob store keeps `reserve` bytes of its filesystem free.
+    pub async fn with_reserve(dir: tempfile::TempDir, reserve: u64, config: registry::RegistryConfig) -> TestRegistry {
+        TestRegistry::assemble(dir, config, &api::HttpLimits::default(), None, reserve).await
     }
 
     /// A registry with authentication on: the first admin is `admin` with `admin_password`;
     /// `failed_logins` bounds wrong passwords per name and client.
     pub async fn with_auth(limits: api::HttpLimits, failed_logins: api::RateLimit) -> TestRegistry {
         let dir = tempfile::tempdir().expect("temp dir");
-        TestRegistry::assemble(dir, registry::RegistryConfig::default(), &limits, Some(failed_logins)).await
+        TestRegistry::assemble(dir, registry::RegistryConfig::default(), &limits, Some(failed_logins), 0).await
     }
 
     async fn assemble(
@@ -171,8 +176,9 @@ impl TestRegistry {
         config: registry::RegistryConfig,
         limits: &api::HttpLimits,
         auth: Option<api::RateLimit>,
+        reserve: u64,
     ) -> TestRegistry {
-        let blobs = blobs::FsBlobStore::open(dir.path()).expect("blob store");
+        let blobs = blobs::FsBlobStore::open(dir.path()).expect("blob store").with_reserve(reserve);
         let meta = meta::Meta(Arc::new(meta::SqliteMeta::open(&dir.path().join("meta.db")).await.expect("meta store")));
         let registry = Arc::new(registry::Registry::new(blobs::Blobs(Arc::new(blobs)), meta.clone(), config));
         let token_key = auth::TokenKeys::generate_pem();

@@ -707,11 +707,7 @@ impl InspectionWorker {
             return Ok(());
         }
         let push = |data: Bytes| async move {
-            let digest = Digest::sha256_of(&data);
-            let len = data.len() as u64;
-            let stream: blobs::ByteStream = futures::stream::once(async move { Ok::<_, std::io::Error>(data) }).boxed();
-            self.registry.upload_whole(repo, &digest, Some(len), stream).await.map_err(|e| format!("attaching {artifact_type}: {e}"))?;
-            Ok::<_, String>((digest, len))
+            self.registry.put_own_blob(repo, data).await.map_err(|e| format!("attaching {artifact_type}: {e}"))
         };
         let (config, config_len) = push(Bytes::from_static(b"{}")).await?;
         let (layer, layer_len) = push(bytes).await?;

@@ -1,0 +1,272 @@
+//! Storage quotas per namespace, as Harbor has per project: a CI job that pushes a 40 GB image
+//! every build fills its own namespace's quota, not the registry's disk.
+//!
+//! A namespace's usage is the bytes of the distinct blobs (layers, configs) linked in its
+//! repositories, each blob counted once however many of them link it: what the records say,
+//! `meta::Repositories::linked_bytes`. A blob enters that count when an upload is committed or a
+//! mount links it, so those are where a quota is enforced:
+//! - a new upload session in a namespace already at its quota is refused at once, before the
+//!   client sends a byte;
+//! - a commit (or a mount) that would take the namespace past its quota is refused, and the
+//!   upload's bytes are dropped. A blob the namespace already holds costs nothing.
+//!
+//! Refusals are 403 DENIED with the namespace, its usage and its limit: docker, podman and
+//! skopeo print the message. Deleting images frees their bytes for the quota when garbage
+//! collection unlinks them, as it frees them on disk.
+//!
+//! Usage is read from the records when first needed and again at least every [`REFRESH`]; in
+//! between, commits here add to it in memory. Each commit reserves its bytes before it is made and
+//! gives them back if it fails, so concurrent uploads into one namespace can never pass its quota
+//! together. A garbage collection pass here drops what is known, so freed bytes count at once.
+//! Writes by another process (a `customs gc` beside the server) are seen within [`REFRESH`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use blobs::human_size;
+use oci::{Digest, RepoName};
+
+use crate::{Error, Registry, Result};
+
+/// How long usage read from the records is trusted, commits here added to it.
+pub const REFRESH: Duration = Duration::from_secs(30);
+
+/// The quotas: named namespaces, and a default for every other one.
+#[derive(Clone, Debug, Default)]
+pub struct Quotas {
+    /// A repository counts against the longest of these its name is under (`team-a/app` is under
+    /// `team-a`; `org/team/app` is under both `org` and `org/team`).
+    pub namespaces: Vec<NamespaceQuota>,
+    /// The quota of each namespace not named (a repository's first path component), if any.
+    /// Repositories without a `/` in their name are in no namespace and have no default quota.
+    pub default_bytes: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NamespaceQuota {
+    pub namespace: String,
+    /// `None`: no quota, whatever the default.
+    pub max_bytes: Option<u64>,
+}
+
+impl Quotas {
+    /// The namespace `repo` counts against, and its quota in bytes; `None` when none applies.
+    pub fn of<'a>(&'a self, repo: &'a RepoName) -> Option<(&'a str, u64)> {
+        let name = repo.as_str();
+        let under = |ns: &str| name.len() > ns.len() && name.starts_with(ns) && name.as_bytes()[ns.len()] == b'/';
+        let named = self.namespaces.iter().filter(|q| under(&q.namespace)).max_by_key(|q| q.namespace.len());
+        match named {
+            Some(q) => q.max_bytes.map(|max| (q.namespace.as_str(), max)),
+            None => Some((name.split_once('/')?.0, self.default_bytes?)),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.default_bytes.is_none() && self.namespaces.iter().all(|q| q.max_bytes.is_none())
+    }
+}
+
+/// A namespace's quota and what it holds, for `/metrics` and the API.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QuotaUsage {
+    pub namespace: String,
+    pub max_bytes: u64,
+    pub used_bytes: u64,
+}
+
+/// What is known of each namespace's usage.
+#[derive(Clone, Default)]
+pub(crate) struct Usage(Arc<Mutex<HashMap<String, Counted>>>);
+
+struct Counted {
+    /// Read from the records: a snapshot started at `at`, when `settled` was `base`.
+    stored: u64,
+    at: Instant,
+    base: u64,
+    /// Garbage collection has freed bytes since: read the records again.
+    stale: bool,
+    /// Committed here since the start.
+    settled: u64,
+    /// Reserved by commits under way.
+    pending: u64,
+}
+
+impl Counted {
+    /// Commits settled after the snapshot began may be in it as well: usage errs high, never low.
+    fn used(&self) -> u64 {
+        self.stored + (self.settled - self.base) + self.pending
+    }
+
+    fn fresh(&self) -> bool {
+        !self.stale && self.at.elapsed() < REFRESH
+    }
+}
+
+impl Usage {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Counted>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts `size` bytes linked in `namespace` without a reservation.
+    pub(crate) fn add(&self, namespace: &str, size: u64) {
+        if let Some(c) = self.lock().get_mut(namespace) {
+            c.settled += size;
+        }
+    }
+
+    /// Forgets what was read from the records, so the next check reads them again.
+    pub(crate) fn forget(&self) {
+        for counted in self.lock().values_mut() {
+            counted.stale = true;
+        }
+    }
+}
+
+/// Bytes reserved against a namespace's quota for a commit under way: counted as stored once
+/// [`Reservation::settle`]d, given back if dropped (the commit failed, or its request went away).
+pub(crate) struct Reservation {
+    usage: Usage,
+    namespace: String,
+    size: u64,
+    settled: bool,
+}
+
+impl Reservation {
+    pub(crate) fn settle(mut self) {
+        if let Some(c) = self.usage.lock().get_mut(&self.namespace) {
+            c.pending -= self.size;
+            c.settled += self.size;
+        }
+        self.settled = true;
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if !self.settled
+            && let Some(c) = self.usage.lock().get_mut(&self.namespace)
+        {
+            c.pending -= self.size;
+        }
+    }
+}
+
+impl Registry {
+    /// Refuses a new upload in `repo` when its namespace is already at its quota.
+    pub(crate) async fn check_quota(&self, repo: &RepoName) -> Result<()> {
+        let Some((namespace, max)) = self.config.quotas.of(repo) else { return Ok(()) };
+        let used = self.namespace_usage(namespace).await?;
+        if used >= max {
+            return Err(Error::OverQuota(format!(
+                "namespace {namespace} is at its storage quota: {} used of {}; delete images (their layers \
+                 count until garbage collection frees them) or ask for a larger quota",
+                human_size(used),
+                human_size(max)
+            )));
+        }
+        Ok(())
+    }
+
+    /// Reserves `size` bytes of `digest` against `repo`'s namespace for a commit about to link it
+    /// there; `None` when no quota applies or the namespace holds the blob already.
+    pub(crate) async fn reserve_quota(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<Option<Reservation>> {
+        let Some((namespace, max)) = self.config.quotas.of(repo) else { return Ok(None) };
+        if self.meta.linked_under(namespace, digest).await? {
+            return Ok(None);
+        }
+        self.namespace_usage(namespace).await?;
+        let mut known = self.quota_usage.lock();
+        let counted = known.get_mut(namespace).ok_or_else(|| Error::Unavailable("quota usage vanished".into()))?;
+        let used = counted.used();
+        if used.saturating_add(size) > max {
+            return Err(Error::OverQuota(format!(
+                "storing this {} blob would take namespace {namespace} to {} of its {} storage quota; delete \
+                 images (their layers count until garbage collection frees them) or ask for a larger quota",
+                human_size(size),
+                human_size(used + size),
+                human_size(max)
+            )));
+        }
+        counted.pending += size;
+        Ok(Some(Reservation { usage: self.quota_usage.clone(), namespace: namespace.to_owned(), size, settled: false }))
+    }
+
+    /// Every namespace with a quota named in the settings or used since the start, with its usage.
+    pub async fn quotas(&self) -> Result<Vec<QuotaUsage>> {
+        let quotas = &self.config.quotas;
+        let mut names: Vec<String> =
+            quotas.namespaces.iter().filter(|q| q.max_bytes.is_some()).map(|q| q.namespace.clone()).collect();
+        names.extend(self.quota_usage.lock().keys().cloned());
+        names.sort();
+        names.dedup();
+        let mut out = Vec::with_capacity(names.len());
+        for namespace in names {
+            let named = quotas.namespaces.iter().find(|q| q.namespace == namespace);
+            let max = match named {
+                Some(q) => q.max_bytes,
+                None => quotas.default_bytes,
+            };
+            let Some(max_bytes) = max else { continue };
+            let used_bytes = self.namespace_usage(&namespace).await?;
+            out.push(QuotaUsage { namespace, max_bytes, used_bytes });
+        }
+        Ok(out)
+    }
+
+    /// What `namespace` holds now, read from the records when what is known is older than
+    /// [`REFRESH`].
+    async fn namespace_usage(&self, namespace: &str) -> Result<u64> {
+        let mark = match self.quota_usage.lock().get(namespace) {
+            Some(c) if c.fresh() => return Ok(c.used()),
+            Some(c) => c.settled,
+            None => 0,
+        };
+        let at = Instant::now();
+        let stored = self.meta.linked_bytes(namespace).await?;
+        let mut known = self.quota_usage.lock();
+        let counted = known.entry(namespace.to_owned()).or_insert(Counted {
+            stored,
+            at,
+            base: mark,
+            stale: false,
+            settled: mark,
+            pending: 0,
+        });
+        // Of two reads at once, the one that began later stands.
+        if counted.at <= at {
+            (counted.stored, counted.at, counted.base, counted.stale) = (stored, at, mark, false);
+        }
+        Ok(counted.used())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn quotas() -> Quotas {
+        let named = |namespace: &str, max_bytes| NamespaceQuota { namespace: namespace.into(), max_bytes };
+        Quotas {
+            namespaces: vec![named("team-a", Some(100)), named("org/team", Some(50)), named("ci", None)],
+            default_bytes: Some(1000),
+        }
+    }
+
+    #[test]
+    fn a_repository_counts_against_the_longest_namespace_it_is_under() {
+        let q = quotas();
+        let of = |repo: &str| q.of(&repo.parse().unwrap()).map(|(ns, max)| (ns.to_owned(), max));
+        assert_eq!(of("team-a/app"), Some(("team-a".to_owned(), 100)));
+        assert_eq!(of("team-a/group/app"), Some(("team-a".to_owned(), 100)));
+        assert_eq!(of("org/team/app"), Some(("org/team".to_owned(), 50)));
+        assert_eq!(of("org/other"), Some(("org".to_owned(), 1000)), "the default, on the first component");
+        assert_eq!(of("team-ab/app"), Some(("team-ab".to_owned(), 1000)), "a namespace is a whole path component");
+        assert_eq!(of("ci/app"), None, "named without a limit: exempt from the default");
+        assert_eq!(of("alpine"), None, "no namespace");
+        assert_eq!(of("team-a"), None, "a repository named like a namespace is not under it");
+        assert!(!q.is_empty() && Quotas::default().is_empty());
+        let without_default = Quotas { default_bytes: None, ..q };
+        assert_eq!(without_default.of(&"org/other".parse().unwrap()), None);
+    }
+}
