@@ -81,7 +81,13 @@ pub(crate) async fn write(
     let written = write_from(path, offset, body, mode, room).await;
     if let Err(Error::NoSpace(_)) = &written {
         let part = path.to_owned();
-        let cut = blocking(move || std::fs::OpenOptions::new().write(true).open(&part)?.set_len(offset)).await;
+        let cut = blocking(move || match std::fs::OpenOptions::new().write(true).open(&part) {
+            Ok(file) => file.set_len(offset),
+            // Refused before the part was made.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        })
+        .await;
         if let Err(e) = cut {
             tracing::warn!(part = %path.display(), error = %e, "could not cut a part back after running out of space");
         }

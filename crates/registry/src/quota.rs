@@ -67,7 +67,7 @@ impl Quotas {
     }
 }
 
-/// A namespace's quota and what it holds, for `/metrics` and the API.
+/// A namespace's quota and what it holds, for `/metrics`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct QuotaUsage {
     pub namespace: String,
