@@ -127,13 +127,36 @@ fn skopeo_copies_images_in_and_out_with_identical_digests() {
     assert!(server.stop(), "customs exits cleanly on SIGTERM");
 }
 
+/// A temp directory with a config file, a data directory and a log for a server started with them.
+struct Configured {
+    tmp: tempfile::TempDir,
+    config: std::path::PathBuf,
+    data: std::path::PathBuf,
+    log: std::path::PathBuf,
+}
+
+impl Configured {
+    /// `customs.toml` holds `toml`.
+    fn new(toml: &str) -> Configured {
+        let tmp = tempfile::tempdir().unwrap();
+        let (config, data, log) = (tmp.path().join("customs.toml"), tmp.path().join("data"), tmp.path().join("log"));
+        std::fs::write(&config, toml).unwrap();
+        Configured { tmp, config, data, log }
+    }
+
+    /// `customs serve --config` with `env`.
+    fn serve(&self, env: &[(&str, &str)]) -> ServerProcess {
+        let args = ["--config", self.config.to_str().unwrap()];
+        ServerProcess::start_args(customs(), &self.data, &args, env, &self.log).unwrap()
+    }
+}
+
 #[test]
 fn skopeo_cannot_move_or_delete_an_immutable_tag() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (config, data, log) = (tmp.path().join("customs.toml"), tmp.path().join("data"), tmp.path().join("log"));
-    std::fs::write(&config, "[[immutable_tags]]\nrepositories = [\"prod/**\"]\ntags = [\"v*\"]\n").unwrap();
+    let setup = Configured::new("[[immutable_tags]]\nrepositories = [\"prod/**\"]\ntags = [\"v*\"]\n");
+    let (tmp, config, data) = (&setup.tmp, &setup.config, &setup.data);
     let config_arg = config.to_str().unwrap();
-    let server = ServerProcess::start_args(customs(), &data, &["--config", config_arg], &[], &log).unwrap();
+    let server = setup.serve(&[]);
     let host = server.addr.clone();
     let src = tmp.path().join("src");
     let (a, b) = (ImageBuilder::new(41).layer(2, 5000).build(), ImageBuilder::new(42).layer(2, 5000).build());
@@ -166,10 +189,10 @@ fn skopeo_cannot_move_or_delete_an_immutable_tag() {
     assert!(server.stop());
 
     // A rule that names no repository stops the server, saying which rule.
-    std::fs::write(&config, "[[immutable_tags]]\ntags = [\"v*\"]\n").unwrap();
+    std::fs::write(config, "[[immutable_tags]]\ntags = [\"v*\"]\n").unwrap();
     let out = std::process::Command::new(customs())
         .args(["serve", "--listen", "127.0.0.1:0", "--config", config_arg, "--data"])
-        .arg(&data)
+        .arg(data)
         .stdin(std::process::Stdio::null())
         .output()
         .unwrap();
@@ -181,11 +204,9 @@ fn skopeo_cannot_move_or_delete_an_immutable_tag() {
 /// disk at the reserve customs keeps free (507); pulls go on either way.
 #[test]
 fn skopeo_is_told_when_a_quota_or_the_disk_refuses_a_push() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (config, data, log) = (tmp.path().join("customs.toml"), tmp.path().join("data"), tmp.path().join("log"));
-    std::fs::write(&config, "[[quotas.namespaces]]\nnamespace = \"team-a\"\nmax_bytes = 30000\n").unwrap();
-    let config_arg = config.to_str().unwrap();
-    let server = ServerProcess::start_args(customs(), &data, &["--config", config_arg], &[], &log).unwrap();
+    let setup = Configured::new("[[quotas.namespaces]]\nnamespace = \"team-a\"\nmax_bytes = 30000\n");
+    let tmp = &setup.tmp;
+    let server = setup.serve(&[]);
     let host = server.addr.clone();
     let src = tmp.path().join("src");
     let (small, large) = (ImageBuilder::new(71).layer(2, 5000).build(), ImageBuilder::new(72).layer(8, 5000).build());
@@ -202,7 +223,7 @@ fn skopeo_is_told_when_a_quota_or_the_disk_refuses_a_push() {
     // The same data with more free space asked for than the disk has: the server says so at start,
     // pushes are refused with 507, pulls are served.
     let env = [("CUSTOMS_STORAGE__MIN_FREE_BYTES", "9000000000000000000")];
-    let server = ServerProcess::start_args(customs(), &data, &["--config", config_arg], &env, &log).unwrap();
+    let server = setup.serve(&env);
     let host = server.addr.clone();
     let err = skopeo_refused(&["copy", "--dest-tls-verify=false", &large_layout, &format!("docker://{host}/team-c/app:large")]);
     assert!(err.contains("507 Insufficient Storage"), "{err}");
@@ -210,7 +231,8 @@ fn skopeo_is_told_when_a_quota_or_the_disk_refuses_a_push() {
     skopeo(&["copy", "--src-tls-verify=false", &format!("docker://{host}/team-b/app:large"), &format!("oci:{}:large", out.display())]);
     assert_eq!(layout_digest(&out, "large"), large.digest.to_string());
     assert!(server.stop());
-    assert!(std::fs::read_to_string(&log).unwrap().contains("at its reserve of free space"), "the server says so at start");
+    let log = std::fs::read_to_string(&setup.log).unwrap();
+    assert!(log.contains("at its reserve of free space"), "the server says so at start");
 }
 
 /// Every file under `dir` with a digest of its bytes, in path order.
