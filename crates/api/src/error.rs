@@ -160,7 +160,8 @@ fn registry_error(e: R, session: Option<(RepoName, UploadId)>) -> Mapped {
         R::Unavailable(_) => {
             (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unknown, vec![(header::RETRY_AFTER, "1".into())])
         }
-        // 5xx: the registry's fault, for the operator's alerts, and not worth an early retry.
+        // A 5xx (the registry's fault, for the operator's alerts) without Retry-After: an early
+        // retry will not find space.
         R::InsufficientStorage(_) => (StatusCode::INSUFFICIENT_STORAGE, ErrorCode::Denied, vec![]),
         R::OverQuota(_) => (StatusCode::FORBIDDEN, ErrorCode::Denied, vec![]),
         R::Upstream(_) => (StatusCode::BAD_GATEWAY, ErrorCode::Unknown, vec![]),

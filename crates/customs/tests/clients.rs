@@ -27,6 +27,20 @@ fn skopeo_refused(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// `customs ARGS --data DATA` with `env`, which must fail: its standard error.
+fn customs_refused(args: &[&str], data: &Path, env: &[(&str, &str)]) -> String {
+    let out = std::process::Command::new(customs())
+        .args(args)
+        .arg("--data")
+        .arg(data)
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "customs {args:?} succeeded");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// The digest recorded for `tag` in an OCI layout's index.json.
 fn layout_digest(dir: &Path, tag: &str) -> String {
     let index: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
@@ -190,14 +204,8 @@ fn skopeo_cannot_move_or_delete_an_immutable_tag() {
 
     // A rule that names no repository stops the server, saying which rule.
     std::fs::write(config, "[[immutable_tags]]\ntags = [\"v*\"]\n").unwrap();
-    let out = std::process::Command::new(customs())
-        .args(["serve", "--listen", "127.0.0.1:0", "--config", config_arg, "--data"])
-        .arg(data)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("[[immutable_tags]] #1: `repositories` names no repository glob"), "{err}");
+    let err = customs_refused(&["serve", "--listen", "127.0.0.1:0", "--config", config_arg], data, &[]);
+    assert!(err.contains("[[immutable_tags]] #1: `repositories` names no repository glob"), "{err}");
 }
 
 /// What skopeo is told when storage is short: a namespace's quota (403, with the numbers) and a
@@ -270,15 +278,8 @@ fn read_only_serves_skopeo_what_is_stored_and_changes_nothing() {
     assert_eq!(tree(&data), before, "not a byte of the data directory changed");
 
     // Nor may an offline pass change it.
-    let out = std::process::Command::new(customs())
-        .args(["gc", "--data"])
-        .arg(&data)
-        .env("CUSTOMS_READ_ONLY", "true")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("read_only = true: this would change what is stored"), "{err}");
+    let err = customs_refused(&["gc"], &data, &[("CUSTOMS_READ_ONLY", "true")]);
+    assert!(err.contains("read_only = true: this would change what is stored"), "{err}");
 }
 
 #[test]

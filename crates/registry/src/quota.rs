@@ -32,6 +32,9 @@ use crate::{Error, Registry, Result};
 /// How long usage read from the records is trusted, commits here added to it.
 pub const REFRESH: Duration = Duration::from_secs(30);
 
+/// What a refusal tells the client to do.
+const WHAT_TO_DO: &str = "delete images (their layers count until garbage collection frees them) or ask for a larger quota";
+
 /// The quotas: named namespaces, and a default for every other one.
 #[derive(Clone, Debug, Default)]
 pub struct Quotas {
@@ -159,8 +162,7 @@ impl Registry {
         let used = self.namespace_usage(namespace).await?;
         if used >= max {
             return Err(Error::OverQuota(format!(
-                "namespace {namespace} is at its storage quota: {} used of {}; delete images (their layers \
-                 count until garbage collection frees them) or ask for a larger quota",
+                "namespace {namespace} is at its storage quota: {} used of {}; {WHAT_TO_DO}",
                 human_size(used),
                 human_size(max)
             )));
@@ -181,8 +183,7 @@ impl Registry {
         let used = counted.used();
         if used.saturating_add(size) > max {
             return Err(Error::OverQuota(format!(
-                "storing this {} blob would take namespace {namespace} to {} of its {} storage quota; delete \
-                 images (their layers count until garbage collection frees them) or ask for a larger quota",
+                "storing this {} blob would take namespace {namespace} to {} of its {} storage quota; {WHAT_TO_DO}",
                 human_size(size),
                 human_size(used + size),
                 human_size(max)
