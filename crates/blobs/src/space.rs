@@ -50,7 +50,7 @@ impl Space {
             return Ok(());
         }
         Err(Error::NoSpace(format!(
-            "the registry's storage is nearly full ({} free, {} kept in reserve): new uploads are refused until space is freed",
+            "the registry's storage is nearly full ({} free, {} kept in reserve): nothing new is stored until space is freed",
             human_size(self.free),
             human_size(self.reserve)
         )))

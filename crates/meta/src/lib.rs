@@ -123,6 +123,9 @@ pub enum Error {
     /// The database failed or could not be reached; nothing was changed.
     #[error("metadata store failed: {0}")]
     Unavailable(String),
+    /// The database's disk is full (`SQLITE_FULL`); nothing was changed. Retrying soon will not work.
+    #[error("metadata store is out of space: {0}")]
+    NoSpace(String),
     /// A stored row does not parse: the database was changed by something else.
     #[error("metadata store holds a bad record: {0}")]
     Corrupt(String),

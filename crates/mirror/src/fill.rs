@@ -28,28 +28,63 @@ pub const FLUSH_BYTES: usize = 1 << 20;
 /// Connections to the upstream tried per download (the first included) before it fails.
 const TRIES: u32 = 4;
 
-/// Why a download failed; `unknown` when the upstream does not have the blob.
+/// Why a download failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Failure {
     reason: String,
-    unknown: bool,
+    cause: Cause,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Cause {
+    /// The upstream failed, or sent what it should not have.
+    Upstream,
+    /// The upstream does not have the blob.
+    Unknown,
+    /// Our own storage or records failed.
+    Local,
+    /// Our storage is at its reserve of free space, or full.
+    NoSpace,
 }
 
 impl From<String> for Failure {
     fn from(reason: String) -> Failure {
-        Failure { reason, unknown: false }
+        Failure { reason, cause: Cause::Upstream }
     }
 }
 
 impl From<remote::Error> for Failure {
     fn from(e: remote::Error) -> Failure {
-        Failure { unknown: e.is_not_found(), reason: e.to_string() }
+        Failure { cause: if e.is_not_found() { Cause::Unknown } else { Cause::Upstream }, reason: e.to_string() }
+    }
+}
+
+impl From<blobs::Error> for Failure {
+    fn from(e: blobs::Error) -> Failure {
+        Failure { cause: if matches!(e, blobs::Error::NoSpace(_)) { Cause::NoSpace } else { Cause::Local }, reason: e.to_string() }
+    }
+}
+
+impl From<meta::Error> for Failure {
+    fn from(e: meta::Error) -> Failure {
+        Failure { cause: if matches!(e, meta::Error::NoSpace(_)) { Cause::NoSpace } else { Cause::Local }, reason: e.to_string() }
     }
 }
 
 impl Failure {
+    /// Whether the upstream is to blame (for the upstream error count).
+    fn upstream(&self) -> bool {
+        matches!(self.cause, Cause::Upstream | Cause::Unknown)
+    }
+
     fn error(&self, digest: &Digest) -> Error {
-        if self.unknown { Error::BlobUnknown(digest.clone()) } else { Error::Upstream(format!("downloading {digest} failed: {}", self.reason)) }
+        let reason = &self.reason;
+        match self.cause {
+            Cause::Unknown => Error::BlobUnknown(digest.clone()),
+            Cause::Upstream => Error::Upstream(format!("downloading {digest} failed: {reason}")),
+            Cause::Local => Error::Unavailable(format!("storing {digest} from the upstream failed: {reason}")),
+            Cause::NoSpace => Error::InsufficientStorage(format!("{digest} is not stored yet and cannot be: {reason}")),
+        }
     }
 }
 
@@ -125,7 +160,9 @@ impl Mirror {
                     tx.send_replace(Progress::Done { size });
                 }
                 Err(failure) => {
-                    mirror.stats.upstream_errors.fetch_add(1, Ordering::Relaxed);
+                    if failure.upstream() {
+                        mirror.stats.upstream_errors.fetch_add(1, Ordering::Relaxed);
+                    }
                     tracing::warn!(upstream = route.upstream(), repo = %key.0, %digest, reason = %failure.reason, "blob download failed");
                     if let Err(e) = mirror.blobs.abort(&upload).await {
                         tracing::warn!(%upload, error = %e, "removing a failed download's part failed");
@@ -149,26 +186,30 @@ impl Mirror {
         tx: &watch::Sender<Progress>,
     ) -> Result<u64, Failure> {
         // A download that ended between the caller's look at the records and this one.
-        if let Some(size) = self.meta.linked_blob(repo, digest).await.map_err(|e| Failure::from(e.to_string()))? {
+        if let Some(size) = self.meta.linked_blob(repo, digest).await? {
             return Ok(size);
         }
         // Bytes another repository already holds need only the upstream's word that this
         // repository has them too (a manifest naming them, or a HEAD).
-        if self.blobs.stat(digest).await.map_err(|e| Failure::from(e.to_string()))?.is_some() {
+        if self.blobs.stat(digest).await?.is_some() {
             if declared.is_none() {
                 let image = route.image();
                 let path = format!("/v2/{}/blobs/{digest}", image.repository);
-                route.upstream.client.request(http::Method::HEAD, &image, &path, http::HeaderMap::new()).await.map_err(Failure::from)?;
+                route.upstream.client.request(http::Method::HEAD, &image, &path, http::HeaderMap::new()).await?;
             }
             // Looked at again under the guard: an eviction may have deleted them since.
             let _held = self.registry.hold_bytes().await;
-            if let Some(size) = self.blobs.stat(digest).await.map_err(|e| Failure::from(e.to_string()))? {
+            if let Some(size) = self.blobs.stat(digest).await? {
                 if declared.is_some_and(|d| d != size) {
                     return Err(format!("the manifest gives {digest} {} bytes, the stored blob has {size}", declared.unwrap_or(0)).into());
                 }
-                self.meta.link_blob(repo, digest, size).await.map_err(|e| Failure::from(e.to_string()))?;
+                self.meta.link_blob(repo, digest, size).await?;
                 return Ok(size);
             }
+        }
+        // Nothing is fetched that could not be stored.
+        if let Some(space) = self.blobs.space() {
+            space.check()?;
         }
         let image = route.image();
         let mut hasher = DigestHasher::new(digest.algorithm());
@@ -243,8 +284,8 @@ impl Mirror {
             return Err(format!("the upstream sent bytes whose digest is {actual}, not {digest}").into());
         }
         let _held = self.registry.hold_bytes().await;
-        self.blobs.commit(upload, written, digest).await.map_err(|e| Failure::from(e.to_string()))?;
-        self.meta.link_blob(repo, digest, written).await.map_err(|e| Failure::from(e.to_string()))?;
+        self.blobs.commit(upload, written, digest).await?;
+        self.meta.link_blob(repo, digest, written).await?;
         Ok(written)
     }
 
@@ -255,7 +296,7 @@ impl Mirror {
         let chunk: Bytes = buf.split().freeze();
         let len = chunk.len() as u64;
         let body: ByteStream = Box::pin(futures::stream::once(async move { Ok(chunk) }));
-        self.blobs.write_part(upload, *written, body).await.map_err(|e| Failure::from(e.to_string()))?;
+        self.blobs.write_part(upload, *written, body).await?;
         *written += len;
         Ok(())
     }
@@ -377,7 +418,7 @@ impl Reader {
                     }
                 }
                 Progress::Failed(failure) => {
-                    return Some(Err(std::io::Error::other(format!("the upstream download failed: {}", failure.reason))));
+                    return Some(Err(std::io::Error::other(format!("the download failed: {}", failure.reason))));
                 }
                 Progress::Starting | Progress::Running { .. } => {
                     if self.progress.changed().await.is_err() {

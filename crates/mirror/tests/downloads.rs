@@ -7,6 +7,8 @@
 //! registry cannot be made to cut a body half way) sends half a blob and closes the connection.
 //! Resumed with a `Range` request, every waiter gets the whole blob from two upstream GETs; when
 //! every try breaks, every waiter's stream fails and nothing of the blob is left, visible or not.
+//!
+//! A store at its reserve of free space: nothing is fetched, and the client is told why (507).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -83,8 +85,9 @@ fn cutting_upstream(blob: Vec<u8>, always_cut: bool) -> (String, Asked) {
     (url, asked)
 }
 
-async fn mirror(dir: &Path, upstream: &str) -> (Arc<Mirror>, Arc<Registry>) {
-    let blobs = Blobs(Arc::new(FsBlobStore::open(dir).unwrap()));
+/// A mirror of `upstream` over `dir`, its blob store keeping `reserve` bytes of the disk free.
+async fn mirror(dir: &Path, upstream: &str, reserve: u64) -> (Arc<Mirror>, Arc<Registry>) {
+    let blobs = Blobs(Arc::new(FsBlobStore::open(dir).unwrap().with_reserve(reserve)));
     let meta = Meta(Arc::new(SqliteMeta::open(&dir.join("meta.db")).await.unwrap()));
     let registry = Arc::new(Registry::new(blobs.clone(), meta.clone(), RegistryConfig::default()));
     let mirror = Mirror::new(registry.clone(), blobs, meta, vec![UpstreamConfig::new("up", upstream)]).unwrap();
@@ -133,7 +136,7 @@ async fn setup(always_cut: bool) -> Setup {
     let bytes: Vec<u8> = (0..3u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
     let digest = Digest::sha256_of(&bytes);
     let (url, asked) = cutting_upstream(bytes.clone(), always_cut);
-    let (mirror, registry) = mirror(tmp.path(), &url).await;
+    let (mirror, registry) = mirror(tmp.path(), &url, 0).await;
     Setup { tmp, bytes, digest, asked, mirror, registry, repo: "up/team/app".parse().unwrap() }
 }
 
@@ -230,4 +233,25 @@ async fn bytes_that_do_not_match_the_digest_are_never_made_visible() {
     }
     assert!(matches!(registry.stat_blob(&repo, &claimed).await, Err(registry::Error::BlobUnknown(_))));
     assert_eq!(std::fs::read_dir(tmp.path().join("uploads")).unwrap().count(), 0, "the part is removed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_at_its_reserve_fetches_nothing_and_says_why() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bytes = b"a layer the mirror does not hold yet".to_vec();
+    let digest = Digest::sha256_of(&bytes);
+    let (url, asked) = cutting_upstream(bytes, false);
+    // A reserve larger than any disk: the store is at it from the start.
+    let (mirror, registry) = mirror(tmp.path(), &url, u64::MAX / 4).await;
+    let repo: RepoName = "up/team/app".parse().unwrap();
+    let route = mirror.route(&repo).unwrap().unwrap();
+    for _ in 0..2 {
+        let Err(e) = mirror.blob(&route, &repo, &digest, None).await else { panic!("a blob that cannot be stored is not served") };
+        assert!(matches!(e, registry::Error::InsufficientStorage(_)), "507, not a failure of the upstream: {e:?}");
+        assert!(e.to_string().contains(&digest.to_string()) && e.to_string().contains("storage is nearly full"), "{e}");
+    }
+    assert!(asked.lock().unwrap().is_empty(), "nothing was fetched that could not be kept: {:?}", asked.lock().unwrap());
+    assert_eq!(mirror.stats.upstream_errors.load(std::sync::atomic::Ordering::Relaxed), 0, "the upstream did nothing wrong");
+    assert!(matches!(registry.stat_blob(&repo, &digest).await, Err(registry::Error::BlobUnknown(_))));
+    assert_eq!(std::fs::read_dir(tmp.path().join("uploads")).unwrap().count(), 0, "no part was made");
 }

@@ -105,6 +105,7 @@ impl From<meta::Error> for Error {
             e @ meta::Error::SizeMismatch { .. } => Error::ManifestInvalid(e.to_string()),
             meta::Error::Exists(name) => Error::Exists(name),
             meta::Error::TagImmutable { tag, digest } => Error::immutable(&tag, &digest),
+            e @ meta::Error::NoSpace(_) => Error::InsufficientStorage(e.to_string()),
             e @ (meta::Error::UploadExists(_) | meta::Error::Unavailable(_) | meta::Error::Corrupt(_)) => {
                 Error::Unavailable(e.to_string())
             }

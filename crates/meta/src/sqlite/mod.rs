@@ -798,7 +798,12 @@ where
 }
 
 pub(super) fn db(e: sqlx::Error) -> Error {
-    Error::Unavailable(e.to_string())
+    // SQLITE_FULL: the disk (or `max_page_count`) has no room for the change, which was rolled back.
+    const SQLITE_FULL: &str = "13";
+    match &e {
+        sqlx::Error::Database(d) if d.code().as_deref() == Some(SQLITE_FULL) => Error::NoSpace(e.to_string()),
+        _ => Error::Unavailable(e.to_string()),
+    }
 }
 
 pub(super) fn now_ms() -> i64 {
@@ -869,6 +874,28 @@ mod tests {
             .unwrap();
         let plan: Vec<String> = rows.iter().map(|r| r.get::<String, _>("detail")).collect();
         assert!(plan.iter().any(|d| d.contains("INDEX blob_links_by_digest (digest=? AND repo>? AND repo<?)")), "{plan:?}");
+    }
+
+    #[tokio::test]
+    async fn a_full_database_is_no_space_and_keeps_what_it_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = SqliteMeta::open(&dir.path().join("meta.db")).await.unwrap();
+        let repo: RepoName = "full/app".parse().unwrap();
+        let digest = |i: u32| -> Digest { format!("sha256:{i:064x}").parse().unwrap() };
+        Repositories::link_blob(&meta, &repo, &digest(0), 1).await.unwrap();
+        // The writer's one connection may grow the file no further, as on a full disk.
+        let pages: i64 = sqlx::query_scalar("PRAGMA page_count").fetch_one(&meta.writer).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!("PRAGMA max_page_count = {pages}"))).execute(&meta.writer).await.unwrap();
+        let mut refused = None;
+        for i in 1..10_000 {
+            if let Err(e) = Repositories::link_blob(&meta, &repo, &digest(i), 1).await {
+                refused = Some(e);
+                break;
+            }
+        }
+        let e = refused.expect("a database that cannot grow refuses a write");
+        assert!(matches!(e, Error::NoSpace(_)), "{e:?}");
+        assert_eq!(Repositories::linked_blob(&meta, &repo, &digest(0)).await.unwrap(), Some(1));
     }
 
     #[tokio::test]
