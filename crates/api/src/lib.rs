@@ -17,6 +17,7 @@ mod endpoint;
 mod findings;
 mod manage;
 mod prom;
+mod quotas;
 mod error;
 mod rate;
 mod server;
@@ -140,6 +141,8 @@ pub fn build(services: Services, limits: &HttpLimits) -> Router {
         .route("/api/v1/packages", any(findings::dispatch))
         .route("/api/v1/waivers", any(findings::dispatch))
         .route("/api/v1/waivers/{*rest}", any(findings::dispatch))
+        .route("/api/v1/quotas", any(quotas::dispatch))
+        .route("/api/v1/quotas/{*rest}", any(quotas::dispatch))
         .route("/api/v1/{*rest}", any(manage::dispatch))
         .route("/v2", any(v2::dispatch))
         .route("/v2/", any(v2::dispatch))

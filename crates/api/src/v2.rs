@@ -443,7 +443,7 @@ pub(crate) fn json(status: StatusCode, body: Bytes) -> Response {
 }
 
 /// Adds `Link: <path?n=N&last=L>; rel="next"` when more entries follow.
-fn with_next_link(mut r: Response, path: &str, page: &PageRequest, more: bool, last: Option<String>) -> Response {
+pub(crate) fn with_next_link(mut r: Response, path: &str, page: &PageRequest, more: bool, last: Option<String>) -> Response {
     if let (true, Some(last)) = (more, last) {
         let n = page.n.unwrap_or(registry::DEFAULT_PAGE).min(registry::MAX_PAGE);
         let link = format!("<{path}?n={n}&last={}>; rel=\"next\"", encode_query_value(&last));
@@ -562,7 +562,7 @@ impl Query {
         self.0.iter().filter(move |(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 
-    fn page(&self) -> Result<PageRequest, ApiError> {
+    pub(crate) fn page(&self) -> Result<PageRequest, ApiError> {
         let n = self
             .get("n")
             .map(|n| n.parse::<usize>().map_err(|_| ApiError::BadRequest(ErrorCode::Unsupported, format!("n={n:?} is not a number"))))

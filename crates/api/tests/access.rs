@@ -363,6 +363,27 @@ async fn management_is_for_admins_and_everything_is_audited() {
 }
 
 #[tokio::test]
+async fn quotas_are_listed_to_admins_and_shown_to_who_may_pull() {
+    let w = world(api::HttpLimits::default()).await;
+    let get = |path: &'static str, who: Option<&'static str>| {
+        let auth = who.map(|w_| w.creds[w_].clone());
+        let reg = &w.reg;
+        async move {
+            let headers: Vec<(&str, &str)> = auth.as_deref().map(|a| vec![("authorization", a)]).unwrap_or_default();
+            reg.call(Method::GET, path, &headers, Body::empty()).await.status
+        }
+    };
+    assert_eq!(get("/api/v1/quotas", None).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(get("/api/v1/quotas", Some("rita")).await, StatusCode::FORBIDDEN, "the list is for admins");
+    assert_eq!(get("/api/v1/quotas", Some("admin")).await, StatusCode::OK);
+    // One namespace: to who may pull from it (no quota is configured here: 404 says so).
+    assert_eq!(get("/api/v1/quotas/team", Some("rita")).await, StatusCode::NOT_FOUND);
+    assert_eq!(get("/api/v1/quotas/team/app", Some("robot")).await, StatusCode::NOT_FOUND);
+    assert_eq!(get("/api/v1/quotas/other", Some("rita")).await, StatusCode::FORBIDDEN);
+    assert_eq!(get("/api/v1/quotas/team", None).await, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
 async fn rate_budgets_belong_to_principals_not_addresses() {
     let mut limits = api::HttpLimits::default();
     limits.rate.classes[api::RouteClass::ManifestRead as usize] = api::RateLimit { per_second: 0.01, burst: 2 };

@@ -1,6 +1,6 @@
 //! Storage limits through the protocol: namespace quotas (403 DENIED with the numbers, nothing
 //! kept, a blob the namespace holds costs nothing, concurrent pushes never pass a quota together)
-//! and the blob store's reserve of free space (507, pulls and deletes go on).
+//! and the blob store's reserve of free space (507, pulls and deletes go on); `/api/v1/quotas`.
 
 use std::time::Duration;
 
@@ -149,4 +149,80 @@ async fn a_store_at_its_reserve_refuses_uploads_with_507_and_still_serves() {
     let (shown_free, reserve) =
         (metric(&text, "customs_storage_free_bytes").unwrap(), metric(&text, "customs_storage_reserve_bytes").unwrap());
     assert!(shown_free > 0.0 && shown_free < reserve, "{shown_free} {reserve}");
+}
+
+#[tokio::test]
+async fn the_quota_api_lists_every_namespace_a_quota_applies_to_and_answers_for_one() {
+    let mut config = quotas(&[("team-a", 20_000), ("org/team", 5_000)]);
+    config.quotas.namespaces.push(registry::NamespaceQuota { namespace: "ci".into(), max_bytes: None });
+    config.quotas.default_bytes = Some(50_000);
+    let reg = TestRegistry::with_config(config).await;
+    // "team-a-x" sorts between "team-a" and "team-a/…": a namespace the listing must not skip.
+    let stored = [
+        ("team-a/app", 1_000),
+        ("team-a/web", 2_000),
+        ("team-a-x/app", 300),
+        ("org/team/app", 400),
+        ("org/other", 500),
+        ("ci/app", 600),
+        ("alpine", 700),
+        ("team-b/x", 800),
+        ("zeta/app", 900),
+    ];
+    for (i, (repo, size)) in stored.iter().enumerate() {
+        let bytes = vec![i as u8; *size];
+        assert_eq!(post_whole(&reg, repo, &bytes).await.status, StatusCode::CREATED, "{repo}");
+    }
+    let expected = [
+        ("org", 50_000, 500),
+        ("org/team", 5_000, 400),
+        ("team-a", 20_000, 3_000),
+        ("team-a-x", 50_000, 300),
+        ("team-b", 50_000, 800),
+        ("zeta", 50_000, 900),
+    ];
+    let entry = |v: &serde_json::Value| {
+        let n = |k: &str| v[k].as_u64().unwrap_or_else(|| panic!("{k} in {v}"));
+        assert_eq!(n("free_bytes"), n("max_bytes") - n("used_bytes"));
+        (v["namespace"].as_str().unwrap().to_owned(), n("max_bytes"), n("used_bytes"))
+    };
+    let want: Vec<_> = expected.iter().map(|(ns, max, used)| (ns.to_string(), *max, *used)).collect();
+    let all = reg.get("/api/v1/quotas").await;
+    assert_eq!(all.status, StatusCode::OK);
+    assert!(all.header("link").is_none());
+    assert_eq!(all.json()["quotas"].as_array().unwrap().iter().map(entry).collect::<Vec<_>>(), want);
+
+    // Page by page, following the links, the same list.
+    let (mut pages, mut next, mut seen) = (0, Some("/api/v1/quotas?n=2".to_owned()), Vec::new());
+    while let Some(path) = next.take() {
+        let page = reg.get(&path).await;
+        assert_eq!(page.status, StatusCode::OK, "{path}");
+        let entries = page.json()["quotas"].as_array().unwrap().clone();
+        assert!(entries.len() <= 2);
+        seen.extend(entries.iter().map(entry));
+        next = page.header("link").map(|l| l.trim_start_matches('<').split('>').next().unwrap().to_owned());
+        pages += 1;
+    }
+    assert_eq!((seen, pages), (want, 3));
+    let after = reg.get("/api/v1/quotas?last=team-a").await.json();
+    let names: Vec<_> = after["quotas"].as_array().unwrap().iter().map(|q| q["namespace"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(names, ["team-a-x", "team-b", "zeta"]);
+
+    // One: a namespace, or the one a repository counts against.
+    let reg = &reg;
+    let one = |path: &'static str| async move { reg.get(&format!("/api/v1/quotas/{path}")).await };
+    assert_eq!(entry(&one("team-a").await.json()), ("team-a".to_owned(), 20_000, 3_000));
+    assert_eq!(entry(&one("team-a/app").await.json()), ("team-a".to_owned(), 20_000, 3_000));
+    assert_eq!(entry(&one("org/team/app").await.json()), ("org/team".to_owned(), 5_000, 400));
+    assert_eq!(entry(&one("org/other").await.json()), ("org".to_owned(), 50_000, 500));
+    // A layer of org/team/app is new to org: the inner namespace's bytes are not the outer one's.
+    assert_eq!(post_whole(reg, "org/other", &[3u8; 400]).await.status, StatusCode::CREATED);
+    assert_eq!(entry(&one("org").await.json()), ("org".to_owned(), 50_000, 900));
+    assert_eq!(entry(&one("org/team").await.json()), ("org/team".to_owned(), 5_000, 400));
+    let exempt = one("ci/app").await;
+    assert_eq!((exempt.status, exempt.error_code().as_str()), (StatusCode::NOT_FOUND, "NAME_UNKNOWN"));
+    assert!(message(&exempt).contains("no storage quota applies to ci/app"), "{}", message(&exempt));
+    assert_eq!(one("Bad%20Name").await.status, StatusCode::BAD_REQUEST);
+    assert_eq!(reg.call(Method::POST, "/api/v1/quotas", &[], vec![]).await.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(reg.delete("/api/v1/quotas/team-a").await.status, StatusCode::METHOD_NOT_ALLOWED);
 }

@@ -403,7 +403,7 @@ async fn eviction_takes_the_least_recently_pulled_and_spares_what_is_in_use() {
     registry.record_pull(&name("up/team/b"), &b.digest, now - 2 * hour);
     registry.record_pull(&name("up/team/c"), &c.digest, now - 600_000);
     registry.flush_pulls().await.unwrap();
-    let total = meta.linked_bytes("up").await.unwrap();
+    let total = meta.linked_bytes("up", &[]).await.unwrap();
 
     // One byte over: the least recently pulled image goes, and only it.
     let mut config = UpstreamConfig::new("up", &up.url());
@@ -413,7 +413,7 @@ async fn eviction_takes_the_least_recently_pulled_and_spares_what_is_in_use() {
     assert!(meta.manifest(&name("up/team/a"), &v1).await.unwrap().is_none(), "a is gone");
     assert!(!stored(&a.config.digest).await, "its own bytes are deleted");
     assert!(stored(&a.layers[0].digest).await, "bytes b still needs are kept");
-    assert!(meta.linked_bytes("up").await.unwrap() < total);
+    assert!(meta.linked_bytes("up", &[]).await.unwrap() < total);
     for repo in ["up/team/b", "up/team/c"] {
         assert!(meta.manifest(&name(repo), &v1).await.unwrap().is_some(), "{repo} is kept");
     }

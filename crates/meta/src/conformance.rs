@@ -307,11 +307,22 @@ async fn caches_know_their_least_recently_pulled(meta: &dyn MetaStore) {
     for (r, blob, size) in [(&a, "x", 5), (&a, "y", 7), (&b, "x", 5), (&b, "z", 11), (&other, "w", 100)] {
         meta.link_blob(r, &d(blob), size).await.unwrap();
     }
-    assert_eq!(meta.linked_bytes("cache").await.unwrap(), 23, "distinct blobs under cache/ only (not cache_x/)");
-    assert_eq!(meta.linked_bytes("nothing").await.unwrap(), 0);
-    assert!(meta.linked_under("cache", &d("x")).await.unwrap() && meta.linked_under("cache", &d("z")).await.unwrap());
-    assert!(!meta.linked_under("cache", &d("w")).await.unwrap(), "w is under cache_x/, not cache/");
-    assert!(meta.linked_under("cache_x", &d("w")).await.unwrap() && !meta.linked_under("cache/a", &d("x")).await.unwrap());
+    assert_eq!(meta.linked_bytes("cache", &[]).await.unwrap(), 23, "distinct blobs under cache/ only (not cache_x/)");
+    assert_eq!(meta.linked_bytes("nothing", &[]).await.unwrap(), 0);
+    assert!(meta.linked_under("cache", &[], &d("x")).await.unwrap() && meta.linked_under("cache", &[], &d("z")).await.unwrap());
+    assert!(!meta.linked_under("cache", &[], &d("w")).await.unwrap(), "w is under cache_x/, not cache/");
+    assert!(meta.linked_under("cache_x", &[], &d("w")).await.unwrap() && !meta.linked_under("cache/a", &[], &d("x")).await.unwrap());
+    // Names under a nested prefix left out: the nested prefix's own repository stays in.
+    for (r, blob, size) in [("nest/a", "x", 5), ("nest/a/b", "x", 5), ("nest/a/b", "z", 11), ("nest/c", "y", 7)] {
+        meta.link_blob(&repo(r), &d(blob), size).await.unwrap();
+    }
+    assert_eq!(meta.linked_bytes("nest", &[]).await.unwrap(), 23);
+    assert_eq!(meta.linked_bytes("nest", &["nest/a"]).await.unwrap(), 12, "x (still linked in nest/a) and y");
+    assert_eq!(meta.linked_bytes("nest", &["nest/a", "nest/c"]).await.unwrap(), 12, "nothing is under nest/c/");
+    assert_eq!(meta.linked_bytes("nest/a", &[]).await.unwrap(), 16);
+    assert!(meta.linked_under("nest", &["nest/a"], &d("x")).await.unwrap());
+    assert!(!meta.linked_under("nest", &["nest/a"], &d("z")).await.unwrap(), "z is only under the prefix left out");
+    assert!(meta.linked_under("nest", &["nest/c"], &d("z")).await.unwrap());
     let image = |name: &str, blobs: &[(&str, u64)], subject: Option<&str>| NewManifest {
         record: ManifestRecord { subject: subject.map(d), ..record(name) },
         ..manifest(name, blobs)

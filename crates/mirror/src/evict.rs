@@ -54,17 +54,17 @@ impl Mirror {
             }
         }
         let Some(max) = config.max_bytes else { return Ok(()) };
-        'over: while self.meta.linked_bytes(name).await? > max {
+        'over: while self.meta.linked_bytes(name, &[]).await? > max {
             let batch = self.meta.least_recently_pulled(name, in_use_since, BATCH).await?;
             let mut evicted_any = false;
             for image in &batch {
                 evicted_any |= self.evict_one(name, &image.repo, &image.digest, "the cache is over max_bytes", done).await?;
-                if self.meta.linked_bytes(name).await? <= max {
+                if self.meta.linked_bytes(name, &[]).await? <= max {
                     break 'over;
                 }
             }
             if !evicted_any {
-                let held = self.meta.linked_bytes(name).await?;
+                let held = self.meta.linked_bytes(name, &[]).await?;
                 tracing::warn!(worker = "mirror-evict", upstream = name, held, max, "the cache is over max_bytes, but what it holds is in use");
                 break;
             }

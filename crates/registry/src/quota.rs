@@ -3,7 +3,8 @@
 //!
 //! A namespace's usage is the bytes of the distinct blobs (layers, configs) linked in its
 //! repositories, each blob counted once however many of them link it: what the records say,
-//! `meta::Repositories::linked_bytes`. A blob enters that count when an upload is committed or a
+//! `meta::Repositories::linked_bytes`. The repositories of a named namespace inside another
+//! (`org/team` inside `org`) count against the inner one only. A blob enters that count when an upload is committed or a
 //! mount links it, so those are where a quota is enforced:
 //! - a new upload session in a namespace already at its quota is refused at once, before the
 //!   client sends a byte;
@@ -20,11 +21,12 @@
 //! together. A garbage collection pass here drops what is known, so freed bytes count at once.
 //! Writes by another process (a `customs gc` beside the server) are seen within [`REFRESH`].
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use blobs::human_size;
+use meta::{Listing, Page};
 use oci::{Digest, RepoName};
 
 use crate::{Error, Registry, Result};
@@ -65,12 +67,36 @@ impl Quotas {
         }
     }
 
+    /// The quota of the namespace `name`, or else of the namespace the repository `name` counts
+    /// against: `team-a` and `team-a/app` both give `team-a`'s. A name of one component is read
+    /// as a namespace.
+    pub fn of_name<'a>(&'a self, name: &'a str) -> Option<(&'a str, u64)> {
+        if let Some(q) = self.namespaces.iter().find(|q| q.namespace == name) {
+            return q.max_bytes.map(|max| (q.namespace.as_str(), max));
+        }
+        if !name.contains('/') {
+            return self.default_bytes.map(|max| (name, max));
+        }
+        let repo: RepoName = name.parse().ok()?;
+        // The namespace is a prefix of the name: the name's own bytes outlive `repo`.
+        self.of(&repo).map(|(ns, max)| (&name[..ns.len()], max))
+    }
+
+    /// The named namespaces inside `namespace` (`org/team` inside `org`): their repositories
+    /// count against them, or against nothing, never against `namespace`.
+    pub fn nested<'a>(&'a self, namespace: &str) -> Vec<&'a str> {
+        let inside = |q: &NamespaceQuota| {
+            q.namespace.len() > namespace.len() && q.namespace.starts_with(namespace) && q.namespace.as_bytes()[namespace.len()] == b'/'
+        };
+        self.namespaces.iter().filter(|q| inside(q)).map(|q| q.namespace.as_str()).collect()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.default_bytes.is_none() && self.namespaces.iter().all(|q| q.max_bytes.is_none())
     }
 }
 
-/// A namespace's quota and what it holds, for `/metrics`.
+/// A namespace's quota and what it holds, for `/metrics` and `/api/v1/quotas`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct QuotaUsage {
     pub namespace: String,
@@ -174,7 +200,7 @@ impl Registry {
     /// there; `None` when no quota applies or the namespace holds the blob already.
     pub(crate) async fn reserve_quota(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<Option<Reservation>> {
         let Some((namespace, max)) = self.config.quotas.of(repo) else { return Ok(None) };
-        if self.meta.linked_under(namespace, digest).await? {
+        if self.namespace_holds(namespace, digest).await? {
             return Ok(None);
         }
         self.namespace_usage(namespace).await?;
@@ -203,16 +229,67 @@ impl Registry {
         names.dedup();
         let mut out = Vec::with_capacity(names.len());
         for namespace in names {
-            let named = quotas.namespaces.iter().find(|q| q.namespace == namespace);
-            let max = match named {
-                Some(q) => q.max_bytes,
-                None => quotas.default_bytes,
-            };
-            let Some(max_bytes) = max else { continue };
+            let Some((_, max_bytes)) = quotas.of_name(&namespace) else { continue };
             let used_bytes = self.namespace_usage(&namespace).await?;
             out.push(QuotaUsage { namespace, max_bytes, used_bytes });
         }
         Ok(out)
+    }
+
+    /// The quota that applies to `name` (a namespace, or a repository in one: [`Quotas::of_name`])
+    /// and what its namespace holds; `None` when no quota applies.
+    pub async fn quota_of(&self, name: &str) -> Result<Option<QuotaUsage>> {
+        let Some((namespace, max_bytes)) = self.config.quotas.of_name(name) else { return Ok(None) };
+        let used_bytes = self.namespace_usage(namespace).await?;
+        Ok(Some(QuotaUsage { namespace: namespace.to_owned(), max_bytes, used_bytes }))
+    }
+
+    /// At most `n` of the namespaces a quota applies to, in name order after `last`, with their
+    /// usage: those named in the settings and, with a default quota, the namespace of every
+    /// repository (found with one seek per namespace, past every name under it).
+    pub async fn quota_page(&self, n: usize, last: Option<&str>) -> Result<Listing<QuotaUsage>> {
+        const SCAN: usize = 64;
+        let quotas = &self.config.quotas;
+        let after = |ns: &str| last.is_none_or(|l| ns > l);
+        let mut names: BTreeSet<String> =
+            quotas.namespaces.iter().filter(|q| q.max_bytes.is_some() && after(&q.namespace)).map(|q| q.namespace.clone()).collect();
+        if quotas.default_bytes.is_some() {
+            // The first n + 1 namespaces under the default, with the named ones: the page, and
+            // whether more follow.
+            let (mut cursor, mut found) = (last.map(str::to_owned), 0);
+            'scan: while found <= n {
+                let page = self.meta.repositories(&Page { n: SCAN, last: cursor.clone() }).await?;
+                for repo in &page.entries {
+                    cursor = Some(repo.to_string());
+                    let Some((ns, _)) = repo.as_str().split_once('/') else { continue };
+                    if after(ns) && quotas.of_name(ns).is_some_and(|(q, _)| q == ns) {
+                        names.insert(ns.to_owned());
+                        found += 1;
+                    }
+                    // Every character a name may hold sorts before '~'.
+                    cursor = Some(format!("{ns}/~"));
+                    continue 'scan;
+                }
+                if !page.more {
+                    break;
+                }
+            }
+        }
+        let mut entries = Vec::new();
+        for namespace in names {
+            if entries.len() == n {
+                return Ok(Listing { entries, more: true });
+            }
+            let Some((_, max_bytes)) = quotas.of_name(&namespace) else { continue };
+            let used_bytes = self.namespace_usage(&namespace).await?;
+            entries.push(QuotaUsage { namespace, max_bytes, used_bytes });
+        }
+        Ok(Listing { entries, more: false })
+    }
+
+    /// Whether `digest` is linked in a repository that counts against `namespace`.
+    pub(crate) async fn namespace_holds(&self, namespace: &str, digest: &Digest) -> Result<bool> {
+        Ok(self.meta.linked_under(namespace, &self.config.quotas.nested(namespace), digest).await?)
     }
 
     /// What `namespace` holds now, read from the records when what is known is older than
@@ -224,7 +301,7 @@ impl Registry {
             None => 0,
         };
         let at = Instant::now();
-        let stored = self.meta.linked_bytes(namespace).await?;
+        let stored = self.meta.linked_bytes(namespace, &self.config.quotas.nested(namespace)).await?;
         let mut known = self.quota_usage.lock();
         let counted = known.entry(namespace.to_owned()).or_insert(Counted {
             stored,
@@ -269,5 +346,24 @@ mod tests {
         assert!(!q.is_empty() && Quotas::default().is_empty());
         let without_default = Quotas { default_bytes: None, ..q };
         assert_eq!(without_default.of(&"org/other".parse().unwrap()), None);
+    }
+
+    #[test]
+    fn a_name_asked_about_is_a_namespace_or_a_repository_in_one() {
+        let q = quotas();
+        let of = |name: &str| q.of_name(name).map(|(ns, max)| (ns.to_owned(), max));
+        assert_eq!(of("team-a"), Some(("team-a".to_owned(), 100)), "a named namespace");
+        assert_eq!(of("team-a/app"), Some(("team-a".to_owned(), 100)));
+        assert_eq!(of("org/team"), Some(("org/team".to_owned(), 50)), "a named namespace of two components");
+        assert_eq!(of("org/team/app"), Some(("org/team".to_owned(), 50)));
+        assert_eq!(of("org"), Some(("org".to_owned(), 1000)), "one component: the namespace, under the default");
+        assert_eq!(of("org/other"), Some(("org".to_owned(), 1000)));
+        assert_eq!(of("ci"), None, "named without a limit");
+        assert_eq!(of("ci/app"), None);
+        assert_eq!(of("Not A Name/x"), None);
+        let without_default = Quotas { default_bytes: None, ..q.clone() };
+        assert_eq!(without_default.of_name("org"), None);
+        assert_eq!(q.nested("org"), ["org/team"]);
+        assert!(q.nested("org/team").is_empty() && q.nested("team-a").is_empty() && q.nested("or").is_empty());
     }
 }

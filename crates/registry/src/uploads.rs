@@ -189,7 +189,7 @@ impl Registry {
     pub async fn put_own_blob(&self, repo: &RepoName, bytes: bytes::Bytes) -> Result<(Digest, u64)> {
         let (digest, size) = (Digest::sha256_of(&bytes), bytes.len() as u64);
         let new_to_quota = match self.config.quotas.of(repo) {
-            Some((namespace, _)) if !self.meta.linked_under(namespace, &digest).await? => Some(namespace),
+            Some((namespace, _)) if !self.namespace_holds(namespace, &digest).await? => Some(namespace),
             _ => None,
         };
         let _held = self.hold_bytes().await;

@@ -532,30 +532,20 @@ impl Repositories for SqliteMeta {
             .collect()
     }
 
-    async fn linked_bytes(&self, prefix: &str) -> Result<u64> {
-        let (from, to) = prefix_range(prefix);
-        let total: i64 = sqlx::query_scalar(
+    async fn linked_bytes(&self, prefix: &str, except: &[&str]) -> Result<u64> {
+        let sql = format!(
             "SELECT COALESCE(SUM(size), 0) FROM \
-             (SELECT digest, MAX(size) AS size FROM blob_links WHERE repo >= $1 AND repo < $2 GROUP BY digest) AS d",
-        )
-        .bind(from)
-        .bind(to)
-        .fetch_one(&self.reader)
-        .await
-        .map_err(db)?;
+             (SELECT digest, MAX(size) AS size FROM blob_links WHERE repo >= $1 AND repo < $2{} GROUP BY digest) AS d",
+            except_ranges(3, except.len())
+        );
+        let total: i64 =
+            bind_ranges(sqlx::query_scalar(sqlx::AssertSqlSafe(sql)), prefix, except).fetch_one(&self.reader).await.map_err(db)?;
         Ok(total.max(0) as u64)
     }
 
-    async fn linked_under(&self, prefix: &str, digest: &Digest) -> Result<bool> {
-        let (from, to) = prefix_range(prefix);
-        let found: Option<i64> =
-            sqlx::query_scalar(LINKED_UNDER)
-                .bind(digest.to_string())
-                .bind(from)
-                .bind(to)
-                .fetch_optional(&self.reader)
-                .await
-                .map_err(db)?;
+    async fn linked_under(&self, prefix: &str, except: &[&str], digest: &Digest) -> Result<bool> {
+        let query = sqlx::query_scalar(sqlx::AssertSqlSafe(linked_under_sql(except.len()))).bind(digest.to_string());
+        let found: Option<i64> = bind_ranges(query, prefix, except).fetch_optional(&self.reader).await.map_err(db)?;
         Ok(found.is_some())
     }
 }
@@ -570,7 +560,28 @@ impl SqliteMeta {
 
 /// Whether a digest (`$1`) is linked under a prefix (`$2`, `$3` from [`prefix_range`]): an index
 /// seek, asked at each commit into a namespace with a quota.
-const LINKED_UNDER: &str = "SELECT 1 FROM blob_links WHERE digest = $1 AND repo >= $2 AND repo < $3 LIMIT 1";
+/// Whether a digest (`$1`) is linked under a prefix (`$2`, `$3`) but under none of `except` names.
+fn linked_under_sql(except: usize) -> String {
+    format!("SELECT 1 FROM blob_links WHERE digest = $1 AND repo >= $2 AND repo < $3{} LIMIT 1", except_ranges(4, except))
+}
+
+/// `AND NOT (repo >= $k AND repo < $k+1)` for each of `n` names left out, from placeholder `first`.
+fn except_ranges(first: usize, n: usize) -> String {
+    (0..n).map(|i| format!(" AND NOT (repo >= ${} AND repo < ${})", first + 2 * i, first + 2 * i + 1)).collect()
+}
+
+/// Binds the range of `prefix`, then of each of `except`, in the order [`except_ranges`] numbers them.
+fn bind_ranges<'q, O>(
+    mut query: sqlx::query::QueryScalar<'q, Sqlite, O, sqlx::sqlite::SqliteArguments>,
+    prefix: &str,
+    except: &[&str],
+) -> sqlx::query::QueryScalar<'q, Sqlite, O, sqlx::sqlite::SqliteArguments> {
+    for name in std::iter::once(prefix).chain(except.iter().copied()) {
+        let (from, to) = prefix_range(name);
+        query = query.bind(from).bind(to);
+    }
+    query
+}
 
 /// The names under `prefix/` as a half-open range: `[prefix/, prefix0)` (`0` follows `/`), which
 /// an index on names serves and `LIKE` wildcards (`_` is one) cannot confuse.
@@ -865,15 +876,16 @@ mod tests {
     async fn a_quota_check_seeks_the_links_of_one_digest() {
         let dir = tempfile::tempdir().unwrap();
         let meta = SqliteMeta::open(&dir.path().join("meta.db")).await.unwrap();
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {LINKED_UNDER}")))
-            .bind("sha256:x")
-            .bind("ns/")
-            .bind("ns0")
-            .fetch_all(&meta.reader)
-            .await
-            .unwrap();
-        let plan: Vec<String> = rows.iter().map(|r| r.get::<String, _>("detail")).collect();
-        assert!(plan.iter().any(|d| d.contains("INDEX blob_links_by_digest (digest=? AND repo>? AND repo<?)")), "{plan:?}");
+        for except in [0, 2] {
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {}", linked_under_sql(except)))).bind("sha256:x");
+            for name in ["ns", "ns/a", "ns/b"].into_iter().take(1 + except) {
+                let (from, to) = prefix_range(name);
+                query = query.bind(from).bind(to);
+            }
+            let rows = query.fetch_all(&meta.reader).await.unwrap();
+            let plan: Vec<String> = rows.iter().map(|r| r.get::<String, _>("detail")).collect();
+            assert!(plan.iter().any(|d| d.contains("INDEX blob_links_by_digest (digest=? AND repo>? AND repo<?)")), "{except}: {plan:?}");
+        }
     }
 
     #[tokio::test]
