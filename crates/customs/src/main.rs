@@ -82,7 +82,8 @@ enum Command {
         #[command(subcommand)]
         command: db::DbCommand,
     },
-    /// Ask across every inspected image: by vulnerability, by package, or one image's report.
+    /// Ask across every inspected image (by vulnerability, by package, or one image's report), or
+    /// for the storage quotas and what each namespace holds.
     Query {
         #[command(flatten)]
         args: ServeArgs,

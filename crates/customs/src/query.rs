@@ -1,5 +1,5 @@
-//! `customs query …` and `customs waiver …`: the gate's questions and waivers on the local data
-//! directory, through the same `Registry` calls as `/api/v1`.
+//! `customs query …` and `customs waiver …`: the gate's questions, waivers and storage quotas on
+//! the local data directory, through the same `Registry` calls as `/api/v1`.
 
 
 use anyhow::Context;
@@ -33,6 +33,9 @@ pub enum QueryCommand {
     },
     /// An image's stored report and verdict (REPO@DIGEST), as JSON.
     Report { image: String },
+    /// Storage quotas and what each namespace holds: every one, or the one a namespace or
+    /// repository counts against.
+    Quota { name: Option<String> },
 }
 
 #[derive(clap::Subcommand)]
@@ -72,6 +75,13 @@ pub fn run(config: Config, command: Command) -> anyhow::Result<()> {
     })
 }
 
+/// `namespace  used of max (free)`, sizes in decimal units as refusals give them.
+fn quota_line(q: &registry::QuotaUsage) -> String {
+    let size = blobs::human_size;
+    let free = q.max_bytes.saturating_sub(q.used_bytes);
+    format!("{}\t{} of {}\t({} free)", q.namespace, size(q.used_bytes), size(q.max_bytes), size(free))
+}
+
 fn image<T>(m: &ImageMatch<T>) -> String {
     let tags = if m.tags.is_empty() { String::new() } else { format!(" ({})", m.tags.join(", ")) };
     format!("{}@{}{tags}", m.repo, m.digest)
@@ -108,6 +118,24 @@ async fn command_on(registry: &Registry, actor: &Actor<'_>, command: Command) ->
                 out["verdict"] = serde_json::json!({ "served": v.serves(), "allowed": v.allowed, "policy": v.policy, "reasons": v.reasons, "warnings": v.warnings });
             }
             println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+        Command::Query(QueryCommand::Quota { name: Some(name) }) => {
+            let name: RepoName = name.parse()?;
+            let q = registry.quota_of(name.as_str()).await?.with_context(|| format!("no storage quota applies to {name}"))?;
+            println!("{}", quota_line(&q));
+        }
+        Command::Query(QueryCommand::Quota { name: None }) => {
+            let mut last = None;
+            loop {
+                let page = registry.quota_page(1000, last.as_deref()).await?;
+                for q in &page.entries {
+                    println!("{}", quota_line(q));
+                }
+                last = page.entries.last().map(|q| q.namespace.clone());
+                if !page.more {
+                    break;
+                }
+            }
         }
         Command::Waiver(WaiverCommand::Add { finding, repositories, reason, expires }) => {
             let expires_at = oci::parse_rfc3339(&expires).with_context(|| format!("--expires {expires:?} is not an RFC 3339 time or a date"))?;

@@ -209,7 +209,8 @@ fn skopeo_cannot_move_or_delete_an_immutable_tag() {
 }
 
 /// What skopeo is told when storage is short: a namespace's quota (403, with the numbers) and a
-/// disk at the reserve customs keeps free (507); pulls go on either way.
+/// disk at the reserve customs keeps free (507); pulls go on either way. The quota's usage, from
+/// `/api/v1/quotas` and from `customs query quota`.
 #[test]
 fn skopeo_is_told_when_a_quota_or_the_disk_refuses_a_push() {
     let setup = Configured::new("[[quotas.namespaces]]\nnamespace = \"team-a\"\nmax_bytes = 30000\n");
@@ -226,7 +227,14 @@ fn skopeo_is_told_when_a_quota_or_the_disk_refuses_a_push() {
     let err = skopeo_refused(&["copy", "--dest-tls-verify=false", &large_layout, &format!("docker://{host}/team-a/app:large")]);
     assert!(err.contains("denied: storing this") && err.contains("namespace team-a") && err.contains("30 kB storage quota"), "{err}");
     skopeo_push(&src, "large", &format!("{host}/team-b/app:large"), &[]);
+    let api: serde_json::Value = serde_json::from_str(&run("curl", &["-sf", &format!("http://{host}/api/v1/quotas/team-a/app")])).unwrap();
+    let held = small.blobs().map(|b| b.bytes.len() as u64).sum::<u64>();
+    assert_eq!((api["namespace"].as_str(), api["max_bytes"].as_u64(), api["used_bytes"].as_u64()), (Some("team-a"), Some(30_000), Some(held)));
     assert!(server.stop());
+    // The same numbers from the command line, on the stopped server's data.
+    let (config, data) = (setup.config.to_str().unwrap(), setup.data.to_str().unwrap());
+    let listed = run(customs().to_str().unwrap(), &["query", "quota", "--config", config, "--data", data]);
+    assert_eq!(listed.trim(), format!("team-a\t{} of 30 kB\t({} free)", blobs::human_size(held), blobs::human_size(30_000 - held)));
 
     // The same data with more free space asked for than the disk has: the server says so at start,
     // pushes are refused with 507, pulls are served.
