@@ -42,8 +42,9 @@ async fn a_namespace_at_its_quota_refuses_what_would_pass_it_and_only_that() {
     let reg = TestRegistry::with_config(quotas(&[("team-a", 20_000), ("team-b", 1_000)])).await;
     let image = ImageBuilder::new(7).layer(1, 6_000).layer(1, 6_000).build();
     assert_eq!(reg.push_image("team-a/app", &image, "v1").await.status, StatusCode::CREATED);
-    let held: u64 = image.blobs().map(|b| b.bytes.len() as u64).sum();
-    assert!(held > 12_000 && held < 14_000, "{held}");
+    // The manifest counts as well as its blobs.
+    let held: u64 = image.blobs().map(|b| b.bytes.len() as u64).sum::<u64>() + image.manifest.len() as u64;
+    assert!(held > 12_000 && held < 15_000, "{held}");
     assert_eq!(used(&reg, "team-a").await, held as f64);
 
     // 8 000 more bytes would pass 20 000: refused whole, monolithic or chunked, and nothing kept.
@@ -85,15 +86,30 @@ async fn a_namespace_at_its_quota_refuses_what_would_pass_it_and_only_that() {
     let mount = format!("/v2/team-b/app/blobs/uploads/?mount={}&from=team-c/app", Digest::sha256_of(&big));
     assert_eq!(reg.call(Method::POST, &mount, &[], vec![]).await.status, StatusCode::FORBIDDEN);
     nothing_pending(&reg).await;
+    // So is a manifest, even one that names only what the namespace holds.
+    let held_blob = Digest::sha256_of(&[b'b'; 1_000]);
+    let artifact = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","artifactType":"application/x.test",
+            "config":{{"mediaType":"application/vnd.oci.empty.v1+json","digest":"{held_blob}","size":1000}},
+            "layers":[{{"mediaType":"application/x.test","digest":"{held_blob}","size":1000}}]}}"#
+    );
+    let put = reg.put_manifest("team-b/app", "v1", "application/vnd.oci.image.manifest.v1+json", artifact.clone().into()).await;
+    assert_eq!((put.status, put.error_code().as_str()), (StatusCode::FORBIDDEN, "DENIED"), "{}", message(&put));
+    assert!(message(&put).contains("manifest would take namespace team-b"), "{}", message(&put));
+    assert_eq!(reg.head("/v2/team-b/app/manifests/v1").await.status, StatusCode::NOT_FOUND, "nothing stored");
     // What customs attaches itself (an inspection's SBOM) is never refused, and counts.
     let team_b: oci::RepoName = "team-b/app".parse().unwrap();
     let sbom = bytes::Bytes::from_static(b"{\"bomFormat\":\"CycloneDX\"}");
     let (sbom_digest, sbom_len) = reg.registry.put_own_blob(&team_b, sbom.clone()).await.unwrap();
     assert_eq!(reg.get(&format!("/v2/team-b/app/blobs/{sbom_digest}")).await.body, sbom);
+    let own = oci::Reference::Tag("sbom".parse().unwrap());
+    let media_type = Some("application/vnd.oci.image.manifest.v1+json");
+    reg.registry.put_own_manifest(&team_b, &own, media_type, artifact.clone().into(), None).await.unwrap();
+    assert_eq!(reg.head("/v2/team-b/app/manifests/sbom").await.status, StatusCode::OK);
 
     let text = String::from_utf8(reg.get("/metrics").await.body.to_vec()).unwrap();
     assert_eq!(metric(&text, "customs_quota_limit_bytes{namespace=\"team-a\"}"), Some(20_000.0));
-    assert_eq!(metric(&text, "customs_quota_used_bytes{namespace=\"team-b\"}"), Some((1_000 + sbom_len) as f64));
+    assert_eq!(metric(&text, "customs_quota_used_bytes{namespace=\"team-b\"}"), Some((1_000 + sbom_len + artifact.len() as u64) as f64));
     assert_eq!(metric(&text, "customs_quota_used_bytes{namespace=\"team-c\"}"), None, "team-c has no quota");
 
     // Deleting the image frees its bytes once garbage collection unlinks them; then the blob fits.

@@ -228,7 +228,7 @@ fn skopeo_is_told_when_a_quota_or_the_disk_refuses_a_push() {
     assert!(err.contains("denied: storing this") && err.contains("namespace team-a") && err.contains("30 kB storage quota"), "{err}");
     skopeo_push(&src, "large", &format!("{host}/team-b/app:large"), &[]);
     let api: serde_json::Value = serde_json::from_str(&run("curl", &["-sf", &format!("http://{host}/api/v1/quotas/team-a/app")])).unwrap();
-    let held = small.blobs().map(|b| b.bytes.len() as u64).sum::<u64>();
+    let held = small.blobs().map(|b| b.bytes.len() as u64).sum::<u64>() + small.manifest.len() as u64;
     assert_eq!((api["namespace"].as_str(), api["max_bytes"].as_u64(), api["used_bytes"].as_u64()), (Some("team-a"), Some(30_000), Some(held)));
     assert!(server.stop());
     // The same numbers from the command line, on the stopped server's data.

@@ -330,6 +330,9 @@ async fn caches_know_their_least_recently_pulled(meta: &dyn MetaStore) {
     meta.put_manifest(&a, &image("m1", &[("x", 5), ("y", 7)], None)).await.unwrap();
     meta.put_manifest(&b, &image("m2", &[("x", 5), ("z", 11)], None)).await.unwrap();
     meta.put_manifest(&a, &image("r1", &[("y", 7)], Some("m1"))).await.unwrap();
+    assert_eq!(meta.linked_bytes("cache", &[]).await.unwrap(), 23 + 300, "the manifests m1, m2 and r1 (100 bytes each) count");
+    assert_eq!(meta.linked_bytes("cache", &["cache/a"]).await.unwrap(), 23 + 300, "cache/a is not under cache/a/");
+    assert!(meta.linked_under("cache", &[], &d("m2")).await.unwrap() && !meta.linked_under("cache_x", &[], &d("m2")).await.unwrap());
     let lru = |before: i64| async move {
         meta.least_recently_pulled("cache", before, 10).await.unwrap().into_iter().map(|c| (c.repo.to_string(), c.digest)).collect::<Vec<_>>()
     };

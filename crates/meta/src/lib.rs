@@ -199,10 +199,12 @@ pub trait Repositories: Send + Sync + 'static {
     /// Manifests in repositories under `prefix/` that are not referrers (those go with their
     /// subject), last pulled (or, never pulled, stored) before `before_ms`; least recent first.
     async fn least_recently_pulled(&self, prefix: &str, before_ms: i64, limit: usize) -> Result<Vec<CachedManifest>>;
-    /// The bytes of the distinct blobs linked in repositories under `prefix/` but under none of
-    /// `except` (names under `prefix/` themselves: nested namespaces counted on their own).
+    /// The bytes of the distinct blobs linked, and manifests stored, in repositories under
+    /// `prefix/` but under none of `except` (names under `prefix/` themselves: nested namespaces
+    /// counted on their own); each digest once.
     async fn linked_bytes(&self, prefix: &str, except: &[&str]) -> Result<u64>;
-    /// Whether `digest` is linked in any repository under `prefix/` but under none of `except`.
+    /// Whether `digest` is linked, or a manifest, in any repository under `prefix/` but under none
+    /// of `except`.
     async fn linked_under(&self, prefix: &str, except: &[&str], digest: &Digest) -> Result<bool>;
 }
 

@@ -32,7 +32,8 @@ pub struct PutManifest {
 }
 
 impl Registry {
-    /// Validates and stores a manifest sent with `content_type`, under a tag or its digest.
+    /// Validates and stores a manifest sent with `content_type`, under a tag or its digest. Its
+    /// bytes count toward the namespace's quota: one that would pass it is refused.
     pub async fn put_manifest(
         &self,
         repo: &RepoName,
@@ -40,6 +41,31 @@ impl Registry {
         content_type: Option<&str>,
         bytes: Bytes,
         pushed_by: Option<&str>,
+    ) -> Result<PutManifest> {
+        self.store_manifest(repo, reference, content_type, bytes, pushed_by, false).await
+    }
+
+    /// Stores a manifest the registry makes itself (an inspection's SBOM and report artifacts), as
+    /// [`Registry::put_manifest`] does, except that no quota refuses it; it counts all the same.
+    pub async fn put_own_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        content_type: Option<&str>,
+        bytes: Bytes,
+        pushed_by: Option<&str>,
+    ) -> Result<PutManifest> {
+        self.store_manifest(repo, reference, content_type, bytes, pushed_by, true).await
+    }
+
+    async fn store_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        content_type: Option<&str>,
+        bytes: Bytes,
+        pushed_by: Option<&str>,
+        own: bool,
     ) -> Result<PutManifest> {
         let (manifest, mut new) = self.prepare(reference, content_type, &bytes, pushed_by)?;
         let digest = new.record.digest.clone();
@@ -56,6 +82,7 @@ impl Registry {
             }
         }
         self.precheck_references(repo, &new.blobs, &new.children).await?;
+        let owed = self.owe(repo, &digest, bytes.len() as u64, "manifest", own).await?;
         // Bytes first, durable; then the records in one transaction.
         let held = self.hold_bytes().await;
         self.blobs.put(&digest, bytes).await?;
@@ -66,6 +93,7 @@ impl Registry {
             let result = self.meta.put_manifest(repo, &NewManifest { tag: None, ..new.clone() }).await;
             self.cache.invalidate(repo);
             result?;
+            self.settle(owed);
             drop(held);
             self.push_gate(repo, &digest, existed).await?;
             let result = self.meta.put_manifest(repo, &new).await;
@@ -75,6 +103,7 @@ impl Registry {
             let result = self.meta.put_manifest(repo, &new).await;
             self.cache.invalidate(repo);
             result?;
+            self.settle(owed);
             drop(held);
         }
         if let Some(image) = signed {

@@ -181,7 +181,38 @@ impl Drop for Reservation {
     }
 }
 
+/// What a write that links bytes into a repository owes its namespace's quota.
+pub(crate) enum Owed {
+    /// Nothing: no quota applies, or the namespace holds the bytes already.
+    Nothing,
+    /// A client's write, reserved before it is made.
+    Reserved(Reservation),
+    /// The registry's own write: never refused, counted once made.
+    Own { namespace: String, size: u64 },
+}
+
 impl Registry {
+    /// What linking `size` bytes of `digest` (a blob or a manifest: `what`) into `repo` owes. A
+    /// client's write (`own` false) that would take the namespace past its quota is refused.
+    pub(crate) async fn owe(&self, repo: &RepoName, digest: &Digest, size: u64, what: &str, own: bool) -> Result<Owed> {
+        if !own {
+            return Ok(self.reserve_quota(repo, digest, size, what).await?.map_or(Owed::Nothing, Owed::Reserved));
+        }
+        match self.config.quotas.of(repo) {
+            Some((namespace, _)) if !self.namespace_holds(namespace, digest).await? => Ok(Owed::Own { namespace: namespace.to_owned(), size }),
+            _ => Ok(Owed::Nothing),
+        }
+    }
+
+    /// Counts a write whose record is made.
+    pub(crate) fn settle(&self, owed: Owed) {
+        match owed {
+            Owed::Nothing => {}
+            Owed::Reserved(reservation) => reservation.settle(),
+            Owed::Own { namespace, size } => self.quota_usage.add(&namespace, size),
+        }
+    }
+
     /// Refuses a new upload in `repo` when its namespace is already at its quota.
     pub(crate) async fn check_quota(&self, repo: &RepoName) -> Result<()> {
         let Some((namespace, max)) = self.config.quotas.of(repo) else { return Ok(()) };
@@ -198,7 +229,7 @@ impl Registry {
 
     /// Reserves `size` bytes of `digest` against `repo`'s namespace for a commit about to link it
     /// there; `None` when no quota applies or the namespace holds the blob already.
-    pub(crate) async fn reserve_quota(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<Option<Reservation>> {
+    pub(crate) async fn reserve_quota(&self, repo: &RepoName, digest: &Digest, size: u64, what: &str) -> Result<Option<Reservation>> {
         let Some((namespace, max)) = self.config.quotas.of(repo) else { return Ok(None) };
         if self.namespace_holds(namespace, digest).await? {
             return Ok(None);
@@ -209,7 +240,7 @@ impl Registry {
         let used = counted.used();
         if used.saturating_add(size) > max {
             return Err(Error::OverQuota(format!(
-                "storing this {} blob would take namespace {namespace} to {} of its {} storage quota; {WHAT_TO_DO}",
+                "storing this {} {what} would take namespace {namespace} to {} of its {} storage quota; {WHAT_TO_DO}",
                 human_size(size),
                 human_size(used + size),
                 human_size(max)

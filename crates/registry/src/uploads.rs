@@ -87,7 +87,7 @@ impl Registry {
             && let Some(size) = self.meta.linked_blob(from, digest).await?
             && self.blobs.stat(digest).await?.is_some()
         {
-            let quota = self.reserve_quota(repo, digest, size).await?;
+            let quota = self.reserve_quota(repo, digest, size, "blob").await?;
             self.meta.link_blob(repo, digest, size).await?;
             if let Some(reservation) = quota {
                 reservation.settle();
@@ -141,7 +141,7 @@ impl Registry {
             self.drop_session(id).await;
             return Err(Error::DigestMismatch { expected: digest.clone(), actual });
         }
-        let quota = match self.reserve_quota(repo, digest, size).await {
+        let quota = match self.reserve_quota(repo, digest, size, "blob").await {
             Ok(quota) => quota,
             Err(e @ Error::OverQuota(_)) => {
                 // Refused for good: free the session's bytes now rather than at its expiry.
@@ -188,16 +188,11 @@ impl Registry {
     /// usage all the same.
     pub async fn put_own_blob(&self, repo: &RepoName, bytes: bytes::Bytes) -> Result<(Digest, u64)> {
         let (digest, size) = (Digest::sha256_of(&bytes), bytes.len() as u64);
-        let new_to_quota = match self.config.quotas.of(repo) {
-            Some((namespace, _)) if !self.namespace_holds(namespace, &digest).await? => Some(namespace),
-            _ => None,
-        };
+        let owed = self.owe(repo, &digest, size, "blob", true).await?;
         let _held = self.hold_bytes().await;
         self.blobs.put(&digest, bytes).await?;
         self.meta.link_blob(repo, &digest, size).await?;
-        if let Some(namespace) = new_to_quota {
-            self.quota_usage.add(namespace, size);
-        }
+        self.settle(owed);
         Ok((digest, size))
     }
 

@@ -533,10 +533,13 @@ impl Repositories for SqliteMeta {
     }
 
     async fn linked_bytes(&self, prefix: &str, except: &[&str]) -> Result<u64> {
+        // Blobs and manifests alike, each digest once.
+        let left_out = except_ranges(3, except.len());
         let sql = format!(
-            "SELECT COALESCE(SUM(size), 0) FROM \
-             (SELECT digest, MAX(size) AS size FROM blob_links WHERE repo >= $1 AND repo < $2{} GROUP BY digest) AS d",
-            except_ranges(3, except.len())
+            "SELECT COALESCE(SUM(size), 0) FROM (SELECT digest, MAX(size) AS size FROM ( \
+               SELECT digest, size FROM blob_links WHERE repo >= $1 AND repo < $2{left_out} \
+               UNION ALL SELECT digest, size FROM manifests WHERE repo >= $1 AND repo < $2{left_out} \
+             ) AS u GROUP BY digest) AS d"
         );
         let total: i64 =
             bind_ranges(sqlx::query_scalar(sqlx::AssertSqlSafe(sql)), prefix, except).fetch_one(&self.reader).await.map_err(db)?;
@@ -560,9 +563,14 @@ impl SqliteMeta {
 
 /// Whether a digest (`$1`) is linked under a prefix (`$2`, `$3` from [`prefix_range`]): an index
 /// seek, asked at each commit into a namespace with a quota.
-/// Whether a digest (`$1`) is linked under a prefix (`$2`, `$3`) but under none of `except` names.
+/// Whether a digest (`$1`) is linked, or a manifest, under a prefix (`$2`, `$3`) but under none
+/// of `except` names.
 fn linked_under_sql(except: usize) -> String {
-    format!("SELECT 1 FROM blob_links WHERE digest = $1 AND repo >= $2 AND repo < $3{} LIMIT 1", except_ranges(4, except))
+    let left_out = except_ranges(4, except);
+    format!(
+        "SELECT 1 FROM blob_links WHERE digest = $1 AND repo >= $2 AND repo < $3{left_out} \
+         UNION ALL SELECT 1 FROM manifests WHERE digest = $1 AND repo >= $2 AND repo < $3{left_out} LIMIT 1"
+    )
 }
 
 /// `AND NOT (repo >= $k AND repo < $k+1)` for each of `n` names left out, from placeholder `first`.
@@ -885,6 +893,8 @@ mod tests {
             let rows = query.fetch_all(&meta.reader).await.unwrap();
             let plan: Vec<String> = rows.iter().map(|r| r.get::<String, _>("detail")).collect();
             assert!(plan.iter().any(|d| d.contains("INDEX blob_links_by_digest (digest=? AND repo>? AND repo<?)")), "{except}: {plan:?}");
+            assert!(plan.iter().any(|d| d.contains("manifests USING INDEX manifests_by_digest (digest=?)")), "{except}: {plan:?}");
+            assert!(!plan.iter().any(|d| d.starts_with("SCAN")), "{except}: {plan:?}");
         }
     }
 
