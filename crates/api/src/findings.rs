@@ -16,7 +16,8 @@ use registry::{Actor, VersionFilter};
 use serde::Deserialize;
 
 use crate::App;
-use crate::authn::Via;
+use crate::authn::{Via, Who};
+use crate::manage::{Admitted, Head, admit};
 use crate::error::ApiError;
 use crate::telemetry::Held;
 use crate::v2::{Query, json};
@@ -68,28 +69,18 @@ pub(crate) async fn dispatch(State(app): State<Arc<App>>, request: Request) -> R
 }
 
 async fn admitted(app: &App, client: Option<IpAddr>, request: Request) -> (Result<Response, ApiError>, Held) {
-    let secure = request.extensions().get::<crate::Secure>().is_some();
-    let endpoint = match Endpoint::parse(request.method(), request.uri().path()) {
-        Ok(e) => e,
-        Err(e) => return (Err(e), Held::default()),
-    };
-    let (who, principal, held) = match crate::manage::identify(app, client, request.headers(), secure).await {
-        Ok(found) => found,
-        Err((e, held)) => return (Err(e), held),
-    };
-    let refused = match &endpoint {
+    let refuse = |who: &Who, principal: &auth::Principal, endpoint: &Endpoint| match endpoint {
         Endpoint::Report { repo, .. } if !who.principal.may(Action::Pull, repo) => {
-            Some(crate::authorize::refusal(&who, Some(format!("repository:{repo}:pull"))))
+            Some(crate::authorize::refusal(who, Some(format!("repository:{repo}:pull"))))
         }
-        Endpoint::AddWaiver | Endpoint::RemoveWaiver(_) if !principal.is_admin() => {
-            Some(crate::authorize::refusal(&who, None))
-        }
-        Endpoint::Waivers if who.via == Via::Anonymous => Some(crate::authorize::refusal(&who, None)),
+        Endpoint::AddWaiver | Endpoint::RemoveWaiver(_) if !principal.is_admin() => Some(crate::authorize::refusal(who, None)),
+        Endpoint::Waivers if who.via == Via::Anonymous => Some(crate::authorize::refusal(who, None)),
         _ => None,
     };
-    if let Some(e) = refused {
-        return (Err(app.challenge(e, request.headers(), secure)), held);
-    }
+    let Admitted { endpoint, who, principal, held } = match admit(app, client, Head::of(&request), Endpoint::parse, refuse).await {
+        Ok(admitted) => admitted,
+        Err((e, held)) => return (Err(e), held),
+    };
     let actor = Actor { name: &principal.name, client };
     (handle(app, endpoint, &who.principal, &actor, request).await, held)
 }

@@ -128,22 +128,62 @@ pub(crate) async fn identify(
     Ok((who, principal, held))
 }
 
+/// An `/api/v1` request admitted: its endpoint, its caller (who they proved to be, and their
+/// stored grants) and the admission it holds.
+pub(crate) struct Admitted<E> {
+    pub(crate) endpoint: E,
+    pub(crate) who: crate::authn::Who,
+    pub(crate) principal: Arc<auth::Principal>,
+    pub(crate) held: Held,
+}
+
+/// What admitting a request reads of it: its head (the body, not `Sync`, stays out of the
+/// futures that wait).
+pub(crate) struct Head<'a> {
+    method: &'a Method,
+    path: &'a str,
+    headers: &'a http::HeaderMap,
+    secure: bool,
+}
+
+impl<'a> Head<'a> {
+    pub(crate) fn of(request: &'a Request) -> Head<'a> {
+        Head {
+            method: request.method(),
+            path: request.uri().path(),
+            headers: request.headers(),
+            secure: request.extensions().get::<crate::Secure>().is_some(),
+        }
+    }
+}
+
+/// Parses an `/api/v1` request with `parse`, identifies its caller and admits it as API-class
+/// work; `refuse` says what, if anything, the caller may not do (a challenge goes back when they
+/// could prove more).
+pub(crate) async fn admit<E>(
+    app: &App,
+    client: Option<IpAddr>,
+    head: Head<'_>,
+    parse: impl FnOnce(&Method, &str) -> Result<E, ApiError>,
+    refuse: impl FnOnce(&crate::authn::Who, &auth::Principal, &E) -> Option<ApiError>,
+) -> Result<Admitted<E>, (ApiError, Held)> {
+    let endpoint = parse(head.method, head.path).map_err(|e| (e, Held::default()))?;
+    let (who, principal, held) = identify(app, client, head.headers, head.secure).await?;
+    match refuse(&who, &principal, &endpoint) {
+        Some(e) => Err((app.challenge(e, head.headers, head.secure), held)),
+        None => Ok(Admitted { endpoint, who, principal, held }),
+    }
+}
+
 async fn admitted(app: &App, client: Option<IpAddr>, request: Request) -> (Result<Response, ApiError>, Held) {
-    let secure = request.extensions().get::<crate::Secure>().is_some();
     let Some(authn) = &app.authn else {
         return (Err(ApiError::NotFound), Held::default());
     };
-    let endpoint = match Manage::parse(request.method(), request.uri().path()) {
-        Ok(e) => e,
-        Err(e) => return (Err(e), Held::default()),
-    };
-    let (who, principal, held) = match identify(app, client, request.headers(), secure).await {
-        Ok(found) => found,
+    let refuse = |who: &crate::authn::Who, principal: &auth::Principal, endpoint: &Manage| authorize_manage(who, principal, endpoint).err();
+    let Admitted { endpoint, principal, held, .. } = match admit(app, client, Head::of(&request), Manage::parse, refuse).await {
+        Ok(admitted) => admitted,
         Err((e, held)) => return (Err(e), held),
     };
-    if let Err(e) = authorize_manage(&who, &principal, &endpoint) {
-        return (Err(app.challenge(e, request.headers(), secure)), held);
-    }
     let actor = Actor { name: &principal.name, client };
     (handle(&authn.access, endpoint, &actor, &principal, request).await, held)
 }

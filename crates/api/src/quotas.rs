@@ -13,6 +13,8 @@ use oci::RepoName;
 use registry::{PageRequest, QuotaUsage};
 
 use crate::App;
+use crate::authn::Who;
+use crate::manage::{Admitted, Head, admit};
 use crate::error::ApiError;
 use crate::telemetry::Held;
 use crate::v2::{Query, json, with_next_link};
@@ -49,26 +51,17 @@ pub(crate) async fn dispatch(State(app): State<Arc<App>>, request: Request) -> R
 }
 
 async fn admitted(app: &App, client: Option<IpAddr>, request: Request) -> (Result<Response, ApiError>, Held) {
-    let secure = request.extensions().get::<crate::Secure>().is_some();
-    let endpoint = match Endpoint::parse(request.method(), request.uri().path()) {
-        Ok(e) => e,
-        Err(e) => return (Err(e), Held::default()),
-    };
-    let (who, principal, held) = match crate::manage::identify(app, client, request.headers(), secure).await {
-        Ok(found) => found,
-        Err((e, held)) => return (Err(e), held),
-    };
-    let refused = match &endpoint {
-        Endpoint::List if app.authn.is_some() && !principal.is_admin() => Some(crate::authorize::refusal(&who, None)),
+    let refuse = |who: &Who, principal: &auth::Principal, endpoint: &Endpoint| match endpoint {
+        Endpoint::List if app.authn.is_some() && !principal.is_admin() => Some(crate::authorize::refusal(who, None)),
         Endpoint::One(name) if !who.principal.may(Action::Pull, name) => {
-            Some(crate::authorize::refusal(&who, Some(format!("repository:{name}:pull"))))
+            Some(crate::authorize::refusal(who, Some(format!("repository:{name}:pull"))))
         }
         _ => None,
     };
-    if let Some(e) = refused {
-        return (Err(app.challenge(e, request.headers(), secure)), held);
+    match admit(app, client, Head::of(&request), Endpoint::parse, refuse).await {
+        Ok(Admitted { endpoint, held, .. }) => (handle(app, endpoint, request.uri().query()).await, held),
+        Err((e, held)) => (Err(e), held),
     }
-    (handle(app, endpoint, request.uri().query()).await, held)
 }
 
 async fn handle(app: &App, endpoint: Endpoint, query: Option<&str>) -> Result<Response, ApiError> {

@@ -102,10 +102,8 @@ async fn a_namespace_at_its_quota_refuses_what_would_pass_it_and_only_that() {
     let sbom = bytes::Bytes::from_static(b"{\"bomFormat\":\"CycloneDX\"}");
     let (sbom_digest, sbom_len) = reg.registry.put_own_blob(&team_b, sbom.clone()).await.unwrap();
     assert_eq!(reg.get(&format!("/v2/team-b/app/blobs/{sbom_digest}")).await.body, sbom);
-    let own = oci::Reference::Tag("sbom".parse().unwrap());
-    let media_type = Some("application/vnd.oci.image.manifest.v1+json");
-    reg.registry.put_own_manifest(&team_b, &own, media_type, artifact.clone().into(), None).await.unwrap();
-    assert_eq!(reg.head("/v2/team-b/app/manifests/sbom").await.status, StatusCode::OK);
+    let own = reg.registry.put_own_manifest(&team_b, artifact.clone().into(), "customs").await.unwrap();
+    assert_eq!(reg.head(&format!("/v2/team-b/app/manifests/{}", own.digest)).await.status, StatusCode::OK);
 
     let text = String::from_utf8(reg.get("/metrics").await.body.to_vec()).unwrap();
     assert_eq!(metric(&text, "customs_quota_limit_bytes{namespace=\"team-a\"}"), Some(20_000.0));

@@ -45,17 +45,12 @@ impl Registry {
         self.store_manifest(repo, reference, content_type, bytes, pushed_by, false).await
     }
 
-    /// Stores a manifest the registry makes itself (an inspection's SBOM and report artifacts), as
-    /// [`Registry::put_manifest`] does, except that no quota refuses it; it counts all the same.
-    pub async fn put_own_manifest(
-        &self,
-        repo: &RepoName,
-        reference: &Reference,
-        content_type: Option<&str>,
-        bytes: Bytes,
-        pushed_by: Option<&str>,
-    ) -> Result<PutManifest> {
-        self.store_manifest(repo, reference, content_type, bytes, pushed_by, true).await
+    /// Stores an OCI image manifest the registry makes itself (an inspection's SBOM and report
+    /// artifacts) under its digest, as [`Registry::put_manifest`] does, except that no quota
+    /// refuses it; it counts all the same.
+    pub async fn put_own_manifest(&self, repo: &RepoName, bytes: Bytes, pushed_by: &str) -> Result<PutManifest> {
+        let reference = Reference::Digest(Digest::sha256_of(&bytes));
+        self.store_manifest(repo, &reference, Some(media_type::OCI_MANIFEST), bytes, Some(pushed_by), true).await
     }
 
     async fn store_manifest(

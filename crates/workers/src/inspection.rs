@@ -724,11 +724,7 @@ impl InspectionWorker {
             },
         });
         let bytes = Bytes::from(serde_json::to_vec(&manifest).map_err(|e| e.to_string())?);
-        let digest = Digest::sha256_of(&bytes);
-        self.registry
-            .put_own_manifest(repo, &Reference::Digest(digest), Some(oci::media_type::OCI_MANIFEST), bytes, Some(ATTACHED_BY))
-            .await
-            .map_err(|e| format!("attaching {artifact_type}: {e}"))?;
+        self.registry.put_own_manifest(repo, bytes, ATTACHED_BY).await.map_err(|e| format!("attaching {artifact_type}: {e}"))?;
         Ok(())
     }
 }
