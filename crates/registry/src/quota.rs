@@ -2,14 +2,16 @@
 //! every build fills its own namespace's quota, not the registry's disk.
 //!
 //! A namespace's usage is the bytes of the distinct blobs (layers, configs) linked in its
-//! repositories, each blob counted once however many of them link it: what the records say,
-//! `meta::Repositories::linked_bytes`. The repositories of a named namespace inside another
-//! (`org/team` inside `org`) count against the inner one only. A blob enters that count when an upload is committed or a
-//! mount links it, so those are where a quota is enforced:
+//! repositories and of its manifests, each digest counted once however many repositories hold it:
+//! what the records say, `meta::Repositories::linked_bytes`. The repositories of a named namespace
+//! inside another (`org/team` inside `org`) count against the inner one only. Bytes enter that
+//! count when an upload is committed, a mount links a blob or a manifest is stored, so those are
+//! where a quota is enforced:
 //! - a new upload session in a namespace already at its quota is refused at once, before the
 //!   client sends a byte;
-//! - a commit (or a mount) that would take the namespace past its quota is refused, and the
-//!   upload's bytes are dropped. A blob the namespace already holds costs nothing.
+//! - a commit, mount or manifest PUT that would take the namespace past its quota is refused,
+//!   and the upload's bytes are dropped. What the namespace already holds costs nothing.
+//! - what the registry stores itself (an inspection's SBOM and report) is counted, never refused.
 //!
 //! Refusals are 403 DENIED with the namespace, its usage and its limit: docker, podman and
 //! skopeo print the message. Deleting images frees their bytes for the quota when garbage
@@ -228,7 +230,7 @@ impl Registry {
     }
 
     /// Reserves `size` bytes of `digest` against `repo`'s namespace for a commit about to link it
-    /// there; `None` when no quota applies or the namespace holds the blob already.
+    /// there; `None` when no quota applies or the namespace holds the bytes already.
     pub(crate) async fn reserve_quota(&self, repo: &RepoName, digest: &Digest, size: u64, what: &str) -> Result<Option<Reservation>> {
         let Some((namespace, max)) = self.config.quotas.of(repo) else { return Ok(None) };
         if self.namespace_holds(namespace, digest).await? {
