@@ -68,8 +68,9 @@ async fn handle(app: &App, endpoint: Endpoint, query: Option<&str>) -> Result<Re
     match endpoint {
         Endpoint::List => {
             let asked = Query::parse(query)?.page()?;
-            let page = PageRequest { n: Some(asked.n.unwrap_or(DEFAULT_PAGE).min(MAX_PAGE)), last: asked.last };
-            let listing = app.registry.quota_page(page.n.unwrap_or(DEFAULT_PAGE), page.last.as_deref()).await?;
+            let n = asked.n.unwrap_or(DEFAULT_PAGE).min(MAX_PAGE);
+            let listing = app.registry.quota_page(n, asked.last.as_deref()).await?;
+            let page = PageRequest { n: Some(n), last: asked.last };
             let last = listing.entries.last().map(|q| q.namespace.clone());
             let quotas: Vec<_> = listing.entries.iter().map(usage_json).collect();
             let body = serde_json::json!({ "quotas": quotas });
