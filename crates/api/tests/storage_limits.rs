@@ -221,6 +221,11 @@ async fn the_quota_api_lists_every_namespace_a_quota_applies_to_and_answers_for_
     let after = reg.get("/api/v1/quotas?last=team-a").await.json();
     let names: Vec<_> = after["quotas"].as_array().unwrap().iter().map(|q| q["namespace"].as_str().unwrap().to_owned()).collect();
     assert_eq!(names, ["team-a-x", "team-b", "zeta"]);
+    // Hostile paging: a clear 400, or a page after whatever string `last` is.
+    assert_eq!(reg.get("/api/v1/quotas?n=lots").await.status, StatusCode::BAD_REQUEST);
+    let odd = reg.get("/api/v1/quotas?last=%27%3B%20DROP%20TABLE%20repositories%3B--&n=1").await;
+    assert_eq!(odd.status, StatusCode::OK);
+    assert_eq!(odd.json()["quotas"][0]["namespace"], "org", "every name sorts after that one");
 
     // One: a namespace, or the one a repository counts against.
     let reg = &reg;
