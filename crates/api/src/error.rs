@@ -46,6 +46,29 @@ impl From<R> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let (status, code, message, extra) = self.mapped();
+        let body = serde_json::json!({ "errors": [{ "code": code.as_str(), "message": message, "detail": {} }] });
+        respond(status, "application/json", body.to_string(), extra)
+    }
+}
+
+impl ApiError {
+    /// The same status, message and headers for a person: `render(status, message)` is the
+    /// HTML page, and a 401 challenges for Basic credentials, which a browser asks for.
+    pub(crate) fn into_page(self, render: impl FnOnce(StatusCode, &str) -> String) -> Response {
+        let (status, _, message, mut extra) = self.mapped();
+        for (name, value) in &mut extra {
+            if *name == header::WWW_AUTHENTICATE {
+                *value = BASIC_CHALLENGE.to_owned();
+            }
+        }
+        let page = render(status, &message);
+        respond(status, "text/html; charset=utf-8", page, extra)
+    }
+
+    /// The one map: status, code, message and headers of every error (logged when the server is
+    /// at fault).
+    fn mapped(self) -> Mapped {
         // Shedding is the limits working as meant, not a fault: it is counted, not logged.
         let expected = matches!(self, ApiError::Shed(_) | ApiError::RateLimited(_) | ApiError::TooManyClientUploads);
         let basic_challenge = || (header::WWW_AUTHENTICATE, BASIC_CHALLENGE.to_owned());
@@ -112,15 +135,18 @@ impl IntoResponse for ApiError {
         if status.is_server_error() && !expected {
             tracing::error!(%status, code = code.as_str(), %message, "request failed");
         }
-        let body = serde_json::json!({ "errors": [{ "code": code.as_str(), "message": message, "detail": {} }] });
-        let mut response = (status, [(header::CONTENT_TYPE, "application/json")], Body::from(body.to_string())).into_response();
-        for (name, value) in extra {
-            if let Ok(v) = HeaderValue::from_str(&value) {
-                response.headers_mut().insert(name, v);
-            }
-        }
-        response
+        (status, code, message, extra)
     }
+}
+
+fn respond(status: StatusCode, content_type: &'static str, body: String, extra: Vec<(header::HeaderName, String)>) -> Response {
+    let mut response = (status, [(header::CONTENT_TYPE, content_type)], Body::from(body)).into_response();
+    for (name, value) in extra {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            response.headers_mut().insert(name, v);
+        }
+    }
+    response
 }
 
 /// Only the token endpoint answers 401 without a Bearer challenge: it takes Basic credentials.

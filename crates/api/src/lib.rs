@@ -24,6 +24,7 @@ mod server;
 mod telemetry;
 mod tls;
 mod token;
+mod ui;
 mod uploads;
 mod v2;
 mod zero_copy;
@@ -144,6 +145,9 @@ pub fn build(services: Services, limits: &HttpLimits) -> Router {
         .route("/api/v1/quotas", any(quotas::dispatch))
         .route("/api/v1/quotas/{*rest}", any(quotas::dispatch))
         .route("/api/v1/{*rest}", any(manage::dispatch))
+        .route("/ui", any(ui::dispatch))
+        .route("/ui/", any(ui::dispatch))
+        .route("/ui/{*rest}", any(ui::dispatch))
         .route("/v2", any(v2::dispatch))
         .route("/v2/", any(v2::dispatch))
         .route("/v2/{*rest}", any(v2::dispatch))

@@ -571,6 +571,7 @@ impl Query {
     }
 }
 
-fn encode_query_value(s: &str) -> String {
+/// `s` as one percent-encoded query value.
+pub(crate) fn encode_query_value(s: &str) -> String {
     serde_urlencoded::to_string([("", s)]).map(|e| e[1..].to_owned()).unwrap_or_default()
 }

@@ -12,6 +12,7 @@
 //! at worst unreferenced bytes (for GC), never a record that points at nothing.
 
 mod access;
+mod browse;
 mod cache;
 mod error;
 mod evict;
@@ -39,6 +40,7 @@ use meta::{Listing, Meta, Page};
 use oci::{Digest, Reference, RepoName, Tag};
 
 pub use access::{Access, AccessConfig, Actor, IssuedToken, NewRobot, PrincipalInfo};
+pub use browse::{ManifestView, TagRow};
 pub use error::Error;
 pub use evict::Evicted;
 pub use gc::Collected;
