@@ -5,9 +5,9 @@
 #   curl (HTTP/2 and TLS checks), openssl (generates the test certificates; none are committed),
 #   golang-go (builds a real Go binary for the scanner), rpm (rpmbuild and an rpmdb.sqlite
 #   written by rpm itself), db5.3-util (BerkeleyDB's db_load writes an rpm Packages file),
-#   clamav-daemon (a real clamd, given a test signature database) and
-#   debootstrap (a clean Debian bookworm, made once into target/test-bookworm, that must show no
-#   secrets and no malware);
+#   clamav-daemon (a real clamd, given a test signature database), chromium (headless, loads the
+#   web UI's pages as a browser does) and debootstrap (a clean Debian bookworm, made once into
+#   target/test-bookworm, that must show no secrets and no malware);
 # - from crates.io: cargo-auditable (builds a Rust binary whose dependencies the scanner reads);
 # - from PyPI, into target/test-venv (its python is TEST_PYTHON): cyclonedx-python-lib and
 #   spdx-tools, which validate the SBOMs customs writes against their formats, and oras (the oras
@@ -16,7 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for tool in skopeo podman buildah containerd dockerd curl openssl go rpmbuild db5.3_load clamd debootstrap; do
+for tool in skopeo podman buildah containerd dockerd curl openssl go rpmbuild db5.3_load clamd debootstrap chromium; do
   command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -347,3 +347,74 @@ fn layers_inspected_before_are_not_read_again() {
     assert_eq!(report["layers"][0], shared_digest);
     assert!(server.stop());
 }
+
+/// The DOM headless Chromium (Debian's) builds from `url`, with the browser's console log.
+fn chromium(profile: &Path, url: &str) -> (String, String) {
+    let out = Command::new("chromium")
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run", "--enable-logging=stderr", "--v=0"])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(["--dump-dom", url])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("chromium runs");
+    assert!(out.status.success(), "chromium {url}: {}", String::from_utf8_lossy(&out.stderr));
+    (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// The web UI in a real browser: headless Chromium loads the pages of an image inspected by a real
+/// `customs serve`, under their Content-Security-Policy (the stylesheet is fetched, no violation is
+/// logged), and the DOM it builds shows the tag, the gate's refusal with its reasons, what the
+/// inspection found, the SBOM and report attached as referrers, and the answer to "which of our
+/// images contain log4j-core 2.14?".
+#[test]
+fn the_web_ui_shows_an_inspected_image_in_a_real_browser() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    run(customs().to_str().unwrap(), &["db", "import", fixtures().to_str().unwrap(), "--data", data.to_str().unwrap()]);
+    let log = tmp.path().join("serve.log");
+    let env = [("CUSTOMS_INSPECTION__POLL_MS", "100"), ("CUSTOMS_LOG", "warn,customs::access=debug")];
+    let server = ServerProcess::start_logged(customs(), &data, &env, &log).unwrap();
+    let base = server.url();
+    let layout = tmp.path().join("layout");
+    let bad = image(&layout, "bad", "bad", true);
+    let clean = image(&layout, "clean", "clean", false);
+    for (tag, to) in [("bad", "team/app:1"), ("clean", "team/clean:1")] {
+        run("skopeo", &["--insecure-policy", "copy", "--quiet", "--dest-tls-verify=false", &format!("oci:{}:{tag}", layout.display()), &format!("docker://{}/{to}", server.addr)]);
+    }
+    referrers(&base, "team/app", &bad, 2);
+    referrers(&base, "team/clean", &clean, 2);
+    let profile = tmp.path().join("chromium");
+
+    let (dom, console) = chromium(&profile, &format!("{base}/ui/"));
+    for repo in ["team/app", "team/clean"] {
+        assert!(dom.contains(&format!("<a href=\"/ui/r/{repo}\">{repo}</a>")), "{repo} listed: {dom}");
+    }
+    assert!(!console.contains("Content Security Policy"), "{console}");
+
+    let (dom, _) = chromium(&profile, &format!("{base}/ui/r/team/app"));
+    assert!(dom.contains("<td class=\"tag\">1</td>") && dom.contains(&format!("/ui/r/team/app/manifests/{bad}")), "{dom}");
+    assert!(dom.contains("<span class=\"badge blocked\">blocked</span>"), "{dom}");
+    let (dom, _) = chromium(&profile, &format!("{base}/ui/r/team/clean"));
+    assert!(dom.contains("<span class=\"badge allowed\">allowed</span>"), "{dom}");
+
+    let (dom, console) = chromium(&profile, &format!("{base}/ui/r/team/app/manifests/{bad}"));
+    assert!(dom.contains("Pulls are refused by policy <b>paved-road.rego</b>"), "{dom}");
+    assert!(dom.contains("secret: github-pat in app/.env"), "the reasons: {dom}");
+    assert!(dom.contains("<a href=\"/ui/search?vulnerability=CVE-2021-44228\">CVE-2021-44228</a>"), "{dom}");
+    assert!(dom.contains("<td>org.apache.logging.log4j:log4j-core</td><td>2.14.1</td>"), "{dom}");
+    let redacted = dom.split("<code>ghp_").nth(1).unwrap_or_else(|| panic!("the token: {dom}"));
+    assert!(redacted.starts_with("***"), "shown redacted: {dom}");
+    for artifact_type in ["application/vnd.cyclonedx+json", "application/vnd.customs.report.v1+json"] {
+        assert!(dom.contains(&format!("<td>{artifact_type}</td>")), "{artifact_type} attached: {dom}");
+    }
+    assert!(!console.contains("Content Security Policy"), "{console}");
+
+    let (dom, _) = chromium(&profile, &format!("{base}/ui/search?package=log4j-core&version=2.14"));
+    assert!(dom.contains("1 images hold log4j-core 2.14."), "{dom}");
+    assert!(dom.contains(&format!("/ui/r/team/app/manifests/{bad}")) && !dom.contains("/ui/r/team/clean/manifests"), "{dom}");
+    assert!(server.stop());
+    // The browser fetched the stylesheet: its CSP let it.
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(log.lines().any(|l| l.contains("/ui/style.css") && l.contains("200")), "{log}");
+}
