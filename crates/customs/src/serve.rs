@@ -186,6 +186,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     if place != data.join("blobs").display().to_string() {
         println!("customs blobs in {place}");
     }
+    println!("customs web UI at {scheme}://{addr}/ui/");
     let signal = async {
         stop_signals.recv().await;
         tracing::info!("shutting down: no new connections, draining requests");

@@ -36,11 +36,19 @@ fn prints_where_it_listens_and_where_data_lives() {
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let first = lines.next().unwrap().unwrap();
     let second = lines.next().unwrap().unwrap();
+    let third = lines.next().unwrap().unwrap();
+    let base = first.strip_prefix("customs listening on ").unwrap_or_else(|| panic!("{first}")).to_owned();
+    // The web UI answers where it says.
+    let ui = third.strip_prefix("customs web UI at ").unwrap_or_else(|| panic!("{third}"));
+    let page = Command::new("curl").args(["-s", "-w", "%{http_code}", ui]).output().unwrap();
     child.kill().unwrap();
     child.wait().unwrap();
-    assert!(first.starts_with("customs listening on http://127.0.0.1:"), "{first}");
-    assert!(!first.ends_with(":0"), "the real port is printed: {first}");
+    assert!(base.starts_with("http://127.0.0.1:"), "{first}");
+    assert!(!base.ends_with(":0"), "the real port is printed: {first}");
     assert_eq!(second, format!("customs data in {}", data.canonicalize().unwrap().display()));
+    assert_eq!(ui, format!("{base}/ui/"));
+    let page = String::from_utf8_lossy(&page.stdout);
+    assert!(page.ends_with("200") && page.contains("<h1>Repositories</h1>"), "{page}");
 }
 
 #[test]
