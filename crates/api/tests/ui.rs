@@ -85,6 +85,8 @@ async fn pages_show_repositories_tags_manifests_and_what_inspection_found() {
     let page = reg.get("/ui/r/team/app").await;
     assert_eq!(page.status, StatusCode::OK);
     assert!(html(&page).contains("<span class=\"badge pending\">pending</span>"), "{}", html(&page));
+    let page = reg.get(&format!("/ui/r/team/app/manifests/{}", image.digest)).await;
+    assert!(html(&page).contains("<h2>Inspection</h2><p class=\"empty\">Not inspected yet.</p>"), "{}", html(&page));
     inspected(&reg, "team/app", &image.digest).await;
 
     let r = reg.get("/ui").await;
@@ -142,7 +144,7 @@ async fn pages_show_repositories_tags_manifests_and_what_inspection_found() {
     // The artifact's page names its subject and is not an image to inspect.
     let body = html(&reg.get(&format!("/ui/r/team/app/manifests/{artifact_digest}")).await).to_owned();
     assert!(body.contains(&format!("href=\"{href}\"")), "subject linked: {body}");
-    assert!(body.contains("application/spdx+json") && !body.contains("Not inspected yet"), "{body}");
+    assert!(body.contains("<dt>Artifact type</dt><dd>application/spdx+json</dd>") && !body.contains("Not inspected yet"), "{body}");
 
     // The index: its platforms, each linked.
     let page = reg.get(&format!("/ui/r/team/multi/manifests/{}", index.digest)).await;
@@ -157,7 +159,7 @@ async fn pages_show_repositories_tags_manifests_and_what_inspection_found() {
     let page = reg.get("/ui/search?package=log4j-core&version=2.14").await;
     let body = html(&page);
     assert!(body.contains("1 images hold log4j-core 2.14."), "{body}");
-    assert!(body.contains(&format!("href=\"{href}\"")) && body.contains("<td>v1, stable</td>") || body.contains("<td>stable, v1</td>"), "{body}");
+    assert!(body.contains(&format!("href=\"{href}\"")) && (body.contains("<td>v1, stable</td>") || body.contains("<td>stable, v1</td>")), "{body}");
     assert!(html(&reg.get("/ui/search?package=log4j-core&version=2.17").await).contains("0 images hold log4j-core 2.17."));
     let body = html(&reg.get("/ui/search?vulnerability=CVE-2021-44228").await).to_owned();
     assert!(body.contains("1 images are affected by CVE-2021-44228.") && body.contains("<td>2.15.0</td>"), "{body}");

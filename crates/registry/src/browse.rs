@@ -28,6 +28,8 @@ pub struct ManifestView {
     pub manifest: Manifest,
     /// The platform of each child of an index, in its order (`None` where it names none).
     pub platforms: Vec<Option<String>>,
+    /// An image with filesystem layers, which is inspected (not an artifact, a signature, an index).
+    pub is_image: bool,
     pub tags: Vec<String>,
     pub pushed_by: Option<String>,
     pub referrers: Vec<Descriptor>,
@@ -74,6 +76,7 @@ impl Registry {
             pushed_by: self.meta.pushed_by(repo, digest).await?,
             referrers: self.referrers(repo, digest, None).await?,
             gate: self.meta.gate_state(repo, digest).await?,
+            is_image: crate::manifests::is_image(&manifest),
             content,
             manifest,
             platforms,

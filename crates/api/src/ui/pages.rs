@@ -115,7 +115,7 @@ pub(crate) fn manifest(viewer: &Viewer, repo: &RepoName, view: &ManifestView) ->
     fact(&mut h, "Media type", |h| {
         h.text(&view.content.media_type);
     });
-    if let Some(artifact_type) = m.effective_artifact_type().filter(|_| m.kind == ManifestKind::Image && m.artifact_type.is_some()) {
+    if let Some(artifact_type) = m.effective_artifact_type().filter(|_| m.kind == ManifestKind::Image && !view.is_image) {
         fact(&mut h, "Artifact type", |h| {
             h.text(artifact_type);
         });
@@ -175,7 +175,7 @@ pub(crate) fn manifest(viewer: &Viewer, repo: &RepoName, view: &ManifestView) ->
 
     match &view.report {
         Some(report) => inspection(&mut h, report),
-        None if m.kind == ManifestKind::Image && m.artifact_type.is_none() => {
+        None if view.is_image => {
             h.tag("<h2>Inspection</h2><p class=\"empty\">Not inspected yet.</p>");
         }
         None => {}
@@ -407,52 +407,32 @@ fn inspection(h: &mut Html, image: &registry::ImageReport) {
     }
     h.tag("</dl>");
 
-    if !vulnerabilities.is_empty() {
-        h.tag("<h3>Vulnerabilities</h3><table class=\"vulnerabilities\"><thead><tr><th>Id</th><th>Severity</th><th>Package</th><th>Installed</th><th>Fixed in</th><th>Title</th></tr></thead><tbody>");
-        for v in vulnerabilities.iter().take(MAX_ROWS) {
-            let id = str_of(v, "id");
-            h.tag("<tr><td>").link(&format!("/ui/search?vulnerability={}", encode_query_value(&id)), &id).tag("</td><td>");
-            severity(h, &str_of(v, "severity"));
-            h.tag("</td><td>").text(&str_of(v, "package")).tag("</td><td>").text(&str_of(v, "installed_version")).tag("</td><td>");
-            h.text(v["fixed_version"].as_str().unwrap_or("no fix yet")).tag("</td><td>").text(&str_of(v, "title")).tag("</td></tr>");
+    findings_table(h, "<h3>Vulnerabilities</h3>", "<th>Id</th><th>Severity</th><th>Package</th><th>Installed</th><th>Fixed in</th><th>Title</th>", vulnerabilities, |h, v| {
+        let id = str_of(v, "id");
+        h.tag("<td>").link(&format!("/ui/search?vulnerability={}", encode_query_value(&id)), &id).tag("</td><td>");
+        severity(h, &str_of(v, "severity"));
+        h.tag("</td><td>").text(&str_of(v, "package")).tag("</td><td>").text(&str_of(v, "installed_version")).tag("</td><td>");
+        h.text(v["fixed_version"].as_str().unwrap_or("no fix yet")).tag("</td><td>").text(&str_of(v, "title")).tag("</td>");
+    });
+    findings_table(h, "<h3>Secrets</h3>", "<th>Rule</th><th>Severity</th><th>Where</th><th>Redacted</th>", secrets, |h, s| {
+        h.tag("<td>").text(&str_of(s, "title")).tag("</td><td>");
+        severity(h, &str_of(s, "severity"));
+        h.tag("</td><td>").text(&str_of(s, "path"));
+        if let Some(line) = s["line"].as_u64() {
+            h.tag(":").show(line);
         }
-        h.tag("</tbody></table>");
-        more_rows(h, vulnerabilities.len(), MAX_ROWS);
-    }
-    if !secrets.is_empty() {
-        h.tag("<h3>Secrets</h3><table class=\"secrets\"><thead><tr><th>Rule</th><th>Severity</th><th>Where</th><th>Redacted</th></tr></thead><tbody>");
-        for s in secrets.iter().take(MAX_ROWS) {
-            h.tag("<tr><td>").text(&str_of(s, "title")).tag("</td><td>");
-            severity(h, &str_of(s, "severity"));
-            h.tag("</td><td>").text(&str_of(s, "path"));
-            if let Some(line) = s["line"].as_u64() {
-                h.tag(":").show(line);
-            }
-            h.tag("</td><td><code>").text(&str_of(s, "redacted")).tag("</code></td></tr>");
-        }
-        h.tag("</tbody></table>");
-        more_rows(h, secrets.len(), MAX_ROWS);
-    }
-    if !malware.is_empty() {
-        h.tag("<h3>Malware</h3><table class=\"malware\"><thead><tr><th>Rule</th><th>Severity</th><th>Path</th><th>Engine</th></tr></thead><tbody>");
-        for m in malware.iter().take(MAX_ROWS) {
-            h.tag("<tr><td>").text(&str_of(m, "rule")).tag("</td><td>");
-            severity(h, &str_of(m, "severity"));
-            h.tag("</td><td>").text(&str_of(m, "path")).tag("</td><td>").text(&str_of(m, "engine")).tag("</td></tr>");
-        }
-        h.tag("</tbody></table>");
-        more_rows(h, malware.len(), MAX_ROWS);
-    }
-    if !misconfigurations.is_empty() {
-        h.tag("<h3>Misconfigurations</h3><table class=\"misconfigurations\"><thead><tr><th>Check</th><th>Severity</th><th>Detail</th><th>Fix</th></tr></thead><tbody>");
-        for m in misconfigurations.iter().take(MAX_ROWS) {
-            h.tag("<tr><td>").text(&str_of(m, "title")).tag("</td><td>");
-            severity(h, &str_of(m, "severity"));
-            h.tag("</td><td>").text(&str_of(m, "detail")).tag("</td><td>").text(&str_of(m, "fix")).tag("</td></tr>");
-        }
-        h.tag("</tbody></table>");
-        more_rows(h, misconfigurations.len(), MAX_ROWS);
-    }
+        h.tag("</td><td><code>").text(&str_of(s, "redacted")).tag("</code></td>");
+    });
+    findings_table(h, "<h3>Malware</h3>", "<th>Rule</th><th>Severity</th><th>Path</th><th>Engine</th>", malware, |h, m| {
+        h.tag("<td>").text(&str_of(m, "rule")).tag("</td><td>");
+        severity(h, &str_of(m, "severity"));
+        h.tag("</td><td>").text(&str_of(m, "path")).tag("</td><td>").text(&str_of(m, "engine")).tag("</td>");
+    });
+    findings_table(h, "<h3>Misconfigurations</h3>", "<th>Check</th><th>Severity</th><th>Detail</th><th>Fix</th>", misconfigurations, |h, m| {
+        h.tag("<td>").text(&str_of(m, "title")).tag("</td><td>");
+        severity(h, &str_of(m, "severity"));
+        h.tag("</td><td>").text(&str_of(m, "detail")).tag("</td><td>").text(&str_of(m, "fix")).tag("</td>");
+    });
     if !packages.is_empty() {
         h.tag("<details><summary>").show(packages.len()).tag(" packages</summary><table class=\"packages\"><thead><tr><th>Name</th><th>Version</th><th>Ecosystem</th><th>Found in</th></tr></thead><tbody>");
         for p in packages.iter().take(MAX_PACKAGES) {
@@ -464,6 +444,22 @@ fn inspection(h: &mut Html, image: &registry::ImageReport) {
         h.tag("</tbody></table></details>");
         more_rows(h, packages.len(), MAX_PACKAGES);
     }
+}
+
+/// `title` and a table of the first [`MAX_ROWS`] of `rows`, each row's cells written by `cells`;
+/// nothing when there are none.
+fn findings_table(h: &mut Html, title: &'static str, head: &'static str, rows: &[Value], cells: impl Fn(&mut Html, &Value)) {
+    if rows.is_empty() {
+        return;
+    }
+    h.tag(title).tag("<table><thead><tr>").tag(head).tag("</tr></thead><tbody>");
+    for row in rows.iter().take(MAX_ROWS) {
+        h.tag("<tr>");
+        cells(h, row);
+        h.tag("</tr>");
+    }
+    h.tag("</tbody></table>");
+    more_rows(h, rows.len(), MAX_ROWS);
 }
 
 /// Says how many of `total` rows were left out after the first `shown`.
