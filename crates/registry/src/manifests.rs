@@ -10,6 +10,7 @@ use meta::{ManifestRecord, NewManifest};
 use oci::{Descriptor, Digest, Manifest, ManifestError, ManifestKind, Reference, RepoName, Tag, media_type};
 
 use crate::{BlobBody, Error, Registry, Result};
+use crate::quota::Writer;
 
 /// The `pushed_by` of a manifest a mirror stored: this, then the upstream's name (user and
 /// robot names hold no `:`).
@@ -42,7 +43,7 @@ impl Registry {
         bytes: Bytes,
         pushed_by: Option<&str>,
     ) -> Result<PutManifest> {
-        self.store_manifest(repo, reference, content_type, bytes, pushed_by, false).await
+        self.store_manifest(repo, reference, content_type, bytes, pushed_by, Writer::Client).await
     }
 
     /// Stores an OCI image manifest the registry makes itself (an inspection's SBOM and report
@@ -50,7 +51,7 @@ impl Registry {
     /// refuses it; it counts all the same.
     pub async fn put_own_manifest(&self, repo: &RepoName, bytes: Bytes, pushed_by: &str) -> Result<PutManifest> {
         let reference = Reference::Digest(Digest::sha256_of(&bytes));
-        self.store_manifest(repo, &reference, Some(media_type::OCI_MANIFEST), bytes, Some(pushed_by), true).await
+        self.store_manifest(repo, &reference, Some(media_type::OCI_MANIFEST), bytes, Some(pushed_by), Writer::Registry).await
     }
 
     async fn store_manifest(
@@ -60,7 +61,7 @@ impl Registry {
         content_type: Option<&str>,
         bytes: Bytes,
         pushed_by: Option<&str>,
-        own: bool,
+        writer: Writer,
     ) -> Result<PutManifest> {
         let (manifest, mut new) = self.prepare(reference, content_type, &bytes, pushed_by)?;
         let digest = new.record.digest.clone();
@@ -77,7 +78,7 @@ impl Registry {
             }
         }
         self.precheck_references(repo, &new.blobs, &new.children).await?;
-        let owed = self.owe(repo, &digest, bytes.len() as u64, "manifest", own).await?;
+        let owed = self.owe(repo, &digest, bytes.len() as u64, "manifest", writer).await?;
         // Bytes first, durable; then the records in one transaction.
         let held = self.hold_bytes().await;
         self.blobs.put(&digest, bytes).await?;

@@ -184,6 +184,15 @@ impl Drop for Reservation {
 }
 
 /// What a write that links bytes into a repository owes its namespace's quota.
+/// Who makes a write that quotas count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Writer {
+    /// A client's push: refused when it would pass the quota.
+    Client,
+    /// The registry's own (an inspection's SBOM and report): counted, never refused.
+    Registry,
+}
+
 pub(crate) enum Owed {
     /// Nothing: no quota applies, or the namespace holds the bytes already.
     Nothing,
@@ -196,8 +205,8 @@ pub(crate) enum Owed {
 impl Registry {
     /// What linking `size` bytes of `digest` (a blob or a manifest: `what`) into `repo` owes. A
     /// client's write (`own` false) that would take the namespace past its quota is refused.
-    pub(crate) async fn owe(&self, repo: &RepoName, digest: &Digest, size: u64, what: &str, own: bool) -> Result<Owed> {
-        if !own {
+    pub(crate) async fn owe(&self, repo: &RepoName, digest: &Digest, size: u64, what: &str, writer: Writer) -> Result<Owed> {
+        if writer == Writer::Client {
             return Ok(self.reserve_quota(repo, digest, size, what).await?.map_or(Owed::Nothing, Owed::Reserved));
         }
         match self.config.quotas.of(repo) {

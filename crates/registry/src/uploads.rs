@@ -188,7 +188,7 @@ impl Registry {
     /// usage all the same.
     pub async fn put_own_blob(&self, repo: &RepoName, bytes: bytes::Bytes) -> Result<(Digest, u64)> {
         let (digest, size) = (Digest::sha256_of(&bytes), bytes.len() as u64);
-        let owed = self.owe(repo, &digest, size, "blob", true).await?;
+        let owed = self.owe(repo, &digest, size, "blob", crate::quota::Writer::Registry).await?;
         let _held = self.hold_bytes().await;
         self.blobs.put(&digest, bytes).await?;
         self.meta.link_blob(repo, &digest, size).await?;
