@@ -7,7 +7,9 @@
 #   written by rpm itself), db5.3-util (BerkeleyDB's db_load writes an rpm Packages file),
 #   clamav-daemon (a real clamd, given a test signature database), chromium (headless, loads the
 #   web UI's pages as a browser does) and debootstrap (a clean Debian bookworm, made once into
-#   target/test-bookworm, that must show no secrets and no malware);
+#   target/test-bookworm, that must show no secrets and no malware) and postgresql (the records of
+#   replicas: each test makes a throwaway cluster of its own on a loopback port, see
+#   test_support::Postgres);
 # - from crates.io: cargo-auditable (builds a Rust binary whose dependencies the scanner reads);
 # - from PyPI, into target/test-venv (its python is TEST_PYTHON): cyclonedx-python-lib and
 #   spdx-tools, which validate the SBOMs customs writes against their formats, and oras (the oras
@@ -19,6 +21,8 @@ need=()
 for tool in skopeo podman buildah containerd dockerd curl openssl go rpmbuild db5.3_load clamd debootstrap chromium; do
   command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
 done
+# PostgreSQL's server is not on PATH: Debian keeps it under /usr/lib/postgresql/<version>/bin.
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need+=(postgresql)
 if [ ${#need[@]} -gt 0 ]; then
   pkgs=()
   for tool in "${need[@]}"; do

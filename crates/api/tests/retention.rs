@@ -155,7 +155,7 @@ async fn tags_no_rule_keeps_go_then_untagged_idle_manifests_then_their_bytes() {
     assert_eq!(metric("customs_gc_blobs_deleted_total"), Some((freed + second) as f64), "and main-1's image and SBOM");
 
     // Each deletion is in the audit log, by `retention`.
-    let meta = meta::SqliteMeta::open(&reg.dir.path().join("meta.db")).await.unwrap();
+    let meta = meta::SqlMeta::open(&reg.dir.path().join("meta.db")).await.unwrap();
     let query = AuditQuery { after_id: 0, limit: 100, actor: Some("retention".into()), action_prefix: None };
     let log: Vec<String> = meta.audit(&query).await.unwrap().into_iter().map(|r| format!("{} {}", r.entry.action, r.entry.target)).collect();
     assert_eq!(log.len(), 5, "{log:?}");

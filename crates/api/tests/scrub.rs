@@ -18,8 +18,8 @@ fn rot(reg: &TestRegistry, d: &Digest) {
     f.sync_all().unwrap();
 }
 
-async fn records(reg: &TestRegistry) -> meta::SqliteMeta {
-    meta::SqliteMeta::open(&reg.dir.path().join("meta.db")).await.unwrap()
+async fn records(reg: &TestRegistry) -> meta::SqlMeta {
+    meta::SqlMeta::open(&reg.dir.path().join("meta.db")).await.unwrap()
 }
 
 #[tokio::test]

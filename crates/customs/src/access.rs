@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use auth::{Actions, RepoGlob, Role, TokenKeys};
 use clap::Subcommand;
-use meta::{AuditQuery, IdentityKind, Meta, SqliteMeta};
+use meta::{AuditQuery, IdentityKind, Meta, SqlMeta};
 use registry::{Access, Actor};
 use tokio::sync::watch;
 
@@ -138,12 +138,8 @@ pub enum Command {
 }
 
 /// The records of the data directory, for a CLI command (the server may be running).
-pub async fn open_records(config: &Config) -> anyhow::Result<Arc<SqliteMeta>> {
-    let path = config.data.join("meta.db");
-    if !path.exists() {
-        bail!("no records at {} (is --data right? start `customs serve` once first)", path.display());
-    }
-    Ok(Arc::new(SqliteMeta::open(&path).await.with_context(|| format!("cannot open {}", path.display()))?))
+pub async fn open_records(config: &Config) -> anyhow::Result<Arc<SqlMeta>> {
+    Ok(Arc::new(crate::storage::records(config, &config.data, true).await?))
 }
 
 /// How the audit log names whoever runs a CLI command.

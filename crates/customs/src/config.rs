@@ -18,6 +18,8 @@ pub struct Config {
     pub data: PathBuf,
     /// Where blobs live instead of the data directory (an S3-compatible store).
     pub storage: Storage,
+    /// Where records live instead of the data directory's `meta.db` (PostgreSQL).
+    pub records: Records,
     /// Log filter (`info`, `debug`, `customs=debug,sqlx=warn`, ...).
     pub log: String,
     /// `text` (human) or `json` (one object per line, for log pipelines).
@@ -78,6 +80,34 @@ pub struct Storage {
 impl Default for Storage {
     fn default() -> Self {
         Storage { s3: S3::default(), min_free_bytes: 1 << 30 }
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Records {
+    /// Empty: SQLite, `meta.db` in the data directory. `postgres://USER:PASSWORD@HOST:PORT/DB`
+    /// (`?sslmode=require` and the rest of libpq's URL options): PostgreSQL, which several
+    /// replicas share; their blobs must then be shared too (`[storage.s3]`). Best given as
+    /// Leave the password out of it and set `PGPASSWORD` (libpq's variable), or give the whole
+    /// URL as `CUSTOMS_RECORDS__URL`; `customs config` and the start-up line show `***` for it.
+    pub url: String,
+}
+
+impl Records {
+    pub fn postgres(&self) -> bool {
+        !self.url.is_empty()
+    }
+
+    /// The URL without its password, to print.
+    pub fn shown(&self) -> String {
+        let url = &self.url;
+        let Some(start) = url.find("://").map(|i| i + 3) else { return url.clone() };
+        let authority = &url[start..url[start..].find('/').map_or(url.len(), |i| start + i)];
+        match authority.rsplit_once('@').and_then(|(user, _)| user.split_once(':').map(|(name, _)| (user.len(), name))) {
+            Some((user_len, name)) => format!("{}{name}:***{}", &url[..start], &url[start + user_len..]),
+            None => url.clone(),
+        }
     }
 }
 
@@ -812,6 +842,7 @@ impl Default for Config {
             quotas: Quotas::default(),
             read_only: false,
             storage: Storage::default(),
+            records: Records::default(),
         }
     }
 }
@@ -951,6 +982,22 @@ mod tests {
 
     fn env(pairs: &[(&str, &str)]) -> impl Iterator<Item = (String, String)> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>().into_iter()
+    }
+
+    #[test]
+    fn the_records_url_comes_from_the_environment_and_is_shown_without_its_password() {
+        let c = Config::load(None, env(&[("CUSTOMS_RECORDS__URL", "postgres://customs:s3cr%40t@db:5432/reg?sslmode=require")])).unwrap();
+        assert!(c.records.postgres());
+        assert_eq!(c.records.shown(), "postgres://customs:***@db:5432/reg?sslmode=require");
+        for (url, shown) in [
+            ("postgres://customs@db/reg", "postgres://customs@db/reg"),
+            ("postgres://db/reg", "postgres://db/reg"),
+            ("postgres://u:p@db", "postgres://u:***@db"),
+            ("postgres://db/reg?user=a@b", "postgres://db/reg?user=a@b"),
+        ] {
+            assert_eq!(Records { url: url.into() }.shown(), shown, "{url}");
+        }
+        assert!(!Config::load(None, env(&[])).unwrap().records.postgres(), "SQLite by default");
     }
 
     #[test]

@@ -186,7 +186,8 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => args.load().and_then(serve::run),
-        Command::Config(args) => args.load().and_then(|c| {
+        Command::Config(args) => args.load().and_then(|mut c| {
+            c.records.url = c.records.shown();
             print!("{}", toml::to_string(&c)?);
             Ok(())
         }),

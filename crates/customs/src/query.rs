@@ -65,7 +65,7 @@ pub enum Command {
 pub fn run(config: Config, command: Command) -> anyhow::Result<()> {
     tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async move {
         let meta = crate::access::open_records(&config).await?;
-        let blobs = crate::storage::open(&config, &config.data, false).await?.blobs;
+        let blobs = crate::storage::open(&config, &config.data, false, None).await?.blobs;
         let registry = Registry::new(blobs, Meta(meta.clone()), config.registry()?);
         let actor_name = crate::access::cli_actor_name();
         let actor = Actor { name: &actor_name, client: None };

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use api::{Server, Stopped};
 use blobs::{Blobs, MappedRegions};
-use meta::{Meta, SqliteMeta};
+use meta::{Meta, SqlMeta};
 use registry::Registry;
 use tokio::sync::watch;
 
@@ -39,7 +39,7 @@ pub(crate) struct DataDir {
     pub regions: Arc<MappedRegions>,
     /// Where the blobs are.
     pub place: String,
-    pub meta: SqliteMeta,
+    pub meta: SqlMeta,
     _lock: File,
 }
 
@@ -49,10 +49,8 @@ impl DataDir {
         std::fs::create_dir_all(data).with_context(|| format!("cannot create data directory {}", data.display()))?;
         let path = data.canonicalize().with_context(|| format!("cannot resolve data directory {}", data.display()))?;
         let lock = lock_data_dir(&path)?;
-        let crate::storage::Storage { blobs, regions, place } = crate::storage::open(config, &path, !config.read_only).await?;
-        let meta = SqliteMeta::open(&path.join("meta.db"))
-            .await
-            .with_context(|| format!("cannot open the records database in {}", path.display()))?;
+        let meta = crate::storage::records(config, &path, false).await?;
+        let crate::storage::Storage { blobs, regions, place } = crate::storage::open(config, &path, !config.read_only, Some(&meta)).await?;
         Ok(DataDir { path, blobs, regions, place, meta, _lock: lock })
     }
 
@@ -71,7 +69,7 @@ impl DataDir {
 /// What [`DataDir::offline`] opens; the directory stays locked while it lives.
 pub(crate) struct Offline {
     pub registry: Registry,
-    pub meta: Arc<SqliteMeta>,
+    pub meta: Arc<SqlMeta>,
     _lock: File,
 }
 
@@ -185,6 +183,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     println!("customs data in {}", data.display());
     if place != data.join("blobs").display().to_string() {
         println!("customs blobs in {place}");
+    }
+    if config.records.postgres() {
+        println!("customs records in {}", config.records.shown());
     }
     println!("customs web UI at {scheme}://{addr}/ui/");
     let signal = async {

@@ -1,5 +1,6 @@
-//! The blob store the settings name: the data directory's `blobs/` by default, an S3-compatible
-//! bucket when `storage.s3.bucket` is set. Records stay in the data directory either way.
+//! Where things are kept, as the settings name them: blobs in the data directory's `blobs/` by
+//! default, in an S3-compatible bucket when `storage.s3.bucket` is set; records in the data
+//! directory's `meta.db` by default, in PostgreSQL when `records.url` is set ([`records`]).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -8,6 +9,26 @@ use anyhow::Context;
 use blobs::{Blobs, FsBlobStore, MappedRegions, S3BlobStore};
 
 use crate::config::Config;
+use meta::SqlMeta;
+
+/// Opens the records the settings name: PostgreSQL at `records.url`, else `meta.db` in `data`
+/// (created unless `existing`: a CLI command needs the records a server made).
+pub(crate) async fn records(config: &Config, data: &Path, existing: bool) -> anyhow::Result<SqlMeta> {
+    if config.records.postgres() {
+        let meta = SqlMeta::connect(&config.records.url).await.context("cannot open the records in PostgreSQL (records.url)")?;
+        if config.storage.s3.bucket.is_empty() {
+            tracing::warn!(
+                "records are in PostgreSQL but blobs in the data directory: several replicas need a blob store they share ([storage.s3])"
+            );
+        }
+        return Ok(meta);
+    }
+    let path = data.join("meta.db");
+    if existing && !path.exists() {
+        anyhow::bail!("no records at {} (is --data right? start `customs serve` once first)", path.display());
+    }
+    SqlMeta::open(&path).await.with_context(|| format!("cannot open the records database {}", path.display()))
+}
 
 pub(crate) struct Storage {
     pub blobs: Blobs,
@@ -19,9 +40,10 @@ pub(crate) struct Storage {
 
 /// Opens the configured store and checks that it can be written (`write`: a server that could not
 /// store a push must not start), or read (a read-only server, a query: they write nothing). A
-/// writer also claims an S3 prefix for the data directory `data` ([`data_dir_id`]): one whose
-/// records are elsewhere is refused.
-pub(crate) async fn open(config: &Config, data: &Path, write: bool) -> anyhow::Result<Storage> {
+/// writer also claims an S3 prefix for its records (`records`: the id of records shared in
+/// PostgreSQL, else the data directory `data`'s own, [`data_dir_id`]): a prefix claimed for other
+/// records is refused.
+pub(crate) async fn open(config: &Config, data: &Path, write: bool, records: Option<&SqlMeta>) -> anyhow::Result<Storage> {
     let Some(settings) = config.storage.s3.settings() else {
         let fs = FsBlobStore::open(data)
             .with_context(|| format!("data directory {} is not writable", data.display()))?
@@ -53,7 +75,13 @@ pub(crate) async fn open(config: &Config, data: &Path, write: bool) -> anyhow::R
     store.check(write).await.context("the S3 store cannot be used (storage.s3; credentials from AWS_* variables)")?;
     if write {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-        let owner = format!("{}\ncustoms data directory {} on {}\n", data_dir_id(data)?, data.display(), host.trim());
+        let owner = match records {
+            Some(meta) if config.records.postgres() => {
+                let id = meta.id(&uuid::Uuid::new_v4().simple().to_string()).await.context("cannot read the records' id")?;
+                format!("{id}\ncustoms records in PostgreSQL, shared by replicas\n")
+            }
+            _ => format!("{}\ncustoms data directory {} on {}\n", data_dir_id(data)?, data.display(), host.trim()),
+        };
         store.claim(&owner).await.context("storage.s3")?;
     }
     let place = store.url().to_owned();

@@ -345,7 +345,7 @@ async fn first_pulls_wait_for_the_gate_and_refused_images_are_never_served() {
 async fn eviction_takes_the_least_recently_pulled_and_spares_what_is_in_use() {
     use blobs::{BlobBody, Blobs, FsBlobStore};
     use futures::StreamExt;
-    use meta::{Meta, SqliteMeta};
+    use meta::{Meta, SqlMeta};
     use mirror::{Mirror, UpstreamConfig};
     use oci::{Reference, RepoName};
     use registry::{Registry, RegistryConfig};
@@ -366,7 +366,7 @@ async fn eviction_takes_the_least_recently_pulled_and_spares_what_is_in_use() {
 
     let dir = tmp.path().join("mirror");
     let blobs = Blobs(Arc::new(FsBlobStore::open(&dir).unwrap()));
-    let meta = Meta(Arc::new(SqliteMeta::open(&dir.join("meta.db")).await.unwrap()));
+    let meta = Meta(Arc::new(SqlMeta::open(&dir.join("meta.db")).await.unwrap()));
     let registry = Arc::new(Registry::new(blobs.clone(), meta.clone(), RegistryConfig::default()));
     let mirror_with = |config: UpstreamConfig| Arc::new(Mirror::new(registry.clone(), blobs.clone(), meta.clone(), vec![config]).unwrap());
     let puller = mirror_with(UpstreamConfig::new("up", &up.url()));
@@ -466,7 +466,7 @@ async fn eviction_takes_the_least_recently_pulled_and_spares_what_is_in_use() {
 async fn a_damaged_cached_layer_is_fetched_again_from_the_upstream() {
     use blobs::{BlobBody, Blobs, FsBlobStore};
     use futures::TryStreamExt;
-    use meta::{Meta, SqliteMeta};
+    use meta::{Meta, SqlMeta};
     use mirror::{Mirror, UpstreamConfig};
     use oci::{Reference, RepoName};
     use registry::{Registry, RegistryConfig};
@@ -481,7 +481,7 @@ async fn a_damaged_cached_layer_is_fetched_again_from_the_upstream() {
 
     let dir = tmp.path().join("mirror");
     let blobs = Blobs(Arc::new(FsBlobStore::open(&dir).unwrap()));
-    let meta = Meta(Arc::new(SqliteMeta::open(&dir.join("meta.db")).await.unwrap()));
+    let meta = Meta(Arc::new(SqlMeta::open(&dir.join("meta.db")).await.unwrap()));
     let registry = Arc::new(Registry::new(blobs.clone(), meta.clone(), RegistryConfig::default()));
     let mirror = Arc::new(Mirror::new(registry.clone(), blobs.clone(), meta.clone(), vec![UpstreamConfig::new("up", &up.url())]).unwrap());
     let repo: RepoName = "up/team/rot".parse().unwrap();

@@ -9,7 +9,8 @@
 //!   findings aside.
 //! - [`Integrity`]: blobs found damaged (which then read as absent until pushed again) and the
 //!   scrub's progress.
-//! - [`SqliteMeta`] is the embedded adapter; PostgreSQL follows behind the same ports.
+//! - [`SqlMeta`] is the adapter: SQLite embedded in the data directory ([`SqlMeta::open`]), or
+//!   PostgreSQL shared by replicas ([`SqlMeta::connect`]), one code path for both.
 //! - [`conformance`] is the suite every adapter passes.
 //!
 //! Architecture Invariant: each write that makes something visible (a manifest with its tag, a
@@ -22,7 +23,7 @@ pub mod conformance;
 mod identities;
 mod inspections;
 mod integrity;
-mod sqlite;
+mod sql;
 mod webhooks;
 
 use std::sync::Arc;
@@ -37,7 +38,7 @@ pub use inspections::{
     PackageQuery, ReportFacts, ReportIndex, StoredReport, Verdict, VerdictBatch, VerdictWrite, Waiver,
 };
 pub use integrity::{DamagedBlob, Integrity, ScrubProgress};
-pub use sqlite::SqliteMeta;
+pub use sql::SqlMeta;
 pub use webhooks::{WebhookCursor, WebhookFailure, Webhooks};
 
 /// The stored facts of one manifest in one repository (its bytes live in `blobs`).

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 
 use blobs::{BlobBody, Blobs, FsBlobStore};
 use futures::StreamExt;
-use meta::{Meta, SqliteMeta};
+use meta::{Meta, SqlMeta};
 use mirror::{Mirror, UpstreamConfig};
 use oci::{Digest, RepoName};
 use registry::{Registry, RegistryConfig};
@@ -88,7 +88,7 @@ fn cutting_upstream(blob: Vec<u8>, always_cut: bool) -> (String, Asked) {
 /// A mirror of `upstream` over `dir`, its blob store keeping `reserve` bytes of the disk free.
 async fn mirror(dir: &Path, upstream: &str, reserve: u64) -> (Arc<Mirror>, Arc<Registry>) {
     let blobs = Blobs(Arc::new(FsBlobStore::open(dir).unwrap().with_reserve(reserve)));
-    let meta = Meta(Arc::new(SqliteMeta::open(&dir.join("meta.db")).await.unwrap()));
+    let meta = Meta(Arc::new(SqlMeta::open(&dir.join("meta.db")).await.unwrap()));
     let registry = Arc::new(Registry::new(blobs.clone(), meta.clone(), RegistryConfig::default()));
     let mirror = Mirror::new(registry.clone(), blobs, meta, vec![UpstreamConfig::new("up", upstream)]).unwrap();
     (Arc::new(mirror), registry)
@@ -172,7 +172,7 @@ async fn a_download_that_keeps_breaking_fails_every_waiter_and_leaves_nothing() 
 async fn names_route_by_prefix_and_by_containerd_namespace() {
     let tmp = tempfile::tempdir().unwrap();
     let blobs = Blobs(Arc::new(FsBlobStore::open(tmp.path()).unwrap()));
-    let meta = Meta(Arc::new(SqliteMeta::open(&tmp.path().join("meta.db")).await.unwrap()));
+    let meta = Meta(Arc::new(SqlMeta::open(&tmp.path().join("meta.db")).await.unwrap()));
     let registry = Arc::new(Registry::new(blobs.clone(), meta.clone(), RegistryConfig::default()));
     let mut ghcr = UpstreamConfig::new("ghcr", "https://ghcr.io");
     ghcr.allow = vec!["myorg/**".into()];

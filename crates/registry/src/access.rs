@@ -612,9 +612,9 @@ impl Cache {
 mod tests {
     use super::*;
 
-    async fn access() -> (tempfile::TempDir, Arc<meta::SqliteMeta>, Access) {
+    async fn access() -> (tempfile::TempDir, Arc<meta::SqlMeta>, Access) {
         let dir = tempfile::tempdir().unwrap();
-        let sqlite = Arc::new(meta::SqliteMeta::open(&dir.path().join("meta.db")).await.unwrap());
+        let sqlite = Arc::new(meta::SqlMeta::open(&dir.path().join("meta.db")).await.unwrap());
         let keys = TokenKeys::from_pem(&TokenKeys::generate_pem()).unwrap();
         let access = Access::new(Meta(sqlite.clone()), keys, AccessConfig::default()).await.unwrap();
         (dir, sqlite, access)

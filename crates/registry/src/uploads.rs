@@ -341,7 +341,7 @@ mod tests {
 
     async fn registry(dir: &std::path::Path) -> (blobs::Blobs, Registry) {
         let blobs = blobs::Blobs(Arc::new(blobs::FsBlobStore::open(dir).unwrap()));
-        let meta = meta::Meta(Arc::new(meta::SqliteMeta::open(&dir.join("meta.db")).await.unwrap()));
+        let meta = meta::Meta(Arc::new(meta::SqlMeta::open(&dir.join("meta.db")).await.unwrap()));
         (blobs.clone(), Registry::new(blobs, meta, crate::RegistryConfig::default()))
     }
 

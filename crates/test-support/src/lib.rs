@@ -11,6 +11,7 @@
 mod client;
 mod image;
 mod process;
+mod postgres;
 mod s3;
 
 use std::sync::Arc;
@@ -25,6 +26,7 @@ use tower::ServiceExt;
 pub use client::Client;
 pub use image::{Blob, Image, ImageBuilder, Index, Rng, layer_tar_gz, write_image, write_oci_layout};
 pub use process::ServerProcess;
+pub use postgres::Postgres;
 pub use s3::{BUCKET as S3_BUCKET, S3Server};
 
 /// skopeo with the given arguments (and `--insecure-policy`: the tests keep no signature policy):
@@ -179,7 +181,7 @@ impl TestRegistry {
         reserve: u64,
     ) -> TestRegistry {
         let blobs = blobs::FsBlobStore::open(dir.path()).expect("blob store").with_reserve(reserve);
-        let meta = meta::Meta(Arc::new(meta::SqliteMeta::open(&dir.path().join("meta.db")).await.expect("meta store")));
+        let meta = meta::Meta(Arc::new(meta::SqlMeta::open(&dir.path().join("meta.db")).await.expect("meta store")));
         let registry = Arc::new(registry::Registry::new(blobs::Blobs(Arc::new(blobs)), meta.clone(), config));
         let token_key = auth::TokenKeys::generate_pem();
         let admin_password = auth::password::new_robot_secret();

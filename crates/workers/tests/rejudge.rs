@@ -9,7 +9,7 @@ use std::time::Duration;
 use blobs::{Blobs, FsBlobStore};
 use bytes::Bytes;
 use futures::StreamExt;
-use meta::{Findings, Inspections, Meta, SqliteMeta, StoredReport, Verdict};
+use meta::{Findings, Inspections, Meta, SqlMeta, StoredReport, Verdict};
 use oci::{Digest, Reference, RepoName};
 use registry::{Registry, RegistryConfig};
 
@@ -23,7 +23,7 @@ fn repo(name: &str) -> RepoName {
 
 /// Stores an image holding `package` (ecosystem, name, version) in each of `repos`, with its
 /// report matched against no DB and an allowing verdict on `basis`; its digest.
-async fn image(registry: &Registry, meta: &SqliteMeta, package: (&str, &str, &str), repos: &[&str], basis: &str) -> Digest {
+async fn image(registry: &Registry, meta: &SqlMeta, package: (&str, &str, &str), repos: &[&str], basis: &str) -> Digest {
     let (eco, name, version) = package;
     let layer = Bytes::from(test_support::layer_tar_gz(&[("etc/app", format!("{name}@{version}").as_bytes(), 0o644)]));
     let layer_digest = Digest::sha256_of(&layer);
@@ -90,7 +90,7 @@ struct Outcome {
 
 async fn round(page: usize) -> Outcome {
     let dir = tempfile::tempdir().unwrap();
-    let meta = Arc::new(SqliteMeta::open(&dir.path().join("meta.db")).await.unwrap());
+    let meta = Arc::new(SqlMeta::open(&dir.path().join("meta.db")).await.unwrap());
     let registry = Arc::new(Registry::new(Blobs(Arc::new(FsBlobStore::open(dir.path()).unwrap())), Meta(meta.clone()), RegistryConfig::default()));
     let before = registry.basis("", 0).await.unwrap().fingerprint;
     let log4j = image(&registry, &meta, ("maven", "org.apache.logging.log4j:log4j-core", "2.14.1"), &["t/a", "t/b", "t/c"], &before).await;

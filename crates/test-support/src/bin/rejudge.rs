@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use blobs::{Blobs, FsBlobStore};
 use bytes::Bytes;
-use meta::{Inspections, Meta, PackageQuery, Repositories, SqliteMeta, StoredReport, Verdict};
+use meta::{Inspections, Meta, PackageQuery, Repositories, SqlMeta, StoredReport, Verdict};
 use oci::{Digest, Reference, RepoName};
 use registry::{Registry, RegistryConfig, VersionFilter};
 use test_support::Rng;
@@ -197,7 +197,7 @@ async fn main() -> anyhow::Result<()> {
     let (deb, lang) = pools(Path::new(&corpus))?;
     println!("package pools: {} Debian 11, {} language", deb.len(), lang.len());
 
-    let meta = Arc::new(SqliteMeta::open(&state.join("meta.db")).await?);
+    let meta = Arc::new(SqlMeta::open(&state.join("meta.db")).await?);
     let blobs = FsBlobStore::open(state)?;
     let registry = Arc::new(Registry::new(Blobs(Arc::new(blobs)), Meta(meta.clone()), RegistryConfig::default()));
     let layer = Bytes::from(test_support::layer_tar_gz(&[("etc/bench", b"x", 0o644)]));

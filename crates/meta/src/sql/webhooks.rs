@@ -2,11 +2,11 @@
 
 use sqlx::Row;
 
-use super::{SqliteMeta, db};
+use super::{SqlMeta, db};
 use crate::{Result, WebhookCursor, WebhookFailure, Webhooks};
 
 #[async_trait::async_trait]
-impl Webhooks for SqliteMeta {
+impl Webhooks for SqlMeta {
     async fn webhook_cursor(&self, hook: &str) -> Result<Option<WebhookCursor>> {
         let row = sqlx::query("SELECT after_id, attempts, next_at, last_error FROM webhook_cursors WHERE hook = $1")
             .bind(hook)
@@ -22,7 +22,7 @@ impl Webhooks for SqliteMeta {
     }
 
     async fn save_webhook_cursor(&self, hook: &str, c: &WebhookCursor, gave_up: Option<&WebhookFailure>) -> Result<()> {
-        let mut tx = self.writer.begin().await.map_err(db)?;
+        let mut tx = self.write().await?;
         sqlx::query(
             "INSERT INTO webhook_cursors (hook, after_id, attempts, next_at, last_error) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (hook) DO UPDATE SET after_id = $2, attempts = $3, next_at = $4, last_error = $5",

@@ -1,15 +1,17 @@
-//! [`Inspections`] and [`Findings`] on SQLite. One writer connection serialises claims, so the
-//! claim is a plain `UPDATE … WHERE id = (SELECT …) RETURNING`; PostgreSQL will add
-//! `FOR UPDATE SKIP LOCKED`.
+//! [`Inspections`] and [`Findings`] in SQL. Writes take turns (see the module above), so a claim
+//! is a plain `UPDATE … WHERE id = (SELECT …) RETURNING` on both databases: no two replicas can
+//! claim one job.
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
 
 use oci::{Digest, RepoName};
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use sqlx::Any;
+use sqlx::any::AnyRow;
 
-use super::{SqliteMeta, db, now_ms};
+use super::statement::Statement;
+use super::{Dialect, SqlMeta, db, now_ms};
 use crate::{
     Component, Error, Findings, GateState, ImageMatch, ImageVulnerability, InspectionJob, InspectionState, Inspections, Matches,
     NewWaiver, PackageQuery, ReportFacts, ReportIndex, Result, StoredReport, Verdict, VerdictBatch, Waiver,
@@ -24,10 +26,18 @@ macro_rules! verdict_columns {
     };
 }
 
+/// The columns [`verdict`] reads: the flags as 0 or 1, which both databases hand over alike.
+macro_rules! verdict_select {
+    () => {
+        "SELECT repo, digest, CASE WHEN allowed THEN 1 ELSE 0 END AS allowed, CASE WHEN enforced THEN 1 ELSE 0 END AS enforced, \
+         policy, reasons, warnings, basis, judged_at"
+    };
+}
+
 #[async_trait::async_trait]
-impl Inspections for SqliteMeta {
+impl Inspections for SqlMeta {
     async fn claim_inspection(&self, now: i64, lease_ms: i64) -> Result<Option<InspectionJob>> {
-        let row = sqlx::query(
+        let row = self.write_returning(sqlx::query(
             "UPDATE inspection_jobs SET state = 'running', attempts = attempts + 1, lease_until = $1, updated_at = $2
              WHERE id = (SELECT id FROM inspection_jobs
                          WHERE (state = 'queued' AND run_after <= $2) OR (state = 'running' AND lease_until < $2)
@@ -35,10 +45,7 @@ impl Inspections for SqliteMeta {
              RETURNING id, repo, digest, attempts",
         )
         .bind(now + lease_ms)
-        .bind(now)
-        .fetch_optional(&self.writer)
-        .await
-        .map_err(db)?;
+        .bind(now)).await?;
         let Some(row) = row else { return Ok(None) };
         Ok(Some(InspectionJob {
             id: row.get("id"),
@@ -49,27 +56,27 @@ impl Inspections for SqliteMeta {
     }
 
     async fn record_verdict(&self, report: Option<(&StoredReport, &ReportIndex)>, v: &Verdict) -> Result<Option<Verdict>> {
-        let mut tx = self.writer.begin().await.map_err(db)?;
-        let old = write_verdict(&mut tx, report, v, true).await?;
+        let mut tx = self.write().await?;
+        let old = write_verdict(&mut tx, self.dialect, report, v, true).await?;
         tx.commit().await.map_err(db)?;
         Ok(old)
     }
 
     async fn record_verdicts(&self, batch: &VerdictBatch<'_>) -> Result<()> {
-        let mut tx = self.writer.begin().await.map_err(db)?;
+        let mut tx = self.write().await?;
         for w in batch.judged {
-            write_verdict(&mut tx, w.report, w.verdict, false).await?;
+            write_verdict(&mut tx, self.dialect, w.report, w.verdict, false).await?;
         }
         for chunk in batch.carried.chunks(ROWS_PER_INSERT) {
-            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("UPDATE verdicts SET basis = ");
+            let mut q = Statement::new("UPDATE verdicts SET basis = ");
             q.push_bind(batch.basis).push(" WHERE (repo, digest) IN ");
-            push_pairs(&mut q, chunk.iter().map(|(repo, digest)| (repo.as_str(), digest.to_string())));
+            q.push_pairs(chunk.iter().map(|(repo, digest)| (repo.as_str(), digest.to_string())));
             q.build().execute(&mut *tx).await.map_err(db)?;
         }
         for chunk in batch.restamped.chunks(ROWS_PER_INSERT) {
-            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("UPDATE inspection_reports SET db_version = ");
+            let mut q = Statement::new("UPDATE inspection_reports SET db_version = ");
             q.push_bind(batch.db_version).push(", db = ").push_bind(batch.db).push(" WHERE digest IN ");
-            push_list(&mut q, chunk.iter().map(|d| d.to_string()));
+            q.push_list(chunk.iter().map(|d| d.to_string()));
             q.build().execute(&mut *tx).await.map_err(db)?;
         }
         for entry in batch.audit {
@@ -83,15 +90,12 @@ impl Inspections for SqliteMeta {
             Some(t) => ("queued", t),
             None => ("failed", now_ms()),
         };
-        sqlx::query("UPDATE inspection_jobs SET state = $1, run_after = $2, lease_until = NULL, last_error = $3, updated_at = $4 WHERE id = $5")
+        self.write_one(sqlx::query("UPDATE inspection_jobs SET state = $1, run_after = $2, lease_until = NULL, last_error = $3, updated_at = $4 WHERE id = $5")
             .bind(state)
             .bind(run_after)
             .bind(error)
             .bind(now_ms())
-            .bind(job)
-            .execute(&self.writer)
-            .await
-            .map_err(db)?;
+            .bind(job)).await?;
         Ok(())
     }
 
@@ -120,8 +124,8 @@ impl Inspections for SqliteMeta {
     async fn report_facts(&self, digests: &[Digest]) -> Result<Vec<ReportFacts>> {
         let mut out = Vec::with_capacity(digests.len());
         for chunk in digests.chunks(ROWS_PER_INSERT) {
-            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("SELECT digest, report, db_version, vulnerabilities_digest, inspected_at, millis FROM inspection_reports WHERE digest IN ");
-            push_list(&mut q, chunk.iter().map(Digest::to_string));
+            let mut q = Statement::new("SELECT digest, report, db_version, vulnerabilities_digest, inspected_at, millis FROM inspection_reports WHERE digest IN ");
+            q.push_list(chunk.iter().map(Digest::to_string));
             for row in q.build().fetch_all(&self.reader).await.map_err(db)? {
                 out.push(ReportFacts {
                     digest: parse(row.get::<&str, _>("digest"), "digest")?,
@@ -154,7 +158,7 @@ impl Inspections for SqliteMeta {
     }
 
     async fn verdict(&self, repo: &RepoName, digest: &Digest) -> Result<Option<Verdict>> {
-        sqlx::query(concat!("SELECT ", verdict_columns!(), " FROM verdicts WHERE repo = $1 AND digest = $2"))
+        sqlx::query(concat!(verdict_select!(), " FROM verdicts WHERE repo = $1 AND digest = $2"))
             .bind(repo.as_str())
             .bind(digest.to_string())
             .fetch_optional(&self.reader)
@@ -195,7 +199,7 @@ impl Inspections for SqliteMeta {
     async fn stale_verdicts(&self, basis: &str, after: Option<(&Digest, &RepoName)>, limit: usize) -> Result<Vec<Verdict>> {
         // Every stored pair sorts after ("", ""): a digest is never empty.
         let (digest, repo) = after.map(|(d, r)| (d.to_string(), r.as_str())).unwrap_or_default();
-        let rows = sqlx::query(concat!("SELECT ", verdict_columns!(), " FROM verdicts WHERE basis <> $1 AND (digest, repo) > ($2, $3) ORDER BY digest, repo LIMIT $4"))
+        let rows = sqlx::query(concat!(verdict_select!(), " FROM verdicts WHERE basis <> $1 AND (digest, repo) > ($2, $3) ORDER BY digest, repo LIMIT $4"))
             .bind(basis)
             .bind(digest)
             .bind(repo)
@@ -207,21 +211,18 @@ impl Inspections for SqliteMeta {
     }
 
     async fn rejudge_verdict(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
-        sqlx::query("UPDATE verdicts SET basis = '' WHERE repo = $1 AND digest = $2")
+        self.write_one(sqlx::query("UPDATE verdicts SET basis = '' WHERE repo = $1 AND digest = $2")
             .bind(repo.as_str())
-            .bind(digest.to_string())
-            .execute(&self.writer)
-            .await
-            .map_err(db)?;
+            .bind(digest.to_string())).await?;
         Ok(())
     }
 
     async fn layer_records(&self, engines: &str, layers: &[Digest]) -> Result<Vec<(Digest, Vec<u8>)>> {
         let mut out = Vec::new();
         for chunk in layers.chunks(ROWS_PER_INSERT) {
-            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("SELECT layer, record FROM layer_records WHERE engines = ");
+            let mut q = Statement::new("SELECT layer, record FROM layer_records WHERE engines = ");
             q.push_bind(engines).push(" AND layer IN ");
-            push_list(&mut q, chunk.iter().map(Digest::to_string));
+            q.push_list(chunk.iter().map(Digest::to_string));
             for row in q.build().fetch_all(&self.reader).await.map_err(db)? {
                 out.push((parse(row.get::<&str, _>("layer"), "digest")?, row.get("record")));
             }
@@ -230,7 +231,7 @@ impl Inspections for SqliteMeta {
     }
 
     async fn save_layer_records(&self, engines: &str, records: &[(Digest, Vec<u8>)]) -> Result<()> {
-        let mut tx = self.writer.begin().await.map_err(db)?;
+        let mut tx = self.write().await?;
         for (layer, record) in records {
             sqlx::query("INSERT INTO layer_records (layer, engines, record, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING")
                 .bind(layer.to_string())
@@ -245,17 +246,14 @@ impl Inspections for SqliteMeta {
     }
 
     async fn prune_layer_records(&self, engines: &str, before_ms: i64) -> Result<u64> {
-        let done = sqlx::query("DELETE FROM layer_records WHERE engines <> $1 AND created_at < $2")
+        let done = self.write_one(sqlx::query("DELETE FROM layer_records WHERE engines <> $1 AND created_at < $2")
             .bind(engines)
-            .bind(before_ms)
-            .execute(&self.writer)
-            .await
-            .map_err(db)?;
+            .bind(before_ms)).await?;
         Ok(done.rows_affected())
     }
 }
 
-impl SqliteMeta {
+impl SqlMeta {
     /// The gate state of `digest` itself: its verdict, else its job.
     async fn own_gate_state(&self, repo: &RepoName, digest: &Digest) -> Result<GateState> {
         if let Some(v) = self.verdict(repo, digest).await? {
@@ -275,8 +273,8 @@ impl SqliteMeta {
         images.dedup();
         let mut tags: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
         for chunk in images.chunks(ROWS_PER_INSERT) {
-            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("SELECT repo, digest, name FROM tags WHERE (repo, digest) IN ");
-            push_pairs(&mut q, chunk.iter().copied());
+            let mut q = Statement::new("SELECT repo, digest, name FROM tags WHERE (repo, digest) IN ");
+            q.push_pairs(chunk.iter().copied());
             q.push(" ORDER BY repo, digest, name");
             for row in q.build().fetch_all(&self.reader).await.map_err(db)? {
                 tags.entry((row.get("repo"), row.get("digest"))).or_default().push(row.get("name"));
@@ -292,7 +290,7 @@ impl SqliteMeta {
 }
 
 #[async_trait::async_trait]
-impl Findings for SqliteMeta {
+impl Findings for SqlMeta {
     async fn images_with_vulnerability(&self, id: &str, limit: usize) -> Result<Vec<ImageMatch<ImageVulnerability>>> {
         // An image holds the vulnerability once per id it goes by; the same canonical id through
         // two aliases is one finding.
@@ -336,7 +334,7 @@ impl Findings for SqliteMeta {
              WHERE ($1 IS NULL OR c.purl = $1 OR c.purl LIKE $1 || '?%')
                AND ($2 IS NULL OR substr(c.purl, 1, length($2)) = $2)
                AND ($3 IS NULL OR c.ecosystem = $3)
-               AND ($4 IS NULL OR c.name = $4 OR substr(c.name, -length($4) - 1) = ':' || $4)
+               AND ($4 IS NULL OR c.name = $4 OR substr(c.name, length(c.name) - length($4)) = ':' || $4)
              ORDER BY m.repo, c.digest, c.name, c.version LIMIT $5",
         )
         .bind(purl_exact)
@@ -409,44 +407,14 @@ impl Findings for SqliteMeta {
     }
 
     async fn remove_waiver(&self, id: i64) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM waivers WHERE id = $1").bind(id).execute(&self.writer).await.map_err(db)?;
+        let done = self.write_one(sqlx::query("DELETE FROM waivers WHERE id = $1").bind(id)).await?;
         Ok(done.rows_affected() > 0)
     }
 }
 
-/// Writes one verdict (and its report and rows, when given) in `tx`. `inspected`: it ends an
-/// inspection, whose job is marked done; and the verdict it replaced is returned (judging again
-/// knows it already).
-/// `(a, b, …)`: a list for `IN`, one bound parameter each.
-fn push_list<T>(q: &mut sqlx::QueryBuilder<sqlx::Sqlite>, items: impl IntoIterator<Item = T>)
-where
-    T: for<'t> sqlx::Encode<'t, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
-{
-    q.push("(");
-    let mut list = q.separated(", ");
-    for item in items {
-        list.push_bind(item);
-    }
-    q.push(")");
-}
-
-/// `(VALUES (a, b), …)`: pairs for `(x, y) IN`.
-fn push_pairs<A, B>(q: &mut sqlx::QueryBuilder<sqlx::Sqlite>, pairs: impl IntoIterator<Item = (A, B)>)
-where
-    A: for<'t> sqlx::Encode<'t, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
-    B: for<'t> sqlx::Encode<'t, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
-{
-    q.push("(VALUES ");
-    let mut list = q.separated(", ");
-    for (a, b) in pairs {
-        list.push("(").push_bind_unseparated(a).push_unseparated(", ").push_bind_unseparated(b).push_unseparated(")");
-    }
-    q.push(")");
-}
-
 /// Stores a report's new matches (its facts stay) and changes its query rows by difference: a
 /// newer DB changes a few of an image's vulnerabilities, not hundreds.
-async fn rematched(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, r: &StoredReport, index: &ReportIndex) -> Result<()> {
+async fn rematched(tx: &mut sqlx::Transaction<'static, Any>, dialect: Dialect, r: &StoredReport, index: &ReportIndex) -> Result<()> {
     let digest = r.digest.to_string();
     let updated = sqlx::query("UPDATE inspection_reports SET db_version = $2, db = $3, vulnerabilities = $4, vulnerabilities_digest = $5 WHERE digest = $1")
         .bind(&digest)
@@ -462,10 +430,16 @@ async fn rematched(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, r: &StoredRepor
     }
     // The old rows as one JSON array, [rowid, fields...] each: one value to hand over instead
     // of hundreds of rows.
-    let (old,): (String,) = sqlx::query_as(
-        "SELECT coalesce(json_group_array(json_array(rowid, vuln, canonical, package, version, severity, fixed)), '[]')
-         FROM image_vulnerabilities WHERE digest = $1",
-    )
+    let (old,): (String,) = sqlx::query_as(match dialect {
+        Dialect::Sqlite => {
+            "SELECT coalesce(json_group_array(json_array(rowid, vuln, canonical, package, version, severity, fixed)), '[]')
+             FROM image_vulnerabilities WHERE digest = $1"
+        }
+        Dialect::Postgres => {
+            "SELECT coalesce(json_agg(json_build_array(rowid, vuln, canonical, package, version, severity, fixed))::text, '[]')
+             FROM image_vulnerabilities WHERE digest = $1"
+        }
+    })
     .bind(&digest)
     .fetch_one(&mut **tx)
     .await
@@ -489,14 +463,14 @@ async fn rematched(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, r: &StoredRepor
         }
     }
     for chunk in gone.chunks(ROWS_PER_INSERT) {
-        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("DELETE FROM image_vulnerabilities WHERE rowid IN ");
-        push_list(&mut q, chunk.iter().copied());
+        let mut q = Statement::new("DELETE FROM image_vulnerabilities WHERE rowid IN ");
+        q.push_list(chunk.iter().copied());
         q.build().execute(&mut **tx).await.map_err(db)?;
     }
     let new: Vec<&ImageVulnerability> = wanted.into_values().flat_map(|(f, n)| std::iter::repeat_n(f, n)).collect();
     for chunk in new.chunks(ROWS_PER_INSERT) {
-        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("INSERT INTO image_vulnerabilities (digest, vuln, canonical, package, version, severity, fixed) ");
-        q.push_values(chunk, |mut row, f| {
+        let mut q = Statement::new("INSERT INTO image_vulnerabilities (digest, vuln, canonical, package, version, severity, fixed) ");
+        q.push_values(chunk, |row, f| {
             row.push_bind(&digest).push_bind(&f.id).push_bind(&f.canonical).push_bind(&f.package).push_bind(&f.version).push_bind(&f.severity).push_bind(&f.fixed);
         });
         q.build().execute(&mut **tx).await.map_err(db)?;
@@ -504,13 +478,16 @@ async fn rematched(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, r: &StoredRepor
     Ok(())
 }
 
-async fn write_verdict(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, report: Option<(&StoredReport, &ReportIndex)>, v: &Verdict, inspected: bool) -> Result<Option<Verdict>> {
+/// Writes one verdict (and its report and rows, when given) in `tx`. `inspected`: it ends an
+/// inspection, whose job is marked done; and the verdict it replaced is returned (judging again
+/// knows it already).
+async fn write_verdict(tx: &mut sqlx::Transaction<'static, Any>, dialect: Dialect, report: Option<(&StoredReport, &ReportIndex)>, v: &Verdict, inspected: bool) -> Result<Option<Verdict>> {
         if let Some((r, index)) = report
             && index.components.is_none()
         {
             // Matched again: the same facts and packages, new matches. Only what changed is
             // written: the matches, and the query rows by difference.
-            rematched(tx, r, index).await?;
+            rematched(tx, dialect, r, index).await?;
         } else if let Some((r, index)) = report {
             let digest = r.digest.to_string();
             sqlx::query(
@@ -534,8 +511,8 @@ async fn write_verdict(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, report: Opt
             if let Some(components) = &index.components {
                 sqlx::query("DELETE FROM components WHERE digest = $1").bind(&digest).execute(&mut **tx).await.map_err(db)?;
                 for chunk in components.chunks(ROWS_PER_INSERT) {
-                    let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("INSERT INTO components (digest, ecosystem, name, version, purl, layer) ");
-                    q.push_values(chunk, |mut row, c| {
+                    let mut q = Statement::new("INSERT INTO components (digest, ecosystem, name, version, purl, layer) ");
+                    q.push_values(chunk, |row, c| {
                         row.push_bind(&digest).push_bind(&c.ecosystem).push_bind(&c.name).push_bind(&c.version).push_bind(&c.purl).push_bind(&c.layer);
                     });
                     q.build().execute(&mut **tx).await.map_err(db)?;
@@ -543,15 +520,15 @@ async fn write_verdict(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, report: Opt
             }
             sqlx::query("DELETE FROM image_vulnerabilities WHERE digest = $1").bind(&digest).execute(&mut **tx).await.map_err(db)?;
             for chunk in index.vulnerabilities.chunks(ROWS_PER_INSERT) {
-                let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("INSERT INTO image_vulnerabilities (digest, vuln, canonical, package, version, severity, fixed) ");
-                q.push_values(chunk, |mut row, f| {
+                let mut q = Statement::new("INSERT INTO image_vulnerabilities (digest, vuln, canonical, package, version, severity, fixed) ");
+                q.push_values(chunk, |row, f| {
                     row.push_bind(&digest).push_bind(&f.id).push_bind(&f.canonical).push_bind(&f.package).push_bind(&f.version).push_bind(&f.severity).push_bind(&f.fixed);
                 });
                 q.build().execute(&mut **tx).await.map_err(db)?;
             }
         }
         let old = if inspected {
-            sqlx::query(concat!("SELECT ", verdict_columns!(), " FROM verdicts WHERE repo = $1 AND digest = $2"))
+            sqlx::query(concat!(verdict_select!(), " FROM verdicts WHERE repo = $1 AND digest = $2"))
                 .bind(v.repo.as_str())
                 .bind(v.digest.to_string())
                 .fetch_optional(&mut **tx)
@@ -604,12 +581,12 @@ fn strictness(s: &GateState) -> u8 {
     }
 }
 
-fn verdict(row: &SqliteRow) -> Result<Verdict> {
+fn verdict(row: &AnyRow) -> Result<Verdict> {
     Ok(Verdict {
         repo: parse(row.get::<&str, _>("repo"), "repository")?,
         digest: parse(row.get::<&str, _>("digest"), "digest")?,
-        allowed: row.get("allowed"),
-        enforced: row.get("enforced"),
+        allowed: row.get::<i64, _>("allowed") != 0,
+        enforced: row.get::<i64, _>("enforced") != 0,
         policy: row.get("policy"),
         reasons: list(row.get("reasons"))?,
         warnings: list(row.get("warnings"))?,

@@ -1,9 +1,9 @@
 //! [`Identities`] on SQLite.
 
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
 
-use super::{SqliteMeta, db, now_ms};
+use super::{SqlMeta, db, now_ms};
 use crate::{
     AccessChanges, AuditEntry, AuditQuery, AuditRecord, Error, GrantRecord, Identities, IdentityKind, PrincipalRecord,
     Result,
@@ -15,9 +15,9 @@ macro_rules! principal_select {
     };
 }
 #[async_trait::async_trait]
-impl Identities for SqliteMeta {
+impl Identities for SqlMeta {
     async fn create_principal(&self, p: &PrincipalRecord, grants: &[GrantRecord], audit: &AuditEntry) -> Result<()> {
-        let mut tx = self.writer.begin().await.map_err(db)?;
+        let mut tx = self.write().await?;
         let inserted = sqlx::query(
             "INSERT INTO principals (name, kind, secret, expires_at, description, created_at, created_by)
              VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (name) DO NOTHING",
@@ -45,7 +45,7 @@ impl Identities for SqliteMeta {
     }
 
     async fn set_secret(&self, name: &str, secret: &str, audit: &AuditEntry) -> Result<bool> {
-        let mut tx = self.writer.begin().await.map_err(db)?;
+        let mut tx = self.write().await?;
         let done = sqlx::query("UPDATE principals SET secret = $1 WHERE name = $2")
             .bind(secret)
             .bind(name)
@@ -61,18 +61,15 @@ impl Identities for SqliteMeta {
     }
 
     async fn upgrade_secret(&self, name: &str, old: &str, new: &str) -> Result<bool> {
-        let done = sqlx::query("UPDATE principals SET secret = $1 WHERE name = $2 AND secret = $3")
+        let done = self.write_one(sqlx::query("UPDATE principals SET secret = $1 WHERE name = $2 AND secret = $3")
             .bind(new)
             .bind(name)
-            .bind(old)
-            .execute(&self.writer)
-            .await
-            .map_err(db)?;
+            .bind(old)).await?;
         Ok(done.rows_affected() > 0)
     }
 
     async fn remove_principal(&self, name: &str, audit: &AuditEntry) -> Result<bool> {
-        let mut tx = self.writer.begin().await.map_err(db)?;
+        let mut tx = self.write().await?;
         let done = sqlx::query("DELETE FROM principals WHERE name = $1").bind(name).execute(&mut *tx).await.map_err(db)?;
         if done.rows_affected() == 0 {
             return Ok(false);
@@ -98,14 +95,14 @@ impl Identities for SqliteMeta {
     }
 
     async fn grant(&self, grant: &GrantRecord, audit: &AuditEntry) -> Result<()> {
-        let mut tx = self.writer.begin().await.map_err(db)?;
+        let mut tx = self.write().await?;
         upsert_grant(&mut tx, grant).await?;
         changed(&mut tx, &grant.principal, audit).await?;
         tx.commit().await.map_err(db)
     }
 
     async fn revoke(&self, principal: &str, namespace: &str, audit: &AuditEntry) -> Result<bool> {
-        let mut tx = self.writer.begin().await.map_err(db)?;
+        let mut tx = self.write().await?;
         let done = sqlx::query("DELETE FROM grants WHERE principal = $1 AND namespace = $2")
             .bind(principal)
             .bind(namespace)
@@ -136,7 +133,7 @@ impl Identities for SqliteMeta {
     }
 
     async fn append_audit(&self, entry: &AuditEntry) -> Result<()> {
-        let mut tx = self.writer.begin().await.map_err(db)?;
+        let mut tx = self.write().await?;
         audit_in(&mut tx, entry).await?;
         tx.commit().await.map_err(db)
     }
@@ -176,7 +173,7 @@ impl Identities for SqliteMeta {
     }
 }
 
-fn principal_row(r: &SqliteRow) -> Result<PrincipalRecord> {
+fn principal_row(r: &AnyRow) -> Result<PrincipalRecord> {
     let kind: String = r.get(1);
     let kind = match kind.as_str() {
         "user" => IdentityKind::User,
@@ -194,7 +191,7 @@ fn principal_row(r: &SqliteRow) -> Result<PrincipalRecord> {
     })
 }
 
-async fn upsert_grant(tx: &mut Transaction<'_, Sqlite>, g: &GrantRecord) -> Result<()> {
+async fn upsert_grant(tx: &mut Transaction<'static, Any>, g: &GrantRecord) -> Result<()> {
     sqlx::query(
         "INSERT INTO grants (principal, namespace, permission) VALUES ($1, $2, $3)
          ON CONFLICT (principal, namespace) DO UPDATE SET permission = excluded.permission",
@@ -209,7 +206,7 @@ async fn upsert_grant(tx: &mut Transaction<'_, Sqlite>, g: &GrantRecord) -> Resu
 }
 
 /// The change-log row and the audit entry of a change of `principal`'s access.
-async fn changed(tx: &mut Transaction<'_, Sqlite>, principal: &str, audit: &AuditEntry) -> Result<()> {
+async fn changed(tx: &mut Transaction<'static, Any>, principal: &str, audit: &AuditEntry) -> Result<()> {
     sqlx::query("INSERT INTO access_changes (principal, at) VALUES ($1, $2)")
         .bind(principal)
         .bind(now_ms())
@@ -219,7 +216,7 @@ async fn changed(tx: &mut Transaction<'_, Sqlite>, principal: &str, audit: &Audi
     audit_in(tx, audit).await
 }
 
-pub(super) async fn audit_in(tx: &mut Transaction<'_, Sqlite>, e: &AuditEntry) -> Result<()> {
+pub(super) async fn audit_in(tx: &mut Transaction<'static, Any>, e: &AuditEntry) -> Result<()> {
     sqlx::query("INSERT INTO audit (at, actor, action, target, client, detail) VALUES ($1, $2, $3, $4, $5, $6)")
         .bind(now_ms())
         .bind(&e.actor)

@@ -1,21 +1,29 @@
-//! The SQLite adapter: one file in the data directory, WAL, `synchronous=FULL` (an acknowledged
-//! commit survives power loss), one writer connection and a pool of readers.
+//! The SQL adapter, one code path for two databases: SQLite, embedded (one file in the data
+//! directory, WAL, `synchronous=FULL`: an acknowledged commit survives power loss), and PostgreSQL,
+//! which N replicas share. Both go through sqlx's `Any` driver with the same statements (`$N`
+//! placeholders, BIGINT/TEXT, `ON CONFLICT`); where the two speak differently, [`Dialect`] picks.
+//!
+//! Writes are serial in both, so every read-then-write in a transaction sees what it decides on:
+//! SQLite has one writer connection; on PostgreSQL each write transaction first takes one
+//! transaction-scoped advisory lock ([`WRITE_LOCK`]), so writers of every replica take turns, and
+//! READ COMMITTED statements after it see every earlier commit. Reads never wait for writes.
 
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
 use oci::{Digest, Reference, RepoName, Tag, UploadId};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{Any, AnyPool, ConnectOptions, Row, Transaction};
 
 use crate::{
     CachedManifest, Error, KeptTags, Listing, ManifestRecord, NewManifest, Page, Repositories, Result, TagRecord, UploadRecord,
     UploadSessions,
 };
 
-/// Schema migrations, applied in order once each.
-const MIGRATIONS: &[(i64, &str)] = &[
+/// SQLite's schema migrations, applied in order once each.
+const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/sqlite/0001_registry.sql")),
     (2, include_str!("../../migrations/sqlite/0002_access.sql")),
     (3, include_str!("../../migrations/sqlite/0003_inspection.sql")),
@@ -31,40 +39,102 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (13, include_str!("../../migrations/sqlite/0013_untagged_at.sql")),
     (14, include_str!("../../migrations/sqlite/0014_damaged_blobs.sql")),
     (15, include_str!("../../migrations/sqlite/0015_blob_links_by_digest.sql")),
+    (16, include_str!("../../migrations/sqlite/0016_installation.sql")),
 ];
+
+/// PostgreSQL's: it arrived with SQLite's schema at version 15, so that is its first migration;
+/// later ones are numbered alike in both directories.
+const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
+    (15, include_str!("../../migrations/postgres/0015_schema.sql")),
+    (16, include_str!("../../migrations/postgres/0016_installation.sql")),
+];
+
+/// The key of PostgreSQL's transaction-scoped advisory lock every write takes ("customs").
+const WRITE_LOCK: i64 = 0x0063_7573_746f_6d73;
 
 mod identities;
 mod inspections;
 mod integrity;
+mod statement;
 mod webhooks;
 
-pub struct SqliteMeta {
-    pub(super) writer: SqlitePool,
-    pub(super) reader: SqlitePool,
+/// Where the two databases' SQL differs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Dialect {
+    Sqlite,
+    Postgres,
 }
 
-impl SqliteMeta {
-    /// Opens (creating if needed) the database file at `path` and applies pending migrations.
-    pub async fn open(path: &Path) -> Result<SqliteMeta> {
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
-        let writer = SqlitePoolOptions::new()
+pub struct SqlMeta {
+    pub(super) writer: AnyPool,
+    pub(super) reader: AnyPool,
+    pub(super) dialect: Dialect,
+}
+
+impl SqlMeta {
+    /// Opens (creating if needed) the SQLite database file at `path` and applies pending migrations.
+    pub async fn open(path: &Path) -> Result<SqlMeta> {
+        sqlx::any::install_default_drivers();
+        let file = SqliteConnectOptions::new().filename(path);
+        let url = |o: SqliteConnectOptions| AnyConnectOptions::from_url(&o.to_url_lossy()).map_err(db);
+        let writer = AnyPoolOptions::new()
             .max_connections(1)
-            .connect_with(options.clone())
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    sqlx::raw_sql(
+                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON",
+                    )
+                    .execute(conn)
+                    .await
+                    .map(drop)
+                })
+            })
+            .connect_with(url(file.clone().create_if_missing(true))?)
             .await
             .map_err(db)?;
-        migrate(&writer).await?;
-        let reader = SqlitePoolOptions::new()
+        let meta = SqlMeta { reader: writer.clone(), writer, dialect: Dialect::Sqlite };
+        meta.migrate(SQLITE_MIGRATIONS).await?;
+        let reader = AnyPoolOptions::new()
             .max_connections(8)
-            .connect_with(options.read_only(true))
+            .after_connect(|conn, _| Box::pin(async move { sqlx::raw_sql("PRAGMA busy_timeout = 10000").execute(conn).await.map(drop) }))
+            .connect_with(url(file.read_only(true))?)
             .await
             .map_err(db)?;
-        Ok(SqliteMeta { writer, reader })
+        Ok(SqlMeta { reader, ..meta })
+    }
+
+    /// Connects to the PostgreSQL database at `url` (`postgres://user:password@host:port/db`),
+    /// applying pending migrations (replicas starting together take turns).
+    pub async fn connect(url: &str) -> Result<SqlMeta> {
+        sqlx::any::install_default_drivers();
+        let options = AnyConnectOptions::from_str(url).map_err(db)?;
+        let pool = |n| AnyPoolOptions::new().max_connections(n).acquire_timeout(Duration::from_secs(10)).connect_with(options.clone());
+        let writer = pool(4).await.map_err(db)?;
+        let meta = SqlMeta { reader: writer.clone(), writer, dialect: Dialect::Postgres };
+        meta.migrate(POSTGRES_MIGRATIONS).await?;
+        Ok(SqlMeta { reader: pool(16).await.map_err(db)?, ..meta })
+    }
+
+    /// Which database this is.
+    pub fn backend(&self) -> &'static str {
+        match self.dialect {
+            Dialect::Sqlite => "sqlite",
+            Dialect::Postgres => "postgres",
+        }
+    }
+
+    /// The records' own id: the one stored, else `candidate`, stored now (the first of several
+    /// replicas to ask decides).
+    pub async fn id(&self, candidate: &str) -> Result<String> {
+        let mut tx = self.write().await?;
+        sqlx::query("INSERT INTO installation (id) SELECT $1 WHERE NOT EXISTS (SELECT 1 FROM installation)")
+            .bind(candidate)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        let id: String = sqlx::query_scalar("SELECT id FROM installation").fetch_one(&mut *tx).await.map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(id)
     }
 
     /// Closes both pools, waiting for connections to finish their work.
@@ -72,34 +142,69 @@ impl SqliteMeta {
         self.reader.close().await;
         self.writer.close().await;
     }
-}
 
-async fn migrate(pool: &SqlitePool) -> Result<()> {
-    sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)")
-        .execute(pool)
-        .await
-        .map_err(db)?;
-    for &(version, sql) in MIGRATIONS {
-        let mut tx = pool.begin().await.map_err(db)?;
-        let done: Option<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
-            .bind(version)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db)?;
-        if done.is_some() {
-            continue;
+    /// Begins a write transaction: every write is one, and they take turns (see the module's
+    /// documentation).
+    pub(super) async fn write(&self) -> Result<Transaction<'static, Any>> {
+        let mut tx = self.writer.begin().await.map_err(db)?;
+        if self.dialect == Dialect::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(WRITE_LOCK).execute(&mut *tx).await.map_err(db)?;
         }
-        sqlx::raw_sql(sql).execute(&mut *tx).await.map_err(db)?;
-        sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
-            .bind(version)
-            .bind(now_ms())
+        Ok(tx)
+    }
+
+    /// Runs one writing statement: on PostgreSQL in a transaction of its own, which takes the
+    /// write lock; on SQLite's one writer connection as it is.
+    pub(super) async fn write_one(&self, query: sqlx::query::Query<'_, Any, sqlx::any::AnyArguments>) -> Result<sqlx::any::AnyQueryResult> {
+        if self.dialect == Dialect::Sqlite {
+            return query.execute(&self.writer).await.map_err(db);
+        }
+        let mut tx = self.write().await?;
+        let done = query.execute(&mut *tx).await.map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(done)
+    }
+
+    /// [`Self::write_one`] for a statement that returns at most a row (`RETURNING`).
+    pub(super) async fn write_returning(&self, query: sqlx::query::Query<'_, Any, sqlx::any::AnyArguments>) -> Result<Option<AnyRow>> {
+        if self.dialect == Dialect::Sqlite {
+            return query.fetch_optional(&self.writer).await.map_err(db);
+        }
+        let mut tx = self.write().await?;
+        let row = query.fetch_optional(&mut *tx).await.map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(row)
+    }
+
+    async fn migrate(&self, migrations: &'static [(i64, &'static str)]) -> Result<()> {
+        let mut tx = self.write().await?;
+        sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)")
             .execute(&mut *tx)
             .await
             .map_err(db)?;
         tx.commit().await.map_err(db)?;
-        tracing::info!(version, "applied metadata migration");
+        for &(version, sql) in migrations {
+            let mut tx = self.write().await?;
+            let done: Option<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
+                .bind(version)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db)?;
+            if done.is_some() {
+                continue;
+            }
+            sqlx::raw_sql(sql).execute(&mut *tx).await.map_err(db)?;
+            sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
+                .bind(version)
+                .bind(now_ms())
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            tx.commit().await.map_err(db)?;
+            tracing::info!(version, backend = self.backend(), "applied metadata migration");
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// The manifests of repository `$1` that no tag points at, no manifest references (an index's
@@ -109,7 +214,7 @@ macro_rules! idle_untagged_from {
     () => {
         "FROM manifests m LEFT JOIN manifest_pulls p ON p.repo = m.repo AND p.digest = m.digest \
          WHERE m.repo = $1 AND m.subject IS NULL \
-         AND MAX(m.created_at, COALESCE(m.untagged_at, 0), COALESCE(p.pulled_at, 0)) < $2 \
+         AND m.created_at < $2 AND COALESCE(m.untagged_at, 0) < $2 AND COALESCE(p.pulled_at, 0) < $2 \
          AND NOT EXISTS (SELECT 1 FROM tags t WHERE t.repo = m.repo AND t.digest = m.digest) \
          AND NOT EXISTS (SELECT 1 FROM manifest_refs r WHERE r.repo = m.repo AND r.target = m.digest)"
     };
@@ -126,9 +231,9 @@ macro_rules! manifest_select {
 }
 
 #[async_trait::async_trait]
-impl Repositories for SqliteMeta {
+impl Repositories for SqlMeta {
     async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<()> {
-        let mut tx = self.writer.begin().await.map_err(db)?;
+        let mut tx = self.write().await?;
         link_in(&mut tx, repo, digest, size).await?;
         tx.commit().await.map_err(db)
     }
@@ -149,7 +254,7 @@ impl Repositories for SqliteMeta {
 
     async fn put_manifest(&self, repo: &RepoName, m: &NewManifest) -> Result<()> {
         let now = now_ms();
-        let mut tx = self.writer.begin().await.map_err(db)?;
+        let mut tx = self.write().await?;
         ensure_repo(&mut tx, repo, now).await?;
         for (digest, declared) in &m.blobs {
             let size: Option<i64> = sqlx::query_scalar(LINKED_SIZE)
@@ -270,7 +375,7 @@ impl Repositories for SqliteMeta {
     }
 
     async fn delete_manifest(&self, repo: &RepoName, digest: &Digest, kept: KeptTags<'_>) -> Result<bool> {
-        let mut tx = self.writer.begin().await.map_err(db)?;
+        let mut tx = self.write().await?;
         let tags: Vec<String> = sqlx::query_scalar("SELECT name FROM tags WHERE repo = $1 AND digest = $2 ORDER BY name")
             .bind(repo.as_str())
             .bind(digest.to_string())
@@ -289,7 +394,7 @@ impl Repositories for SqliteMeta {
     }
 
     async fn delete_dangling_referrers(&self, before_ms: i64, limit: usize) -> Result<Vec<(RepoName, Digest)>> {
-        let mut tx = self.writer.begin().await.map_err(db)?;
+        let mut tx = self.write().await?;
         let rows: Vec<(String, String)> = sqlx::query_as(
             "SELECT repo, digest FROM manifests m WHERE subject IS NOT NULL AND created_at < $1 \
              AND NOT EXISTS (SELECT 1 FROM manifests s WHERE s.repo = m.repo AND s.digest = m.subject) \
@@ -314,7 +419,7 @@ impl Repositories for SqliteMeta {
     }
 
     async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool> {
-        let mut tx = self.writer.begin().await.map_err(db)?;
+        let mut tx = self.write().await?;
         mark_untagged(&mut tx, repo, tag, None, now_ms()).await?;
         let done = sqlx::query("DELETE FROM tags WHERE repo = $1 AND name = $2")
             .bind(repo.as_str())
@@ -343,7 +448,7 @@ impl Repositories for SqliteMeta {
     }
 
     async fn delete_tag_if_unchanged(&self, repo: &RepoName, record: &TagRecord) -> Result<bool> {
-        let mut tx = self.writer.begin().await.map_err(db)?;
+        let mut tx = self.write().await?;
         let done = sqlx::query("DELETE FROM tags WHERE repo = $1 AND name = $2 AND digest = $3 AND updated_at = $4")
             .bind(repo.as_str())
             .bind(record.tag.as_str())
@@ -371,7 +476,7 @@ impl Repositories for SqliteMeta {
     }
 
     async fn delete_idle_untagged(&self, repo: &RepoName, before_ms: i64, limit: usize) -> Result<Vec<Digest>> {
-        let mut tx = self.writer.begin().await.map_err(db)?;
+        let mut tx = self.write().await?;
         let digests = idle_untagged_in(&mut *tx, repo, before_ms, limit).await?;
         for digest in &digests {
             delete_manifest_in(&mut tx, repo, digest).await?;
@@ -490,11 +595,12 @@ impl Repositories for SqliteMeta {
     }
 
     async fn record_pulls(&self, pulls: &[(RepoName, Digest, i64)]) -> Result<()> {
-        let mut tx = self.writer.begin().await.map_err(db)?;
+        let mut tx = self.write().await?;
         for (repo, digest, at) in pulls {
             sqlx::query(
                 "INSERT INTO manifest_pulls (repo, digest, pulled_at) VALUES ($1, $2, $3) \
-                 ON CONFLICT (repo, digest) DO UPDATE SET pulled_at = MAX(pulled_at, excluded.pulled_at)",
+                 ON CONFLICT (repo, digest) DO UPDATE SET pulled_at = \
+                 CASE WHEN excluded.pulled_at > manifest_pulls.pulled_at THEN excluded.pulled_at ELSE manifest_pulls.pulled_at END",
             )
             .bind(repo.as_str())
             .bind(digest.to_string())
@@ -536,7 +642,7 @@ impl Repositories for SqliteMeta {
         // Blobs and manifests alike, each digest once.
         let left_out = except_ranges(3, except.len());
         let sql = format!(
-            "SELECT COALESCE(SUM(size), 0) FROM (SELECT digest, MAX(size) AS size FROM ( \
+            "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM (SELECT digest, MAX(size) AS size FROM ( \
                SELECT digest, size FROM blob_links WHERE repo >= $1 AND repo < $2{left_out} \
                UNION ALL SELECT digest, size FROM manifests WHERE repo >= $1 AND repo < $2{left_out} \
              ) AS u GROUP BY digest) AS d"
@@ -553,10 +659,10 @@ impl Repositories for SqliteMeta {
     }
 }
 
-impl SqliteMeta {
+impl SqlMeta {
     /// Runs a write whose `$1` is `repo` and `$2` is `digest`; whether it changed a row.
     async fn write_repo_digest(&self, sql: &'static str, repo: &RepoName, digest: &Digest) -> Result<bool> {
-        let done = sqlx::query(sql).bind(repo.as_str()).bind(digest.to_string()).execute(&self.writer).await.map_err(db)?;
+        let done = self.write_one(sqlx::query(sql).bind(repo.as_str()).bind(digest.to_string())).await?;
         Ok(done.rows_affected() > 0)
     }
 }
@@ -580,10 +686,10 @@ fn except_ranges(first: usize, n: usize) -> String {
 
 /// Binds the range of `prefix`, then of each of `except`, in the order [`except_ranges`] numbers them.
 fn bind_ranges<'q, O>(
-    mut query: sqlx::query::QueryScalar<'q, Sqlite, O, sqlx::sqlite::SqliteArguments>,
+    mut query: sqlx::query::QueryScalar<'q, Any, O, sqlx::any::AnyArguments>,
     prefix: &str,
     except: &[&str],
-) -> sqlx::query::QueryScalar<'q, Sqlite, O, sqlx::sqlite::SqliteArguments> {
+) -> sqlx::query::QueryScalar<'q, Any, O, sqlx::any::AnyArguments> {
     for name in std::iter::once(prefix).chain(except.iter().copied()) {
         let (from, to) = prefix_range(name);
         query = query.bind(from).bind(to);
@@ -598,9 +704,9 @@ fn prefix_range(prefix: &str) -> (String, String) {
 }
 
 #[async_trait::async_trait]
-impl UploadSessions for SqliteMeta {
+impl UploadSessions for SqlMeta {
     async fn create_upload(&self, u: &UploadRecord) -> Result<()> {
-        let done = sqlx::query(
+        let done = self.write_one(sqlx::query(
             "INSERT INTO uploads (id, repo, received, hash_state, started_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT (id) DO NOTHING",
         )
@@ -609,10 +715,7 @@ impl UploadSessions for SqliteMeta {
         .bind(u.received as i64)
         .bind(&u.hash_state)
         .bind(u.started_at_ms)
-        .bind(u.updated_at_ms)
-        .execute(&self.writer)
-        .await
-        .map_err(db)?;
+        .bind(u.updated_at_ms)).await?;
         if done.rows_affected() == 0 {
             return Err(Error::UploadExists(u.id.to_string()));
         }
@@ -629,33 +732,27 @@ impl UploadSessions for SqliteMeta {
     }
 
     async fn advance_upload(&self, id: &UploadId, from: u64, to: u64, hash_state: &[u8], now_ms: i64) -> Result<bool> {
-        let done = sqlx::query(
+        let done = self.write_one(sqlx::query(
             "UPDATE uploads SET received = $1, hash_state = $2, updated_at = $3 WHERE id = $4 AND received = $5",
         )
         .bind(to as i64)
         .bind(hash_state)
         .bind(now_ms)
         .bind(id.as_str())
-        .bind(from as i64)
-        .execute(&self.writer)
-        .await
-        .map_err(db)?;
+        .bind(from as i64)).await?;
         Ok(done.rows_affected() > 0)
     }
 
     async fn finish_upload(&self, id: &UploadId, repo: &RepoName, digest: &Digest, size: u64) -> Result<()> {
-        let mut tx = self.writer.begin().await.map_err(db)?;
+        let mut tx = self.write().await?;
         sqlx::query("DELETE FROM uploads WHERE id = $1").bind(id.as_str()).execute(&mut *tx).await.map_err(db)?;
         link_in(&mut tx, repo, digest, size).await?;
         tx.commit().await.map_err(db)
     }
 
     async fn delete_upload(&self, id: &UploadId) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM uploads WHERE id = $1")
-            .bind(id.as_str())
-            .execute(&self.writer)
-            .await
-            .map_err(db)?;
+        let done = self.write_one(sqlx::query("DELETE FROM uploads WHERE id = $1")
+            .bind(id.as_str())).await?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -678,7 +775,7 @@ impl UploadSessions for SqliteMeta {
     }
 }
 
-async fn ensure_repo(tx: &mut Transaction<'_, Sqlite>, repo: &RepoName, now: i64) -> Result<()> {
+async fn ensure_repo(tx: &mut Transaction<'static, Any>, repo: &RepoName, now: i64) -> Result<()> {
     sqlx::query("INSERT INTO repositories (name, created_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
         .bind(repo.as_str())
         .bind(now)
@@ -690,7 +787,7 @@ async fn ensure_repo(tx: &mut Transaction<'_, Sqlite>, repo: &RepoName, now: i64
 
 /// Up to `limit` manifests of `repo` that nothing keeps, idle since before `before_ms` (see
 /// [`Repositories::idle_untagged`]), by digest.
-async fn idle_untagged_in<'e>(e: impl sqlx::SqliteExecutor<'e>, repo: &RepoName, before_ms: i64, limit: usize) -> Result<Vec<Digest>> {
+async fn idle_untagged_in<'e>(e: impl sqlx::any::AnyExecutor<'e>, repo: &RepoName, before_ms: i64, limit: usize) -> Result<Vec<Digest>> {
     let digests: Vec<String> = sqlx::query_scalar(concat!("SELECT m.digest ", idle_untagged_from!(), " ORDER BY m.digest LIMIT $3"))
         .bind(repo.as_str())
         .bind(before_ms)
@@ -702,7 +799,7 @@ async fn idle_untagged_in<'e>(e: impl sqlx::SqliteExecutor<'e>, repo: &RepoName,
 }
 
 /// The manifest `tag` points at in `repo`.
-async fn tagged(tx: &mut Transaction<'_, Sqlite>, repo: &RepoName, tag: &Tag) -> Result<Option<Digest>> {
+async fn tagged(tx: &mut Transaction<'static, Any>, repo: &RepoName, tag: &Tag) -> Result<Option<Digest>> {
     let digest: Option<String> = sqlx::query_scalar("SELECT digest FROM tags WHERE repo = $1 AND name = $2")
         .bind(repo.as_str())
         .bind(tag.as_str())
@@ -714,7 +811,7 @@ async fn tagged(tx: &mut Transaction<'_, Sqlite>, repo: &RepoName, tag: &Tag) ->
 
 /// Records that the manifest `tag` points at in `repo` loses it now, unless it is `keeps` (a
 /// push that moves the tag onto the manifest it already points at).
-async fn mark_untagged(tx: &mut Transaction<'_, Sqlite>, repo: &RepoName, tag: &Tag, keeps: Option<&Digest>, now: i64) -> Result<()> {
+async fn mark_untagged(tx: &mut Transaction<'static, Any>, repo: &RepoName, tag: &Tag, keeps: Option<&Digest>, now: i64) -> Result<()> {
     sqlx::query(
         "UPDATE manifests SET untagged_at = $4 WHERE repo = $1 \
          AND digest = (SELECT digest FROM tags WHERE repo = $1 AND name = $2) AND digest <> $3",
@@ -730,7 +827,7 @@ async fn mark_untagged(tx: &mut Transaction<'_, Sqlite>, repo: &RepoName, tag: &
 }
 
 /// Removes a manifest from `repo` with its tags, references, jobs, verdict and pulls.
-async fn delete_manifest_in(tx: &mut Transaction<'_, Sqlite>, repo: &RepoName, digest: &Digest) -> Result<bool> {
+async fn delete_manifest_in(tx: &mut Transaction<'static, Any>, repo: &RepoName, digest: &Digest) -> Result<bool> {
     for sql in [
         "DELETE FROM tags WHERE repo = $1 AND digest = $2",
         "DELETE FROM manifest_refs WHERE repo = $1 AND manifest = $2",
@@ -751,7 +848,7 @@ async fn delete_manifest_in(tx: &mut Transaction<'_, Sqlite>, repo: &RepoName, d
 
 /// Links a blob whose bytes the caller has just found or put in the store, which also repairs it
 /// if it was marked damaged.
-async fn link_in(tx: &mut Transaction<'_, Sqlite>, repo: &RepoName, digest: &Digest, size: u64) -> Result<()> {
+async fn link_in(tx: &mut Transaction<'static, Any>, repo: &RepoName, digest: &Digest, size: u64) -> Result<()> {
     let now = now_ms();
     ensure_repo(tx, repo, now).await?;
     repaired(tx, digest).await?;
@@ -770,7 +867,7 @@ async fn link_in(tx: &mut Transaction<'_, Sqlite>, repo: &RepoName, digest: &Dig
 }
 
 /// Removes `digest`'s damage mark: good bytes of it are in the store again.
-async fn repaired(tx: &mut Transaction<'_, Sqlite>, digest: &Digest) -> Result<()> {
+async fn repaired(tx: &mut Transaction<'static, Any>, digest: &Digest) -> Result<()> {
     sqlx::query("DELETE FROM damaged_blobs WHERE digest = $1").bind(digest.to_string()).execute(&mut **tx).await.map_err(db)?;
     Ok(())
 }
@@ -785,7 +882,7 @@ where
     Ok(Listing { entries, more })
 }
 
-fn manifest_record(r: &SqliteRow) -> Result<ManifestRecord> {
+fn manifest_record(r: &AnyRow) -> Result<ManifestRecord> {
     let subject: Option<String> = r.try_get("subject").map_err(db)?;
     Ok(ManifestRecord {
         digest: parse(&r.try_get::<String, _>("digest").map_err(db)?)?,
@@ -797,7 +894,7 @@ fn manifest_record(r: &SqliteRow) -> Result<ManifestRecord> {
     })
 }
 
-fn upload_record(r: &SqliteRow) -> Result<UploadRecord> {
+fn upload_record(r: &AnyRow) -> Result<UploadRecord> {
     let id: String = r.try_get("id").map_err(db)?;
     Ok(UploadRecord {
         id: UploadId::new(&id).ok_or_else(|| Error::Corrupt(format!("upload id {id:?}")))?,
@@ -817,10 +914,11 @@ where
 }
 
 pub(super) fn db(e: sqlx::Error) -> Error {
-    // SQLITE_FULL: the disk (or `max_page_count`) has no room for the change, which was rolled back.
-    const SQLITE_FULL: &str = "13";
+    // SQLITE_FULL: the disk (or `max_page_count`) has no room for the change, which was rolled
+    // back; PostgreSQL's disk_full (SQLSTATE 53100), the same on its server.
+    const NO_ROOM: [&str; 2] = ["13", "53100"];
     match &e {
-        sqlx::Error::Database(d) if d.code().as_deref() == Some(SQLITE_FULL) => Error::NoSpace(e.to_string()),
+        sqlx::Error::Database(d) if d.code().is_some_and(|c| NO_ROOM.contains(&c.as_ref())) => Error::NoSpace(e.to_string()),
         _ => Error::Unavailable(e.to_string()),
     }
 }
@@ -839,11 +937,11 @@ mod tests {
     #[tokio::test]
     async fn passes_the_conformance_suite() {
         let dir = tempfile::tempdir().unwrap();
-        let meta = SqliteMeta::open(&dir.path().join("meta.db")).await.unwrap();
+        let meta = SqlMeta::open(&dir.path().join("meta.db")).await.unwrap();
         crate::conformance::run(&meta).await;
         meta.close().await;
         // Reopening applies no migration twice and keeps what was written.
-        let again = SqliteMeta::open(&dir.path().join("meta.db")).await.unwrap();
+        let again = SqlMeta::open(&dir.path().join("meta.db")).await.unwrap();
         assert!(!again.repositories(&Page { n: 10, last: None }).await.unwrap().entries.is_empty());
     }
 
@@ -858,9 +956,9 @@ mod tests {
         });
         {
             // A records file as the release before this change left it.
-            let pool = SqlitePool::connect_with(SqliteConnectOptions::new().filename(&path).create_if_missing(true)).await.unwrap();
+            let pool = sqlx::SqlitePool::connect_with(SqliteConnectOptions::new().filename(&path).create_if_missing(true)).await.unwrap();
             sqlx::query("CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)").execute(&pool).await.unwrap();
-            for &(version, sql) in &MIGRATIONS[..5] {
+            for &(version, sql) in &SQLITE_MIGRATIONS[..5] {
                 sqlx::raw_sql(sql).execute(&pool).await.unwrap();
                 sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, 0)").bind(version).execute(&pool).await.unwrap();
             }
@@ -871,7 +969,7 @@ mod tests {
                 .unwrap();
             pool.close().await;
         }
-        let meta = SqliteMeta::open(&path).await.unwrap();
+        let meta = SqlMeta::open(&path).await.unwrap();
         let digest: Digest = format!("sha256:{}", "a".repeat(64)).parse().unwrap();
         sqlx::query("UPDATE inspection_reports SET digest = $1").bind(digest.to_string()).execute(&meta.writer).await.unwrap();
         let stored = crate::Inspections::inspection_report(&meta, &digest).await.unwrap().unwrap();
@@ -883,7 +981,7 @@ mod tests {
     #[tokio::test]
     async fn a_quota_check_seeks_the_links_of_one_digest() {
         let dir = tempfile::tempdir().unwrap();
-        let meta = SqliteMeta::open(&dir.path().join("meta.db")).await.unwrap();
+        let meta = SqlMeta::open(&dir.path().join("meta.db")).await.unwrap();
         for except in [0, 2] {
             let mut query = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {}", linked_under_sql(except)))).bind("sha256:x");
             for name in ["ns", "ns/a", "ns/b"].into_iter().take(1 + except) {
@@ -901,7 +999,7 @@ mod tests {
     #[tokio::test]
     async fn a_full_database_is_no_space_and_keeps_what_it_held() {
         let dir = tempfile::tempdir().unwrap();
-        let meta = SqliteMeta::open(&dir.path().join("meta.db")).await.unwrap();
+        let meta = SqlMeta::open(&dir.path().join("meta.db")).await.unwrap();
         let repo: RepoName = "full/app".parse().unwrap();
         let digest = |i: u32| -> Digest { format!("sha256:{i:064x}").parse().unwrap() };
         Repositories::link_blob(&meta, &repo, &digest(0), 1).await.unwrap();
@@ -923,7 +1021,7 @@ mod tests {
     #[tokio::test]
     async fn the_audit_log_refuses_edits() {
         let dir = tempfile::tempdir().unwrap();
-        let meta = SqliteMeta::open(&dir.path().join("meta.db")).await.unwrap();
+        let meta = SqlMeta::open(&dir.path().join("meta.db")).await.unwrap();
         let entry = crate::AuditEntry {
             actor: "eve".into(),
             action: "login.failed".into(),
@@ -935,6 +1033,145 @@ mod tests {
         for sql in ["UPDATE audit SET actor = 'nobody'", "DELETE FROM audit"] {
             let e = sqlx::query(sql).execute(&meta.writer).await.unwrap_err();
             assert!(e.to_string().contains("append-only"), "{sql}: {e}");
+        }
+    }
+
+    /// The same adapter on a real PostgreSQL (`test_support::Postgres`: a throwaway cluster on a
+    /// loopback port, its databases collated by ICU's English rather than byte by byte).
+    mod postgres {
+        use super::*;
+        use crate::{Inspections, NO_KEPT_TAGS};
+
+        #[tokio::test]
+        async fn passes_the_conformance_suite() {
+            let pg = test_support::Postgres::start();
+            let url = pg.database();
+            let meta = SqlMeta::connect(&url).await.unwrap();
+            assert_eq!(meta.backend(), "postgres");
+            crate::conformance::run(&meta).await;
+            meta.close().await;
+            // Connecting again applies no migration twice and keeps what was written.
+            let again = SqlMeta::connect(&url).await.unwrap();
+            assert!(!again.repositories(&Page { n: 10, last: None }).await.unwrap().entries.is_empty());
+            let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM schema_migrations").fetch_one(&again.reader).await.unwrap();
+            assert_eq!(applied, POSTGRES_MIGRATIONS.len() as i64);
+        }
+
+        #[tokio::test]
+        async fn replicas_agree_on_the_records_id() {
+            let pg = test_support::Postgres::start();
+            let replicas = connect_all(&pg.database(), 3).await;
+            let mut ids = Vec::new();
+            for (i, meta) in replicas.iter().enumerate() {
+                ids.push(meta.id(&format!("candidate-{i}")).await.unwrap());
+            }
+            assert!(ids[0].starts_with("candidate-"), "{ids:?}");
+            assert!(ids.iter().all(|id| *id == ids[0]), "{ids:?}");
+        }
+
+        #[tokio::test]
+        async fn the_audit_log_refuses_edits() {
+            let pg = test_support::Postgres::start();
+            let meta = SqlMeta::connect(&pg.database()).await.unwrap();
+            let entry = crate::AuditEntry { actor: "eve".into(), action: "login.failed".into(), target: "eve".into(), client: None, detail: None };
+            crate::Identities::append_audit(&meta, &entry).await.unwrap();
+            for sql in ["UPDATE audit SET actor = 'nobody'", "DELETE FROM audit", "TRUNCATE audit"] {
+                let e = sqlx::query(sql).execute(&meta.writer).await.unwrap_err();
+                assert!(e.to_string().contains("append-only"), "{sql}: {e}");
+            }
+        }
+
+        #[tokio::test]
+        async fn replicas_starting_together_migrate_once() {
+            let pg = test_support::Postgres::start();
+            let url = pg.database();
+            let replicas = connect_all(&url, 4).await;
+            let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM schema_migrations").fetch_one(&replicas[0].reader).await.unwrap();
+            assert_eq!(applied, POSTGRES_MIGRATIONS.len() as i64);
+        }
+
+        /// Writes of several replicas take turns, so a decision read in a transaction holds when it
+        /// commits: a job is claimed by one replica only, and a manifest never lands on a layer
+        /// another replica unlinked meanwhile.
+        #[tokio::test]
+        async fn writes_of_replicas_take_turns() {
+            let pg = test_support::Postgres::start();
+            let replicas = connect_all(&pg.database(), 4).await;
+            let repo: RepoName = "turns/app".parse().unwrap();
+            let digest = |i: u32| -> Digest { format!("sha256:{i:064x}").parse().unwrap() };
+            let image = |i: u32, inspect: bool| NewManifest {
+                record: ManifestRecord {
+                    digest: digest(100_000 + i),
+                    media_type: oci::media_type::OCI_MANIFEST.into(),
+                    size: 10,
+                    artifact_type: None,
+                    subject: None,
+                    annotations: None,
+                },
+                blobs: vec![(digest(i), 1)],
+                children: vec![],
+                tag: None,
+                inspect,
+                pushed_by: None,
+                children_optional: false,
+                tag_immutable: false,
+            };
+            const JOBS: u32 = 40;
+            for i in 0..JOBS {
+                replicas[0].link_blob(&repo, &digest(i), 1).await.unwrap();
+                replicas[0].put_manifest(&repo, &image(i, true)).await.unwrap();
+            }
+            let mut claims = tokio::task::JoinSet::new();
+            for meta in &replicas {
+                let meta = meta.clone();
+                claims.spawn(async move {
+                    let mut mine = Vec::new();
+                    while let Some(job) = meta.claim_inspection(now_ms(), 60_000).await.unwrap() {
+                        mine.push(job.id);
+                    }
+                    mine
+                });
+            }
+            let mut claimed: Vec<i64> = claims.join_all().await.into_iter().flatten().collect();
+            claimed.sort();
+            let distinct = { let mut d = claimed.clone(); d.dedup(); d };
+            assert_eq!(claimed, distinct, "a job was claimed twice");
+            assert_eq!(claimed.len(), JOBS as usize);
+
+            // Replica 0 pushes manifests on layers that replica 1 unlinks as unreferenced.
+            for round in 0..50 {
+                let i = 1_000 + round;
+                replicas[0].link_blob(&repo, &digest(i), 1).await.unwrap();
+                let (a, b) = (replicas[0].clone(), replicas[1].clone());
+                let (pushed, unlinked) = tokio::join!(
+                    async move { a.put_manifest(&repo_of("turns/app"), &image(i, false)).await },
+                    async move { b.unlink_unreferenced_blob(&repo_of("turns/app"), &digest(i)).await.unwrap() },
+                );
+                let linked = replicas[2].linked_blob(&repo, &digest(i)).await.unwrap().is_some();
+                match pushed {
+                    Ok(()) => assert!(linked && !unlinked, "round {round}: a manifest landed on a layer unlinked meanwhile"),
+                    Err(Error::MissingReference(_)) => assert!(unlinked && !linked, "round {round}"),
+                    Err(e) => panic!("round {round}: {e}"),
+                }
+                replicas[0].delete_manifest(&repo, &digest(100_000 + i), NO_KEPT_TAGS).await.unwrap();
+            }
+            for meta in &replicas {
+                meta.close().await;
+            }
+        }
+
+        fn repo_of(name: &str) -> RepoName {
+            name.parse().unwrap()
+        }
+
+        /// `n` replicas connecting at once.
+        async fn connect_all(url: &str, n: usize) -> Vec<std::sync::Arc<SqlMeta>> {
+            let mut set = tokio::task::JoinSet::new();
+            for _ in 0..n {
+                let url = url.to_owned();
+                set.spawn(async move { SqlMeta::connect(&url).await.map(std::sync::Arc::new) });
+            }
+            set.join_all().await.into_iter().map(|r| r.expect("a replica connects")).collect()
         }
     }
 }

@@ -1,0 +1,115 @@
+//! Two `customs serve` replicas sharing their records in a real PostgreSQL (`records.url`) and
+//! their blobs in a real S3 server (s3s-fs), each with a data directory of its own, used by a real
+//! skopeo: what is pushed to one is pulled whole from the other, a chunked upload begun on one is
+//! finished on the other, a delete on one is seen by the other, each image is inspected once, and
+//! a server with records of its own is refused the replicas' bucket prefix.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use http::{Method, StatusCode};
+use test_support::{Client, ImageBuilder, Index, Postgres, S3Server, ServerProcess, skopeo};
+
+fn customs() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_customs"))
+}
+
+/// Waits until `check` holds, up to `limit`.
+async fn eventually<F: std::future::Future<Output = bool>>(limit: Duration, what: &str, mut check: impl FnMut() -> F) {
+    let start = Instant::now();
+    while !check().await {
+        assert!(start.elapsed() < limit, "{what} within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_over_postgres_and_s3_serve_one_registry() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pg = Postgres::start();
+    let s3 = S3Server::start(&tmp.path().join("s3"));
+    let mut env = s3.serve_env("registry");
+    env.push(("CUSTOMS_RECORDS__URL".into(), pg.database()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let a = ServerProcess::start_with(customs(), &tmp.path().join("a"), &env).unwrap();
+    let b = ServerProcess::start_with(customs(), &tmp.path().join("b"), &env).unwrap();
+    let (ca, cb) = (Client::new(&a.url()), Client::new(&b.url()));
+
+    // skopeo pushes an image to one replica and an index to the other; each comes back whole,
+    // with the same digests, from the replica it was not pushed to.
+    let image = ImageBuilder::new(81).layer(1, 300_000).layer(2, 50_000).build();
+    let index = Index::new(vec![
+        ImageBuilder::new(82).layer(3, 20_000).arch("amd64").build(),
+        ImageBuilder::new(83).layer(3, 20_000).arch("arm64").build(),
+    ]);
+    let src = tmp.path().join("src");
+    image.write_layout(&src, "one").unwrap();
+    index.write_layout(&src, "multi").unwrap();
+    skopeo(&["copy", "--dest-tls-verify=false", &format!("oci:{}:one", src.display()), &format!("docker://{}/team/app:one", a.addr)]);
+    skopeo(&["copy", "--all", "--dest-tls-verify=false", &format!("oci:{}:multi", src.display()), &format!("docker://{}/team/app:multi", b.addr)]);
+    let out = tmp.path().join("out");
+    skopeo(&["copy", "--src-tls-verify=false", &format!("docker://{}/team/app:one", b.addr), &format!("oci:{}:one", out.display())]);
+    for blob in image.blobs() {
+        assert!(std::fs::read(out.join("blobs/sha256").join(blob.digest.hex())).unwrap() == blob.bytes, "{} whole", blob.digest);
+    }
+    let inspected = skopeo(&["inspect", "--raw", "--tls-verify=false", &format!("docker://{}/team/app:multi", a.addr)]);
+    assert_eq!(inspected.as_bytes(), &index.manifest[..], "the index pushed to b, from a");
+    for (replica, server) in [("a", &a), ("b", &b)] {
+        let tags = skopeo(&["list-tags", "--tls-verify=false", &format!("docker://{}/team/app", server.addr)]);
+        assert!(tags.contains("\"one\"") && tags.contains("\"multi\""), "{replica}: {tags}");
+    }
+
+    // A chunked upload: begun on a, its second chunk and commit on b (the session is a record,
+    // its part in the bucket).
+    let bytes: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let digest = oci::Digest::sha256_of(&bytes);
+    let started = ca.call(Method::POST, "/v2/team/chunked/blobs/uploads/", &[], Vec::new()).await.unwrap();
+    assert_eq!(started.status, StatusCode::ACCEPTED);
+    let location = started.headers["location"].to_str().unwrap().to_owned();
+    let first = ca.call(Method::PATCH, &location, &[("content-range", "0-99999")], bytes[..100_000].to_vec()).await.unwrap();
+    assert_eq!(first.status, StatusCode::ACCEPTED, "{:?}", first.body);
+    let location = first.headers["location"].to_str().unwrap().to_owned();
+    let on_b = |path: &str| if path.starts_with("http") { path.replacen(&a.url(), &b.url(), 1) } else { path.to_owned() };
+    let second = cb.call(Method::PATCH, &on_b(&location), &[("content-range", "100000-199999")], bytes[100_000..].to_vec()).await.unwrap();
+    assert_eq!(second.status, StatusCode::ACCEPTED, "{:?}", second.body);
+    let location = on_b(second.headers["location"].to_str().unwrap());
+    let sep = if location.contains('?') { '&' } else { '?' };
+    let done = cb.call(Method::PUT, &format!("{location}{sep}digest={digest}"), &[], Vec::new()).await.unwrap();
+    assert_eq!(done.status, StatusCode::CREATED, "{:?}", done.body);
+    let read = ca.call(Method::GET, &format!("/v2/team/chunked/blobs/{digest}"), &[], Vec::new()).await.unwrap();
+    assert_eq!((read.status, read.body.len()), (StatusCode::OK, bytes.len()));
+    assert!(read.body[..] == bytes[..], "the blob committed on b reads whole on a");
+
+    // Each replica runs an inspection worker; the image is inspected once, and its SBOM and
+    // report are referrers on both.
+    let referrers = format!("/v2/team/app/referrers/{}", image.digest);
+    eventually(Duration::from_secs(90), "the image's SBOM and report", || async {
+        let r = cb.call(Method::GET, &referrers, &[], Vec::new()).await.unwrap();
+        let listed: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        listed["manifests"].as_array().is_some_and(|m| m.len() >= 2)
+    })
+    .await;
+    let listed: serde_json::Value = serde_json::from_slice(&ca.call(Method::GET, &referrers, &[], Vec::new()).await.unwrap().body).unwrap();
+    let mut kinds: Vec<&str> = listed["manifests"].as_array().unwrap().iter().map(|m| m["artifactType"].as_str().unwrap()).collect();
+    kinds.sort();
+    assert_eq!(kinds, ["application/vnd.customs.report.v1+json", "application/vnd.cyclonedx+json"], "attached once, not once per replica");
+
+    // A delete on b is seen on a (its manifest cache trusts a lookup for 5 s at most).
+    let deleted = cb.call(Method::DELETE, &format!("/v2/team/app/manifests/{}", image.digest), &[], Vec::new()).await.unwrap();
+    assert_eq!(deleted.status, StatusCode::ACCEPTED);
+    eventually(Duration::from_secs(10), "a to see b's delete", || async {
+        ca.call(Method::GET, "/v2/team/app/manifests/one", &[], Vec::new()).await.unwrap().status == StatusCode::NOT_FOUND
+    })
+    .await;
+
+    // A server whose records are its own (SQLite in its data directory) may not share the
+    // replicas' prefix: the bucket is claimed for their records.
+    let own: Vec<(&str, &str)> = env.iter().filter(|(k, _)| *k != "CUSTOMS_RECORDS__URL").copied().collect();
+    let log = tmp.path().join("c.log");
+    let refused = ServerProcess::start_logged(customs(), &tmp.path().join("c"), &own, &log);
+    assert!(refused.is_err(), "a server with other records started on the replicas' prefix");
+    let said = std::fs::read_to_string(&log).unwrap();
+    assert!(said.contains("holds the blobs of customs records in PostgreSQL, shared by replicas"), "{said}");
+
+    assert!(a.stop() && b.stop(), "both replicas drain and exit cleanly");
+}

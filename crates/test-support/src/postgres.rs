@@ -1,0 +1,105 @@
+//! A real PostgreSQL for tests: a throwaway cluster (`initdb`) in a temporary directory, listening
+//! on a free loopback port, stopped and removed on drop. Debian's `postgresql` package provides
+//! the binaries (`scripts/test.sh` installs it); as root, the server runs as the `postgres` user,
+//! which it insists on.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+pub struct Postgres {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    port: u16,
+    databases: AtomicUsize,
+}
+
+impl Postgres {
+    /// Starts a cluster. Panics, saying what is missing, when PostgreSQL is not installed or does
+    /// not start: a test that needs it must not pass without it.
+    pub fn start() -> Postgres {
+        let bin = binaries().expect("PostgreSQL is not installed (scripts/test.sh installs Debian's postgresql)");
+        let dir = tempfile::Builder::new().prefix("customs-pg").tempdir().expect("a temporary directory");
+        let as_root = unsafe { libc::geteuid() } == 0;
+        if as_root {
+            // The server refuses to run as root; its directory must be the postgres user's.
+            run(Command::new("chown").args(["-R", "postgres:postgres"]).arg(dir.path()));
+        }
+        let data = dir.path().join("data");
+        let pg = |tool: &str| {
+            let mut c = if as_root { Command::new("runuser") } else { Command::new(bin.join(tool)) };
+            if as_root {
+                c.args(["-u", "postgres", "--"]).arg(bin.join(tool));
+            }
+            c
+        };
+        run(pg("initdb").arg("-D").arg(&data).args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"]).arg("--locale=C.UTF-8"));
+        let port = free_port();
+        let options = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
+            dir.path().display()
+        );
+        run(pg("pg_ctl").arg("-D").arg(&data).arg("-l").arg(dir.path().join("log")).args(["-w", "-o", &options, "start"]));
+        Postgres { dir, bin, port, databases: AtomicUsize::new(0) }
+    }
+
+    /// A new, empty database; its URL. Its default collation is ICU's English, which does not
+    /// order text byte by byte, as many a production database's does not.
+    pub fn database(&self) -> String {
+        let name = format!("customs_{}", self.databases.fetch_add(1, Ordering::Relaxed));
+        self.sql(&format!("CREATE DATABASE {name} TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US'"));
+        format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
+    }
+
+    /// Runs `sql` as the superuser in the `postgres` database; what it printed.
+    pub fn sql(&self, sql: &str) -> String {
+        let psql = self.bin.join("psql");
+        let out = run(Command::new(psql).args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-qAtc", sql]));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The server's log so far, for a failing test's message.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let data = self.dir.path().join("data");
+        let ctl = self.bin.join("pg_ctl");
+        let mut c = if unsafe { libc::geteuid() } == 0 { Command::new("runuser") } else { Command::new(&ctl) };
+        if unsafe { libc::geteuid() } == 0 {
+            c.args(["-u", "postgres", "--"]).arg(&ctl);
+        }
+        let _ = c.arg("-D").arg(&data).args(["-m", "immediate", "-w", "stop"]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+    }
+}
+
+/// The newest installed server's binaries (`/usr/lib/postgresql/<version>/bin`).
+fn binaries() -> Option<PathBuf> {
+    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path().join("bin"))))
+        .filter(|(_, bin): &(u32, PathBuf)| Path::new(&bin.join("postgres")).exists())
+        .collect();
+    found.sort();
+    found.pop().map(|(_, bin)| bin)
+}
+
+fn free_port() -> u16 {
+    let socket = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    socket.local_addr().expect("its address").port()
+}
+
+fn run(command: &mut Command) -> std::process::Output {
+    let out = command.output().unwrap_or_else(|e| panic!("{command:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{command:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
