@@ -68,13 +68,13 @@ impl Inspections for SqlMeta {
             write_verdict(&mut tx, self.dialect, w.report, w.verdict, false).await?;
         }
         for chunk in batch.carried.chunks(ROWS_PER_INSERT) {
-            let mut q = Statement::new("UPDATE verdicts SET basis = ");
+            let mut q = Statement::new(self.dialect, "UPDATE verdicts SET basis = ");
             q.push_bind(batch.basis).push(" WHERE (repo, digest) IN ");
             q.push_pairs(chunk.iter().map(|(repo, digest)| (repo.as_str(), digest.to_string())));
             q.build().execute(&mut *tx).await.map_err(db)?;
         }
         for chunk in batch.restamped.chunks(ROWS_PER_INSERT) {
-            let mut q = Statement::new("UPDATE inspection_reports SET db_version = ");
+            let mut q = Statement::new(self.dialect, "UPDATE inspection_reports SET db_version = ");
             q.push_bind(batch.db_version).push(", db = ").push_bind(batch.db).push(" WHERE digest IN ");
             q.push_list(chunk.iter().map(|d| d.to_string()));
             q.build().execute(&mut *tx).await.map_err(db)?;
@@ -124,7 +124,7 @@ impl Inspections for SqlMeta {
     async fn report_facts(&self, digests: &[Digest]) -> Result<Vec<ReportFacts>> {
         let mut out = Vec::with_capacity(digests.len());
         for chunk in digests.chunks(ROWS_PER_INSERT) {
-            let mut q = Statement::new("SELECT digest, report, db_version, vulnerabilities_digest, inspected_at, millis FROM inspection_reports WHERE digest IN ");
+            let mut q = Statement::new(self.dialect, "SELECT digest, report, db_version, vulnerabilities_digest, inspected_at, millis FROM inspection_reports WHERE digest IN ");
             q.push_list(chunk.iter().map(Digest::to_string));
             for row in q.build().fetch_all(&self.reader).await.map_err(db)? {
                 out.push(ReportFacts {
@@ -220,7 +220,7 @@ impl Inspections for SqlMeta {
     async fn layer_records(&self, engines: &str, layers: &[Digest]) -> Result<Vec<(Digest, Vec<u8>)>> {
         let mut out = Vec::new();
         for chunk in layers.chunks(ROWS_PER_INSERT) {
-            let mut q = Statement::new("SELECT layer, record FROM layer_records WHERE engines = ");
+            let mut q = Statement::new(self.dialect, "SELECT layer, record FROM layer_records WHERE engines = ");
             q.push_bind(engines).push(" AND layer IN ");
             q.push_list(chunk.iter().map(Digest::to_string));
             for row in q.build().fetch_all(&self.reader).await.map_err(db)? {
@@ -273,7 +273,7 @@ impl SqlMeta {
         images.dedup();
         let mut tags: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
         for chunk in images.chunks(ROWS_PER_INSERT) {
-            let mut q = Statement::new("SELECT repo, digest, name FROM tags WHERE (repo, digest) IN ");
+            let mut q = Statement::new(self.dialect, "SELECT repo, digest, name FROM tags WHERE (repo, digest) IN ");
             q.push_pairs(chunk.iter().copied());
             q.push(" ORDER BY repo, digest, name");
             for row in q.build().fetch_all(&self.reader).await.map_err(db)? {
@@ -463,13 +463,13 @@ async fn rematched(tx: &mut sqlx::Transaction<'static, Any>, dialect: Dialect, r
         }
     }
     for chunk in gone.chunks(ROWS_PER_INSERT) {
-        let mut q = Statement::new("DELETE FROM image_vulnerabilities WHERE rowid IN ");
+        let mut q = Statement::new(dialect, "DELETE FROM image_vulnerabilities WHERE rowid IN ");
         q.push_list(chunk.iter().copied());
         q.build().execute(&mut **tx).await.map_err(db)?;
     }
     let new: Vec<&ImageVulnerability> = wanted.into_values().flat_map(|(f, n)| std::iter::repeat_n(f, n)).collect();
     for chunk in new.chunks(ROWS_PER_INSERT) {
-        let mut q = Statement::new("INSERT INTO image_vulnerabilities (digest, vuln, canonical, package, version, severity, fixed) ");
+        let mut q = Statement::new(dialect, "INSERT INTO image_vulnerabilities (digest, vuln, canonical, package, version, severity, fixed) ");
         q.push_values(chunk, |row, f| {
             row.push_bind(&digest).push_bind(&f.id).push_bind(&f.canonical).push_bind(&f.package).push_bind(&f.version).push_bind(&f.severity).push_bind(&f.fixed);
         });
@@ -511,7 +511,7 @@ async fn write_verdict(tx: &mut sqlx::Transaction<'static, Any>, dialect: Dialec
             if let Some(components) = &index.components {
                 sqlx::query("DELETE FROM components WHERE digest = $1").bind(&digest).execute(&mut **tx).await.map_err(db)?;
                 for chunk in components.chunks(ROWS_PER_INSERT) {
-                    let mut q = Statement::new("INSERT INTO components (digest, ecosystem, name, version, purl, layer) ");
+                    let mut q = Statement::new(dialect, "INSERT INTO components (digest, ecosystem, name, version, purl, layer) ");
                     q.push_values(chunk, |row, c| {
                         row.push_bind(&digest).push_bind(&c.ecosystem).push_bind(&c.name).push_bind(&c.version).push_bind(&c.purl).push_bind(&c.layer);
                     });
@@ -520,7 +520,7 @@ async fn write_verdict(tx: &mut sqlx::Transaction<'static, Any>, dialect: Dialec
             }
             sqlx::query("DELETE FROM image_vulnerabilities WHERE digest = $1").bind(&digest).execute(&mut **tx).await.map_err(db)?;
             for chunk in index.vulnerabilities.chunks(ROWS_PER_INSERT) {
-                let mut q = Statement::new("INSERT INTO image_vulnerabilities (digest, vuln, canonical, package, version, severity, fixed) ");
+                let mut q = Statement::new(dialect, "INSERT INTO image_vulnerabilities (digest, vuln, canonical, package, version, severity, fixed) ");
                 q.push_values(chunk, |row, f| {
                     row.push_bind(&digest).push_bind(&f.id).push_bind(&f.canonical).push_bind(&f.package).push_bind(&f.version).push_bind(&f.severity).push_bind(&f.fixed);
                 });
