@@ -936,6 +936,10 @@ impl Config {
         let config: Config = table
             .try_into()
             .map_err(|e: toml::de::Error| anyhow::anyhow!("invalid settings (config file or CUSTOMS_* variables): {}", e.message()))?;
+        let url = &config.records.url;
+        if config.records.postgres() && !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            bail!("records.url {}: not a PostgreSQL URL (postgres://USER@HOST:PORT/DB); leave it empty for meta.db in the data directory", config.records.shown());
+        }
         Ok(config)
     }
 }
@@ -998,6 +1002,8 @@ mod tests {
             assert_eq!(Records { url: url.into() }.shown(), shown, "{url}");
         }
         assert!(!Config::load(None, env(&[])).unwrap().records.postgres(), "SQLite by default");
+        let wrong = Config::load(None, env(&[("CUSTOMS_RECORDS__URL", "sqlite://u:pw@x/meta.db")])).unwrap_err().to_string();
+        assert!(wrong.contains("not a PostgreSQL URL") && !wrong.contains("pw"), "{wrong}");
     }
 
     #[test]

@@ -20,26 +20,18 @@ impl Postgres {
     pub fn start() -> Postgres {
         let bin = binaries().expect("PostgreSQL is not installed (scripts/test.sh installs Debian's postgresql)");
         let dir = tempfile::Builder::new().prefix("customs-pg").tempdir().expect("a temporary directory");
-        let as_root = unsafe { libc::geteuid() } == 0;
-        if as_root {
+        if unsafe { libc::geteuid() } == 0 {
             // The server refuses to run as root; its directory must be the postgres user's.
             run(Command::new("chown").args(["-R", "postgres:postgres"]).arg(dir.path()));
         }
         let data = dir.path().join("data");
-        let pg = |tool: &str| {
-            let mut c = if as_root { Command::new("runuser") } else { Command::new(bin.join(tool)) };
-            if as_root {
-                c.args(["-u", "postgres", "--"]).arg(bin.join(tool));
-            }
-            c
-        };
-        run(pg("initdb").arg("-D").arg(&data).args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"]).arg("--locale=C.UTF-8"));
+        run(tool(&bin, "initdb").arg("-D").arg(&data).args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"]).arg("--locale=C.UTF-8"));
         let port = free_port();
         let options = format!(
             "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
             dir.path().display()
         );
-        run(pg("pg_ctl").arg("-D").arg(&data).arg("-l").arg(dir.path().join("log")).args(["-w", "-o", &options, "start"]));
+        run(tool(&bin, "pg_ctl").arg("-D").arg(&data).arg("-l").arg(dir.path().join("log")).args(["-w", "-o", &options, "start"]));
         Postgres { dir, bin, port, databases: AtomicUsize::new(0) }
     }
 
@@ -67,13 +59,20 @@ impl Postgres {
 impl Drop for Postgres {
     fn drop(&mut self) {
         let data = self.dir.path().join("data");
-        let ctl = self.bin.join("pg_ctl");
-        let mut c = if unsafe { libc::geteuid() } == 0 { Command::new("runuser") } else { Command::new(&ctl) };
-        if unsafe { libc::geteuid() } == 0 {
-            c.args(["-u", "postgres", "--"]).arg(&ctl);
-        }
-        let _ = c.arg("-D").arg(&data).args(["-m", "immediate", "-w", "stop"]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+        let mut stop = tool(&self.bin, "pg_ctl");
+        stop.arg("-D").arg(&data).args(["-m", "immediate", "-w", "stop"]).stdout(Stdio::null()).stderr(Stdio::null());
+        let _ = stop.status();
     }
+}
+
+/// The server's `name` tool, run as the `postgres` user when this is root.
+fn tool(bin: &Path, name: &str) -> Command {
+    if unsafe { libc::geteuid() } != 0 {
+        return Command::new(bin.join(name));
+    }
+    let mut c = Command::new("runuser");
+    c.args(["-u", "postgres", "--"]).arg(bin.join(name));
+    c
 }
 
 /// The newest installed server's binaries (`/usr/lib/postgresql/<version>/bin`).
