@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use meta::{Meta, Task};
 use registry::Registry;
 use tokio::sync::watch;
 
@@ -53,9 +54,10 @@ pub fn run(config: Config, args: ScrubArgs) -> anyhow::Result<u8> {
     })
 }
 
-/// Worker "scrub": a pass `interval_secs` after the last one ended, paced to `bytes_per_sec`,
-/// until shutdown, which cuts a pass short (it resumes at the next start).
-pub async fn worker(registry: Arc<Registry>, scrub: crate::config::Scrub, mut stop: watch::Receiver<bool>) {
+/// Worker "scrub": a pass `interval_secs` after the last one ended, paced to `bytes_per_sec`, when
+/// this replica leads it (else it asks again each minute), until shutdown, which cuts a pass
+/// short (it resumes at the next start, or on the replica that leads next: the place is a record).
+pub async fn worker(registry: Arc<Registry>, meta: Meta, scrub: crate::config::Scrub, mut stop: watch::Receiver<bool>) {
     let interval = Duration::from_secs(scrub.interval_secs.max(1));
     loop {
         let wait = match registry.scrub_due_in(interval).await {
@@ -68,6 +70,13 @@ pub async fn worker(registry: Arc<Registry>, scrub: crate::config::Scrub, mut st
         tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
             () = tokio::time::sleep(wait) => {}
+        }
+        if !meta.leads(Task::Scrub).await {
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => return,
+                () = tokio::time::sleep(Duration::from_secs(60)) => {}
+            }
+            continue;
         }
         let started = std::time::Instant::now();
         let pass = tokio::select! {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use api::{Server, Stopped};
 use blobs::{Blobs, MappedRegions};
-use meta::{Meta, SqlMeta};
+use meta::{Meta, SqlMeta, Task};
 use registry::Registry;
 use tokio::sync::watch;
 
@@ -124,16 +124,17 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
 
-    let janitor = writes.then(|| tokio::spawn(upload_janitor(registry.clone(), stop_rx.clone())));
+    let janitor = writes.then(|| tokio::spawn(upload_janitor(registry.clone(), Meta(meta.clone()), stop_rx.clone())));
     let pull_log = writes.then(|| tokio::spawn(pull_recorder(registry.clone(), stop_rx.clone())));
     let retention = crate::gc::retention(&config)?;
     if !config.gc.enabled && !retention.policies.is_empty() && writes {
         tracing::warn!("retention policies are set but gc.enabled = false: they apply only when customs gc runs");
     }
     let collector =
-        (config.gc.enabled && writes).then(|| tokio::spawn(garbage_collector(registry.clone(), config.gc.clone(), retention, stop_rx.clone())));
-    let scrubber = (config.scrub.enabled && writes).then(|| tokio::spawn(crate::scrub::worker(registry.clone(), config.scrub.clone(), stop_rx.clone())));
-    let evictor = mirror.clone().map(|m| tokio::spawn(mirror_evictor(m, stop_rx.clone())));
+        (config.gc.enabled && writes).then(|| tokio::spawn(garbage_collector(registry.clone(), Meta(meta.clone()), config.gc.clone(), retention, stop_rx.clone())));
+    let scrubber = (config.scrub.enabled && writes)
+        .then(|| tokio::spawn(crate::scrub::worker(registry.clone(), Meta(meta.clone()), config.scrub.clone(), stop_rx.clone())));
+    let evictor = mirror.clone().map(|m| tokio::spawn(mirror_evictor(m, Meta(meta.clone()), stop_rx.clone())));
     let inspectors = if config.inspection.enabled && writes {
         let engines = crate::engines::build(&config, &crate::engines::Wanted { secrets: true, malware: true, misconfig: true }, &[], &[], None)
             .context("cannot load the inspection engines ([scan] settings)")?;
@@ -209,13 +210,16 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 }
 
 /// Worker "upload-janitor": removes upload sessions idle past their TTL, hourly (or sooner for
-/// short TTLs), until shutdown.
-async fn upload_janitor(registry: Arc<Registry>, mut stop: watch::Receiver<bool>) {
+/// short TTLs), until shutdown, when this replica leads it.
+async fn upload_janitor(registry: Arc<Registry>, meta: Meta, mut stop: watch::Receiver<bool>) {
     let period = (registry.config().upload_session_ttl / 4).clamp(Duration::from_secs(1), Duration::from_secs(3600));
     loop {
         tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
             () = tokio::time::sleep(period) => {}
+        }
+        if !meta.leads(Task::UploadJanitor).await {
+            continue;
         }
         match registry.purge_stale_uploads().await {
             Ok(0) => {}
@@ -225,15 +229,24 @@ async fn upload_janitor(registry: Arc<Registry>, mut stop: watch::Receiver<bool>
     }
 }
 
-/// Worker "gc": a pass of retention and garbage collection every `interval_secs` until
-/// shutdown, which waits for a pass under way to finish.
-async fn garbage_collector(registry: Arc<Registry>, gc: crate::config::Gc, retention: registry::Retention, mut stop: watch::Receiver<bool>) {
+/// Worker "gc": a pass of retention and garbage collection every `interval_secs` when this
+/// replica leads it, until shutdown, which waits for a pass under way to finish.
+async fn garbage_collector(
+    registry: Arc<Registry>,
+    meta: Meta,
+    gc: crate::config::Gc,
+    retention: registry::Retention,
+    mut stop: watch::Receiver<bool>,
+) {
     let period = Duration::from_secs(gc.interval_secs.max(1));
     let delay = Duration::from_secs(gc.delay_secs);
     loop {
         tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
             () = tokio::time::sleep(period) => {}
+        }
+        if !meta.leads(Task::Gc).await {
+            continue;
         }
         let started = std::time::Instant::now();
         match crate::gc::pass(&registry, &retention, delay, true).await {
@@ -269,12 +282,15 @@ async fn pull_recorder(registry: Arc<Registry>, mut stop: watch::Receiver<bool>)
     }
 }
 
-/// Worker "mirror-evict": a pass of the mirrors' eviction every minute.
-async fn mirror_evictor(mirror: Arc<mirror::Mirror>, mut stop: watch::Receiver<bool>) {
+/// Worker "mirror-evict": a pass of the mirrors' eviction every minute when this replica leads it.
+async fn mirror_evictor(mirror: Arc<mirror::Mirror>, meta: Meta, mut stop: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = stop.wait_for(|s| *s) => break,
             () = tokio::time::sleep(Duration::from_secs(60)) => {}
+        }
+        if !meta.leads(Task::MirrorEviction).await {
+            continue;
         }
         if let Err(e) = mirror.evict(registry::now_ms()).await {
             tracing::warn!(worker = "mirror-evict", error = %e, "an eviction pass failed");

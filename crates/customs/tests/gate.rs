@@ -40,57 +40,6 @@ fn wait_for(url: &str, want: u16) -> String {
     }
 }
 
-/// One request a webhook receiver got: its headers (lower-cased names) and body, and the status
-/// it was answered with.
-#[derive(Clone, Debug)]
-struct Delivery {
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-    status: u16,
-}
-
-/// A webhook receiver on 127.0.0.1: answers the first request 500, then 200; keeps every request.
-fn receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Delivery>>>) {
-    use std::io::{BufRead, BufReader, Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Delivery>::new()));
-    let kept = got.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                    break;
-                }
-                let mut headers = Vec::new();
-                loop {
-                    let mut h = String::new();
-                    reader.read_line(&mut h).unwrap();
-                    let h = h.trim_end();
-                    if h.is_empty() {
-                        break;
-                    }
-                    let (k, v) = h.split_once(':').unwrap();
-                    headers.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
-                }
-                let len: usize = headers.iter().find(|(k, _)| k == "content-length").map_or(0, |(_, v)| v.parse().unwrap());
-                let mut body = vec![0; len];
-                reader.read_exact(&mut body).unwrap();
-                let mut all = kept.lock().unwrap();
-                let status = if all.is_empty() { 500 } else { 200 };
-                all.push(Delivery { headers, body, status });
-                drop(all);
-                let reason = if status == 200 { "OK" } else { "Internal Server Error" };
-                let _ = write!(stream, "HTTP/1.1 {status} {reason}\r\ncontent-length: 0\r\n\r\n");
-            }
-        }
-    });
-    (url, got)
-}
-
 fn pkg_jar() -> Vec<u8> {
     use std::io::Write;
     let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
@@ -209,7 +158,8 @@ fn the_gate_waives_verifies_rejects_audits_and_answers_queries() {
     let (ec_private, ec_public) = keypair(&keys, "release-p256", true);
     let (rogue_private, _) = keypair(&keys, "rogue", false);
     let config = tmp.join("customs.toml");
-    let (hook_url, deliveries) = receiver();
+    let hook = test_support::WebhookReceiver::start(1);
+    let hook_url = &hook.url;
     // The webhook's key, made here and handed over in the environment as an operator would.
     let hook_key = {
         let mut b = [0u8; 16];
@@ -304,9 +254,9 @@ mode = "audit"
     assert!(listed.contains("a test key, rotated") && listed.contains("team/**"), "{listed}");
     // The webhook heard the keyed image pushed, inspected, blocked and unblocked, in that order.
     let subject = format!("team/keyed@{keyed}");
-    let events_for = |subject: &str| -> Vec<(String, serde_json::Value, Delivery)> {
-        let all = deliveries.lock().unwrap().clone();
-        all.into_iter()
+    let events_for = |subject: &str| -> Vec<(String, serde_json::Value, test_support::Delivery)> {
+        hook.deliveries()
+            .into_iter()
             .filter(|d| d.status == 200)
             .map(|d| {
                 let e: serde_json::Value = serde_json::from_slice(&d.body).unwrap();
@@ -333,9 +283,9 @@ mode = "audit"
     let signature = delivery.headers.iter().find(|(k, _)| k == "x-customs-signature-256").map(|(_, v)| v.clone()).expect("a signature header");
     assert_eq!(signature, format!("sha256={}", mac.split_whitespace().next().unwrap()));
     // The first attempt was answered 500 and the same event delivered again; other namespaces are not the webhook's.
-    let all = deliveries.lock().unwrap().clone();
+    let all = hook.deliveries();
     assert_eq!(all[0].status, 500);
-    let id = |d: &Delivery| serde_json::from_slice::<serde_json::Value>(&d.body).unwrap()["id"].clone();
+    let id = |d: &test_support::Delivery| d.event()["id"].clone();
     assert_eq!(id(&all[0]), id(&all[1]), "retried after the 500");
     assert!(all.iter().all(|d| serde_json::from_slice::<serde_json::Value>(&d.body).unwrap()["subject"].as_str().unwrap().starts_with("team/")));
 

@@ -1,14 +1,16 @@
 //! Two `customs serve` replicas sharing their records in a real PostgreSQL (`records.url`) and
 //! their blobs in a real S3 server (s3s-fs), each with a data directory of its own, used by a real
 //! skopeo: what is pushed to one is pulled whole from the other, a chunked upload begun on one is
-//! finished on the other, a delete on one is seen by the other, each image is inspected once, and
-//! a server with records of its own is refused the replicas' bucket prefix.
+//! finished on the other, a delete on one is seen by the other, each image is inspected once and
+//! each event delivered to a webhook once (by the replica that leads the deliveries; when it dies
+//! the other takes over), and a server with records of its own is refused the
+//! replicas' bucket prefix.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use http::{Method, StatusCode};
-use test_support::{Client, ImageBuilder, Index, Postgres, S3Server, ServerProcess, skopeo};
+use test_support::{Client, ImageBuilder, Index, Postgres, S3Server, ServerProcess, WebhookReceiver, skopeo};
 
 fn customs() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_customs"))
@@ -28,11 +30,18 @@ async fn two_replicas_over_postgres_and_s3_serve_one_registry() {
     let tmp = tempfile::tempdir().unwrap();
     let pg = Postgres::start();
     let s3 = S3Server::start(&tmp.path().join("s3"));
+    // Both replicas deliver to one webhook receiver.
+    let hook = WebhookReceiver::start(0);
+    let settings = tmp.path().join("customs.toml");
+    std::fs::write(&settings, format!("[[webhooks]]\nname = \"ci\"\nurl = \"{}\"\n", hook.url)).unwrap();
     let mut env = s3.serve_env("registry");
     env.push(("CUSTOMS_RECORDS__URL".into(), pg.database()));
+    env.push(("CUSTOMS_CONFIG".into(), settings.display().to_string()));
+    env.push(("CUSTOMS_LOG".into(), "info".into()));
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let a = ServerProcess::start_with(customs(), &tmp.path().join("a"), &env).unwrap();
-    let b = ServerProcess::start_with(customs(), &tmp.path().join("b"), &env).unwrap();
+    let logs = [tmp.path().join("a.log"), tmp.path().join("b.log")];
+    let a = ServerProcess::start_logged(customs(), &tmp.path().join("a"), &env, &logs[0]).unwrap();
+    let b = ServerProcess::start_logged(customs(), &tmp.path().join("b"), &env, &logs[1]).unwrap();
     let (ca, cb) = (Client::new(&a.url()), Client::new(&b.url()));
 
     // skopeo pushes an image to one replica and an index to the other; each comes back whole,
@@ -94,6 +103,23 @@ async fn two_replicas_over_postgres_and_s3_serve_one_registry() {
     kinds.sort();
     assert_eq!(kinds, ["application/vnd.customs.report.v1+json", "application/vnd.cyclonedx+json"], "attached once, not once per replica");
 
+    // The webhook hears of each push and verdict once, from the replica that leads deliveries,
+    // not once per replica.
+    let subject = format!("team/app@{}", image.digest);
+    let heard = |kind: &str| hook.deliveries().iter().filter(|d| d.event()["subject"] == subject && d.event()["type"] == kind).count();
+    eventually(Duration::from_secs(30), "the image's push and verdict delivered", || async {
+        heard("dev.customs.image.pushed") >= 1 && heard("dev.customs.image.inspected") >= 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut ids: Vec<String> = hook.deliveries().iter().map(|d| d.event()["id"].as_str().unwrap().to_owned()).collect();
+    let delivered = ids.len();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), delivered, "an event was delivered twice: {:?}", hook.deliveries().iter().map(|d| d.event()["id"].clone()).collect::<Vec<_>>());
+    let leaders: Vec<usize> = (0..2).filter(|&i| std::fs::read_to_string(&logs[i]).unwrap().contains("this replica leads webhooks now")).collect();
+    assert_eq!(leaders.len(), 1, "one replica leads the deliveries: {leaders:?}");
+
     // A delete on b is seen on a (its manifest cache trusts a lookup for 5 s at most).
     let deleted = cb.call(Method::DELETE, &format!("/v2/team/app/manifests/{}", image.digest), &[], Vec::new()).await.unwrap();
     assert_eq!(deleted.status, StatusCode::ACCEPTED);
@@ -111,5 +137,17 @@ async fn two_replicas_over_postgres_and_s3_serve_one_registry() {
     let said = std::fs::read_to_string(&log).unwrap();
     assert!(said.contains("holds the blobs of customs records in PostgreSQL, shared by replicas"), "{said}");
 
-    assert!(a.stop() && b.stop(), "both replicas drain and exit cleanly");
+    // The replica that leads the deliveries dies (SIGKILL: no goodbye); its session ends with
+    // it, the other takes the lead over and delivers what is pushed next.
+    let (leader, survivor, survivor_log) = if leaders[0] == 0 { (a, b, &logs[1]) } else { (b, a, &logs[0]) };
+    leader.kill_hard();
+    let later = ImageBuilder::new(84).layer(5, 10_000).build();
+    Client::new(&survivor.url()).push_image("team/later", &later, "v1").await;
+    let subject = format!("team/later@{}", later.digest);
+    eventually(Duration::from_secs(30), "the survivor to deliver the next push", || async {
+        hook.deliveries().iter().any(|d| d.event()["subject"] == subject && d.event()["type"] == "dev.customs.image.pushed")
+    })
+    .await;
+    assert!(std::fs::read_to_string(survivor_log).unwrap().contains("this replica leads webhooks now"));
+    assert!(survivor.stop(), "the survivor drains and exits cleanly");
 }

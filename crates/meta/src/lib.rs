@@ -9,6 +9,7 @@
 //!   findings aside.
 //! - [`Integrity`]: blobs found damaged (which then read as absent until pushed again) and the
 //!   scrub's progress.
+//! - [`Leadership`]: which process does a background [`Task`] for every replica.
 //! - [`SqlMeta`] is the adapter: SQLite embedded in the data directory ([`SqlMeta::open`]), or
 //!   PostgreSQL shared by replicas ([`SqlMeta::connect`]), one code path for both.
 //! - [`conformance`] is the suite every adapter passes.
@@ -23,6 +24,7 @@ pub mod conformance;
 mod identities;
 mod inspections;
 mod integrity;
+mod leadership;
 mod sql;
 mod webhooks;
 
@@ -38,6 +40,7 @@ pub use inspections::{
     PackageQuery, ReportFacts, ReportIndex, StoredReport, Verdict, VerdictBatch, VerdictWrite, Waiver,
 };
 pub use integrity::{DamagedBlob, Integrity, ScrubProgress};
+pub use leadership::{Leadership, Task};
 pub use sql::SqlMeta;
 pub use webhooks::{WebhookCursor, WebhookFailure, Webhooks};
 
@@ -245,8 +248,8 @@ pub trait UploadSessions: Send + Sync + 'static {
 }
 
 /// Every port of the records store.
-pub trait MetaStore: Repositories + UploadSessions + Identities + Inspections + Findings + Webhooks + Integrity {}
-impl<T: Repositories + UploadSessions + Identities + Inspections + Findings + Webhooks + Integrity> MetaStore for T {}
+pub trait MetaStore: Repositories + UploadSessions + Identities + Inspections + Findings + Webhooks + Integrity + Leadership {}
+impl<T: Repositories + UploadSessions + Identities + Inspections + Findings + Webhooks + Integrity + Leadership> MetaStore for T {}
 
 /// The handle the rest of the program holds.
 #[derive(Clone)]

@@ -13,6 +13,7 @@ mod image;
 mod process;
 mod postgres;
 mod s3;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -28,6 +29,7 @@ pub use image::{Blob, Image, ImageBuilder, Index, Rng, layer_tar_gz, write_image
 pub use process::ServerProcess;
 pub use postgres::Postgres;
 pub use s3::{BUCKET as S3_BUCKET, S3Server};
+pub use webhooks::{Delivery, Receiver as WebhookReceiver};
 
 /// skopeo with the given arguments (and `--insecure-policy`: the tests keep no signature policy):
 /// its stdout, failing the test with its stderr.

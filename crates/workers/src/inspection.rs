@@ -283,7 +283,8 @@ impl InspectionWorker {
                     false
                 }
             };
-            if !worked && let Err(e) = self.rejudge().await {
+            // Re-judging is done by one replica for all; jobs are claimed by every one.
+            if !worked && self.meta.leads(meta::Task::Rejudging).await && let Err(e) = self.rejudge().await {
                 tracing::warn!(error = %e, "re-judging stopped");
             }
             if !worked {

@@ -138,14 +138,16 @@ impl WebhookWorker {
         WebhookWorker { meta, hooks, settings, poster }
     }
 
-    /// Delivers until `stop` turns true.
+    /// Delivers until `stop` turns true, while this process leads the deliveries (one replica
+    /// sends each event, not each replica).
     pub async fn run(self, mut stop: tokio::sync::watch::Receiver<bool>) {
         loop {
             if *stop.borrow() {
                 return;
             }
             let mut busy = false;
-            for hook in &self.hooks {
+            let leads = self.meta.leads(meta::Task::Webhooks).await;
+            for hook in self.hooks.iter().filter(|_| leads) {
                 match self.deliver(hook).await {
                     Ok(more) => busy |= more,
                     Err(e) => tracing::warn!(webhook = %hook.name, error = %e, "webhook deliveries stopped"),

@@ -55,6 +55,7 @@ const WRITE_LOCK: i64 = 0x0063_7573_746f_6d73;
 mod identities;
 mod inspections;
 mod integrity;
+mod leadership;
 mod statement;
 mod webhooks;
 
@@ -69,6 +70,7 @@ pub struct SqlMeta {
     pub(super) writer: AnyPool,
     pub(super) reader: AnyPool,
     pub(super) dialect: Dialect,
+    leads: leadership::Leads,
 }
 
 impl SqlMeta {
@@ -92,7 +94,7 @@ impl SqlMeta {
             .connect_with(url(file.clone().create_if_missing(true))?)
             .await
             .map_err(db)?;
-        let meta = SqlMeta { reader: writer.clone(), writer, dialect: Dialect::Sqlite };
+        let meta = SqlMeta { reader: writer.clone(), writer, dialect: Dialect::Sqlite, leads: leadership::Leads::alone() };
         meta.migrate(SQLITE_MIGRATIONS).await?;
         let reader = AnyPoolOptions::new()
             .max_connections(8)
@@ -110,7 +112,7 @@ impl SqlMeta {
         let options = AnyConnectOptions::from_str(url).map_err(db)?;
         let pool = |n| AnyPoolOptions::new().max_connections(n).acquire_timeout(Duration::from_secs(10)).connect_with(options.clone());
         let writer = pool(4).await.map_err(db)?;
-        let meta = SqlMeta { reader: writer.clone(), writer, dialect: Dialect::Postgres };
+        let meta = SqlMeta { reader: writer.clone(), writer, dialect: Dialect::Postgres, leads: leadership::Leads::shared(options.clone()) };
         meta.migrate(POSTGRES_MIGRATIONS).await?;
         Ok(SqlMeta { reader: pool(16).await.map_err(db)?, ..meta })
     }
@@ -137,8 +139,10 @@ impl SqlMeta {
         Ok(id)
     }
 
-    /// Closes both pools, waiting for connections to finish their work.
+    /// Gives up this process's leads and closes both pools, waiting for connections to finish
+    /// their work.
     pub async fn close(&self) {
+        self.leads.close().await;
         self.reader.close().await;
         self.writer.close().await;
     }
