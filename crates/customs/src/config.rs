@@ -99,15 +99,19 @@ impl Records {
         !self.url.is_empty()
     }
 
-    /// The URL without its password, to print.
+    /// The URL without its password (in the authority or a `password=` parameter), to print.
     pub fn shown(&self) -> String {
         let url = &self.url;
         let Some(start) = url.find("://").map(|i| i + 3) else { return url.clone() };
-        let authority = &url[start..url[start..].find('/').map_or(url.len(), |i| start + i)];
-        match authority.rsplit_once('@').and_then(|(user, _)| user.split_once(':').map(|(name, _)| (user.len(), name))) {
+        let authority = &url[start..url[start..].find(['/', '?']).map_or(url.len(), |i| start + i)];
+        let url = match authority.rsplit_once('@').and_then(|(user, _)| user.split_once(':').map(|(name, _)| (user.len(), name))) {
             Some((user_len, name)) => format!("{}{name}:***{}", &url[..start], &url[start + user_len..]),
             None => url.clone(),
-        }
+        };
+        let Some((base, query)) = url.split_once('?') else { return url };
+        let params: Vec<String> =
+            query.split('&').map(|p| if p.starts_with("password=") { "password=***".to_owned() } else { p.to_owned() }).collect();
+        format!("{base}?{}", params.join("&"))
     }
 }
 
@@ -998,6 +1002,8 @@ mod tests {
             ("postgres://db/reg", "postgres://db/reg"),
             ("postgres://u:p@db", "postgres://u:***@db"),
             ("postgres://db/reg?user=a@b", "postgres://db/reg?user=a@b"),
+            ("postgres://u@db/reg?sslmode=verify-full&password=p:q&sslrootcert=/ca.pem", "postgres://u@db/reg?sslmode=verify-full&password=***&sslrootcert=/ca.pem"),
+            ("postgres://db?password=p", "postgres://db?password=***"),
         ] {
             assert_eq!(Records { url: url.into() }.shown(), shown, "{url}");
         }

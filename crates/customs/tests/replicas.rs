@@ -1,4 +1,4 @@
-//! Two `customs serve` replicas sharing their records in a real PostgreSQL (`records.url`) and
+//! Two `customs serve` replicas sharing their records in a real PostgreSQL over TLS (`records.url`) and
 //! their blobs in a real S3 server (s3s-fs), each with a data directory of its own, used by a real
 //! skopeo: what is pushed to one is pulled whole from the other, a chunked upload begun on one is
 //! finished on the other, a delete on one is seen by the other, each image is inspected once and
@@ -28,14 +28,17 @@ async fn eventually<F: std::future::Future<Output = bool>>(limit: Duration, what
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_over_postgres_and_s3_serve_one_registry() {
     let tmp = tempfile::tempdir().unwrap();
-    let pg = Postgres::start();
+    // The database takes only TLS with a client certificate, as a managed one may.
+    let pg = Postgres::start_tls();
+    let (crt, key) = pg.client_certificate();
+    let records = format!("{}?sslmode=verify-full&sslrootcert={}&sslcert={}&sslkey={}", pg.database(), pg.ca_file().display(), crt.display(), key.display());
     let s3 = S3Server::start(&tmp.path().join("s3"));
     // Both replicas deliver to one webhook receiver.
     let hook = WebhookReceiver::start(0);
     let settings = tmp.path().join("customs.toml");
     std::fs::write(&settings, format!("[[webhooks]]\nname = \"ci\"\nurl = \"{}\"\n", hook.url)).unwrap();
     let mut env = s3.serve_env("registry");
-    env.push(("CUSTOMS_RECORDS__URL".into(), pg.database()));
+    env.push(("CUSTOMS_RECORDS__URL".into(), records));
     env.push(("CUSTOMS_CONFIG".into(), settings.display().to_string()));
     env.push(("CUSTOMS_LOG".into(), "info".into()));
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();

@@ -18,6 +18,29 @@ impl Postgres {
     /// Starts a cluster. Panics, saying what is missing, when PostgreSQL is not installed or does
     /// not start: a test that needs it must not pass without it.
     pub fn start() -> Postgres {
+        Postgres::launch(false)
+    }
+
+    /// Starts a cluster that takes only TLS connections from clients with a certificate: its own
+    /// is for 127.0.0.1 (only), signed by a CA made for it ([`Postgres::ca_file`]), which also
+    /// signed the client certificate of the `postgres` user ([`Postgres::client_certificate`]).
+    /// Connections without TLS, or without that certificate, are refused.
+    pub fn start_tls() -> Postgres {
+        Postgres::launch(true)
+    }
+
+    /// The CA file a client verifies a [`Postgres::start_tls`] server with.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.crt")
+    }
+
+    /// The certificate and key (PEM) a client of a [`Postgres::start_tls`] server logs in as
+    /// `postgres` with.
+    pub fn client_certificate(&self) -> (PathBuf, PathBuf) {
+        (self.dir.path().join("client.crt"), self.dir.path().join("client.key"))
+    }
+
+    fn launch(tls: bool) -> Postgres {
         let bin = binaries().expect("PostgreSQL is not installed (scripts/test.sh installs Debian's postgresql)");
         let dir = tempfile::Builder::new().prefix("customs-pg").tempdir().expect("a temporary directory");
         if unsafe { libc::geteuid() } == 0 {
@@ -27,10 +50,16 @@ impl Postgres {
         let data = dir.path().join("data");
         run(tool(&bin, "initdb").arg("-D").arg(&data).args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"]).arg("--locale=C.UTF-8"));
         let port = free_port();
-        let options = format!(
+        let mut options = format!(
             "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
             dir.path().display()
         );
+        if tls {
+            certificates(dir.path(), &data);
+            std::fs::write(data.join("pg_hba.conf"), "local all all trust\nhostssl all all 127.0.0.1/32 cert\nhostnossl all all 127.0.0.1/32 reject\n")
+                .expect("pg_hba.conf");
+            options.push_str(" -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key -c ssl_ca_file=ca.crt");
+        }
         run(tool(&bin, "pg_ctl").arg("-D").arg(&data).arg("-l").arg(dir.path().join("log")).args(["-w", "-o", &options, "start"]));
         Postgres { dir, bin, port, databases: AtomicUsize::new(0) }
     }
@@ -46,7 +75,8 @@ impl Postgres {
     /// Runs `sql` as the superuser in the `postgres` database; what it printed.
     pub fn sql(&self, sql: &str) -> String {
         let psql = self.bin.join("psql");
-        let out = run(Command::new(psql).args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-qAtc", sql]));
+        // Through the socket, which needs no certificate.
+        let out = run(Command::new(psql).arg("-h").arg(self.dir.path()).args(["-p", &self.port.to_string(), "-U", "postgres", "-qAtc", sql]));
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -62,6 +92,32 @@ impl Drop for Postgres {
         let mut stop = tool(&self.bin, "pg_ctl");
         stop.arg("-D").arg(&data).args(["-m", "immediate", "-w", "stop"]).stdout(Stdio::null()).stderr(Stdio::null());
         let _ = stop.status();
+    }
+}
+
+/// A CA (`dir/ca.crt`), and the server's and a client's certificates and keys signed by it
+/// (`dir/{server,client}.{crt,key}`, the server's and the CA copied into `data`), made with
+/// openssl for this cluster alone.
+fn certificates(dir: &Path, data: &Path) {
+    let openssl = |args: &[&str]| run(Command::new("openssl").current_dir(dir).args(args));
+    let key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+    openssl(&[&["req", "-x509"][..], &key, &["-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=customs test CA"]].concat());
+    std::fs::write(dir.join("server.ext"), "subjectAltName=IP:127.0.0.1\n").expect("server.ext");
+    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").expect("client.ext");
+    // The client's name is the user it logs in as.
+    for (name, subject) in [("server", "/CN=127.0.0.1"), ("client", "/CN=postgres")] {
+        let (csr, crt, ext) = (format!("{name}.csr"), format!("{name}.crt"), format!("{name}.ext"));
+        openssl(&[&["req"][..], &key, &["-keyout", &format!("{name}.key"), "-out", &csr, "-subj", subject]].concat());
+        openssl(&["x509", "-req", "-in", &csr, "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out", &crt, "-days", "2", "-extfile", &ext]);
+    }
+    for f in ["server.crt", "server.key", "ca.crt"] {
+        std::fs::copy(dir.join(f), data.join(f)).expect("a certificate file");
+    }
+    // The server refuses a key others can read; as root, the files must be the postgres user's.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(data.join("server.key"), std::fs::Permissions::from_mode(0o600)).expect("the key's mode");
+    if unsafe { libc::geteuid() } == 0 {
+        run(Command::new("chown").arg("postgres:postgres").arg(data.join("server.crt")).arg(data.join("server.key")).arg(data.join("ca.crt")));
     }
 }
 

@@ -1169,6 +1169,45 @@ mod tests {
         }
 
         /// `n` replicas connecting at once.
+        /// With a database that takes only TLS with a client certificate, the records connect
+        /// over TLS when the URL asks (`sslmode`), verifying the server's certificate against
+        /// `sslrootcert` (else the system's roots, which do not know this test's CA), and log in
+        /// with `sslcert` and `sslkey`; every connection, the leads' included, is TLS.
+        #[tokio::test]
+        async fn connects_over_tls_verifying_the_server() {
+            let pg = test_support::Postgres::start_tls();
+            let url = pg.database();
+            let (ca, (crt, key)) = (pg.ca_file(), pg.client_certificate());
+            let client = format!("sslcert={}&sslkey={}", crt.display(), key.display());
+            let verified = format!("{url}?sslmode=verify-full&sslrootcert={}&{client}", ca.display());
+            let meta = SqlMeta::connect(&verified).await.unwrap_or_else(|e| panic!("{e}\n{}", pg.log()));
+            crate::Identities::append_audit(&meta, &crate::AuditEntry { actor: "a".into(), action: "test".into(), target: "t".into(), client: None, detail: None })
+                .await
+                .unwrap();
+            assert!(crate::Leadership::leads(&meta, crate::Task::Gc).await);
+            let plain: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pg_stat_ssl s JOIN pg_stat_activity a ON a.pid = s.pid WHERE a.datname = current_database() AND NOT s.ssl")
+                .fetch_one(&meta.reader)
+                .await
+                .unwrap();
+            let leads: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pg_locks l JOIN pg_stat_ssl s ON s.pid = l.pid WHERE l.locktype = 'advisory' AND s.ssl")
+                .fetch_one(&meta.reader)
+                .await
+                .unwrap();
+            assert_eq!((plain, leads), (0, 1), "every connection is TLS, the one holding the lead too");
+            meta.close().await;
+
+            let e = SqlMeta::connect(&format!("{url}?sslmode=disable")).await.err().expect("the server refuses a connection without TLS");
+            assert!(e.to_string().contains("rejects connection") && e.to_string().contains("no encryption"), "{e}");
+            let e = SqlMeta::connect(&format!("{url}?sslmode=verify-full&{client}")).await.err().expect("the system's roots do not trust the test CA");
+            assert!(e.to_string().contains("invalid peer certificate: UnknownIssuer"), "{e}");
+            // localhost is 127.0.0.1, but the certificate does not name it.
+            let e = SqlMeta::connect(&verified.replace("127.0.0.1", "localhost")).await.err().expect("a certificate for another name");
+            assert!(e.to_string().contains("certificate not valid for name \"localhost\""), "{e}");
+            let anonymous = format!("{url}?sslmode=verify-full&sslrootcert={}", ca.display());
+            let e = SqlMeta::connect(&anonymous).await.err().expect("the server refuses a client without a certificate");
+            assert!(e.to_string().contains("requires a valid client certificate"), "{e}");
+        }
+
         async fn connect_all(url: &str, n: usize) -> Vec<std::sync::Arc<SqlMeta>> {
             let mut set = tokio::task::JoinSet::new();
             for _ in 0..n {
