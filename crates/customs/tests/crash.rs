@@ -1,6 +1,7 @@
 //! SIGKILL a real server in the middle of concurrent uploads and manifest pushes, restart it,
 //! and check that every acknowledged write reads back intact and nothing half-written shows:
-//! with blobs in the data directory, and with blobs in S3.
+//! with blobs in the data directory, with blobs in S3, and with blobs in S3 and records in
+//! PostgreSQL (read back by another replica).
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -8,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use http::{Method, StatusCode};
 use oci::Digest;
-use test_support::{Client, Rng, S3_BUCKET, S3Server, ServerProcess};
+use test_support::{Client, Postgres, Rng, S3_BUCKET, S3Server, ServerProcess};
 
 fn customs() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_customs"))
@@ -139,9 +140,30 @@ async fn sigkill_during_pushes_to_s3_loses_nothing_acknowledged() {
     assert!(!data.join("blobs").join("sha256").exists(), "the blobs went to S3");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_during_pushes_with_records_in_postgres_loses_nothing_acknowledged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pg = Postgres::start();
+    let s3 = S3Server::start(&tmp.path().join("s3"));
+    let mut env = s3.serve_env("crash");
+    env.push(("CUSTOMS_RECORDS__URL".into(), pg.database()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    // What the killed server acknowledged is read back by another replica, with a data
+    // directory of its own: nothing it relies on stayed in the first one's.
+    let (data, replica) = (tmp.path().join("data"), tmp.path().join("replica"));
+    crash_and_check_on(&data, &replica, &env, &tmp.path().join("s3").join(S3_BUCKET).join("crash/blobs")).await;
+    assert!(!data.join("meta.db").exists(), "the records went to PostgreSQL");
+}
+
 /// Pushes with 8 writers to a server over `data` (and `env`), kills it, restarts it and checks
 /// what it acknowledged; `blob_files` is where the store keeps committed blobs as files.
 async fn crash_and_check(data: &Path, env: &[(&str, &str)], blob_files: &Path) {
+    crash_and_check_on(data, data, env, blob_files).await
+}
+
+/// [`crash_and_check`], the server started again over `after` (a replica's data directory, or
+/// `data` itself).
+async fn crash_and_check_on(data: &Path, after: &Path, env: &[(&str, &str)], blob_files: &Path) {
     let server = ServerProcess::start_with(customs(), data, env).unwrap();
     let client = Client::new(&server.url());
     let acked = Arc::new(Mutex::new(Acked::default()));
@@ -162,7 +184,7 @@ async fn crash_and_check(data: &Path, env: &[(&str, &str)], blob_files: &Path) {
     let files = assert_blob_files_complete(blob_files);
     assert!(files >= acked.blobs.len());
 
-    let server = ServerProcess::start_with(customs(), data, env).unwrap();
+    let server = ServerProcess::start_with(customs(), after, env).unwrap();
     let client = Client::new(&server.url());
     for (repo, digest) in &acked.blobs {
         let r = client.call(Method::GET, &format!("/v2/{repo}/blobs/{digest}"), &[], Bytes::new()).await.unwrap();
