@@ -99,6 +99,15 @@ impl Records {
         !self.url.is_empty()
     }
 
+    /// Refuses a URL that is not a PostgreSQL one, shown without its password.
+    pub fn check(&self) -> anyhow::Result<()> {
+        let url = &self.url;
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            bail!("{}: not a PostgreSQL URL (postgres://USER@HOST:PORT/DB); leave records.url empty for meta.db in the data directory", self.shown());
+        }
+        Ok(())
+    }
+
     /// The URL without its password (in the authority or a `password=` parameter), to print.
     pub fn shown(&self) -> String {
         let url = &self.url;
@@ -911,7 +920,7 @@ pub fn repository_globs(globs: &[String], at: impl Fn() -> String) -> anyhow::Re
 
 const ENV_PREFIX: &str = "CUSTOMS_";
 /// Environment variables that are flags of their own, not settings.
-const ENV_NOT_SETTINGS: &[&str] = &["CUSTOMS_CONFIG", "CUSTOMS_SCAN_PASSWORD"];
+const ENV_NOT_SETTINGS: &[&str] = &["CUSTOMS_CONFIG", "CUSTOMS_SCAN_PASSWORD", "CUSTOMS_RECORDS_COPY_TO"];
 
 impl Config {
     /// Loads defaults, then `file` (if given), then the environment `vars`.
@@ -940,9 +949,8 @@ impl Config {
         let config: Config = table
             .try_into()
             .map_err(|e: toml::de::Error| anyhow::anyhow!("invalid settings (config file or CUSTOMS_* variables): {}", e.message()))?;
-        let url = &config.records.url;
-        if config.records.postgres() && !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-            bail!("records.url {}: not a PostgreSQL URL (postgres://USER@HOST:PORT/DB); leave it empty for meta.db in the data directory", config.records.shown());
+        if config.records.postgres() {
+            config.records.check().map_err(|e| anyhow::anyhow!("records.url {e}"))?;
         }
         Ok(config)
     }

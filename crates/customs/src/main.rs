@@ -10,6 +10,7 @@ mod gate;
 mod gc;
 mod policy_cmd;
 mod query;
+mod records;
 mod scan;
 mod scrub;
 mod serve;
@@ -114,6 +115,13 @@ enum Command {
         #[command(flatten)]
         scrub: scrub::ScrubArgs,
     },
+    /// The records themselves: copy a stopped server's meta.db into PostgreSQL, for replicas.
+    Records {
+        #[command(flatten)]
+        args: ServeArgs,
+        #[command(subcommand)]
+        command: records::RecordsCommand,
+    },
     /// Print the audit log: id, time, actor, action, target, client, detail.
     Audit {
         #[command(flatten)]
@@ -201,6 +209,7 @@ fn main() -> std::process::ExitCode {
         Command::Waiver { args, command } => args.load().and_then(|c| query::run(c, query::Command::Waiver(command))),
         Command::Db { args, command } => args.load().and_then(|c| db::run(c, command)),
         Command::Gc { args, gc } => args.load().and_then(|c| gc::run(c, gc)),
+        Command::Records { args, command } => args.load().and_then(|c| records::run(c, command)),
         Command::Scrub { args, scrub } => match args.load().and_then(|c| scrub::run(c, scrub)) {
             Ok(code) => return std::process::ExitCode::from(code),
             Err(e) => Err(e),

@@ -299,7 +299,7 @@ async fn mirror_evictor(mirror: Arc<mirror::Mirror>, meta: Meta, mut stop: watch
 }
 
 /// One server per data directory: a second one would race the first on the same files.
-fn lock_data_dir(data: &std::path::Path) -> anyhow::Result<File> {
+pub(crate) fn lock_data_dir(data: &std::path::Path) -> anyhow::Result<File> {
     let path = data.join("customs.lock");
     let file = File::create(&path).with_context(|| format!("cannot write {}", path.display()))?;
     match file.try_lock() {

@@ -90,7 +90,7 @@ pub(crate) async fn open(config: &Config, data: &Path, write: bool, records: Opt
 
 /// The data directory's own id (`<data>/id`, made at its first use and synced, so a crash cannot
 /// leave a directory that no longer matches its claim): what an S3 prefix's claim names.
-fn data_dir_id(data: &Path) -> anyhow::Result<String> {
+pub(crate) fn data_dir_id(data: &Path) -> anyhow::Result<String> {
     let file = data.join("id");
     match std::fs::read_to_string(&file) {
         Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_owned()),

@@ -154,3 +154,96 @@ async fn two_replicas_over_postgres_and_s3_serve_one_registry() {
     assert!(std::fs::read_to_string(survivor_log).unwrap().contains("this replica leads webhooks now"));
     assert!(survivor.stop(), "the survivor drains and exits cleanly");
 }
+
+/// An installation that began as one server with its records in `meta.db` (blobs in S3, access on)
+/// moves them into PostgreSQL with `customs records copy`, and two replicas (one on the old data
+/// directory, one on a new one) serve what it held: the image whole, its inspection's SBOM and
+/// report (not inspected again), its user, its audit log; then new pushes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_server_moves_its_records_into_postgres_for_replicas() {
+    use base64::Engine;
+    let tmp = tempfile::tempdir().unwrap();
+    let s3 = S3Server::start(&tmp.path().join("s3"));
+    let pg = Postgres::start();
+    // The first admin's password, made here.
+    let password: String = {
+        let mut b = [0u8; 12];
+        std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom").unwrap(), &mut b).unwrap();
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    };
+    let mut env = s3.serve_env("moved");
+    env.extend([("CUSTOMS_AUTH__ENABLED", "true"), ("CUSTOMS_AUTH__ADMIN_USER", "admin")].map(|(k, v)| (k.to_owned(), v.to_owned())));
+    env.push(("CUSTOMS_AUTH__ADMIN_PASSWORD".into(), password.clone()));
+    let single: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let (one, two) = (tmp.path().join("one"), tmp.path().join("two"));
+    let creds = format!("admin:{password}");
+    let basic = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(&creds));
+    let auth = [("authorization", basic.as_str())];
+
+    // One server on the embedded default records: an image pushed, inspected, its SBOM and report attached.
+    let server = ServerProcess::start_with(customs(), &one, &single).unwrap();
+    let image = ImageBuilder::new(91).layer(1, 200_000).build();
+    let src = tmp.path().join("src");
+    image.write_layout(&src, "v1").unwrap();
+    skopeo(&["copy", "--dest-tls-verify=false", "--dest-creds", &creds, &format!("oci:{}:v1", src.display()), &format!("docker://{}/team/app:v1", server.addr)]);
+    let referrers = format!("/v2/team/app/referrers/{}", image.digest);
+    let attached = |client: Client| {
+        let referrers = referrers.clone();
+        async move {
+            let r = client.call(Method::GET, &referrers, &auth, Vec::new()).await.unwrap();
+            assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+            let listed: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+            listed["manifests"].as_array().unwrap().iter().map(|m| m["digest"].as_str().unwrap().to_owned()).collect::<Vec<_>>()
+        }
+    };
+    let client = Client::new(&server.url());
+    eventually(Duration::from_secs(90), "the image's SBOM and report", || async { attached(client.clone()).await.len() == 2 }).await;
+    let before = attached(client.clone()).await;
+    assert!(server.stop());
+    assert!(one.join("meta.db").exists());
+
+    // The copy, with the server stopped; a second copy is refused and changes nothing.
+    let url = pg.database();
+    let copy = |expect_ok: bool| {
+        let mut command = std::process::Command::new(customs());
+        command.args(["records", "copy", "--to", &url, "--data"]).arg(&one).envs(single.iter().copied());
+        let out = command.output().unwrap();
+        let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert_eq!(out.status.success(), expect_ok, "{said}");
+        said
+    };
+    let said = copy(true);
+    assert!(said.contains("copied manifests: ") && said.contains("copied audit: ") && said.contains("now start every replica with records.url"), "{said}");
+    let again = copy(false);
+    assert!(again.contains("already holds records") && again.contains("as it was"), "{again}");
+
+    // Two replicas over the copied records: the old data directory's, and a new one.
+    let mut replicated = env.clone();
+    replicated.push(("CUSTOMS_RECORDS__URL".into(), url.clone()));
+    let replicated: Vec<(&str, &str)> = replicated.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let a = ServerProcess::start_with(customs(), &one, &replicated).unwrap();
+    let b = ServerProcess::start_with(customs(), &two, &replicated).unwrap();
+    assert!(!two.join("meta.db").exists(), "the new replica keeps no records of its own");
+    let out = tmp.path().join("out");
+    skopeo(&["copy", "--src-tls-verify=false", "--src-creds", &creds, &format!("docker://{}/team/app:v1", b.addr), &format!("oci:{}:v1", out.display())]);
+    for blob in image.blobs() {
+        assert!(std::fs::read(out.join("blobs/sha256").join(blob.digest.hex())).unwrap() == blob.bytes, "{} whole", blob.digest);
+    }
+    let cb = Client::new(&b.url());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(attached(cb.clone()).await, before, "the inspection's artifacts were copied, not made again");
+    let audit = cb.call(Method::GET, "/api/v1/audit?limit=1000", &auth, Vec::new()).await.unwrap();
+    assert_eq!(audit.status, StatusCode::OK, "{:?}", audit.body);
+    let audit = String::from_utf8_lossy(&audit.body).into_owned();
+    assert!(audit.contains(&format!("team/app:v1@{}", image.digest)), "the push before the move is in the audit log: {audit}");
+    let anonymous = cb.call(Method::GET, "/v2/team/app/manifests/v1", &[], Vec::new()).await.unwrap();
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED, "access control came along");
+
+    // New pushes after the move, to one replica, are seen on the other.
+    let later = ImageBuilder::new(92).layer(2, 30_000).build();
+    later.write_layout(&src, "v2").unwrap();
+    skopeo(&["copy", "--dest-tls-verify=false", "--dest-creds", &creds, &format!("oci:{}:v2", src.display()), &format!("docker://{}/team/app:v2", a.addr)]);
+    let tags = cb.call(Method::GET, "/v2/team/app/tags/list", &auth, Vec::new()).await.unwrap();
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&tags.body).unwrap()["tags"], serde_json::json!(["v1", "v2"]));
+    assert!(a.stop() && b.stop());
+}

@@ -41,7 +41,7 @@ pub use inspections::{
 };
 pub use integrity::{DamagedBlob, Integrity, ScrubProgress};
 pub use leadership::{Leadership, Task};
-pub use sql::SqlMeta;
+pub use sql::{Copied, SqlMeta};
 pub use webhooks::{WebhookCursor, WebhookFailure, Webhooks};
 
 /// The stored facts of one manifest in one repository (its bytes live in `blobs`).
@@ -130,6 +130,10 @@ pub enum Error {
     /// The database's disk is full (`SQLITE_FULL`); nothing was changed. Retrying soon will not work.
     #[error("metadata store is out of space: {0}")]
     NoSpace(String),
+    /// What was asked cannot be done with these records (copying into a database that holds
+    /// records already, or at another schema version); nothing was changed.
+    #[error("{0}")]
+    Refused(String),
     /// A stored row does not parse: the database was changed by something else.
     #[error("metadata store holds a bad record: {0}")]
     Corrupt(String),

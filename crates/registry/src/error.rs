@@ -106,7 +106,7 @@ impl From<meta::Error> for Error {
             meta::Error::Exists(name) => Error::Exists(name),
             meta::Error::TagImmutable { tag, digest } => Error::immutable(&tag, &digest),
             e @ meta::Error::NoSpace(_) => Error::InsufficientStorage(e.to_string()),
-            e @ (meta::Error::UploadExists(_) | meta::Error::Unavailable(_) | meta::Error::Corrupt(_)) => {
+            e @ (meta::Error::UploadExists(_) | meta::Error::Unavailable(_) | meta::Error::Corrupt(_) | meta::Error::Refused(_)) => {
                 Error::Unavailable(e.to_string())
             }
         }

@@ -52,6 +52,8 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
 /// The key of PostgreSQL's transaction-scoped advisory lock every write takes ("customs").
 const WRITE_LOCK: i64 = 0x0063_7573_746f_6d73;
 
+mod copy;
+pub use copy::Copied;
 mod identities;
 mod inspections;
 mod integrity;
