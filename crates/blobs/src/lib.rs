@@ -18,6 +18,7 @@
 
 mod aligned;
 pub mod conformance;
+mod copy;
 mod fs;
 mod parts;
 mod regions;
@@ -32,6 +33,7 @@ use futures::stream::BoxStream;
 use oci::Digest;
 pub use oci::UploadId;
 
+pub use copy::{Copied, copy};
 pub use fs::FsBlobStore;
 pub use parts::PartWrites;
 pub use regions::{FileSlice, MappedRegions};

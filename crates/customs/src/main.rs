@@ -2,6 +2,7 @@
 //! Flags and glue only; everything else lives in the library crates.
 
 mod access;
+mod blobs_cmd;
 mod clamd;
 mod config;
 mod db;
@@ -115,6 +116,13 @@ enum Command {
         #[command(flatten)]
         scrub: scrub::ScrubArgs,
     },
+    /// The blobs themselves: copy a stopped server's blobs into S3, for replicas.
+    Blobs {
+        #[command(flatten)]
+        args: ServeArgs,
+        #[command(subcommand)]
+        command: blobs_cmd::BlobsCommand,
+    },
     /// The records themselves: copy a stopped server's meta.db into PostgreSQL, for replicas.
     Records {
         #[command(flatten)]
@@ -210,6 +218,7 @@ fn main() -> std::process::ExitCode {
         Command::Db { args, command } => args.load().and_then(|c| db::run(c, command)),
         Command::Gc { args, gc } => args.load().and_then(|c| gc::run(c, gc)),
         Command::Records { args, command } => args.load().and_then(|c| records::run(c, command)),
+        Command::Blobs { args, command } => args.load().and_then(|c| blobs_cmd::run(c, command)),
         Command::Scrub { args, scrub } => match args.load().and_then(|c| scrub::run(c, scrub)) {
             Ok(code) => return std::process::ExitCode::from(code),
             Err(e) => Err(e),

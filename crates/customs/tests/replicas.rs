@@ -155,10 +155,11 @@ async fn two_replicas_over_postgres_and_s3_serve_one_registry() {
     assert!(survivor.stop(), "the survivor drains and exits cleanly");
 }
 
-/// An installation that began as one server with its records in `meta.db` (blobs in S3, access on)
-/// moves them into PostgreSQL with `customs records copy`, and two replicas (one on the old data
-/// directory, one on a new one) serve what it held: the image whole, its inspection's SBOM and
-/// report (not inspected again), its user, its audit log; then new pushes.
+/// An installation that began as one server on the embedded default (blobs and `meta.db` in its
+/// data directory; access on) moves its blobs into S3 with `customs blobs copy` and its records
+/// into PostgreSQL with `customs records copy`, and two replicas (one on the old data directory,
+/// one on a new one) serve what it held: the image whole, its inspection's SBOM and report (not
+/// inspected again), its user, its audit log; then new pushes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_server_moves_its_records_into_postgres_for_replicas() {
     use base64::Engine;
@@ -171,17 +172,20 @@ async fn one_server_moves_its_records_into_postgres_for_replicas() {
         std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom").unwrap(), &mut b).unwrap();
         b.iter().map(|x| format!("{x:02x}")).collect()
     };
-    let mut env = s3.serve_env("moved");
-    env.extend([("CUSTOMS_AUTH__ENABLED", "true"), ("CUSTOMS_AUTH__ADMIN_USER", "admin")].map(|(k, v)| (k.to_owned(), v.to_owned())));
+    let mut env: Vec<(String, String)> =
+        [("CUSTOMS_AUTH__ENABLED", "true"), ("CUSTOMS_AUTH__ADMIN_USER", "admin")].map(|(k, v)| (k.to_owned(), v.to_owned())).into();
     env.push(("CUSTOMS_AUTH__ADMIN_PASSWORD".into(), password.clone()));
-    let single: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let access = env.len();
+    env.extend(s3.serve_env("moved"));
+    let moved: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let single = &moved[..access];
     let (one, two) = (tmp.path().join("one"), tmp.path().join("two"));
     let creds = format!("admin:{password}");
     let basic = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(&creds));
     let auth = [("authorization", basic.as_str())];
 
     // One server on the embedded default records: an image pushed, inspected, its SBOM and report attached.
-    let server = ServerProcess::start_with(customs(), &one, &single).unwrap();
+    let server = ServerProcess::start_with(customs(), &one, single).unwrap();
     let image = ImageBuilder::new(91).layer(1, 200_000).build();
     let src = tmp.path().join("src");
     image.write_layout(&src, "v1").unwrap();
@@ -202,20 +206,29 @@ async fn one_server_moves_its_records_into_postgres_for_replicas() {
     assert!(server.stop());
     assert!(one.join("meta.db").exists());
 
-    // The copy, with the server stopped; a second copy is refused and changes nothing.
+    // The copies, with the server stopped and the settings the replicas will have: blobs, then
+    // records. A second blob copy finds everything there; a second records copy is refused and
+    // changes nothing.
     let url = pg.database();
-    let copy = |expect_ok: bool| {
+    let copy = |args: &[&str], expect_ok: bool| {
         let mut command = std::process::Command::new(customs());
-        command.args(["records", "copy", "--to", &url, "--data"]).arg(&one).envs(single.iter().copied());
+        command.args(args).arg("--data").arg(&one).envs(moved.iter().copied());
         let out = command.output().unwrap();
         let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        assert_eq!(out.status.success(), expect_ok, "{said}");
+        assert_eq!(out.status.success(), expect_ok, "{args:?}: {said}");
         said
     };
-    let said = copy(true);
+    let said = copy(&["blobs", "copy"], true);
+    let stored = test_support::files_under(&one.join("blobs")).len();
+    assert!(stored >= 4, "the image's blobs and its artifacts' ({stored})");
+    assert!(said.contains(&format!("copied {stored} blobs")) && said.contains("0 were there already"), "{said}");
+    let said = copy(&["blobs", "copy"], true);
+    assert!(said.contains("copied 0 blobs (0 bytes)") && said.contains(&format!("{stored} were there already")), "{said}");
+    let said = copy(&["records", "copy", "--to", &url], true);
     assert!(said.contains("copied manifests: ") && said.contains("copied audit: ") && said.contains("now start every replica with records.url"), "{said}");
-    let again = copy(false);
+    let again = copy(&["records", "copy", "--to", &url], false);
     assert!(again.contains("already holds records") && again.contains("as it was"), "{again}");
+    std::fs::remove_dir_all(one.join("blobs")).unwrap();
 
     // Two replicas over the copied records: the old data directory's, and a new one.
     let mut replicated = env.clone();
