@@ -48,7 +48,7 @@ pub fn run(config: Config, command: RecordsCommand) -> anyhow::Result<()> {
         };
         source.close().await;
         into.close().await;
-        let copied = copied.context("the records were not copied; the PostgreSQL database is as it was")?;
+        let copied = copied.context("no record was copied; the PostgreSQL database holds none of them")?;
         if let Some(id) = id {
             id.context("cannot give the records the data directory's id")?;
         }

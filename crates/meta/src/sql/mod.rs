@@ -673,10 +673,9 @@ impl SqlMeta {
     }
 }
 
-/// Whether a digest (`$1`) is linked under a prefix (`$2`, `$3` from [`prefix_range`]): an index
-/// seek, asked at each commit into a namespace with a quota.
-/// Whether a digest (`$1`) is linked, or a manifest, under a prefix (`$2`, `$3`) but under none
-/// of `except` names.
+/// Whether a digest (`$1`) is linked, or a manifest, under a prefix (`$2`, `$3` from
+/// [`prefix_range`]) but under none of `except` names: an index seek, asked at each commit into
+/// a namespace with a quota.
 fn linked_under_sql(except: usize) -> String {
     let left_out = except_ranges(4, except);
     format!(
