@@ -1,5 +1,6 @@
 //! Storage limits through the protocol: namespace quotas (403 DENIED with the numbers, nothing
-//! kept, a blob the namespace holds costs nothing, concurrent pushes never pass a quota together)
+//! kept, a blob the namespace holds costs nothing, concurrent pushes never pass a quota together,
+//! through one replica or several)
 //! and the blob store's reserve of free space (507, pulls and deletes go on); `/api/v1/quotas`.
 
 use std::time::Duration;
@@ -133,6 +134,36 @@ async fn concurrent_pushes_never_pass_a_quota_together() {
     assert_eq!((created, refused), (5, 3), "{statuses:?}");
     assert_eq!(used(&reg, "ci").await, 10_000.0);
     nothing_pending(&reg).await;
+}
+
+#[tokio::test]
+async fn replicas_never_pass_a_quota_together() {
+    // Two replicas over the same blobs and records; each has counted the namespace (and so
+    // trusts its count for a while) before the pushes begin.
+    let a = TestRegistry::with_config(quotas(&[("ci", 10_000)])).await;
+    let b = a.replica();
+    assert_eq!(a.push_blob("ci/first", &[7; 1_000]).await, Digest::sha256_of(&[7; 1_000]));
+    assert_eq!((used(&a, "ci").await, used(&b, "ci").await), (1_000.0, 1_000.0));
+
+    // 9 000 bytes are left: of three pushes of 4 000 on each replica at once, two can land.
+    let blobs: Vec<Vec<u8>> = (0..6u8).map(|i| vec![i; 4_000]).collect();
+    let pushes = blobs.iter().enumerate().map(|(i, bytes)| {
+        let replica = if i % 2 == 0 { &a } else { &b };
+        async move { post_whole(replica, &format!("ci/job-{i}"), bytes).await }
+    });
+    let responses = futures::future::join_all(pushes).await;
+    let statuses: Vec<StatusCode> = responses.iter().map(|r| r.status).collect();
+    let created = statuses.iter().filter(|s| **s == StatusCode::CREATED).count();
+    assert_eq!(created, 2, "{statuses:?}");
+    for refused in responses.iter().filter(|r| r.status != StatusCode::CREATED) {
+        assert_eq!((refused.status, refused.error_code().as_str()), (StatusCode::FORBIDDEN, "DENIED"));
+    }
+    // Both replicas see what both stored, without waiting for a new count.
+    assert_eq!((used(&a, "ci").await, used(&b, "ci").await), (9_000.0, 9_000.0));
+    assert_eq!(b.call(Method::POST, "/v2/ci/late/blobs/uploads/", &[], vec![]).await.status, StatusCode::ACCEPTED);
+    assert_eq!(post_whole(&b, "ci/late", &[9; 1_001]).await.status, StatusCode::FORBIDDEN, "1 000 bytes are left");
+    assert_eq!(post_whole(&a, "ci/late", &[9; 1_000]).await.status, StatusCode::CREATED);
+    assert_eq!(b.call(Method::POST, "/v2/ci/later/blobs/uploads/", &[], vec![]).await.status, StatusCode::FORBIDDEN, "at the quota");
 }
 
 #[tokio::test]

@@ -36,7 +36,8 @@ async fn two_replicas_over_postgres_and_s3_serve_one_registry() {
     // Both replicas deliver to one webhook receiver.
     let hook = WebhookReceiver::start(0);
     let settings = tmp.path().join("customs.toml");
-    std::fs::write(&settings, format!("[[webhooks]]\nname = \"ci\"\nurl = \"{}\"\n", hook.url)).unwrap();
+    let quota = "[[quotas.namespaces]]\nnamespace = \"quota\"\nmax_bytes = 10000\n";
+    std::fs::write(&settings, format!("[[webhooks]]\nname = \"ci\"\nurl = \"{}\"\n{quota}", hook.url)).unwrap();
     let mut env = s3.serve_env("registry");
     env.push(("CUSTOMS_RECORDS__URL".into(), records));
     env.push(("CUSTOMS_CONFIG".into(), settings.display().to_string()));
@@ -91,6 +92,29 @@ async fn two_replicas_over_postgres_and_s3_serve_one_registry() {
     let read = ca.call(Method::GET, &format!("/v2/team/chunked/blobs/{digest}"), &[], Vec::new()).await.unwrap();
     assert_eq!((read.status, read.body.len()), (StatusCode::OK, bytes.len()));
     assert!(read.body[..] == bytes[..], "the blob committed on b reads whole on a");
+
+    // A namespace's quota holds across replicas: with 9 000 bytes left, of six pushes of 4 000
+    // at once, three to each replica, two land, though each replica counted the namespace first.
+    let post_whole = |client: &Client, repo: &str, bytes: Vec<u8>| {
+        let path = format!("/v2/{repo}/blobs/uploads/?digest={}", oci::Digest::sha256_of(&bytes));
+        let client = client.clone();
+        async move { client.call(Method::POST, &path, &[], bytes).await.unwrap().status }
+    };
+    assert_eq!(post_whole(&ca, "quota/first", vec![7; 1_000]).await, StatusCode::CREATED);
+    let used = |client: &Client| {
+        let client = client.clone();
+        async move {
+            let text = String::from_utf8(client.call(Method::GET, "/metrics", &[], Vec::new()).await.unwrap().body.to_vec()).unwrap();
+            test_support::metric(&text, "customs_quota_used_bytes{namespace=\"quota\"}")
+        }
+    };
+    assert_eq!((used(&ca).await, used(&cb).await), (Some(1_000.0), Some(1_000.0)));
+    let pushes = (0..6u8).map(|i| post_whole(if i % 2 == 0 { &ca } else { &cb }, &format!("quota/job-{i}"), vec![i; 4_000]));
+    let statuses = futures::future::join_all(pushes).await;
+    let created = statuses.iter().filter(|s| **s == StatusCode::CREATED).count();
+    let refused = statuses.iter().filter(|s| **s == StatusCode::FORBIDDEN).count();
+    assert_eq!((created, refused), (2, 4), "{statuses:?}");
+    assert_eq!((used(&ca).await, used(&cb).await), (Some(9_000.0), Some(9_000.0)));
 
     // Each replica runs an inspection worker; the image is inspected once, and its SBOM and
     // report are referrers on both.

@@ -4,7 +4,7 @@ use oci::{Digest, Reference, RepoName, Tag, UploadId};
 
 use crate::{
     AuditEntry, AuditQuery, Error, GateState, GrantRecord, IdentityKind, InspectionState, ManifestRecord, MetaStore, NewManifest, NO_KEPT_TAGS,
-    Page, PrincipalRecord, StoredReport, TagRecord, UploadRecord, Component, ImageVulnerability, NewWaiver, PackageQuery, ReportIndex, Verdict, VerdictWrite, Matches, ReportFacts, ScrubProgress, VerdictBatch, WebhookCursor, WebhookFailure,
+    Held, Hold, Page, PrincipalRecord, StoredReport, TagRecord, UploadRecord, Component, ImageVulnerability, NewWaiver, PackageQuery, ReportIndex, Verdict, VerdictWrite, Matches, ReportFacts, ScrubProgress, VerdictBatch, WebhookCursor, WebhookFailure,
 };
 
 /// Runs every check against `meta`, panicking on the first failure.
@@ -26,6 +26,44 @@ pub async fn run(meta: &dyn MetaStore) {
     webhook_cursors_and_failures(meta).await;
     damaged_blobs_read_as_absent_until_linked_again(meta).await;
     scrub_progress_is_kept(meta).await;
+    quota_holds_count_until_a_later_count_includes_them(meta).await;
+}
+
+async fn quota_holds_count_until_a_later_count_includes_them(meta: &dyn MetaStore) {
+    let hold = |namespace: &str, bytes: u64, stored: u64, mark: i64, max_bytes: Option<u64>| Hold {
+        namespace: namespace.into(),
+        bytes,
+        stored,
+        mark,
+        max_bytes,
+        expires_ms: 10_000,
+        now_ms: 1_000,
+    };
+    let mark = meta.ledger_mark().await.unwrap();
+    assert_eq!(meta.ledger_bytes("quota-a", mark).await.unwrap(), 0);
+    // 60 stored of 100: 30 fits, then another 30 does not, whoever asks.
+    let Held::Granted(first) = meta.hold(&hold("quota-a", 30, 60, mark, Some(100))).await.unwrap() else { panic!("30 of 40 left") };
+    assert_eq!(meta.hold(&hold("quota-a", 30, 60, mark, Some(100))).await.unwrap(), Held::Refused { used: 90 });
+    assert_eq!(meta.ledger_bytes("quota-a", mark).await.unwrap(), 30, "a write under way counts");
+    assert_eq!(meta.ledger_bytes("quota-b", mark).await.unwrap(), 0, "only in its namespace");
+    let Held::Granted(_) = meta.hold(&hold("quota-b", 500, 0, mark, None)).await.unwrap() else { panic!("no limit") };
+
+    // Settled, it still counts for counts begun before; a count begun after the settle has it.
+    meta.settle_hold(first, 20_000).await.unwrap();
+    assert_eq!(meta.ledger_bytes("quota-a", mark).await.unwrap(), 30, "settled after the count's mark");
+    let later = meta.ledger_mark().await.unwrap();
+    assert!(later > mark);
+    assert_eq!(meta.ledger_bytes("quota-a", later).await.unwrap(), 0, "in any count begun after it settled");
+
+    // A released hold counts no more; neither does one past its expiry, nor a settled row.
+    let Held::Granted(second) = meta.hold(&hold("quota-a", 40, 60, later, Some(100))).await.unwrap() else { panic!("40 of 40") };
+    assert_eq!(meta.hold(&hold("quota-a", 1, 60, later, Some(100))).await.unwrap(), Held::Refused { used: 100 });
+    meta.release_hold(second).await.unwrap();
+    assert_eq!(meta.ledger_bytes("quota-a", later).await.unwrap(), 0);
+    let expired = Hold { now_ms: 30_000, expires_ms: 40_000, ..hold("quota-c", 1, 0, later, Some(1)) };
+    let Held::Granted(_) = meta.hold(&expired).await.unwrap() else { panic!("expired holds are gone") };
+    assert_eq!(meta.ledger_bytes("quota-a", mark).await.unwrap(), 0, "the settled row expired at 20 000");
+    assert_eq!(meta.ledger_bytes("quota-b", mark).await.unwrap(), 0, "the unsettled one at 10 000");
 }
 
 async fn damaged_blobs_read_as_absent_until_linked_again(meta: &dyn MetaStore) {

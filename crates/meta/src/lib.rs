@@ -25,6 +25,7 @@ mod identities;
 mod inspections;
 mod integrity;
 mod leadership;
+mod quotas;
 mod sql;
 mod webhooks;
 
@@ -41,6 +42,7 @@ pub use inspections::{
 };
 pub use integrity::{DamagedBlob, Integrity, ScrubProgress};
 pub use leadership::{Leadership, Task};
+pub use quotas::{Held, Hold, QuotaLedger};
 pub use sql::{Copied, SqlMeta};
 pub use webhooks::{WebhookCursor, WebhookFailure, Webhooks};
 
@@ -252,8 +254,8 @@ pub trait UploadSessions: Send + Sync + 'static {
 }
 
 /// Every port of the records store.
-pub trait MetaStore: Repositories + UploadSessions + Identities + Inspections + Findings + Webhooks + Integrity + Leadership {}
-impl<T: Repositories + UploadSessions + Identities + Inspections + Findings + Webhooks + Integrity + Leadership> MetaStore for T {}
+pub trait MetaStore: Repositories + UploadSessions + Identities + Inspections + Findings + Webhooks + Integrity + Leadership + QuotaLedger {}
+impl<T: Repositories + UploadSessions + Identities + Inspections + Findings + Webhooks + Integrity + Leadership + QuotaLedger> MetaStore for T {}
 
 /// The handle the rest of the program holds.
 #[derive(Clone)]

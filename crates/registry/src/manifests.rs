@@ -78,7 +78,7 @@ impl Registry {
             }
         }
         self.precheck_references(repo, &new.blobs, &new.children).await?;
-        let owed = self.owe(repo, &digest, bytes.len() as u64, "manifest", writer).await?;
+        let quota = self.reserve_quota(repo, &digest, bytes.len() as u64, "manifest", writer).await?;
         // Bytes first, durable; then the records in one transaction.
         let held = self.hold_bytes().await;
         self.blobs.put(&digest, bytes).await?;
@@ -89,7 +89,7 @@ impl Registry {
             let result = self.meta.put_manifest(repo, &NewManifest { tag: None, ..new.clone() }).await;
             self.cache.invalidate(repo);
             result?;
-            self.settle(owed);
+            self.settle(quota).await;
             drop(held);
             self.push_gate(repo, &digest, existed).await?;
             let result = self.meta.put_manifest(repo, &new).await;
@@ -99,7 +99,7 @@ impl Registry {
             let result = self.meta.put_manifest(repo, &new).await;
             self.cache.invalidate(repo);
             result?;
-            self.settle(owed);
+            self.settle(quota).await;
             drop(held);
         }
         if let Some(image) = signed {

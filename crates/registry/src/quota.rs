@@ -17,24 +17,35 @@
 //! skopeo print the message. Deleting images frees their bytes for the quota when garbage
 //! collection unlinks them, as it frees them on disk.
 //!
-//! Usage is read from the records when first needed and again at least every [`REFRESH`]; in
-//! between, commits here add to it in memory. Each commit reserves its bytes before it is made and
-//! gives them back if it fails, so concurrent uploads into one namespace can never pass its quota
-//! together. A garbage collection pass here drops what is known, so freed bytes count at once.
-//! Writes by another process (a `customs gc` beside the server) are seen within [`REFRESH`].
+//! A namespace's usage is its stored bytes, counted from the records when first needed and again
+//! at least every [`REFRESH`], plus what the records' quota ledger ([`meta::QuotaLedger`]) holds
+//! beyond that count: the writes under way and those recorded since. Each write holds its bytes
+//! in the ledger before it is made, in one write to the records that refuses it if usage would
+//! pass the quota, and settles the hold once its record is made, or releases it if it fails. The
+//! ledger is shared by every replica over the same records, so concurrent uploads into one
+//! namespace, through one replica or several, can never pass its quota together. A garbage
+//! collection pass here drops the counts, so freed bytes count at once; bytes freed by another
+//! process (a replica, a `customs gc` beside the server) are seen within [`REFRESH`].
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use blobs::human_size;
-use meta::{Listing, Page};
+use meta::{Held, Hold, Listing, Meta, Page};
 use oci::{Digest, RepoName};
 
 use crate::{Error, Registry, Result};
 
 /// How long usage read from the records is trusted, commits here added to it.
 pub const REFRESH: Duration = Duration::from_secs(30);
+
+/// How long a hold whose write never settled (its process died mid-write) keeps counting.
+const HOLD_FOR: Duration = Duration::from_secs(3600);
+
+/// How long a settled hold is kept: longer than any count begun before it is used ([`REFRESH`]),
+/// with room for replicas' clocks to disagree.
+const SETTLED_FOR: Duration = Duration::from_secs(600);
 
 /// What a refusal tells the client to do.
 const WHAT_TO_DO: &str = "delete images (their layers count until garbage collection frees them) or ask for a larger quota";
@@ -106,29 +117,21 @@ pub struct QuotaUsage {
     pub used_bytes: u64,
 }
 
-/// What is known of each namespace's usage.
+/// What is known of each namespace's stored bytes.
 #[derive(Clone, Default)]
 pub(crate) struct Usage(Arc<Mutex<HashMap<String, Counted>>>);
 
+/// A count of a namespace's stored bytes: it includes every write the ledger settled at or below
+/// `mark` (read before it began), so the ledger's rows above the mark are what it may miss.
 struct Counted {
-    /// Read from the records: a snapshot started at `at`, when `settled` was `base`.
     stored: u64,
+    mark: i64,
     at: Instant,
-    base: u64,
-    /// Garbage collection has freed bytes since: read the records again.
+    /// Garbage collection has freed bytes since: count again.
     stale: bool,
-    /// Committed here since the start.
-    settled: u64,
-    /// Reserved by commits under way.
-    pending: u64,
 }
 
 impl Counted {
-    /// Commits settled after the snapshot began may be in it as well: usage errs high, never low.
-    fn used(&self) -> u64 {
-        self.stored + (self.settled - self.base) + self.pending
-    }
-
     fn fresh(&self) -> bool {
         !self.stale && self.at.elapsed() < REFRESH
     }
@@ -139,14 +142,7 @@ impl Usage {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Counts `size` bytes linked in `namespace` without a reservation.
-    pub(crate) fn add(&self, namespace: &str, size: u64) {
-        if let Some(c) = self.lock().get_mut(namespace) {
-            c.settled += size;
-        }
-    }
-
-    /// Forgets what was read from the records, so the next check reads them again.
+    /// Forgets every count, so the next check counts again.
     pub(crate) fn forget(&self) {
         for counted in self.lock().values_mut() {
             counted.stale = true;
@@ -154,36 +150,43 @@ impl Usage {
     }
 }
 
-/// Bytes reserved against a namespace's quota for a commit under way: counted as stored once
-/// [`Reservation::settle`]d, given back if dropped (the commit failed, or its request went away).
+/// Bytes held in the records' ledger against a namespace's quota for a write under way: counted
+/// as stored once [`Reservation::settle`]d, given back if dropped (the write failed, or its
+/// request went away).
 pub(crate) struct Reservation {
-    usage: Usage,
-    namespace: String,
-    size: u64,
+    meta: Meta,
+    id: i64,
     settled: bool,
 }
 
 impl Reservation {
-    pub(crate) fn settle(mut self) {
-        if let Some(c) = self.usage.lock().get_mut(&self.namespace) {
-            c.pending -= self.size;
-            c.settled += self.size;
-        }
+    /// The write is recorded. Should the ledger not take that, the hold keeps counting until it
+    /// expires: usage errs high for a while, and the write, made, stands.
+    pub(crate) async fn settle(mut self) {
         self.settled = true;
+        let expires = crate::now_ms() + SETTLED_FOR.as_millis() as i64;
+        if let Err(e) = self.meta.settle_hold(self.id, expires).await {
+            tracing::warn!(hold = self.id, error = %e, "could not settle a quota hold; it counts until it expires");
+        }
     }
 }
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        if !self.settled
-            && let Some(c) = self.usage.lock().get_mut(&self.namespace)
-        {
-            c.pending -= self.size;
+        if self.settled {
+            return;
+        }
+        let (meta, id) = (self.meta.clone(), self.id);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(e) = meta.release_hold(id).await {
+                    tracing::warn!(hold = id, error = %e, "could not release a quota hold; it counts until it expires");
+                }
+            });
         }
     }
 }
 
-/// What a write that links bytes into a repository owes its namespace's quota.
 /// Who makes a write that quotas count.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Writer {
@@ -193,34 +196,42 @@ pub(crate) enum Writer {
     Registry,
 }
 
-pub(crate) enum Owed {
-    /// Nothing: no quota applies, or the namespace holds the bytes already.
-    Nothing,
-    /// A client's write, reserved before it is made.
-    Reserved(Reservation),
-    /// The registry's own write: never refused, counted once made.
-    Own { namespace: String, size: u64 },
-}
-
 impl Registry {
-    /// What linking `size` bytes of `digest` (a blob or a manifest: `what`) into `repo` owes. A
-    /// client's write (`own` false) that would take the namespace past its quota is refused.
-    pub(crate) async fn owe(&self, repo: &RepoName, digest: &Digest, size: u64, what: &str, writer: Writer) -> Result<Owed> {
-        if writer == Writer::Client {
-            return Ok(self.reserve_quota(repo, digest, size, what).await?.map_or(Owed::Nothing, Owed::Reserved));
+    /// Holds `size` bytes of `digest` (a blob or a manifest: `what`) against `repo`'s namespace for
+    /// a write about to link it there; `None` when no quota applies or the namespace holds the
+    /// bytes already. A client's write that would take the namespace past its quota is refused;
+    /// the registry's own is held whatever it comes to.
+    pub(crate) async fn reserve_quota(&self, repo: &RepoName, digest: &Digest, size: u64, what: &str, writer: Writer) -> Result<Option<Reservation>> {
+        let Some((namespace, max)) = self.config.quotas.of(repo) else { return Ok(None) };
+        if self.namespace_holds(namespace, digest).await? {
+            return Ok(None);
         }
-        match self.config.quotas.of(repo) {
-            Some((namespace, _)) if !self.namespace_holds(namespace, digest).await? => Ok(Owed::Own { namespace: namespace.to_owned(), size }),
-            _ => Ok(Owed::Nothing),
+        let (stored, mark) = self.count(namespace).await?;
+        let now = crate::now_ms();
+        let hold = Hold {
+            namespace: namespace.to_owned(),
+            bytes: size,
+            stored,
+            mark,
+            max_bytes: (writer == Writer::Client).then_some(max),
+            expires_ms: now + HOLD_FOR.as_millis() as i64,
+            now_ms: now,
+        };
+        match self.meta.hold(&hold).await? {
+            Held::Granted(id) => Ok(Some(Reservation { meta: self.meta.clone(), id, settled: false })),
+            Held::Refused { used } => Err(Error::OverQuota(format!(
+                "storing this {} {what} would take namespace {namespace} to {} of its {} storage quota; {WHAT_TO_DO}",
+                human_size(size),
+                human_size(used + size),
+                human_size(max)
+            ))),
         }
     }
 
     /// Counts a write whose record is made.
-    pub(crate) fn settle(&self, owed: Owed) {
-        match owed {
-            Owed::Nothing => {}
-            Owed::Reserved(reservation) => reservation.settle(),
-            Owed::Own { namespace, size } => self.quota_usage.add(&namespace, size),
+    pub(crate) async fn settle(&self, reservation: Option<Reservation>) {
+        if let Some(reservation) = reservation {
+            reservation.settle().await;
         }
     }
 
@@ -236,29 +247,6 @@ impl Registry {
             )));
         }
         Ok(())
-    }
-
-    /// Reserves `size` bytes of `digest` against `repo`'s namespace for a commit about to link it
-    /// there; `None` when no quota applies or the namespace holds the bytes already.
-    pub(crate) async fn reserve_quota(&self, repo: &RepoName, digest: &Digest, size: u64, what: &str) -> Result<Option<Reservation>> {
-        let Some((namespace, max)) = self.config.quotas.of(repo) else { return Ok(None) };
-        if self.namespace_holds(namespace, digest).await? {
-            return Ok(None);
-        }
-        self.namespace_usage(namespace).await?;
-        let mut known = self.quota_usage.lock();
-        let counted = known.get_mut(namespace).ok_or_else(|| Error::Unavailable("quota usage vanished".into()))?;
-        let used = counted.used();
-        if used.saturating_add(size) > max {
-            return Err(Error::OverQuota(format!(
-                "storing this {} {what} would take namespace {namespace} to {} of its {} storage quota; {WHAT_TO_DO}",
-                human_size(size),
-                human_size(used + size),
-                human_size(max)
-            )));
-        }
-        counted.pending += size;
-        Ok(Some(Reservation { usage: self.quota_usage.clone(), namespace: namespace.to_owned(), size, settled: false }))
     }
 
     /// Every namespace with a quota named in the settings or used since the start, with its usage.
@@ -336,28 +324,29 @@ impl Registry {
 
     /// What `namespace` holds now, read from the records when what is known is older than
     /// [`REFRESH`].
+    /// What `namespace` stores and holds: its count, and the ledger's rows the count may miss.
     async fn namespace_usage(&self, namespace: &str) -> Result<u64> {
-        let mark = match self.quota_usage.lock().get(namespace) {
-            Some(c) if c.fresh() => return Ok(c.used()),
-            Some(c) => c.settled,
-            None => 0,
-        };
+        let (stored, mark) = self.count(namespace).await?;
+        Ok(stored.saturating_add(self.meta.ledger_bytes(namespace, mark).await?))
+    }
+
+    /// A count of `namespace`'s stored bytes no older than [`REFRESH`], and its ledger mark.
+    async fn count(&self, namespace: &str) -> Result<(u64, i64)> {
+        if let Some(c) = self.quota_usage.lock().get(namespace)
+            && c.fresh()
+        {
+            return Ok((c.stored, c.mark));
+        }
         let at = Instant::now();
+        let mark = self.meta.ledger_mark().await?;
         let stored = self.meta.linked_bytes(namespace, &self.config.quotas.nested(namespace)).await?;
         let mut known = self.quota_usage.lock();
-        let counted = known.entry(namespace.to_owned()).or_insert(Counted {
-            stored,
-            at,
-            base: mark,
-            stale: false,
-            settled: mark,
-            pending: 0,
-        });
-        // Of two reads at once, the one that began later stands.
+        let counted = known.entry(namespace.to_owned()).or_insert(Counted { stored, mark, at, stale: false });
+        // Of two counts at once, the one that began later stands.
         if counted.at <= at {
-            (counted.stored, counted.at, counted.base, counted.stale) = (stored, at, mark, false);
+            *counted = Counted { stored, mark, at, stale: false };
         }
-        Ok(counted.used())
+        Ok((counted.stored, counted.mark))
     }
 }
 

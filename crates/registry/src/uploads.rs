@@ -13,6 +13,7 @@ use futures::StreamExt;
 use meta::UploadRecord;
 use oci::{Algorithm, Digest, DigestHasher, RepoName, UploadId};
 
+use crate::quota::Writer;
 use crate::{Error, Registry, Result, now_ms};
 
 /// Where a session stands: the client's next chunk starts at `received`.
@@ -87,11 +88,9 @@ impl Registry {
             && let Some(size) = self.meta.linked_blob(from, digest).await?
             && self.blobs.stat(digest).await?.is_some()
         {
-            let quota = self.reserve_quota(repo, digest, size, "blob").await?;
+            let quota = self.reserve_quota(repo, digest, size, "blob", Writer::Client).await?;
             self.meta.link_blob(repo, digest, size).await?;
-            if let Some(reservation) = quota {
-                reservation.settle();
-            }
+            self.settle(quota).await;
             return Ok(MountResult::Mounted { size });
         }
         drop(held);
@@ -141,7 +140,7 @@ impl Registry {
             self.drop_session(id).await;
             return Err(Error::DigestMismatch { expected: digest.clone(), actual });
         }
-        let quota = match self.reserve_quota(repo, digest, size, "blob").await {
+        let quota = match self.reserve_quota(repo, digest, size, "blob", Writer::Client).await {
             Ok(quota) => quota,
             Err(e @ Error::OverQuota(_)) => {
                 // Refused for good: free the session's bytes now rather than at its expiry.
@@ -160,9 +159,7 @@ impl Registry {
             Err(e) => return Err(e.into()),
         }
         self.meta.finish_upload(id, repo, digest, size).await?;
-        if let Some(reservation) = quota {
-            reservation.settle();
-        }
+        self.settle(quota).await;
         Ok(size)
     }
 
@@ -188,11 +185,11 @@ impl Registry {
     /// usage all the same.
     pub async fn put_own_blob(&self, repo: &RepoName, bytes: bytes::Bytes) -> Result<(Digest, u64)> {
         let (digest, size) = (Digest::sha256_of(&bytes), bytes.len() as u64);
-        let owed = self.owe(repo, &digest, size, "blob", crate::quota::Writer::Registry).await?;
+        let quota = self.reserve_quota(repo, &digest, size, "blob", Writer::Registry).await?;
         let _held = self.hold_bytes().await;
         self.blobs.put(&digest, bytes).await?;
         self.meta.link_blob(repo, &digest, size).await?;
-        self.settle(owed);
+        self.settle(quota).await;
         Ok((digest, size))
     }
 

@@ -125,6 +125,8 @@ pub struct TestRegistry {
     pub token_key: String,
     /// The first admin's password (the admin is `admin`), random per registry.
     pub admin_password: String,
+    /// What a [`TestRegistry::replica`] shares.
+    stores: (blobs::Blobs, meta::Meta),
 }
 
 /// An `Authorization: Basic` value.
@@ -184,7 +186,9 @@ impl TestRegistry {
     ) -> TestRegistry {
         let blobs = blobs::FsBlobStore::open(dir.path()).expect("blob store").with_reserve(reserve);
         let meta = meta::Meta(Arc::new(meta::SqlMeta::open(&dir.path().join("meta.db")).await.expect("meta store")));
-        let registry = Arc::new(registry::Registry::new(blobs::Blobs(Arc::new(blobs)), meta.clone(), config));
+        let blobs = blobs::Blobs(Arc::new(blobs));
+        let registry = Arc::new(registry::Registry::new(blobs.clone(), meta.clone(), config));
+        let stores = (blobs, meta.clone());
         let token_key = auth::TokenKeys::generate_pem();
         let admin_password = auth::password::new_robot_secret();
         let (access, settings) = match auth {
@@ -198,7 +202,25 @@ impl TestRegistry {
             }
         };
         let services = api::Services { registry: registry.clone(), auth: settings, connections: Arc::default(), mirror: None };
-        TestRegistry { router: api::build(services, limits), registry, dir, access, token_key, admin_password }
+        TestRegistry { router: api::build(services, limits), registry, dir, access, token_key, admin_password, stores }
+    }
+
+    /// Another replica beside this one: the same blobs and records, a registry and router of its
+    /// own (what it keeps in memory is its own), and a data directory of its own, empty.
+    /// Authentication is off in it.
+    pub fn replica(&self) -> TestRegistry {
+        let (blobs, meta) = self.stores.clone();
+        let registry = Arc::new(registry::Registry::new(blobs.clone(), meta.clone(), self.registry.config().clone()));
+        let services = api::Services { registry: registry.clone(), auth: None, connections: Arc::default(), mirror: None };
+        TestRegistry {
+            router: api::build(services, &api::HttpLimits::default()),
+            registry,
+            dir: tempfile::tempdir().expect("temp dir"),
+            access: None,
+            token_key: self.token_key.clone(),
+            admin_password: self.admin_password.clone(),
+            stores: (blobs, meta),
+        }
     }
 
     pub async fn send(&self, request: Request<Body>) -> TestResponse {

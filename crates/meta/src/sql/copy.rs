@@ -42,6 +42,7 @@ const TABLES: &[&str] = &[
     "damaged_blobs",
     "scrub_progress",
     "installation",
+    "quota_holds",
 ];
 
 /// Values bound in one INSERT: PostgreSQL takes at most 65,535.

@@ -40,6 +40,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
     (14, include_str!("../../migrations/sqlite/0014_damaged_blobs.sql")),
     (15, include_str!("../../migrations/sqlite/0015_blob_links_by_digest.sql")),
     (16, include_str!("../../migrations/sqlite/0016_installation.sql")),
+    (17, include_str!("../../migrations/sqlite/0017_quota_holds.sql")),
 ];
 
 /// PostgreSQL's: it arrived with SQLite's schema at version 15, so that is its first migration;
@@ -47,6 +48,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (15, include_str!("../../migrations/postgres/0015_schema.sql")),
     (16, include_str!("../../migrations/postgres/0016_installation.sql")),
+    (17, include_str!("../../migrations/postgres/0017_quota_holds.sql")),
 ];
 
 /// The key of PostgreSQL's transaction-scoped advisory lock every write takes ("customs").
@@ -58,6 +60,7 @@ mod identities;
 mod inspections;
 mod integrity;
 mod leadership;
+mod quotas;
 mod statement;
 mod webhooks;
 
