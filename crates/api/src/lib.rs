@@ -240,6 +240,14 @@ fn render_registry_stats(stats: &registry::RegistryStats, out: &mut String) {
     if let Some(store) = &stats.store {
         render_store_stats(store, out);
     }
+    prom::labelled(
+        out,
+        "customs_leads",
+        "gauge",
+        "Whether this process leads each background task for every replica sharing its records (1) or not (0), as of the task's last turn.",
+        "task",
+        meta::Task::ALL.iter().map(|t| (t.name(), u64::from(stats.leading.contains(t)))),
+    );
     if !stats.quotas.is_empty() {
         let quotas = &stats.quotas;
         let series = |value: fn(&registry::QuotaUsage) -> u64| quotas.iter().map(move |q| (q.namespace.as_str(), value(q)));

@@ -59,6 +59,10 @@ async fn metrics_count_requests_latency_bytes_cache_hits_and_upload_sessions() {
     assert_eq!(value(&text, "customs_manifest_cache_hits_total"), 2);
     assert!(value(&text, "customs_manifest_cache_misses_total") >= 2);
     assert_eq!(value(&text, "customs_upload_sessions_open"), 1);
+    // Records of its own: this process leads every background task.
+    for task in ["upload-janitor", "gc", "scrub", "mirror-evict", "webhooks", "re-judging"] {
+        assert_eq!(value(&text, &format!("customs_leads{{task=\"{task}\"}}")), 1, "{task}");
+    }
 }
 
 #[tokio::test]

@@ -146,6 +146,12 @@ async fn two_replicas_over_postgres_and_s3_serve_one_registry() {
     assert_eq!(ids.len(), delivered, "an event was delivered twice: {:?}", hook.deliveries().iter().map(|d| d.event()["id"].clone()).collect::<Vec<_>>());
     let leaders: Vec<usize> = (0..2).filter(|&i| std::fs::read_to_string(&logs[i]).unwrap().contains("this replica leads webhooks now")).collect();
     assert_eq!(leaders.len(), 1, "one replica leads the deliveries: {leaders:?}");
+    // `/metrics` says which, on both.
+    for (i, client) in [&ca, &cb].into_iter().enumerate() {
+        let text = String::from_utf8(client.call(Method::GET, "/metrics", &[], Vec::new()).await.unwrap().body.to_vec()).unwrap();
+        let shown = test_support::metric(&text, "customs_leads{task=\"webhooks\"}");
+        assert_eq!(shown, Some(if leaders[0] == i { 1.0 } else { 0.0 }), "replica {i}");
+    }
 
     // A delete on b is seen on a (its manifest cache trusts a lookup for 5 s at most).
     let deleted = cb.call(Method::DELETE, &format!("/v2/team/app/manifests/{}", image.digest), &[], Vec::new()).await.unwrap();

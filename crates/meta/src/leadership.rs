@@ -52,4 +52,8 @@ pub trait Leadership: Send + Sync {
     /// until it closes or loses its session. Never an error: a database that cannot be asked
     /// means "no" (logged), so no two replicas lead because one of them could not check.
     async fn leads(&self, task: Task) -> bool;
+
+    /// The tasks this process led when last asked about them, without asking again: what
+    /// `/metrics` shows.
+    fn leading(&self) -> Vec<Task>;
 }

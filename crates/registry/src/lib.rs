@@ -148,6 +148,8 @@ pub struct RegistryStats {
     pub space: Option<blobs::Space>,
     /// Namespaces with a quota, and their usage (empty when the records do not answer).
     pub quotas: Vec<QuotaUsage>,
+    /// The background tasks this process leads for every replica sharing its records.
+    pub leading: Vec<meta::Task>,
 }
 
 pub struct Registry {
@@ -242,6 +244,7 @@ impl Registry {
             store: self.blobs.stats(),
             space: self.blobs.space(),
             quotas: self.quotas().await.unwrap_or_default(),
+            leading: self.meta.leading(),
         }
     }
 

@@ -5,6 +5,7 @@
 //! them up when the database ends its session. A held lead is checked by a round trip on that
 //! connection each time it is asked about.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use sqlx::any::AnyConnectOptions;
@@ -27,6 +28,8 @@ pub(super) struct Leads {
     /// Where to connect; `None`: records of this process's own.
     options: Option<AnyConnectOptions>,
     state: tokio::sync::Mutex<State>,
+    /// `State::held` as of its last change, readable without waiting for a question under way.
+    shown: [AtomicBool; Task::ALL.len()],
 }
 
 #[derive(Default)]
@@ -41,12 +44,12 @@ struct State {
 impl Leads {
     /// This process leads every task.
     pub(super) fn alone() -> Leads {
-        Leads { options: None, state: Default::default() }
+        Leads { options: None, state: Default::default(), shown: Default::default() }
     }
 
     /// Leads are taken with advisory locks in the PostgreSQL database `options` names.
     pub(super) fn shared(options: AnyConnectOptions) -> Leads {
-        Leads { options: Some(options), state: Default::default() }
+        Leads { options: Some(options), state: Default::default(), shown: Default::default() }
     }
 
     async fn leads(&self, task: Task) -> bool {
@@ -62,12 +65,14 @@ impl Leads {
                     tracing::info!(task = task.name(), "this replica leads {} now", task.name());
                 }
                 state.held[i] = leads;
+                self.show(&state);
                 leads
             }
             Err(e) => {
                 let lost: Vec<&str> = Task::ALL.iter().filter(|t| state.held[t.index()]).map(|t| t.name()).collect();
                 let first = state.failed_at.is_none();
                 *state = State { failed_at: Some(Instant::now()), ..State::default() };
+                self.show(&state);
                 if !lost.is_empty() {
                     tracing::warn!(tasks = ?lost, error = %e, "this replica no longer leads {}: its lock session failed", lost.join(", "));
                 } else if first {
@@ -85,6 +90,20 @@ impl Leads {
             let _ = conn.close().await;
         }
         *state = State { closed: true, ..State::default() };
+        self.show(&state);
+    }
+
+    fn show(&self, state: &State) {
+        for (shown, held) in self.shown.iter().zip(state.held) {
+            shown.store(held, Ordering::Relaxed);
+        }
+    }
+
+    fn leading(&self) -> Vec<Task> {
+        if self.options.is_none() {
+            return Task::ALL.to_vec();
+        }
+        Task::ALL.into_iter().filter(|t| self.shown[t.index()].load(Ordering::Relaxed)).collect()
     }
 }
 
@@ -122,6 +141,10 @@ impl Leadership for SqlMeta {
     async fn leads(&self, task: Task) -> bool {
         self.leads.leads(task).await
     }
+
+    fn leading(&self) -> Vec<Task> {
+        self.leads.leading()
+    }
 }
 
 #[cfg(test)]
@@ -132,6 +155,7 @@ mod tests {
     async fn records_of_its_own_lead_everything() {
         let dir = tempfile::tempdir().unwrap();
         let meta = SqlMeta::open(&dir.path().join("meta.db")).await.unwrap();
+        assert_eq!(meta.leading(), Task::ALL, "before any question");
         for task in Task::ALL {
             assert!(meta.leads(task).await, "{task:?}");
         }
@@ -173,6 +197,9 @@ mod tests {
                 assert_eq!(leaders(&replicas, task).await, first, "{task:?}: the lead is kept");
             }
             assert_eq!(leaders(&replicas, Task::Gc).await, [0], "the first to ask took it");
+            let shown: Vec<Vec<Task>> = replicas.iter().map(|r| r.leading()).collect();
+            assert!(shown[0].contains(&Task::Gc) && !shown[1].contains(&Task::Gc) && !shown[2].contains(&Task::Gc), "{shown:?}");
+            assert_eq!(shown.iter().map(Vec::len).sum::<usize>(), Task::ALL.len(), "each task shown led once: {shown:?}");
 
             // A leader that closes gives its leads up at once, and takes none again.
             replicas[0].close().await;
@@ -195,6 +222,7 @@ mod tests {
             .unwrap();
             assert_eq!(ended, 1);
             assert!(!leader.leads(Task::Gc).await, "the leader whose session ended");
+            assert_eq!(leader.leading(), [], "a failed session loses every lead");
             let other = &rest[1 - next[0]];
             let mut took = false;
             for _ in 0..50 {
@@ -205,6 +233,8 @@ mod tests {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             assert!(took, "the other replica took gc over");
+            assert!(other.leading().contains(&Task::Gc));
+            assert_eq!(replicas[0].leading(), [], "a closed replica shows no lead");
         }
     }
 }
