@@ -37,7 +37,8 @@ use oci::{Digest, RepoName};
 
 use crate::{Error, Registry, Result};
 
-/// How long usage read from the records is trusted, commits here added to it.
+/// How long a count of a namespace's stored bytes is trusted (what was written since is in the
+/// ledger).
 pub const REFRESH: Duration = Duration::from_secs(30);
 
 /// How long a hold whose write never settled (its process died mid-write) keeps counting.
@@ -222,7 +223,7 @@ impl Registry {
             Held::Refused { used } => Err(Error::OverQuota(format!(
                 "storing this {} {what} would take namespace {namespace} to {} of its {} storage quota; {WHAT_TO_DO}",
                 human_size(size),
-                human_size(used + size),
+                human_size(used.saturating_add(size)),
                 human_size(max)
             ))),
         }
