@@ -98,8 +98,7 @@ async fn a_running_server_collects_in_the_background() {
     assert_eq!(head.status, StatusCode::NOT_FOUND);
     // Counted for /metrics once the pass ends.
     loop {
-        let metrics = client.call(Method::GET, "/metrics", &[], Bytes::new()).await.unwrap().body;
-        let metrics = String::from_utf8(metrics.to_vec()).unwrap();
+        let metrics = client.metrics().await;
         if metric(&metrics, "customs_gc_passes_total").unwrap() >= 1.0 {
             assert_eq!(metric(&metrics, "customs_gc_blobs_deleted_total"), Some(1.0), "{metrics}");
             assert_eq!(metric(&metrics, "customs_gc_bytes_deleted_total"), Some(33.0));

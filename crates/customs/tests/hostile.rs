@@ -160,8 +160,7 @@ async fn one_client_cannot_hold_more_than_its_uploads_at_once() {
 
 /// The value of one series in the server's `/metrics`.
 async fn metric(client: &Client, series: &str) -> u64 {
-    let metrics = client.call(Method::GET, "/metrics", &[], "").await.unwrap();
-    let text = String::from_utf8_lossy(&metrics.body).into_owned();
+    let text = client.metrics().await;
     test_support::metric(&text, series).unwrap_or_else(|| panic!("{series} not in {text}")) as u64
 }
 

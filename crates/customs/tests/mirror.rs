@@ -140,8 +140,7 @@ async fn a_hundred_pulls_fetch_once_and_the_cache_outlives_the_upstream() {
     for blob in image.blobs() {
         assert_eq!(sent("GET", &format!("/v2/team/app/blobs/{}", blob.digest)), 1, "one GET of {} for 100 clients", blob.digest);
     }
-    let metrics = client.call(Method::GET, "/metrics", &[], "").await.unwrap();
-    let text = String::from_utf8_lossy(&metrics.body).into_owned();
+    let text = client.metrics().await;
     assert_eq!(metric(&text, "customs_mirror_upstream_manifest_gets_total"), 1.0);
     assert!(metric(&text, "customs_mirror_joined_total") >= 99.0, "{text}");
     // Pulling by digest again asks the upstream nothing.
@@ -231,8 +230,7 @@ async fn a_hundred_pulls_fetch_once_and_the_cache_outlives_the_upstream() {
     let (status, body) = pull(&client, "up2/team/other", "v1").await.unwrap_err();
     assert_eq!(status, 502, "{body}");
     assert!(body.contains("mirror up2") && body.contains("team/other:v1"), "{body}");
-    let metrics = client.call(Method::GET, "/metrics", &[], "").await.unwrap();
-    assert!(metric(&String::from_utf8_lossy(&metrics.body), "customs_mirror_stale_served_total") >= 2.0);
+    assert!(metric(&client.metrics().await, "customs_mirror_stale_served_total") >= 2.0);
 }
 
 /// An image in the layout at `dir` under `tag`, with a private key planted in it or not.

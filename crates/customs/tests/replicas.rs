@@ -101,13 +101,7 @@ async fn two_replicas_over_postgres_and_s3_serve_one_registry() {
         async move { client.call(Method::POST, &path, &[], bytes).await.unwrap().status }
     };
     assert_eq!(post_whole(&ca, "quota/first", vec![7; 1_000]).await, StatusCode::CREATED);
-    let used = |client: &Client| {
-        let client = client.clone();
-        async move {
-            let text = String::from_utf8(client.call(Method::GET, "/metrics", &[], Vec::new()).await.unwrap().body.to_vec()).unwrap();
-            test_support::metric(&text, "customs_quota_used_bytes{namespace=\"quota\"}")
-        }
-    };
+    let used = async |client: &Client| test_support::metric(&client.metrics().await, "customs_quota_used_bytes{namespace=\"quota\"}");
     assert_eq!((used(&ca).await, used(&cb).await), (Some(1_000.0), Some(1_000.0)));
     let pushes = (0..6u8).map(|i| post_whole(if i % 2 == 0 { &ca } else { &cb }, &format!("quota/job-{i}"), vec![i; 4_000]));
     let statuses = futures::future::join_all(pushes).await;
@@ -148,8 +142,7 @@ async fn two_replicas_over_postgres_and_s3_serve_one_registry() {
     assert_eq!(leaders.len(), 1, "one replica leads the deliveries: {leaders:?}");
     // `/metrics` says which, on both.
     for (i, client) in [&ca, &cb].into_iter().enumerate() {
-        let text = String::from_utf8(client.call(Method::GET, "/metrics", &[], Vec::new()).await.unwrap().body.to_vec()).unwrap();
-        let shown = test_support::metric(&text, "customs_leads{task=\"webhooks\"}");
+        let shown = test_support::metric(&client.metrics().await, "customs_leads{task=\"webhooks\"}");
         assert_eq!(shown, Some(if leaders[0] == i { 1.0 } else { 0.0 }), "replica {i}");
     }
 

@@ -45,6 +45,13 @@ impl Client {
         Ok(TestResponse { status: parts.status, headers: parts.headers, body })
     }
 
+    /// The server's `/metrics` text (read a series with [`crate::metric`]); panics if it cannot be read.
+    pub async fn metrics(&self) -> String {
+        let r = self.call(Method::GET, "/metrics", &[], Body::empty()).await.expect("GET /metrics");
+        assert_eq!(r.status, http::StatusCode::OK, "GET /metrics");
+        String::from_utf8(r.body.to_vec()).expect("/metrics is text")
+    }
+
     /// Pushes `image` as `repo:tag`: each blob in one `POST ?digest=`, then the manifest; panics
     /// on any status but 201.
     pub async fn push_image(&self, repo: &str, image: &crate::Image, tag: &str) {
