@@ -545,6 +545,22 @@ async fn uploads_advance_only_from_where_they_are(meta: &dyn MetaStore) {
     meta.create_upload(&other).await.unwrap();
     assert!(meta.delete_upload(&other.id).await.unwrap());
     assert!(!meta.delete_upload(&other.id).await.unwrap());
+
+    // Sessions are written without the write lock, each statement deciding by its own row: at
+    // once, of sixteen writers from the same offset exactly one advances it, and of eight
+    // creates of one id exactly one makes it (on PostgreSQL these run on as many sessions).
+    let raced = UploadRecord { id: UploadId::new("conf-upload-3").unwrap(), ..other };
+    let creates = futures::future::join_all((0..8).map(|_| meta.create_upload(&raced))).await;
+    assert_eq!(creates.iter().filter(|c| c.is_ok()).count(), 1, "{creates:?}");
+    assert!(creates.iter().all(|c| matches!(c, Ok(()) | Err(Error::UploadExists(_)))), "{creates:?}");
+    let states: Vec<[u8; 1]> = (0..16u8).map(|i| [i]).collect();
+    let advances = futures::future::join_all((0..16u8).map(|i| meta.advance_upload(&raced.id, 0, 100 + u64::from(i), &states[usize::from(i)], 3000))).await;
+    let won: Vec<u8> = (0..16u8).filter(|&i| *advances[usize::from(i)].as_ref().unwrap()).collect();
+    assert_eq!(won.len(), 1, "{advances:?}");
+    let got = meta.upload(&raced.id).await.unwrap().unwrap();
+    assert_eq!((got.received, got.hash_state), (100 + u64::from(won[0]), vec![won[0]]), "the winner's offset and hash, whole");
+    let deletes = futures::future::join_all((0..4).map(|_| meta.delete_upload(&raced.id))).await;
+    assert_eq!(deletes.iter().filter(|d| *d.as_ref().unwrap()).count(), 1, "{deletes:?}");
 }
 
 fn audit(actor: &str, action: &str, target: &str) -> AuditEntry {

@@ -7,6 +7,8 @@
 //! SQLite has one writer connection; on PostgreSQL each write transaction first takes one
 //! transaction-scoped advisory lock ([`WRITE_LOCK`]), so writers of every replica take turns, and
 //! READ COMMITTED statements after it see every earlier commit. Reads never wait for writes.
+//! Upload sessions are the one exception: each of their writes is a statement that decides by its
+//! own row alone, which needs no lock (`SqlMeta::write_row`).
 
 use std::path::Path;
 use std::str::FromStr;
@@ -172,6 +174,26 @@ impl SqlMeta {
         let done = query.execute(&mut *tx).await.map_err(db)?;
         tx.commit().await.map_err(db)?;
         Ok(done)
+    }
+
+    /// Runs one statement that writes one row and decides by that row alone (an insert that
+    /// does nothing if the key is taken, a compare-and-set, a delete by key), without the write
+    /// lock. Such a statement is atomic in both databases by itself: PostgreSQL locks the row and,
+    /// under READ COMMITTED, checks an `UPDATE`'s `WHERE` again against the row's newest version
+    /// before it writes. The lock is for writes that read other rows to decide; making these
+    /// wait for it would put every upload chunk of every replica in the same line as the pushes'
+    /// commits (bench/RESULTS.md, "Writes in line"). Only upload sessions write this way: no
+    /// locked write reads their rows to decide anything.
+    ///
+    /// On PostgreSQL it runs on the pool of 16 sessions reads use, not on the writers', whose
+    /// sessions spend their time in line for the lock.
+    async fn write_row(&self, query: sqlx::query::Query<'_, Any, sqlx::any::AnyArguments>) -> Result<sqlx::any::AnyQueryResult> {
+        let pool = match self.dialect {
+            // The reader pool is opened read-only here; the one writer connection keeps order.
+            Dialect::Sqlite => &self.writer,
+            Dialect::Postgres => &self.reader,
+        };
+        query.execute(pool).await.map_err(db)
     }
 
     /// [`Self::write_one`] for a statement that returns at most a row (`RETURNING`).
@@ -714,7 +736,7 @@ fn prefix_range(prefix: &str) -> (String, String) {
 #[async_trait::async_trait]
 impl UploadSessions for SqlMeta {
     async fn create_upload(&self, u: &UploadRecord) -> Result<()> {
-        let done = self.write_one(sqlx::query(
+        let done = self.write_row(sqlx::query(
             "INSERT INTO uploads (id, repo, received, hash_state, started_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT (id) DO NOTHING",
         )
@@ -740,7 +762,7 @@ impl UploadSessions for SqlMeta {
     }
 
     async fn advance_upload(&self, id: &UploadId, from: u64, to: u64, hash_state: &[u8], now_ms: i64) -> Result<bool> {
-        let done = self.write_one(sqlx::query(
+        let done = self.write_row(sqlx::query(
             "UPDATE uploads SET received = $1, hash_state = $2, updated_at = $3 WHERE id = $4 AND received = $5",
         )
         .bind(to as i64)
@@ -759,7 +781,7 @@ impl UploadSessions for SqlMeta {
     }
 
     async fn delete_upload(&self, id: &UploadId) -> Result<bool> {
-        let done = self.write_one(sqlx::query("DELETE FROM uploads WHERE id = $1")
+        let done = self.write_row(sqlx::query("DELETE FROM uploads WHERE id = $1")
             .bind(id.as_str())).await?;
         Ok(done.rows_affected() > 0)
     }
