@@ -538,9 +538,13 @@ async fn uploads_advance_only_from_where_they_are(meta: &dyn MetaStore) {
     assert_eq!((got.received, got.hash_state, got.updated_at_ms), (10, vec![3], 2000));
     assert_eq!(meta.stale_uploads(2001, 10).await.unwrap().iter().filter(|u| u.id == id).count(), 1);
     assert!(meta.stale_uploads(2000, 10).await.unwrap().iter().all(|u| u.id != id));
-    meta.finish_upload(&id, &r, &d("uploaded"), 10).await.unwrap();
+    // A purge that read the session as idle does not end it once it has moved on.
+    assert!(meta.advance_upload(&id, 10, 12, &[5], 2500).await.unwrap());
+    assert!(!meta.delete_stale_upload(&id, 2001).await.unwrap(), "updated at 2500, after the purge's cut");
+    assert_eq!(meta.upload(&id).await.unwrap().map(|u| u.received), Some(12));
+    meta.finish_upload(&id, &r, &d("uploaded"), 12).await.unwrap();
     assert_eq!(meta.upload(&id).await.unwrap(), None);
-    assert_eq!(meta.linked_blob(&r, &d("uploaded")).await.unwrap(), Some(10));
+    assert_eq!(meta.linked_blob(&r, &d("uploaded")).await.unwrap(), Some(12));
     let other = UploadRecord { id: UploadId::new("conf-upload-2").unwrap(), ..rec };
     meta.create_upload(&other).await.unwrap();
     assert!(meta.delete_upload(&other.id).await.unwrap());
@@ -559,6 +563,9 @@ async fn uploads_advance_only_from_where_they_are(meta: &dyn MetaStore) {
     assert_eq!(won.len(), 1, "{advances:?}");
     let got = meta.upload(&raced.id).await.unwrap().unwrap();
     assert_eq!((got.received, got.hash_state), (100 + u64::from(won[0]), vec![won[0]]), "the winner's offset and hash, whole");
+    assert!(meta.delete_stale_upload(&raced.id, 3001).await.unwrap(), "idle since 3000");
+    assert!(!meta.delete_stale_upload(&raced.id, 3001).await.unwrap(), "gone");
+    meta.create_upload(&raced).await.unwrap();
     let deletes = futures::future::join_all((0..4).map(|_| meta.delete_upload(&raced.id))).await;
     assert_eq!(deletes.iter().filter(|d| *d.as_ref().unwrap()).count(), 1, "{deletes:?}");
 }

@@ -251,6 +251,9 @@ pub trait UploadSessions: Send + Sync + 'static {
     async fn count_uploads(&self) -> Result<u64>;
     /// Sessions not updated since `before_ms`, oldest first.
     async fn stale_uploads(&self, before_ms: i64, limit: usize) -> Result<Vec<UploadRecord>>;
+    /// Ends a session only if it is still not updated since `before_ms`; `false` if it was
+    /// updated meanwhile (a client came back between [`Self::stale_uploads`] and this) or is gone.
+    async fn delete_stale_upload(&self, id: &UploadId, before_ms: i64) -> Result<bool>;
 }
 
 /// Every port of the records store.

@@ -212,7 +212,10 @@ impl Registry {
         let mut purged = 0;
         for s in &stale {
             let Some(_guard) = self.in_flight.enter(&s.id) else { continue };
-            self.meta.delete_upload(&s.id).await?;
+            // Only if still idle: its client (on any replica) may have come back since the read.
+            if !self.meta.delete_stale_upload(&s.id, before).await? {
+                continue;
+            }
             self.blobs.abort(&s.id).await?;
             purged += 1;
         }

@@ -786,6 +786,13 @@ impl UploadSessions for SqlMeta {
         Ok(done.rows_affected() > 0)
     }
 
+    async fn delete_stale_upload(&self, id: &UploadId, before_ms: i64) -> Result<bool> {
+        let done = self.write_row(sqlx::query("DELETE FROM uploads WHERE id = $1 AND updated_at < $2")
+            .bind(id.as_str())
+            .bind(before_ms)).await?;
+        Ok(done.rows_affected() > 0)
+    }
+
     async fn count_uploads(&self) -> Result<u64> {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM uploads").fetch_one(&self.reader).await.map_err(db)?;
         Ok(n as u64)
