@@ -9,6 +9,8 @@
 //!   findings aside.
 //! - [`Integrity`]: blobs found damaged (which then read as absent until pushed again) and the
 //!   scrub's progress.
+//! - [`ByteLocks`]: a deletion of stored bytes and a write that makes them referenced exclude each
+//!   other, across every process sharing the records.
 //! - [`Leadership`]: which process does a background [`Task`] for every replica.
 //! - [`SqlMeta`] is the adapter: SQLite embedded in the data directory ([`SqlMeta::open`]), or
 //!   PostgreSQL shared by replicas ([`SqlMeta::connect`]), one code path for both.
@@ -20,6 +22,7 @@
 //!
 //! Architecture Invariant: no SQL types leave this crate; errors are [`Error`].
 
+mod byte_locks;
 pub mod conformance;
 mod identities;
 mod inspections;
@@ -33,6 +36,7 @@ use std::sync::Arc;
 
 use oci::{Digest, Reference, RepoName, Tag, UploadId};
 
+pub use byte_locks::{ByteLocks, DigestClaim, DigestsHeld};
 pub use identities::{
     AccessChanges, AuditEntry, AuditQuery, AuditRecord, GrantRecord, IdentityKind, Identities, PrincipalRecord,
 };
@@ -257,8 +261,14 @@ pub trait UploadSessions: Send + Sync + 'static {
 }
 
 /// Every port of the records store.
-pub trait MetaStore: Repositories + UploadSessions + Identities + Inspections + Findings + Webhooks + Integrity + Leadership + QuotaLedger {}
-impl<T: Repositories + UploadSessions + Identities + Inspections + Findings + Webhooks + Integrity + Leadership + QuotaLedger> MetaStore for T {}
+pub trait MetaStore:
+    Repositories + UploadSessions + Identities + Inspections + Findings + Webhooks + Integrity + Leadership + QuotaLedger + ByteLocks
+{
+}
+impl<T> MetaStore for T where
+    T: Repositories + UploadSessions + Identities + Inspections + Findings + Webhooks + Integrity + Leadership + QuotaLedger + ByteLocks
+{
+}
 
 /// The handle the rest of the program holds.
 #[derive(Clone)]

@@ -71,6 +71,12 @@ impl From<meta::Error> for Failure {
     }
 }
 
+impl From<Error> for Failure {
+    fn from(e: Error) -> Failure {
+        Failure { cause: if matches!(e, Error::InsufficientStorage(_)) { Cause::NoSpace } else { Cause::Local }, reason: e.to_string() }
+    }
+}
+
 impl Failure {
     /// Whether the upstream is to blame (for the upstream error count).
     fn upstream(&self) -> bool {
@@ -198,7 +204,7 @@ impl Mirror {
                 route.upstream.client.request(http::Method::HEAD, &image, &path, http::HeaderMap::new()).await?;
             }
             // Looked at again under the guard: an eviction may have deleted them since.
-            let _held = self.registry.hold_bytes().await;
+            let _held = self.registry.hold_bytes(&[digest]).await?;
             if let Some(size) = self.blobs.stat(digest).await? {
                 if declared.is_some_and(|d| d != size) {
                     return Err(format!("the manifest gives {digest} {} bytes, the stored blob has {size}", declared.unwrap_or(0)).into());
@@ -283,7 +289,7 @@ impl Mirror {
         if actual != *digest {
             return Err(format!("the upstream sent bytes whose digest is {actual}, not {digest}").into());
         }
-        let _held = self.registry.hold_bytes().await;
+        let _held = self.registry.hold_bytes(&[digest]).await?;
         self.blobs.commit(upload, written, digest).await?;
         self.meta.link_blob(repo, digest, written).await?;
         Ok(written)

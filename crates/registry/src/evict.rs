@@ -4,8 +4,10 @@
 //! Architecture Invariant: bytes are deleted only when no record anywhere needs them, and no
 //! record can come to need them while they are deleted. Every path that makes stored bytes
 //! referenced (an upload's commit and link, a mount, a manifest put, a mirror's fill) holds
-//! [`Registry::hold_bytes`] from the moment it relies on the bytes until its record is
-//! committed; the deletion holds the exclusive side while it checks the records and deletes.
+//! [`Registry::hold_bytes`] on their digests from the moment it relies on the bytes until its
+//! record is committed; the deletion holds the exclusive side of this process's lock and claims
+//! each digest in the records (`meta::ByteLocks`: shared with every replica) while it checks the
+//! records and deletes.
 
 use std::collections::BTreeSet;
 
@@ -13,6 +15,13 @@ use oci::{Digest, Manifest, Reference, RepoName};
 use tokio::sync::RwLockReadGuard;
 
 use crate::{Registry, Result};
+
+/// Stored bytes held ([`Registry::hold_bytes`]) until dropped.
+#[must_use = "the bytes are held until this is dropped"]
+pub struct BytesHeld<'a> {
+    _shared: meta::DigestsHeld,
+    _local: RwLockReadGuard<'a, ()>,
+}
 
 /// What an eviction removed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -25,10 +34,14 @@ pub struct Evicted {
 
 impl Registry {
     /// Held while stored bytes are made referenced, so that they cannot be deleted meanwhile:
-    /// from the moment the caller relies on the bytes (writes, commits or finds them) until the
-    /// record that references them is committed. Shared: it only excludes deletions.
-    pub async fn hold_bytes(&self) -> RwLockReadGuard<'_, ()> {
-        self.bytes_guard.read().await
+    /// from the moment the caller relies on the bytes of `digests` (writes, commits or finds them)
+    /// until the record that references them is committed. Shared: it only excludes deletions, in
+    /// this process and (through the records) in every replica. Waits while one of `digests` is
+    /// being deleted.
+    pub async fn hold_bytes(&self, digests: &[&Digest]) -> Result<BytesHeld<'_>> {
+        let local = self.bytes_guard.read().await;
+        let shared = self.meta.hold_digests(digests).await?;
+        Ok(BytesHeld { _shared: shared, _local: local })
     }
 
     /// Removes the manifest `digest` from `repo` with its tags and the referrers attached to

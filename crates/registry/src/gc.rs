@@ -8,8 +8,8 @@
 //! 2. unlinks the blob links that no manifest of their repository references, linked (last) more
 //!    than `delay` ago: layers of a push whose manifest never came, layers of deleted manifests;
 //! 3. deletes from the blob store the bytes written more than `delay` ago that no repository
-//!    links and no manifest is made of, under [`Registry::hold_bytes`]'s exclusive side (the
-//!    invariant in `evict.rs`), a page at a time.
+//!    links and no manifest is made of, under [`Registry::hold_bytes`]'s exclusive side and a
+//!    claim on each digest in the records (the invariant in `evict.rs`), a page at a time.
 //!
 //! Why the delay: a client pushes layers first and the manifest that references them last, so
 //! a layer is unreferenced for as long as the push takes. A client that finds a layer already
@@ -134,21 +134,90 @@ impl Registry {
     }
 
     /// Deletes the bytes of those of `digests` that no record needs, checked again under the
-    /// exclusive side of [`Registry::hold_bytes`]: nothing can come to need them meanwhile.
-    /// Returns how many blobs were deleted and their bytes.
+    /// exclusive side of [`Registry::hold_bytes`] and a claim on the digest in the records:
+    /// nothing, in this process or another replica, can come to need them meanwhile. A digest
+    /// held somewhere is being made referenced, and is left. Returns how many blobs were deleted
+    /// and their bytes.
     pub(crate) async fn delete_unneeded_bytes(&self, digests: impl IntoIterator<Item = Digest>) -> Result<(usize, u64)> {
         let (mut blobs, mut bytes) = (0, 0);
         let _exclusive = self.bytes_guard.write().await;
         for digest in digests {
-            if self.meta.digest_in_use(&digest).await? {
-                continue;
-            }
-            let size = self.blobs.stat(&digest).await?.unwrap_or(0);
-            if self.blobs.delete(&digest).await? {
+            let Some(claim) = self.meta.claim_digest(&digest).await? else { continue };
+            let deleted = self.delete_if_unneeded(&digest).await;
+            claim.release().await;
+            if let Some(size) = deleted? {
                 blobs += 1;
                 bytes += size;
             }
         }
         Ok((blobs, bytes))
+    }
+
+    /// Under the caller's claim on `digest`: deletes its bytes if no record needs them; their size
+    /// if it did.
+    async fn delete_if_unneeded(&self, digest: &Digest) -> Result<Option<u64>> {
+        if self.meta.digest_in_use(digest).await? {
+            return Ok(None);
+        }
+        let size = self.blobs.stat(digest).await?.unwrap_or(0);
+        Ok(self.blobs.delete(digest).await?.then_some(size))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+
+    use bytes::Bytes;
+    use futures::StreamExt;
+
+    use super::*;
+
+    /// Two replicas over one PostgreSQL and one blob directory: one pushes a blob again and again,
+    /// unlinking it after each push, while the other deletes its bytes whenever no record needs
+    /// them. Every push acknowledged finds its bytes there: a deletion never falls between a
+    /// commit's bytes and its link. (Without the claims in the records, this lost pushes: the
+    /// check of the records and the deletion ran on one replica between the other's commit of
+    /// the bytes and its link.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_deletion_on_one_replica_never_takes_a_push_on_another() {
+        let pg = test_support::Postgres::start();
+        let (url, dir) = (pg.database(), tempfile::tempdir().unwrap());
+        let replica = || async {
+            let blobs = blobs::Blobs(Arc::new(blobs::FsBlobStore::open(dir.path()).unwrap()));
+            let meta = meta::Meta(Arc::new(meta::SqlMeta::connect(&url).await.unwrap()));
+            Registry::new(blobs, meta, crate::RegistryConfig::default())
+        };
+        let (pusher, collector) = (Arc::new(replica().await), replica().await);
+        let repo: RepoName = "team/app".parse().unwrap();
+        let bytes = Bytes::from(vec![7u8; 64 << 10]);
+        let digest = Digest::sha256_of(&bytes);
+
+        let done = Arc::new(AtomicBool::new(false));
+        let pushes = {
+            let (pusher, done, repo, digest) = (pusher.clone(), done.clone(), repo.clone(), digest.clone());
+            tokio::spawn(async move {
+                let mut lost = 0;
+                for _ in 0..300 {
+                    let body = futures::stream::iter([Ok(bytes.clone())]).boxed();
+                    pusher.upload_whole(&repo, &digest, None, body).await.unwrap();
+                    // Acknowledged and linked: its bytes must be there.
+                    if pusher.blobs.stat(&digest).await.unwrap().is_none() {
+                        lost += 1;
+                    }
+                    pusher.meta.unlink_blob(&repo, &digest).await.unwrap();
+                }
+                done.store(true, Relaxed);
+                lost
+            })
+        };
+        let mut deleted = 0;
+        while !done.load(Relaxed) {
+            deleted += collector.delete_unneeded_bytes([digest.clone()]).await.unwrap().0;
+        }
+        let lost = pushes.await.unwrap();
+        assert_eq!(lost, 0, "acknowledged pushes whose bytes were deleted ({deleted} deletions in all)");
+        assert!(deleted > 10, "the collector deleted the unlinked bytes between pushes: {deleted}");
     }
 }

@@ -42,7 +42,7 @@ use oci::{Digest, Reference, RepoName, Tag};
 pub use access::{Access, AccessConfig, Actor, IssuedToken, NewRobot, PrincipalInfo};
 pub use browse::{ManifestView, TagRow};
 pub use error::Error;
-pub use evict::Evicted;
+pub use evict::{BytesHeld, Evicted};
 pub use gc::Collected;
 pub use immutable::{ImmutableRule, ImmutableTags};
 pub use findings::{ImageReport, MAX_MATCHES, VersionFilter};

@@ -80,7 +80,7 @@ impl Registry {
         self.precheck_references(repo, &new.blobs, &new.children).await?;
         let quota = self.reserve_quota(repo, &digest, bytes.len() as u64, "manifest", writer).await?;
         // Bytes first, durable; then the records in one transaction.
-        let held = self.hold_bytes().await;
+        let held = self.hold_bytes(&[&digest]).await?;
         self.blobs.put(&digest, bytes).await?;
         let signed = signed_image(&manifest, new.tag.as_ref());
         if new.inspect && self.rejects_failing_pushes(repo) {
@@ -128,7 +128,7 @@ impl Registry {
         new.tag = tag.cloned();
         new.children_optional = true;
         self.precheck_references(repo, &new.blobs, &[]).await?;
-        let _held = self.hold_bytes().await;
+        let _held = self.hold_bytes(&[digest]).await?;
         self.blobs.put(digest, bytes).await?;
         let result = self.meta.put_manifest(repo, &new).await;
         self.cache.invalidate(repo);

@@ -177,20 +177,32 @@ impl Registry {
     }
 
     /// Moves `digest`'s bytes aside and marks it damaged; `None` if its bytes were gone already
-    /// (deleted as garbage meanwhile, or moved by another find). Under the exclusive side of
-    /// [`Registry::hold_bytes`], so a mount or a commit of the same digest lands wholly before
-    /// (and its link is then taken away by the mark) or wholly after (and its good bytes and link
-    /// repair it).
+    /// (deleted as garbage meanwhile, or moved by another find), or are being made referenced
+    /// right now (held, in this process or another replica: perhaps good bytes pushed again; the
+    /// next pass reads them again). Under the exclusive side of [`Registry::hold_bytes`] and a
+    /// claim on the digest in the records, so a mount or a commit of the same digest lands wholly
+    /// before (and its link is then taken away by the mark) or wholly after (and its good bytes
+    /// and link repair it).
     pub(crate) async fn quarantine(&self, digest: &Digest, reason: &str) -> Result<Option<Damage>> {
         if self.config.read_only {
             tracing::error!(%digest, reason, "a stored blob is damaged: left in place (read-only); it is not served");
             return Ok(None);
         }
         let _exclusive = self.bytes_guard.write().await;
-        let Some(kept_at) = self.blobs.quarantine(digest).await? else {
+        let Some(claim) = self.meta.claim_digest(digest).await? else {
+            tracing::warn!(%digest, reason, "a stored blob looks damaged but is being linked right now; it is read again next pass");
             return Ok(None);
         };
-        self.meta.mark_damaged(digest, reason, now_ms()).await?;
+        let moved = self.blobs.quarantine(digest).await;
+        let marked = match &moved {
+            Ok(Some(_)) => Some(self.meta.mark_damaged(digest, reason, now_ms()).await),
+            _ => None,
+        };
+        claim.release().await;
+        let Some(kept_at) = moved? else {
+            return Ok(None);
+        };
+        marked.transpose()?;
         self.scrub_stats.damaged.fetch_add(1, Relaxed);
         tracing::error!(%digest, reason, kept_at, "a stored blob is damaged: moved aside; it reads as absent until pushed again");
         Ok(Some(Damage { digest: digest.clone(), reason: reason.to_owned(), kept_at }))

@@ -83,7 +83,7 @@ impl Registry {
 
     /// Links `digest` from `from` into `repo` if `from` has it; else starts a session.
     pub async fn mount(&self, repo: &RepoName, digest: &Digest, from: Option<&RepoName>) -> Result<MountResult> {
-        let held = self.hold_bytes().await;
+        let held = self.hold_bytes(&[digest]).await?;
         if let Some(from) = from
             && let Some(size) = self.meta.linked_blob(from, digest).await?
             && self.blobs.stat(digest).await?.is_some()
@@ -149,7 +149,7 @@ impl Registry {
             }
             Err(e) => return Err(e),
         };
-        let _held = self.hold_bytes().await;
+        let _held = self.hold_bytes(&[digest]).await?;
         match self.blobs.commit(id, size, digest).await {
             Ok(()) => {}
             // A retry after a commit whose record never followed (a crash, a failed write to
@@ -186,7 +186,7 @@ impl Registry {
     pub async fn put_own_blob(&self, repo: &RepoName, bytes: bytes::Bytes) -> Result<(Digest, u64)> {
         let (digest, size) = (Digest::sha256_of(&bytes), bytes.len() as u64);
         let quota = self.reserve_quota(repo, &digest, size, "blob", Writer::Registry).await?;
-        let _held = self.hold_bytes().await;
+        let _held = self.hold_bytes(&[&digest]).await?;
         self.blobs.put(&digest, bytes).await?;
         self.meta.link_blob(repo, &digest, size).await?;
         self.settle(quota).await;

@@ -56,6 +56,7 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
 /// The key of PostgreSQL's transaction-scoped advisory lock every write takes ("customs").
 const WRITE_LOCK: i64 = 0x0063_7573_746f_6d73;
 
+mod byte_locks;
 mod copy;
 pub use copy::Copied;
 mod identities;
@@ -78,6 +79,7 @@ pub struct SqlMeta {
     pub(super) reader: AnyPool,
     pub(super) dialect: Dialect,
     leads: leadership::Leads,
+    holds: byte_locks::Holds,
 }
 
 impl SqlMeta {
@@ -101,7 +103,7 @@ impl SqlMeta {
             .connect_with(url(file.clone().create_if_missing(true))?)
             .await
             .map_err(db)?;
-        let meta = SqlMeta { reader: writer.clone(), writer, dialect: Dialect::Sqlite, leads: leadership::Leads::alone() };
+        let meta = SqlMeta { reader: writer.clone(), writer, dialect: Dialect::Sqlite, leads: leadership::Leads::alone(), holds: byte_locks::Holds::alone() };
         meta.migrate(SQLITE_MIGRATIONS).await?;
         let reader = AnyPoolOptions::new()
             .max_connections(8)
@@ -119,9 +121,9 @@ impl SqlMeta {
         let options = AnyConnectOptions::from_str(url).map_err(db)?;
         let pool = |n| AnyPoolOptions::new().max_connections(n).acquire_timeout(Duration::from_secs(10)).connect_with(options.clone());
         let writer = pool(4).await.map_err(db)?;
-        let meta = SqlMeta { reader: writer.clone(), writer, dialect: Dialect::Postgres, leads: leadership::Leads::shared(options.clone()) };
+        let meta = SqlMeta { reader: writer.clone(), writer, dialect: Dialect::Postgres, leads: leadership::Leads::shared(options.clone()), holds: byte_locks::Holds::alone() };
         meta.migrate(POSTGRES_MIGRATIONS).await?;
-        Ok(SqlMeta { reader: pool(16).await.map_err(db)?, ..meta })
+        Ok(SqlMeta { reader: pool(16).await.map_err(db)?, holds: byte_locks::Holds::shared(options), ..meta })
     }
 
     /// Which database this is.
@@ -150,6 +152,7 @@ impl SqlMeta {
     /// their work.
     pub async fn close(&self) {
         self.leads.close().await;
+        self.holds.close().await;
         self.reader.close().await;
         self.writer.close().await;
     }
