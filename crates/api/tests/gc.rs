@@ -109,7 +109,9 @@ async fn a_manifest_after_its_layers_were_collected_is_refused_and_the_push_can_
 
 #[tokio::test]
 async fn a_layer_a_client_found_with_head_is_spared_for_the_delay() {
-    let reg = TestRegistry::new().await;
+    let delay = Duration::from_secs(1);
+    // As `serve` sets it: a HEAD renews a link older than half of gc's delay.
+    let reg = TestRegistry::with_config(registry::RegistryConfig { link_renewal: delay / 2, ..Default::default() }).await;
     // A push whose manifest never came, retried later: the client HEADs the layers, finds them,
     // and sends only the manifest. A pass between the HEADs and the manifest must not unlink them.
     let image = ImageBuilder::new(5).layer(1, 700).build();
@@ -117,7 +119,6 @@ async fn a_layer_a_client_found_with_head_is_spared_for_the_delay() {
         reg.push_blob("gc/retried", &blob.bytes).await;
     }
     let abandoned = reg.push_blob("gc/retried", b"nobody asks about this one").await;
-    let delay = Duration::from_secs(1);
     tokio::time::sleep(delay + Duration::from_millis(200)).await;
     for blob in image.blobs() {
         assert_eq!(reg.head(&format!("/v2/gc/retried/blobs/{}", blob.digest)).await.status, StatusCode::OK);

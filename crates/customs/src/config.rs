@@ -908,6 +908,7 @@ impl Config {
             immutable_tags: registry::ImmutableTags { rules },
             read_only: self.read_only,
             quotas: registry::Quotas { namespaces, default_bytes },
+            link_renewal: Duration::from_secs(self.gc.delay_secs / 2),
         })
     }
 }

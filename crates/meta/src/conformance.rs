@@ -386,10 +386,10 @@ async fn caches_know_their_least_recently_pulled(meta: &dyn MetaStore) {
     assert_eq!(used[1].last_used_ms, later + 100);
 
     // A blob stays linked while a manifest of the repository references it.
-    assert!(!meta.unlink_unreferenced_blob(&a, &d("x")).await.unwrap());
+    assert!(!meta.unlink_unreferenced_blob(&a, &d("x"), i64::MAX).await.unwrap());
     assert!(meta.delete_manifest(&a, &d("m1"), NO_KEPT_TAGS).await.unwrap());
-    assert!(meta.unlink_unreferenced_blob(&a, &d("x")).await.unwrap());
-    assert!(!meta.unlink_unreferenced_blob(&a, &d("y")).await.unwrap(), "the referrer still references y");
+    assert!(meta.unlink_unreferenced_blob(&a, &d("x"), i64::MAX).await.unwrap());
+    assert!(!meta.unlink_unreferenced_blob(&a, &d("y"), i64::MAX).await.unwrap(), "the referrer still references y");
     assert!(meta.digest_in_use(&d("x")).await.unwrap(), "still linked in cache/b");
     assert!(meta.digest_in_use(&d("m2")).await.unwrap(), "a manifest's bytes");
     assert!(!meta.digest_in_use(&d("m1")).await.unwrap());
@@ -424,12 +424,23 @@ async fn orphan_links_are_the_unreferenced_old_ones(meta: &dyn MetaStore) {
     std::thread::sleep(std::time::Duration::from_millis(5));
     meta.link_blob(&a, &d("left"), 3).await.unwrap();
     assert_eq!(mine(meta.orphan_links(between, usize::MAX).await.unwrap()), vec![("orphans/b".to_owned(), d("layer"))]);
+    // Found by a client (a HEAD): an old link is renewed, a recent one left as it is, an absent
+    // one reported absent.
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    let found_at = now();
+    assert!(meta.renew_link(&b, &d("layer"), between, found_at).await.unwrap(), "linked before `between`: renewed");
+    assert!(meta.renew_link(&a, &d("left"), 0, found_at).await.unwrap(), "linked, and recent enough: kept as it is");
+    assert!(!meta.renew_link(&b, &d("left"), found_at, found_at).await.unwrap(), "not linked in b");
+    assert!(mine(meta.orphan_links(between, usize::MAX).await.unwrap()).is_empty(), "the found link counts as new");
+    assert!(!meta.unlink_unreferenced_blob(&b, &d("layer"), found_at).await.unwrap(), "renewed at found_at: not before it");
+    assert!(!meta.unlink_unreferenced_blob(&a, &d("left"), between).await.unwrap(), "linked after between");
     // Once its manifest is gone, a layer is an orphan too.
     assert!(meta.delete_manifest(&a, &d("orphans-image"), NO_KEPT_TAGS).await.unwrap());
     assert_eq!(mine(meta.orphan_links(soon, usize::MAX).await.unwrap()).len(), 3);
     for (r, blob) in [(&a, "layer"), (&a, "left"), (&b, "layer")] {
-        assert!(meta.unlink_unreferenced_blob(r, &d(blob)).await.unwrap());
+        assert!(meta.unlink_unreferenced_blob(r, &d(blob), soon).await.unwrap());
     }
+    assert!(!meta.renew_link(&b, &d("layer"), soon, soon).await.unwrap(), "unlinked: nothing to renew");
     assert!(mine(meta.orphan_links(soon, usize::MAX).await.unwrap()).is_empty());
 }
 

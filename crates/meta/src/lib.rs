@@ -194,9 +194,14 @@ pub trait Repositories: Send + Sync + 'static {
     async fn tags_of(&self, repo: &RepoName, digest: &Digest) -> Result<Vec<String>>;
     /// The manifests in `repo` that reference `target` (a blob, or a child manifest).
     async fn manifests_referencing(&self, repo: &RepoName, target: &Digest) -> Result<Vec<Digest>>;
-    /// Removes `digest`'s link from `repo` unless a manifest there references it, in one
-    /// statement (a manifest recorded at the same moment either keeps it or fails).
-    async fn unlink_unreferenced_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool>;
+    /// Removes `digest`'s link from `repo` unless a manifest there references it or it was linked
+    /// (or renewed) at or after `before_ms`, in one statement (a manifest recorded, or the link
+    /// renewed, at the same moment either keeps it or fails).
+    async fn unlink_unreferenced_blob(&self, repo: &RepoName, digest: &Digest, before_ms: i64) -> Result<bool>;
+    /// A client found `digest` linked in `repo` and will not push it again: a link older than
+    /// `older_than_ms` counts as linked at `now_ms` from now on (what [`Self::orphan_links`] and
+    /// [`Self::unlink_unreferenced_blob`] count from). `false`: there is no such link (any more).
+    async fn renew_link(&self, repo: &RepoName, digest: &Digest, older_than_ms: i64, now_ms: i64) -> Result<bool>;
     /// Deletes, in one transaction, up to `limit` referrers whose subject is not in their
     /// repository (deleted, or never pushed), stored before `before_ms`, that no tag and no index
     /// keeps; returns them. A referrer of a referrer so deleted is found by the next call.

@@ -74,7 +74,7 @@ impl Registry {
             self.cache.invalidate(repo);
             freed.insert(next);
             for blob in blobs {
-                if self.meta.unlink_unreferenced_blob(repo, &blob).await? {
+                if self.meta.unlink_unreferenced_blob(repo, &blob, i64::MAX).await? {
                     freed.insert(blob);
                 }
             }

@@ -14,11 +14,13 @@
 //! Why the delay: a client pushes layers first and the manifest that references them last, so
 //! a layer is unreferenced for as long as the push takes. A client that finds a layer already
 //! there (a HEAD, [`Registry::head_blob`]) does not push it again, so a link it found counts as
-//! linked then: that is noted in memory, and a pass spares it for `delay` too. A manifest that
-//! arrives after its layers were unlinked anyway (another replica's HEAD, or a HEAD in the
-//! instant between a pass's check and its unlink) is refused with `MANIFEST_BLOB_UNKNOWN` (the
-//! records' transaction checks every link) and the client pushes the layers again; nothing is
-//! ever left pointing at nothing.
+//! linked then: the HEAD renews an old link in the records (whichever replica answered it, and
+//! across restarts), and a pass spares it for `delay` from then. The unlink itself checks the
+//! link's time, so a HEAD between a pass's listing and its unlink keeps the link, and a HEAD
+//! after the unlink answers that the blob is unknown. A manifest that arrives after its layers
+//! were unlinked anyway (its client took longer than `delay` after its HEAD) is refused with
+//! `MANIFEST_BLOB_UNKNOWN` (the records' transaction checks every link); nothing is ever left
+//! pointing at nothing.
 
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
@@ -26,7 +28,7 @@ use std::time::Duration;
 
 use oci::{Digest, RepoName};
 
-use crate::{Registry, Result, now_ms};
+use crate::{Error, Registry, Result, now_ms, pulls};
 
 /// Links and blobs handled per page: bounds memory and how long pushes wait on a deletion.
 const PAGE: usize = 500;
@@ -60,10 +62,28 @@ pub(crate) struct GcStats {
 
 impl Registry {
     /// The size of `digest` if it is linked in `repo`, asked by a client deciding whether to
-    /// push it: garbage collection treats the link as made now.
+    /// push it: a link older than [`crate::RegistryConfig::link_renewal`] is renewed in the
+    /// records, so garbage collection on any replica spares it for its delay from now. Each
+    /// process renews a link at most once per `link_renewal`.
     pub async fn head_blob(&self, repo: &RepoName, digest: &Digest) -> Result<u64> {
         let size = self.stat_blob(repo, digest).await?;
-        self.found_links.note(repo, digest, now_ms());
+        if self.config.read_only {
+            // Nothing is pushed, and nothing collected, while the records are read-only.
+            return Ok(size);
+        }
+        let now = now_ms();
+        let renewal = self.config.link_renewal.as_millis().min(i64::MAX as u128) as i64;
+        if self.renewed_links.get(repo, digest).is_some_and(|at| at > now.saturating_sub(renewal)) {
+            return Ok(size);
+        }
+        if !self.meta.renew_link(repo, digest, now.saturating_sub(renewal), now).await? {
+            // Unlinked since it was looked up.
+            return Err(Error::BlobUnknown(digest.clone()));
+        }
+        self.renewed_links.note(repo, digest, now);
+        if self.renewed_links.len() >= pulls::NOTED_MAX {
+            self.renewed_links.forget_until(now.saturating_sub(renewal));
+        }
         Ok(size)
     }
 
@@ -72,7 +92,6 @@ impl Registry {
         // The last millisecond that is old enough.
         let cutoff = now_ms().saturating_sub(delay.as_millis().min(i64::MAX as u128) as i64);
         let mut collected = Collected::default();
-        self.found_links.forget_until(cutoff);
         loop {
             let deleted = self.meta.delete_dangling_referrers(cutoff + 1, PAGE).await?;
             for (repo, _) in &deleted {
@@ -87,12 +106,9 @@ impl Registry {
             let page = self.meta.orphan_links(cutoff + 1, PAGE).await?;
             let mut unlinked = 0;
             for (repo, digest) in &page {
-                // A client that found it will not push it again; a manifest recorded since the
-                // page was read keeps it.
-                if self.found_links.get(repo, digest).is_some_and(|at| at > cutoff) {
-                    continue;
-                }
-                if self.meta.unlink_unreferenced_blob(repo, digest).await? {
+                // A manifest recorded, or the link found by a client (renewed), since the page
+                // was read keeps it.
+                if self.meta.unlink_unreferenced_blob(repo, digest, cutoff + 1).await? {
                     unlinked += 1;
                 }
             }
@@ -219,5 +235,43 @@ mod tests {
         let lost = pushes.await.unwrap();
         assert_eq!(lost, 0, "acknowledged pushes whose bytes were deleted ({deleted} deletions in all)");
         assert!(deleted > 10, "the collector deleted the unlinked bytes between pushes: {deleted}");
+    }
+
+    /// A client finds an old, unreferenced layer with a HEAD on one replica (and so will send a
+    /// manifest naming it instead of pushing it); garbage collection on another replica spares it
+    /// for its delay from then, and takes the layer nobody asked about.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_link_found_on_one_replica_is_spared_by_gc_on_another() {
+        let pg = test_support::Postgres::start();
+        let (url, dir) = (pg.database(), tempfile::tempdir().unwrap());
+        let config = crate::RegistryConfig { link_renewal: Duration::from_millis(500), ..Default::default() };
+        let replica = || async {
+            let blobs = blobs::Blobs(Arc::new(blobs::FsBlobStore::open(dir.path()).unwrap()));
+            let meta = meta::Meta(Arc::new(meta::SqlMeta::connect(&url).await.unwrap()));
+            Registry::new(blobs, meta, config.clone())
+        };
+        let (front, collector) = (replica().await, replica().await);
+        let repo: RepoName = "team/app".parse().unwrap();
+        let (found, forgotten) = (Bytes::from_static(b"a layer a client finds"), Bytes::from_static(b"a layer nobody asks about"));
+        for bytes in [&found, &forgotten] {
+            let body = futures::stream::iter([Ok(bytes.clone())]).boxed();
+            front.upload_whole(&repo, &Digest::sha256_of(bytes), None, body).await.unwrap();
+        }
+        let (found, forgotten) = (Digest::sha256_of(&found), Digest::sha256_of(&forgotten));
+        let delay = Duration::from_secs(1);
+        tokio::time::sleep(delay + Duration::from_millis(100)).await;
+
+        assert_eq!(front.head_blob(&repo, &found).await.unwrap(), 22);
+        let collected = collector.collect_garbage(delay).await.unwrap();
+        assert_eq!((collected.links, collected.blobs), (1, 1), "the forgotten layer only: {collected:?}");
+        assert!(collector.stat_blob(&repo, &found).await.is_ok(), "the found link is kept");
+        assert!(collector.blobs.stat(&found).await.unwrap().is_some(), "and its bytes");
+        assert!(collector.blobs.stat(&forgotten).await.unwrap().is_none());
+        assert!(matches!(front.head_blob(&repo, &forgotten).await, Err(Error::BlobUnknown(_))));
+
+        // Its delay over with no manifest naming it, it goes too.
+        tokio::time::sleep(delay + Duration::from_millis(100)).await;
+        let collected = collector.collect_garbage(delay).await.unwrap();
+        assert_eq!((collected.links, collected.blobs), (1, 1), "{collected:?}");
     }
 }

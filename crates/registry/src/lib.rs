@@ -82,6 +82,10 @@ pub struct RegistryConfig {
     pub read_only: bool,
     /// Storage quotas per namespace.
     pub quotas: Quotas,
+    /// A link a client finds (a HEAD of a blob in a repository) older than this is renewed in the
+    /// records, so garbage collection spares it for its delay from then: the client will send a
+    /// manifest naming it rather than push it again. Half of gc's delay.
+    pub link_renewal: Duration,
 }
 
 impl Default for RegistryConfig {
@@ -96,6 +100,7 @@ impl Default for RegistryConfig {
             immutable_tags: ImmutableTags::default(),
             read_only: false,
             quotas: Quotas::default(),
+            link_renewal: Duration::from_secs(30 * 60),
         }
     }
 }
@@ -169,7 +174,7 @@ pub struct Registry {
     /// Pulls since the last flush.
     pulls: pulls::Noted,
     /// Blob links found by a HEAD within the garbage collection delay.
-    found_links: pulls::Noted,
+    renewed_links: pulls::Noted,
     gc_stats: gc::GcStats,
     scrub_stats: scrub::ScrubStats,
     quota_usage: quota::Usage,
@@ -190,7 +195,7 @@ impl Registry {
             gate_rules: GateRules::paved_road(),
             bytes_guard: tokio::sync::RwLock::new(()),
             pulls: pulls::Noted::default(),
-            found_links: pulls::Noted::default(),
+            renewed_links: pulls::Noted::default(),
             gc_stats: gc::GcStats::default(),
             scrub_stats: scrub::ScrubStats::default(),
             quota_usage: quota::Usage::default(),

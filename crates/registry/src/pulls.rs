@@ -12,10 +12,10 @@ use oci::{Digest, RepoName};
 use crate::{Registry, Result};
 
 /// Entries a [`Noted`] holds at most (later times of those it holds still count).
-const NOTED_MAX: usize = 100_000;
+pub(crate) const NOTED_MAX: usize = 100_000;
 
 /// The latest time each (repository, digest) was noted, in memory and bounded: pulls between
-/// flushes, and the blob links HEADs found (for garbage collection). By repository, then
+/// flushes, and the blob links a HEAD renewed (so each is renewed once a while). By repository, then
 /// digest, so that noting one already held allocates nothing.
 #[derive(Default)]
 pub(crate) struct Noted {
@@ -32,6 +32,11 @@ impl Noted {
             by_repo.entry(repo.clone()).or_default().insert(digest.clone(), at_ms);
             self.count.fetch_add(1, Relaxed);
         }
+    }
+
+    /// How many entries there are.
+    pub fn len(&self) -> usize {
+        self.count.load(Relaxed)
     }
 
     pub fn get(&self, repo: &RepoName, digest: &Digest) -> Option<i64> {

@@ -592,10 +592,31 @@ impl Repositories for SqlMeta {
         rows.iter().map(|d| d.parse().map_err(|_| Error::Corrupt(format!("stored digest {d:?} does not parse")))).collect()
     }
 
-    async fn unlink_unreferenced_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
-        let sql = "DELETE FROM blob_links WHERE repo = $1 AND digest = $2 \
+    async fn unlink_unreferenced_blob(&self, repo: &RepoName, digest: &Digest, before_ms: i64) -> Result<bool> {
+        let sql = "DELETE FROM blob_links WHERE repo = $1 AND digest = $2 AND created_at < $3 \
                    AND NOT EXISTS (SELECT 1 FROM manifest_refs WHERE repo = $1 AND target = $2)";
-        self.write_repo_digest(sql, repo, digest).await
+        let done = self.write_one(sqlx::query(sql).bind(repo.as_str()).bind(digest.to_string()).bind(before_ms)).await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn renew_link(&self, repo: &RepoName, digest: &Digest, older_than_ms: i64, now_ms: i64) -> Result<bool> {
+        // One statement deciding by its own row: on PostgreSQL a concurrent unlink either sees the
+        // renewed time (READ COMMITTED checks its `WHERE` again against the newest row) or has
+        // removed the row, which this then does not find. The row is written whether or not its
+        // time changes, so that "found" is this statement's own answer.
+        let done = self
+            .write_row(
+                sqlx::query(
+                    "UPDATE blob_links SET created_at = CASE WHEN created_at < $3 THEN $4 ELSE created_at END \
+                     WHERE repo = $1 AND digest = $2",
+                )
+                .bind(repo.as_str())
+                .bind(digest.to_string())
+                .bind(older_than_ms)
+                .bind(now_ms),
+            )
+            .await?;
+        Ok(done.rows_affected() > 0)
     }
 
     async fn orphan_links(&self, before_ms: i64, limit: usize) -> Result<Vec<(RepoName, Digest)>> {
@@ -1185,7 +1206,7 @@ mod tests {
                 let (a, b) = (replicas[0].clone(), replicas[1].clone());
                 let (pushed, unlinked) = tokio::join!(
                     async move { a.put_manifest(&repo_of("turns/app"), &image(i, false)).await },
-                    async move { b.unlink_unreferenced_blob(&repo_of("turns/app"), &digest(i)).await.unwrap() },
+                    async move { b.unlink_unreferenced_blob(&repo_of("turns/app"), &digest(i), i64::MAX).await.unwrap() },
                 );
                 let linked = replicas[2].linked_blob(&repo, &digest(i)).await.unwrap().is_some();
                 match pushed {
