@@ -143,7 +143,7 @@ impl HoldsTask {
     async fn change(&mut self, wanted: &[i32], released: &[i32], confirm: bool) -> Result<()> {
         for key in released {
             if let Some(n) = self.counts.get_mut(key) {
-                *n -= 1;
+                *n = n.saturating_sub(1);
             }
         }
         let mut take = Vec::new();
