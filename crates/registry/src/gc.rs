@@ -237,6 +237,29 @@ mod tests {
         assert!(deleted > 10, "the collector deleted the unlinked bytes between pushes: {deleted}");
     }
 
+    /// A HEAD renews an old link, except on a read-only registry, which writes nothing.
+    #[tokio::test]
+    async fn a_read_only_registry_renews_no_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = blobs::Blobs(Arc::new(blobs::FsBlobStore::open(dir.path()).unwrap()));
+        let meta = meta::Meta(Arc::new(meta::SqlMeta::open(&dir.path().join("meta.db")).await.unwrap()));
+        let config = crate::RegistryConfig { link_renewal: Duration::ZERO, ..Default::default() };
+        let writable = Registry::new(blobs.clone(), meta.clone(), config.clone());
+        let read_only = Registry::new(blobs, meta.clone(), crate::RegistryConfig { read_only: true, ..config });
+        let repo: RepoName = "team/app".parse().unwrap();
+        let bytes = Bytes::from_static(b"a layer");
+        let digest = Digest::sha256_of(&bytes);
+        writable.upload_whole(&repo, &digest, None, futures::stream::iter([Ok(bytes)]).boxed()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let before = now_ms();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let old = || async { meta.orphan_links(before, 10).await.unwrap().len() };
+        assert_eq!(read_only.head_blob(&repo, &digest).await.unwrap(), 7);
+        assert_eq!(old().await, 1, "read-only: the link keeps its time");
+        assert_eq!(writable.head_blob(&repo, &digest).await.unwrap(), 7);
+        assert_eq!(old().await, 0, "renewed");
+    }
+
     /// A client finds an old, unreferenced layer with a HEAD on one replica (and so will send a
     /// manifest naming it instead of pushing it); garbage collection on another replica spares it
     /// for its delay from then, and takes the layer nobody asked about.
