@@ -146,6 +146,7 @@ impl HoldsTask {
                 *n = n.saturating_sub(1);
             }
         }
+        // Each key once; a key released and wanted again in one batch is kept, not taken twice.
         let mut take = Vec::new();
         for key in wanted {
             let n = self.counts.entry(*key).or_default();
@@ -154,12 +155,8 @@ impl HoldsTask {
             }
             *n += 1;
         }
-        // A key released and wanted again in one batch is kept, not taken twice.
-        let mut free: Vec<i32> = self.counts.iter().filter(|(_, n)| **n == 0).map(|(k, _)| *k).collect();
-        free.retain(|k| !take.contains(k));
+        let free: Vec<i32> = self.counts.iter().filter(|(_, n)| **n == 0).map(|(k, _)| *k).collect();
         self.counts.retain(|_, n| *n > 0);
-        take.sort_unstable();
-        take.dedup();
         match self.run_locks(&free, &take, confirm).await {
             Ok(()) => Ok(()),
             Err(e) => {
