@@ -25,10 +25,19 @@ pub trait ByteLocks: Send + Sync {
     async fn claim_digest(&self, digest: &Digest) -> Result<Option<DigestClaim>>;
 }
 
-/// Digests held; released on drop.
+/// Digests held; released on drop, or by [`DigestsHeld::release`], which also says whether the
+/// hold lasted.
 #[must_use = "the digests are released when this is dropped"]
 pub struct DigestsHeld {
-    release: Option<Box<dyn FnOnce() + Send>>,
+    release: Option<Box<dyn Release>>,
+}
+
+/// How a hold of shared records is given up.
+pub(crate) trait Release: Send {
+    /// Gives the hold up without waiting.
+    fn release(self: Box<Self>);
+    /// Gives the hold up, answering `true` only if it was held without a break until now.
+    fn confirm(self: Box<Self>) -> Pin<Box<dyn Future<Output = bool> + Send>>;
 }
 
 impl DigestsHeld {
@@ -37,15 +46,28 @@ impl DigestsHeld {
         DigestsHeld { release: None }
     }
 
-    pub(crate) fn new(release: impl FnOnce() + Send + 'static) -> DigestsHeld {
+    pub(crate) fn new(release: impl Release + 'static) -> DigestsHeld {
         DigestsHeld { release: Some(Box::new(release)) }
+    }
+
+    /// Releases the digests once the record that needs their bytes has committed, and answers
+    /// whether they were held without a break from the moment they were given until now. A break
+    /// is the records' session that held them ending (the database restarting, the connection
+    /// cut), which takes its locks with it: a deletion may then have taken the bytes while the
+    /// holder went on, so the holder must look at them again. Records of this process's own never
+    /// break.
+    pub async fn release(mut self) -> bool {
+        match self.release.take() {
+            Some(release) => release.confirm().await,
+            None => true,
+        }
     }
 }
 
 impl Drop for DigestsHeld {
     fn drop(&mut self) {
         if let Some(release) = self.release.take() {
-            release();
+            release.release();
         }
     }
 }

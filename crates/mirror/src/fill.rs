@@ -204,12 +204,13 @@ impl Mirror {
                 route.upstream.client.request(http::Method::HEAD, &image, &path, http::HeaderMap::new()).await?;
             }
             // Looked at again under the guard: an eviction may have deleted them since.
-            let _held = self.registry.hold_bytes(&[digest]).await?;
+            let held = self.registry.hold_bytes(&[digest]).await?;
             if let Some(size) = self.blobs.stat(digest).await? {
                 if declared.is_some_and(|d| d != size) {
                     return Err(format!("the manifest gives {digest} {} bytes, the stored blob has {size}", declared.unwrap_or(0)).into());
                 }
                 self.meta.link_blob(repo, digest, size).await?;
+                self.registry.release_bytes(held).await?;
                 return Ok(size);
             }
         }
@@ -289,9 +290,10 @@ impl Mirror {
         if actual != *digest {
             return Err(format!("the upstream sent bytes whose digest is {actual}, not {digest}").into());
         }
-        let _held = self.registry.hold_bytes(&[digest]).await?;
+        let held = self.registry.hold_bytes(&[digest]).await?;
         self.blobs.commit(upload, written, digest).await?;
         self.meta.link_blob(repo, digest, written).await?;
+        self.registry.release_bytes(held).await?;
         Ok(written)
     }
 

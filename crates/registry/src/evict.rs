@@ -16,11 +16,13 @@ use tokio::sync::RwLockReadGuard;
 
 use crate::{Registry, Result};
 
-/// Stored bytes held ([`Registry::hold_bytes`]) until dropped.
+/// Stored bytes held ([`Registry::hold_bytes`]) until dropped, or until
+/// [`Registry::release_bytes`] once the record that needs them has committed.
 #[must_use = "the bytes are held until this is dropped"]
 pub struct BytesHeld<'a> {
-    _shared: meta::DigestsHeld,
-    _local: RwLockReadGuard<'a, ()>,
+    shared: meta::DigestsHeld,
+    local: RwLockReadGuard<'a, ()>,
+    digests: Vec<Digest>,
 }
 
 /// What an eviction removed.
@@ -41,7 +43,43 @@ impl Registry {
     pub async fn hold_bytes(&self, digests: &[&Digest]) -> Result<BytesHeld<'_>> {
         let local = self.bytes_guard.read().await;
         let shared = self.meta.hold_digests(digests).await?;
-        Ok(BytesHeld { _shared: shared, _local: local })
+        Ok(BytesHeld { shared, local, digests: digests.iter().map(|d| (*d).clone()).collect() })
+    }
+
+    /// Ends `held` once the record that needs its bytes has committed, before the write is
+    /// acknowledged. A hold lasts unless the records' session that held it ended meanwhile (the
+    /// database restarting, the connection cut: `meta::DigestsHeld::release`); then a deletion may
+    /// have taken the bytes. So after a break the bytes are looked at again under a new hold,
+    /// which waits for a deletion under way: those gone are marked damaged, so they read as absent
+    /// until pushed again (one push repairs them), and the write is refused with
+    /// [`Error::Unavailable`](crate::Error::Unavailable) rather than acknowledged.
+    pub async fn release_bytes(&self, held: BytesHeld<'_>) -> Result<()> {
+        let BytesHeld { shared, local, digests } = held;
+        let kept = shared.release().await;
+        // Before holding again: a deletion waiting for this process's lock would block the new
+        // hold behind it.
+        drop(local);
+        if kept {
+            return Ok(());
+        }
+        tracing::warn!(?digests, "the records' session holding stored bytes ended during a commit; looking at them again");
+        let again = self.hold_bytes(&digests.iter().collect::<Vec<_>>()).await?;
+        let mut lost = Vec::new();
+        for digest in &digests {
+            if self.blobs.stat(digest).await?.is_none() {
+                self.note_missing(digest).await;
+                lost.push(digest.to_string());
+            }
+        }
+        // Looked at under this hold: present now, they are kept by the committed record.
+        drop(again);
+        if lost.is_empty() {
+            return Ok(());
+        }
+        Err(crate::Error::Unavailable(format!(
+            "stored bytes were deleted while this write committed (the records' connection was lost): {}; push them again",
+            lost.join(", ")
+        )))
     }
 
     /// Removes the manifest `digest` from `repo` with its tags and the referrers attached to

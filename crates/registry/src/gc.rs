@@ -297,4 +297,64 @@ mod tests {
         let collected = collector.collect_garbage(delay).await.unwrap();
         assert_eq!((collected.links, collected.blobs), (1, 1), "{collected:?}");
     }
+
+    /// The records' session holding a commit's bytes ends mid-commit (the database restarting,
+    /// the connection cut), and a deletion on another replica takes the bytes before the commit's
+    /// record lands. The write is refused, not acknowledged, and the digest reads as absent until
+    /// pushed again, which repairs it. A hold that lasted, or whose bytes are still there, lets
+    /// the write through.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_commit_whose_hold_broke_is_refused_if_its_bytes_went() {
+        let pg = test_support::Postgres::start();
+        let (url, dir) = (pg.database(), tempfile::tempdir().unwrap());
+        let replica = || async {
+            let blobs = blobs::Blobs(Arc::new(blobs::FsBlobStore::open(dir.path()).unwrap()));
+            let meta = meta::Meta(Arc::new(meta::SqlMeta::connect(&url).await.unwrap()));
+            Registry::new(blobs, meta, crate::RegistryConfig::default())
+        };
+        let (pusher, collector) = (replica().await, replica().await);
+        let repo: RepoName = "team/app".parse().unwrap();
+        let bytes = Bytes::from_static(b"a layer pushed again before gc");
+        let (digest, size) = (Digest::sha256_of(&bytes), bytes.len() as u64);
+        let push = || pusher.upload_whole(&repo, &digest, None, futures::stream::iter([Ok(bytes.clone())]).boxed());
+        // Ends every session holding stored digests (key 0x62797465): this cluster's one, the pusher's.
+        let end_holds = || {
+            pg.sql(
+                "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_locks \
+                 WHERE locktype = 'advisory' AND classid = 1652126821 AND mode = 'ShareLock' AND granted",
+            )
+        };
+        // Stored and linked nowhere, as after a delete: a push of it again keeps these bytes.
+        push().await.unwrap();
+        pusher.meta.unlink_blob(&repo, &digest).await.unwrap();
+
+        // Held throughout: the link is acknowledged.
+        let held = pusher.hold_bytes(&[&digest]).await.unwrap();
+        pusher.meta.link_blob(&repo, &digest, size).await.unwrap();
+        pusher.release_bytes(held).await.unwrap();
+        pusher.meta.unlink_blob(&repo, &digest).await.unwrap();
+
+        // The hold breaks, the bytes go, the link lands: refused.
+        let held = pusher.hold_bytes(&[&digest]).await.unwrap();
+        assert_eq!(collector.delete_unneeded_bytes([digest.clone()]).await.unwrap().0, 0, "held: left");
+        assert_eq!(end_holds().trim(), "1", "one session held the digest");
+        assert_eq!(collector.delete_unneeded_bytes([digest.clone()]).await.unwrap().0, 1, "the hold went with its session");
+        pusher.meta.link_blob(&repo, &digest, size).await.unwrap();
+        let refused = pusher.release_bytes(held).await;
+        assert!(matches!(refused, Err(Error::Unavailable(_))), "{refused:?}");
+        assert!(matches!(pusher.head_blob(&repo, &digest).await, Err(Error::BlobUnknown(_))), "reads as absent");
+        assert!(matches!(collector.head_blob(&repo, &digest).await, Err(Error::BlobUnknown(_))), "on every replica");
+
+        // One push repairs it.
+        push().await.unwrap();
+        assert_eq!(collector.head_blob(&repo, &digest).await.unwrap(), size);
+        assert_eq!(collector.blobs.stat(&digest).await.unwrap(), Some(size));
+
+        // The hold breaks but the bytes stay: the write goes through.
+        let held = pusher.hold_bytes(&[&digest]).await.unwrap();
+        assert_eq!(end_holds().trim(), "1");
+        pusher.meta.link_blob(&repo, &digest, size).await.unwrap();
+        pusher.release_bytes(held).await.unwrap();
+        assert_eq!(pusher.head_blob(&repo, &digest).await.unwrap(), size);
+    }
 }

@@ -90,7 +90,7 @@ impl Registry {
             self.cache.invalidate(repo);
             result?;
             self.settle(quota).await;
-            drop(held);
+            self.release_bytes(held).await?;
             self.push_gate(repo, &digest, existed).await?;
             let result = self.meta.put_manifest(repo, &new).await;
             self.cache.invalidate(repo);
@@ -100,7 +100,7 @@ impl Registry {
             self.cache.invalidate(repo);
             result?;
             self.settle(quota).await;
-            drop(held);
+            self.release_bytes(held).await?;
         }
         if let Some(image) = signed {
             // A signature arrived: its image is judged again with it.
@@ -128,11 +128,12 @@ impl Registry {
         new.tag = tag.cloned();
         new.children_optional = true;
         self.precheck_references(repo, &new.blobs, &[]).await?;
-        let _held = self.hold_bytes(&[digest]).await?;
+        let held = self.hold_bytes(&[digest]).await?;
         self.blobs.put(digest, bytes).await?;
         let result = self.meta.put_manifest(repo, &new).await;
         self.cache.invalidate(repo);
-        Ok(result?)
+        result?;
+        self.release_bytes(held).await
     }
 
     /// Parses and checks a manifest, and the record that stores it.

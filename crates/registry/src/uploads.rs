@@ -91,6 +91,7 @@ impl Registry {
             let quota = self.reserve_quota(repo, digest, size, "blob", Writer::Client).await?;
             self.meta.link_blob(repo, digest, size).await?;
             self.settle(quota).await;
+            self.release_bytes(held).await?;
             return Ok(MountResult::Mounted { size });
         }
         drop(held);
@@ -149,7 +150,7 @@ impl Registry {
             }
             Err(e) => return Err(e),
         };
-        let _held = self.hold_bytes(&[digest]).await?;
+        let held = self.hold_bytes(&[digest]).await?;
         match self.blobs.commit(id, size, digest).await {
             Ok(()) => {}
             // A retry after a commit whose record never followed (a crash, a failed write to
@@ -160,6 +161,7 @@ impl Registry {
         }
         self.meta.finish_upload(id, repo, digest, size).await?;
         self.settle(quota).await;
+        self.release_bytes(held).await?;
         Ok(size)
     }
 
@@ -186,10 +188,11 @@ impl Registry {
     pub async fn put_own_blob(&self, repo: &RepoName, bytes: bytes::Bytes) -> Result<(Digest, u64)> {
         let (digest, size) = (Digest::sha256_of(&bytes), bytes.len() as u64);
         let quota = self.reserve_quota(repo, &digest, size, "blob", Writer::Registry).await?;
-        let _held = self.hold_bytes(&[&digest]).await?;
+        let held = self.hold_bytes(&[&digest]).await?;
         self.blobs.put(&digest, bytes).await?;
         self.meta.link_blob(repo, &digest, size).await?;
         self.settle(quota).await;
+        self.release_bytes(held).await?;
         Ok((digest, size))
     }
 

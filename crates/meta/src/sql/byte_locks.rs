@@ -13,8 +13,11 @@
 //! A hold is answered only after a statement of its session succeeded (taking its locks, or a
 //! `SELECT 1` when they are held already), so it is never given by a session already ended; the
 //! next hold after a failure makes a new session. If the session fails while holds are held (the
-//! database restarts, the connection breaks), their locks go with it while their holders go on: a
-//! deletion in that moment could take bytes a commit relies on. That window is not closed here.
+//! database restarts, the connection breaks), their locks go with it while their holders go on:
+//! a deletion in that moment could take bytes a commit relies on. So a holder that releases with
+//! [`DigestsHeld::release`] after its commit is told whether its session lasted: a statement of
+//! that same session succeeds after the commit (the unlock, or a `SELECT 1`), or the answer is
+//! no, and the holder looks at the bytes again (`registry`'s `release_bytes`).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -25,6 +28,7 @@ use sqlx::{AnyConnection, Connection};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Dialect, SqlMeta, db};
+use crate::byte_locks::Release;
 use crate::{ByteLocks, DigestClaim, DigestsHeld, Error, Result};
 
 /// The first key of the digests' two-key advisory locks ("byte"); the second is 32 bits of the
@@ -44,7 +48,8 @@ fn key(digest: &Digest) -> i32 {
 enum Ask {
     Hold { keys: Vec<i32>, done: oneshot::Sender<Result<u64>> },
     /// Keys held since `session`; a release from a session since failed has nothing to give up.
-    Release { keys: Vec<i32>, session: u64 },
+    /// `kept`, if asked, is told whether the session lasted until a statement after this ask.
+    Release { keys: Vec<i32>, session: u64, kept: Option<oneshot::Sender<bool>> },
     Close(oneshot::Sender<()>),
 }
 
@@ -72,10 +77,7 @@ impl Holds {
         let gone = || Error::Unavailable("the records are closed".into());
         asks.send(Ask::Hold { keys: keys.clone(), done }).map_err(|_| gone())?;
         let session = answer.await.map_err(|_| gone())??;
-        let asks = asks.clone();
-        Ok(DigestsHeld::new(move || {
-            let _ = asks.send(Ask::Release { keys, session });
-        }))
+        Ok(DigestsHeld::new(Held { asks: asks.clone(), keys, session }))
     }
 
     pub(super) async fn close(&self) {
@@ -84,6 +86,25 @@ impl Holds {
         if asks.send(Ask::Close(done)).is_ok() {
             let _ = closed.await;
         }
+    }
+}
+
+/// Keys given to a hold in `session`.
+struct Held {
+    asks: mpsc::UnboundedSender<Ask>,
+    keys: Vec<i32>,
+    session: u64,
+}
+
+impl Release for Held {
+    fn release(self: Box<Self>) {
+        let _ = self.asks.send(Ask::Release { keys: self.keys, session: self.session, kept: None });
+    }
+
+    fn confirm(self: Box<Self>) -> std::pin::Pin<Box<dyn Future<Output = bool> + Send>> {
+        let (kept, answer) = oneshot::channel();
+        let sent = self.asks.send(Ask::Release { keys: self.keys, session: self.session, kept: Some(kept) });
+        Box::pin(async move { sent.is_ok() && answer.await.unwrap_or(false) })
     }
 }
 
@@ -106,11 +127,20 @@ impl HoldsTask {
             }
             let mut holds = Vec::new();
             let mut released = Vec::new();
+            let mut confirms = Vec::new();
             for ask in batch {
                 match ask {
                     Ask::Hold { keys, done } => holds.push((keys, done)),
-                    Ask::Release { keys, session } if session == self.session => released.extend(keys),
-                    Ask::Release { .. } => {}
+                    Ask::Release { keys, session, kept } if session == self.session && self.conn.is_some() => {
+                        released.extend(keys);
+                        confirms.extend(kept);
+                    }
+                    // Its session has ended since: its locks went with it.
+                    Ask::Release { kept, .. } => {
+                        if let Some(kept) = kept {
+                            let _ = kept.send(false);
+                        }
+                    }
                     Ask::Close(done) => {
                         if let Some(conn) = self.conn.take() {
                             let _ = conn.close().await;
@@ -121,7 +151,10 @@ impl HoldsTask {
                 }
             }
             let wanted: Vec<i32> = holds.iter().flat_map(|(keys, _)| keys.iter().copied()).collect();
-            let result = self.change(&wanted, &released, !holds.is_empty()).await;
+            let result = self.change(&wanted, &released, !holds.is_empty() || !confirms.is_empty()).await;
+            for kept in confirms {
+                let _ = kept.send(result.is_ok());
+            }
             let mut unwanted = Vec::new();
             for (keys, done) in holds {
                 let answer = result.as_ref().map(|()| self.session).map_err(|e| Error::Unavailable(e.to_string()));
@@ -137,9 +170,9 @@ impl HoldsTask {
     }
 
     /// Counts `wanted` in and `released` out; releases the keys no hold is left of, then takes the
-    /// keys no hold had. With `confirm`, the session is asked even if nothing is to be taken, so a
-    /// hold is never answered from a session that has ended unnoticed. On a failure the session is
-    /// given up, with every lock it held.
+    /// keys no hold had. With `confirm`, the session is asked even if nothing is to be taken or
+    /// freed, so a hold is never answered, nor a release told the hold lasted, from a session that
+    /// has ended unnoticed. On a failure the session is given up, with every lock it held.
     async fn change(&mut self, wanted: &[i32], released: &[i32], confirm: bool) -> Result<()> {
         for key in released {
             if let Some(n) = self.counts.get_mut(key) {
@@ -189,7 +222,7 @@ impl HoldsTask {
         }
         if !take.is_empty() {
             in_time(sqlx::raw_sql(sqlx::AssertSqlSafe(calls("pg_advisory_lock_shared", take))).execute(&mut *conn)).await?;
-        } else if confirm {
+        } else if confirm && free.is_empty() {
             in_time(sqlx::raw_sql("SELECT 1").execute(&mut *conn)).await?;
         }
         Ok(())
@@ -312,9 +345,15 @@ mod tests {
             let claim = claimed_within(&b, &d).await.expect("a dropped claim is released");
             claim.release().await;
 
-            // The holds' session is ended by the database (a restart, a cut): its locks go, and
-            // the next hold makes a new session.
+            // A hold released after its commit is told it lasted, and is free at once.
+            let held = a.hold_digests(&[&d]).await.unwrap();
+            assert!(held.release().await, "held without a break");
+            b.claim_digest(&d).await.unwrap().expect("released before the answer").release().await;
+
+            // The holds' session is ended by the database (a restart, a cut): its locks go, their
+            // holders are told so when they release, and the next hold makes a new session.
             let held = a.hold_digests(&[&e]).await.unwrap();
+            let earlier = a.hold_digests(&[&d]).await.unwrap();
             let ended: i64 = sqlx::query_scalar(
                 "SELECT COUNT(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_locks \
                  WHERE locktype = 'advisory' AND classid::bigint = $1 AND objid::bigint = $2 AND mode = 'ShareLock' AND granted) t",
@@ -326,19 +365,19 @@ mod tests {
             .unwrap();
             assert_eq!(ended, 1, "one session held e");
             claimed_within(&b, &e).await.expect("the ended session's locks are gone").release().await;
-            drop(held);
-            // Its first statement after the end fails the hold asked then; the next one works.
+            assert!(!held.release().await, "its session ended while it was held");
             let mut worked = false;
             for _ in 0..3 {
                 if let Ok(held) = a.hold_digests(&[&e]).await {
                     assert!(b.claim_digest(&e).await.unwrap().is_none(), "held in the new session");
-                    drop(held);
+                    assert!(held.release().await, "held in the new session without a break");
                     worked = true;
                     break;
                 }
             }
             assert!(worked, "a new session is made");
-            claimed_within(&b, &e).await.expect("released in the new session").release().await;
+            b.claim_digest(&e).await.unwrap().expect("released in the new session").release().await;
+            assert!(!earlier.release().await, "given by the ended session, released from the new one");
 
             // Closed records hold nothing.
             a.close().await;
