@@ -5,9 +5,9 @@
 //! record can come to need them while they are deleted. Every path that makes stored bytes
 //! referenced (an upload's commit and link, a mount, a manifest put, a mirror's fill) holds
 //! [`Registry::hold_bytes`] on their digests from the moment it relies on the bytes until its
-//! record is committed; the deletion holds the exclusive side of this process's lock and claims
-//! each digest in the records (`meta::ByteLocks`: shared with every replica) while it checks the
-//! records and deletes.
+//! record is committed; the deletion of a digest holds the exclusive side of this process's lock
+//! on it (`digest_guards`) and claims it in the records (`meta::ByteLocks`: shared with every
+//! replica) while it checks the records and deletes.
 
 use std::collections::BTreeSet;
 
@@ -21,7 +21,7 @@ use crate::{Registry, Result};
 #[must_use = "the bytes are held until this is dropped"]
 pub struct BytesHeld<'a> {
     shared: meta::DigestsHeld,
-    local: RwLockReadGuard<'a, ()>,
+    local: Vec<RwLockReadGuard<'a, ()>>,
     digests: Vec<Digest>,
 }
 
@@ -41,7 +41,7 @@ impl Registry {
     /// this process and (through the records) in every replica. Waits while one of `digests` is
     /// being deleted.
     pub async fn hold_bytes(&self, digests: &[&Digest]) -> Result<BytesHeld<'_>> {
-        let local = self.bytes_guard.read().await;
+        let local = self.digest_guards.share(digests).await;
         let shared = self.meta.hold_digests(digests).await?;
         Ok(BytesHeld { shared, local, digests: digests.iter().map(|d| (*d).clone()).collect() })
     }

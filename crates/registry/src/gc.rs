@@ -156,8 +156,8 @@ impl Registry {
     /// and their bytes.
     pub(crate) async fn delete_unneeded_bytes(&self, digests: impl IntoIterator<Item = Digest>) -> Result<(usize, u64)> {
         let (mut blobs, mut bytes) = (0, 0);
-        let _exclusive = self.bytes_guard.write().await;
         for digest in digests {
+            let _exclusive = self.digest_guards.exclude(&digest).await;
             let Some(claim) = self.meta.claim_digest(&digest).await? else { continue };
             let deleted = self.delete_if_unneeded(&digest).await;
             claim.release().await;

@@ -14,6 +14,7 @@
 mod access;
 mod browse;
 mod cache;
+mod digest_guards;
 mod error;
 mod evict;
 mod findings;
@@ -170,7 +171,7 @@ pub struct Registry {
     servable: gate::Servable,
     gate_rules: GateRules,
     /// Excludes deleting bytes while bytes are being made referenced ([`Registry::hold_bytes`]).
-    bytes_guard: tokio::sync::RwLock<()>,
+    digest_guards: digest_guards::DigestGuards,
     /// Pulls since the last flush.
     pulls: pulls::Noted,
     /// Blob links found by a HEAD within the garbage collection delay.
@@ -193,7 +194,7 @@ impl Registry {
             blob_flight: SingleFlight::new(),
             servable: gate::Servable::default(),
             gate_rules: GateRules::paved_road(),
-            bytes_guard: tokio::sync::RwLock::new(()),
+            digest_guards: digest_guards::DigestGuards::default(),
             pulls: pulls::Noted::default(),
             renewed_links: pulls::Noted::default(),
             gc_stats: gc::GcStats::default(),

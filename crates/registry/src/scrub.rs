@@ -188,7 +188,7 @@ impl Registry {
             tracing::error!(%digest, reason, "a stored blob is damaged: left in place (read-only); it is not served");
             return Ok(None);
         }
-        let _exclusive = self.bytes_guard.write().await;
+        let _exclusive = self.digest_guards.exclude(digest).await;
         let Some(claim) = self.meta.claim_digest(digest).await? else {
             tracing::warn!(%digest, reason, "a stored blob looks damaged but is being linked right now; it is read again next pass");
             return Ok(None);
