@@ -4,7 +4,8 @@
 //! finished on the other, a delete on one is seen by the other, each image is inspected once and
 //! each event delivered to a webhook once (by the replica that leads the deliveries; when it dies
 //! the other takes over), and a server with records of its own is refused the
-//! replicas' bucket prefix.
+//! replicas' bucket prefix. PostgreSQL crashing under the replicas' pushes loses no acknowledged
+//! push, and they take pushes again once it is back.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -176,6 +177,121 @@ async fn two_replicas_over_postgres_and_s3_serve_one_registry() {
     .await;
     assert!(std::fs::read_to_string(survivor_log).unwrap().contains("this replica leads webhooks now"));
     assert!(survivor.stop(), "the survivor drains and exits cleanly");
+}
+
+/// PostgreSQL crashes (an immediate stop: no checkpoint, every session cut) and comes back while
+/// two replicas take pushes from four clients. No push is acknowledged that is not kept: every
+/// image answered 201 reads back whole from both replicas afterwards, and every push refused in
+/// between was told so with a 5xx. The replicas take pushes again once the database is back,
+/// without being restarted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_pushes_outlive_a_database_crash() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let pg = Postgres::start();
+    let s3 = S3Server::start(&tmp.path().join("s3"));
+    let mut env = s3.serve_env("registry");
+    env.push(("CUSTOMS_RECORDS__URL".into(), pg.durable_database()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let a = ServerProcess::start_logged(customs(), &tmp.path().join("a"), &env, &tmp.path().join("a.log")).unwrap();
+    let b = ServerProcess::start_logged(customs(), &tmp.path().join("b"), &env, &tmp.path().join("b.log")).unwrap();
+    let clients = [Client::new(&a.url()), Client::new(&b.url())];
+
+    /// A push's image, where it went, when it began, and how it was answered.
+    struct Push {
+        image: test_support::Image,
+        repo: String,
+        tag: String,
+        began: Instant,
+        ended: Instant,
+        refused: Option<test_support::Refused>,
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let pushers: Vec<_> = (0..4u64)
+        .map(|p| {
+            let (client, stop) = (clients[p as usize % 2].clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut pushes = Vec::new();
+                for n in 0u64.. {
+                    if stop.load(Relaxed) {
+                        break;
+                    }
+                    let image = ImageBuilder::new(1_000 * p + n).layer(1, 2_000).build();
+                    let (repo, tag, began) = (format!("crash/p{p}"), format!("v{n}"), Instant::now());
+                    let refused = client.try_push_image(&repo, &image, &tag).await.err();
+                    pushes.push(Push { image, repo, tag, began, ended: Instant::now(), refused });
+                    // A CI fleet's pace, not a flood: what matters is what is under way at the crash.
+                    tokio::time::sleep(Duration::from_millis(150)).await;
+                }
+                pushes
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let crashed = Instant::now();
+    pg.crash();
+    // Longer than a replica waits for a connection (10 s): requests meanwhile are refused.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    pg.start_again();
+    let back = Instant::now();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    stop.store(true, Relaxed);
+    let mut pushes = Vec::new();
+    for pusher in pushers {
+        pushes.extend(pusher.await.unwrap());
+    }
+
+    let refused: Vec<&Push> = pushes.iter().filter(|p| p.refused.is_some()).collect();
+    let acknowledged: Vec<&Push> = pushes.iter().filter(|p| p.refused.is_none()).collect();
+    eprintln!("{} pushes acknowledged, {} refused", acknowledged.len(), refused.len());
+    for push in &refused {
+        let answer = push.refused.as_ref().unwrap();
+        assert!(answer.status.is_some_and(|s| s.is_server_error()), "refused with a 5xx: {answer}");
+    }
+    // Under way while the database was down: begun before it was back, ended after it went.
+    let around = |p: &Push| p.began <= back && p.ended >= crashed;
+    assert!(pushes.iter().any(around), "pushes were under way while the database was down");
+    for (i, client) in clients.iter().enumerate() {
+        let repos = [format!("crash/p{i}"), format!("crash/p{}", i + 2)];
+        let recovered = acknowledged.iter().filter(|p| repos.contains(&p.repo) && p.began > back + Duration::from_secs(2)).count();
+        assert!(recovered > 0, "replica {i} took pushes again once the database was back");
+        let ready = client.call(Method::GET, "/readyz", &[], Vec::new()).await.unwrap();
+        assert_eq!(ready.status, StatusCode::OK, "replica {i} is ready");
+    }
+    // Every acknowledged image is let through by the pull gate once inspected, including those
+    // whose inspection the crash broke off.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for push in &acknowledged {
+        let path = format!("/v2/{}/manifests/{}", push.repo, push.tag);
+        loop {
+            let status = clients[0].call(Method::HEAD, &path, &[], Vec::new()).await.unwrap().status;
+            if status != StatusCode::TOO_MANY_REQUESTS {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{}:{} still waits for its inspection", push.repo, push.tag);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    // Every acknowledged push is in the records, read through the replica it was not pushed to;
+    // those under way while the database was down are read back whole from both.
+    for push in &acknowledged {
+        let around = around(push);
+        let other = push.repo.ends_with(['0', '2']) as usize;
+        for client in clients.iter().enumerate().filter(|(i, _)| around || *i == other).map(|(_, c)| c) {
+            let method = if around { Method::GET } else { Method::HEAD };
+            let manifest = client.call(method.clone(), &format!("/v2/{}/manifests/{}", push.repo, push.tag), &[], Vec::new()).await.unwrap();
+            assert_eq!(manifest.status, StatusCode::OK, "{}:{} from {}", push.repo, push.tag, client.base());
+            assert_eq!(manifest.headers["docker-content-digest"], push.image.digest.to_string().as_str(), "{}:{}", push.repo, push.tag);
+            assert!(!around || manifest.body == push.image.manifest, "{}:{} whole", push.repo, push.tag);
+            for blob in push.image.blobs() {
+                let read = client.call(method.clone(), &format!("/v2/{}/blobs/{}", push.repo, blob.digest), &[], Vec::new()).await.unwrap();
+                assert_eq!(read.status, StatusCode::OK, "{} of {}:{}", blob.digest, push.repo, push.tag);
+                assert!(!around || read.body == blob.bytes, "{} whole", blob.digest);
+            }
+        }
+    }
 }
 
 /// An installation that began as one server on the embedded default (blobs and `meta.db` in its

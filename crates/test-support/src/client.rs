@@ -55,12 +55,42 @@ impl Client {
     /// Pushes `image` as `repo:tag`: each blob in one `POST ?digest=`, then the manifest; panics
     /// on any status but 201.
     pub async fn push_image(&self, repo: &str, image: &crate::Image, tag: &str) {
+        if let Err(refused) = self.try_push_image(repo, image, tag).await {
+            panic!("push of {repo}:{tag}: {refused}");
+        }
+    }
+
+    /// Pushes `image` as `repo:tag` like [`Client::push_image`]; the first answer other than 201
+    /// (its status and body), or the failure to get one, ends it.
+    pub async fn try_push_image(&self, repo: &str, image: &crate::Image, tag: &str) -> Result<(), Refused> {
+        let expect_created = |what: String, r: anyhow::Result<TestResponse>| match r {
+            Ok(r) if r.status == http::StatusCode::CREATED => Ok(()),
+            Ok(r) => Err(Refused { what, status: Some(r.status), said: String::from_utf8_lossy(&r.body).into_owned() }),
+            Err(e) => Err(Refused { what, status: None, said: e.to_string() }),
+        };
         for blob in image.blobs() {
             let r = self.call(Method::POST, &format!("/v2/{repo}/blobs/uploads/?digest={}", blob.digest), &[], blob.bytes.clone()).await;
-            assert_eq!(r.unwrap().status, http::StatusCode::CREATED, "blob {}", blob.digest);
+            expect_created(format!("blob {}", blob.digest), r)?;
         }
         let headers = [("content-type", image.media_type.as_str())];
         let r = self.call(Method::PUT, &format!("/v2/{repo}/manifests/{tag}"), &headers, image.manifest.clone()).await;
-        assert_eq!(r.unwrap().status, http::StatusCode::CREATED, "manifest {repo}:{tag}");
+        expect_created(format!("manifest {repo}:{tag}"), r)
+    }
+}
+
+/// A request of a push that was not answered 201.
+#[derive(Debug)]
+pub struct Refused {
+    /// What was sent: "blob <digest>" or "manifest <repo>:<tag>".
+    pub what: String,
+    /// The answer's status; `None` if none came (the connection failed).
+    pub status: Option<http::StatusCode>,
+    /// The answer's body, or the failure.
+    pub said: String,
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {:?} {}", self.what, self.status, self.said)
     }
 }

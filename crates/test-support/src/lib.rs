@@ -24,7 +24,7 @@ use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 
-pub use client::Client;
+pub use client::{Client, Refused};
 pub use image::{Blob, Image, ImageBuilder, Index, Rng, layer_tar_gz, write_image, write_oci_layout};
 pub use process::ServerProcess;
 pub use postgres::Postgres;

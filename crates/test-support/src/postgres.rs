@@ -11,6 +11,8 @@ pub struct Postgres {
     dir: tempfile::TempDir,
     bin: PathBuf,
     port: u16,
+    /// The server's options, for starting it again.
+    options: String,
     databases: AtomicUsize,
 }
 
@@ -61,7 +63,29 @@ impl Postgres {
             options.push_str(" -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key -c ssl_ca_file=ca.crt");
         }
         run(tool(&bin, "pg_ctl").arg("-D").arg(&data).arg("-l").arg(dir.path().join("log")).args(["-w", "-o", &options, "start"]));
-        Postgres { dir, bin, port, databases: AtomicUsize::new(0) }
+        Postgres { dir, bin, port, options, databases: AtomicUsize::new(0) }
+    }
+
+    /// Stops the server at once, as a crash does (`pg_ctl stop -m immediate`: no checkpoint,
+    /// every session cut); [`Postgres::start_again`] brings it back on the same port.
+    pub fn crash(&self) {
+        run(tool(&self.bin, "pg_ctl").arg("-D").arg(self.dir.path().join("data")).args(["-m", "immediate", "-w", "stop"]));
+    }
+
+    /// Starts the server again after [`Postgres::crash`]; it recovers from its WAL.
+    pub fn start_again(&self) {
+        let (data, log) = (self.dir.path().join("data"), self.dir.path().join("log"));
+        run(tool(&self.bin, "pg_ctl").arg("-D").arg(&data).arg("-l").arg(log).args(["-w", "-o", &self.options, "start"]));
+    }
+
+    /// Like [`Postgres::database`], but its commits are acknowledged only once written to the
+    /// WAL (`synchronous_commit`, which the cluster turns off for speed), so that every commit
+    /// acknowledged survives [`Postgres::crash`].
+    pub fn durable_database(&self) -> String {
+        let url = self.database();
+        let name = url.rsplit('/').next().unwrap_or_default();
+        self.sql(&format!("ALTER DATABASE {name} SET synchronous_commit = on"));
+        url
     }
 
     /// A new, empty database; its URL. Its default collation is ICU's English, which does not
