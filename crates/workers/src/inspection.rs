@@ -307,12 +307,33 @@ impl InspectionWorker {
                 tracing::info!(repo = %job.repo, digest = %job.digest, millis = started.elapsed().as_millis() as u64, allowed = verdict.allowed, "inspected");
             }
             Err(e) => {
-                let retry = (job.attempts < self.settings.max_attempts).then(|| now_ms() + 1000 * (1i64 << job.attempts.min(10)));
                 tracing::warn!(repo = %job.repo, digest = %job.digest, attempts = job.attempts, error = %e, "inspection failed");
-                self.meta.fail_inspection(job.id, &e, retry).await.map_err(|e| e.to_string())?;
+                self.tell_failure(&job, &e).await?;
             }
         }
         Ok(true)
+    }
+
+    /// Records that `job` failed, so that it is due again soon (or failed for good after its last
+    /// attempt). What failed may be the records themselves (a database restarting, failing over):
+    /// untold, the job would stay leased, and its image unjudged (held back by the pull gate),
+    /// until the lease ran out (10 minutes by default). So the records are asked again, backing
+    /// off, for up to half the lease.
+    async fn tell_failure(&self, job: &InspectionJob, error: &str) -> Result<(), String> {
+        let retry = (job.attempts < self.settings.max_attempts).then(|| now_ms() + 1000 * (1i64 << job.attempts.min(10)));
+        let give_up = Instant::now() + self.settings.lease / 2;
+        let mut wait = Duration::from_millis(250);
+        loop {
+            match self.meta.fail_inspection(job.id, error, retry).await {
+                Ok(()) => return Ok(()),
+                Err(e) if Instant::now() + wait < give_up => {
+                    tracing::warn!(repo = %job.repo, digest = %job.digest, error = %e, "could not record a failed inspection; trying again");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        }
     }
 
     /// When what verdicts rest on changed (the advisory DB, a waiver; a signature arrived), judges
@@ -727,5 +748,69 @@ impl InspectionWorker {
         let bytes = Bytes::from(serde_json::to_vec(&manifest).map_err(|e| e.to_string())?);
         self.registry.put_own_manifest(repo, bytes, ATTACHED_BY).await.map_err(|e| format!("attaching {artifact_type}: {e}"))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream(bytes: Bytes) -> blobs::ByteStream {
+        futures::stream::once(async move { Ok::<_, std::io::Error>(bytes) }).boxed()
+    }
+
+    /// The records go away while a job is taken (PostgreSQL crashes, for longer than a connection
+    /// is waited for) and its inspection fails: the failure is recorded once they are back, so
+    /// the job is due again after its back-off, not at the end of its 10-minute lease (until
+    /// which the pull gate would hold the image back).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failure_is_recorded_once_the_records_are_back() {
+        let pg = test_support::Postgres::start();
+        let dir = tempfile::tempdir().unwrap();
+        let meta = Meta(Arc::new(meta::SqlMeta::connect(&pg.durable_database()).await.unwrap()));
+        let blobs = blobs::Blobs(Arc::new(blobs::FsBlobStore::open(dir.path()).unwrap()));
+        let registry = Arc::new(Registry::new(blobs, meta.clone(), registry::RegistryConfig::default()));
+        let repo: RepoName = "team/app".parse().unwrap();
+        let layer = Bytes::from(test_support::layer_tar_gz(&[("etc/app", b"an app", 0o644)]));
+        let config = Bytes::from_static(br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#);
+        for blob in [&layer, &config] {
+            registry.upload_whole(&repo, &Digest::sha256_of(blob), None, stream(blob.clone())).await.unwrap();
+        }
+        let manifest = serde_json::json!({
+            "schemaVersion": 2, "mediaType": oci::media_type::OCI_MANIFEST,
+            "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": Digest::sha256_of(&config).to_string(), "size": config.len() },
+            "layers": [{ "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": Digest::sha256_of(&layer).to_string(), "size": layer.len() }],
+        });
+        let manifest = Bytes::from(serde_json::to_vec(&manifest).unwrap());
+        registry.put_manifest(&repo, &Reference::Tag("v1".parse().unwrap()), Some(oci::media_type::OCI_MANIFEST), manifest, None).await.unwrap();
+        let settings = InspectionSettings {
+            lease: Duration::from_secs(600),
+            max_attempts: 5,
+            poll: Duration::from_secs(1),
+            advisory_db: dir.path().join("no-advisories.db"),
+            limits: scanner::Limits::default(),
+            engines: String::new(),
+            page: InspectionSettings::PAGE,
+        };
+        let worker = InspectionWorker::new(registry, meta.clone(), scanner::Inspection::default(), settings);
+        let job = meta.claim_inspection(now_ms(), 600_000).await.unwrap().expect("the push queued its inspection");
+        let id = job.id;
+
+        pg.crash();
+        let telling = tokio::spawn(async move { worker.tell_failure(&job, "the records went away").await });
+        tokio::time::sleep(Duration::from_secs(12)).await;
+        pg.start_again();
+        let told = tokio::time::timeout(Duration::from_secs(30), telling).await.expect("told within 30 s of the records' return");
+        told.unwrap().expect("the failure is recorded");
+        // Due again after the first attempt's back-off (2 s).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(again) = meta.claim_inspection(now_ms(), 600_000).await.unwrap() {
+                assert_eq!((again.id, again.attempts), (id, 2), "the same job, a second time");
+                break;
+            }
+            assert!(Instant::now() < deadline, "the job is due again within seconds");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 }
