@@ -12,6 +12,7 @@
 //! at worst unreferenced bytes (for GC), never a record that points at nothing.
 
 mod access;
+mod again;
 mod browse;
 mod cache;
 mod digest_guards;
@@ -41,6 +42,7 @@ use meta::{Listing, Meta, Page};
 use oci::{Digest, Reference, RepoName, Tag};
 
 pub use access::{Access, AccessConfig, Actor, IssuedToken, NewRobot, PrincipalInfo};
+pub use again::until_recorded;
 pub use browse::{ManifestView, TagRow};
 pub use error::Error;
 pub use evict::{BytesHeld, Evicted};

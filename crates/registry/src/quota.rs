@@ -48,6 +48,10 @@ const HOLD_FOR: Duration = Duration::from_secs(3600);
 /// with room for replicas' clocks to disagree.
 const SETTLED_FOR: Duration = Duration::from_secs(600);
 
+/// How long a hold's settlement or release is tried again, in the background, when the records
+/// fail it (a restart, a failover), before the hold is left to count until it expires.
+const RETRY_FOR: Duration = Duration::from_secs(300);
+
 /// What a refusal tells the client to do.
 const WHAT_TO_DO: &str = "delete images (their layers count until garbage collection frees them) or ask for a larger quota";
 
@@ -161,13 +165,18 @@ pub(crate) struct Reservation {
 }
 
 impl Reservation {
-    /// The write is recorded. Should the ledger not take that, the hold keeps counting until it
-    /// expires: usage errs high for a while, and the write, made, stands.
+    /// The write is recorded. Should the ledger not take that, it is told again in the background
+    /// for a while, and failing that the hold keeps counting until it expires: usage errs high
+    /// for a while, and the write, made, stands.
     pub(crate) async fn settle(mut self) {
         self.settled = true;
-        let expires = crate::now_ms() + SETTLED_FOR.as_millis() as i64;
-        if let Err(e) = self.meta.settle_hold(self.id, expires).await {
-            tracing::warn!(hold = self.id, error = %e, "could not settle a quota hold; it counts until it expires");
+        let (meta, id) = (self.meta.clone(), self.id);
+        let settle = move || {
+            let meta = meta.clone();
+            async move { meta.settle_hold(id, crate::now_ms() + SETTLED_FOR.as_millis() as i64).await }
+        };
+        if settle().await.is_err() {
+            in_background("a quota hold's settlement", id, settle);
         }
     }
 }
@@ -178,13 +187,25 @@ impl Drop for Reservation {
             return;
         }
         let (meta, id) = (self.meta.clone(), self.id);
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                if let Err(e) = meta.release_hold(id).await {
-                    tracing::warn!(hold = id, error = %e, "could not release a quota hold; it counts until it expires");
-                }
-            });
-        }
+        in_background("a quota hold's release", id, move || {
+            let meta = meta.clone();
+            async move { meta.release_hold(id).await }
+        });
+    }
+}
+
+/// Makes `write` of hold `id` in a task of its own, tried again while the records fail for up to
+/// [`RETRY_FOR`]; failing that, the hold counts until it expires.
+fn in_background<F>(what: &'static str, id: i64, write: impl FnMut() -> F + Send + 'static)
+where
+    F: Future<Output = meta::Result<()>> + Send,
+{
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(async move {
+            if let Err(e) = crate::until_recorded(what, RETRY_FOR, write).await {
+                tracing::warn!(hold = id, error = %e, "could not record {what}; the hold counts until it expires");
+            }
+        });
     }
 }
 
@@ -354,6 +375,34 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// PostgreSQL crashes, for longer than a connection is waited for, as a push whose bytes were
+    /// held against its namespace's quota fails: the hold is released once the database is back,
+    /// rather than counting against the namespace for the hour it would take to expire.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_hold_a_failed_push_leaves_is_released_once_the_records_are_back() {
+        let pg = test_support::Postgres::start();
+        let dir = tempfile::tempdir().unwrap();
+        let meta = Meta(Arc::new(meta::SqlMeta::connect(&pg.durable_database()).await.unwrap()));
+        let blobs = blobs::Blobs(Arc::new(blobs::FsBlobStore::open(dir.path()).unwrap()));
+        let quotas = Quotas { namespaces: vec![NamespaceQuota { namespace: "team".into(), max_bytes: Some(10_000) }], default_bytes: None };
+        let registry = Registry::new(blobs, meta.clone(), crate::RegistryConfig { quotas, ..Default::default() });
+        let repo: RepoName = "team/app".parse().unwrap();
+        let reservation = registry.reserve_quota(&repo, &Digest::sha256_of(b"a layer"), 4_000, "blob", Writer::Client).await.unwrap();
+        assert!(reservation.is_some(), "held");
+        assert_eq!(meta.ledger_bytes("team", 0).await.unwrap(), 4_000);
+
+        pg.crash();
+        // The write fails; its request goes away.
+        drop(reservation);
+        tokio::time::sleep(Duration::from_secs(12)).await;
+        pg.start_again();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while meta.ledger_bytes("team", 0).await.ok() != Some(0) {
+            assert!(Instant::now() < deadline, "the hold is released within seconds of the database's return");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
 
     fn quotas() -> Quotas {
         let named = |namespace: &str, max_bytes| NamespaceQuota { namespace: namespace.into(), max_bytes };

@@ -321,19 +321,8 @@ impl InspectionWorker {
     /// off, for up to half the lease.
     async fn tell_failure(&self, job: &InspectionJob, error: &str) -> Result<(), String> {
         let retry = (job.attempts < self.settings.max_attempts).then(|| now_ms() + 1000 * (1i64 << job.attempts.min(10)));
-        let give_up = Instant::now() + self.settings.lease / 2;
-        let mut wait = Duration::from_millis(250);
-        loop {
-            match self.meta.fail_inspection(job.id, error, retry).await {
-                Ok(()) => return Ok(()),
-                Err(e) if Instant::now() + wait < give_up => {
-                    tracing::warn!(repo = %job.repo, digest = %job.digest, error = %e, "could not record a failed inspection; trying again");
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(5));
-                }
-                Err(e) => return Err(e.to_string()),
-            }
-        }
+        let what = format!("the failed inspection of {}@{}", job.repo, job.digest);
+        registry::until_recorded(&what, self.settings.lease / 2, || self.meta.fail_inspection(job.id, error, retry)).await.map_err(|e| e.to_string())
     }
 
     /// When what verdicts rest on changed (the advisory DB, a waiver; a signature arrived), judges
