@@ -190,6 +190,14 @@ mod tests {
 
     use super::*;
 
+    /// A replica: its blobs in `dir` and its records in the PostgreSQL database `url`, both shared
+    /// with every other replica made alike.
+    async fn replica(url: &str, dir: &std::path::Path, config: crate::RegistryConfig) -> Registry {
+        let blobs = blobs::Blobs(Arc::new(blobs::FsBlobStore::open(dir).unwrap()));
+        let meta = meta::Meta(Arc::new(meta::SqlMeta::connect(url).await.unwrap()));
+        Registry::new(blobs, meta, config)
+    }
+
     /// Two replicas over one PostgreSQL and one blob directory: one pushes a blob again and again,
     /// unlinking it after each push, while the other deletes its bytes whenever no record needs
     /// them. Every push acknowledged finds its bytes there: a deletion never falls between a
@@ -200,11 +208,7 @@ mod tests {
     async fn a_deletion_on_one_replica_never_takes_a_push_on_another() {
         let pg = test_support::Postgres::start();
         let (url, dir) = (pg.database(), tempfile::tempdir().unwrap());
-        let replica = || async {
-            let blobs = blobs::Blobs(Arc::new(blobs::FsBlobStore::open(dir.path()).unwrap()));
-            let meta = meta::Meta(Arc::new(meta::SqlMeta::connect(&url).await.unwrap()));
-            Registry::new(blobs, meta, crate::RegistryConfig::default())
-        };
+        let replica = || replica(&url, dir.path(), crate::RegistryConfig::default());
         let (pusher, collector) = (Arc::new(replica().await), replica().await);
         let repo: RepoName = "team/app".parse().unwrap();
         let bytes = Bytes::from(vec![7u8; 64 << 10]);
@@ -268,11 +272,7 @@ mod tests {
         let pg = test_support::Postgres::start();
         let (url, dir) = (pg.database(), tempfile::tempdir().unwrap());
         let config = crate::RegistryConfig { link_renewal: Duration::from_millis(500), ..Default::default() };
-        let replica = || async {
-            let blobs = blobs::Blobs(Arc::new(blobs::FsBlobStore::open(dir.path()).unwrap()));
-            let meta = meta::Meta(Arc::new(meta::SqlMeta::connect(&url).await.unwrap()));
-            Registry::new(blobs, meta, config.clone())
-        };
+        let replica = || replica(&url, dir.path(), config.clone());
         let (front, collector) = (replica().await, replica().await);
         let repo: RepoName = "team/app".parse().unwrap();
         let (found, forgotten) = (Bytes::from_static(b"a layer a client finds"), Bytes::from_static(b"a layer nobody asks about"));
@@ -307,11 +307,7 @@ mod tests {
     async fn a_commit_whose_hold_broke_is_refused_if_its_bytes_went() {
         let pg = test_support::Postgres::start();
         let (url, dir) = (pg.database(), tempfile::tempdir().unwrap());
-        let replica = || async {
-            let blobs = blobs::Blobs(Arc::new(blobs::FsBlobStore::open(dir.path()).unwrap()));
-            let meta = meta::Meta(Arc::new(meta::SqlMeta::connect(&url).await.unwrap()));
-            Registry::new(blobs, meta, crate::RegistryConfig::default())
-        };
+        let replica = || replica(&url, dir.path(), crate::RegistryConfig::default());
         let (pusher, collector) = (replica().await, replica().await);
         let repo: RepoName = "team/app".parse().unwrap();
         let bytes = Bytes::from_static(b"a layer pushed again before gc");
